@@ -1,0 +1,42 @@
+"""Audit endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from ..context import AppContext, get_ctx
+from ..timeutil import as_utc
+from . import service
+from .models import AuditPage, AuditVerifyResult
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+@router.get("/events", response_model=AuditPage)
+def list_events(
+    ctx: Ctx,
+    event: Annotated[str | None, Query(max_length=200)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> AuditPage:
+    """Audit events, newest first; pass `next_cursor` back as `cursor` for older ones."""
+    return service.query_events(
+        store=ctx.store,
+        event=event,
+        since=as_utc(since),
+        until=as_utc(until),
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/verify", response_model=AuditVerifyResult)
+def verify(ctx: Ctx) -> AuditVerifyResult:
+    """Walk the whole hash chain and report the first broken link."""
+    return service.verify_chain(store=ctx.store)

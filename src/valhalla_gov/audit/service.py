@@ -1,0 +1,220 @@
+"""Audit rules: append to the hash chain, page through events, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..storage.errors import StorageCorruptError
+from ..storage.json_store import canonical_json
+from ..storage.protocol import LOG_AUDIT, Store, StoreTxn
+from ..timeutil import Clock, iso_z, parse_iso
+from .models import AuditEvent, AuditPage, AuditVerifyResult
+
+GENESIS = "0" * 64
+MAX_PAGE = 500
+# Health re-checks at most this many of the newest lines when a process first
+# looks, so its cost stays flat however long the log grows.
+HEALTH_WINDOW = 1000
+
+
+def chain_hash(prev: str, body: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the record's canonical JSON."""
+    digest = hashlib.sha256()
+    digest.update(prev.encode("ascii"))
+    digest.update(b"\n")
+    digest.update(canonical_json(body).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def is_chained(record: dict[str, Any]) -> bool:
+    return "hash" in record or "seq" in record or "prev" in record
+
+
+def _body(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "hash"}
+
+
+def log_event(
+    txn: StoreTxn,
+    *,
+    event: str,
+    payload: dict[str, Any],
+    actor: str,
+    clock: Clock,
+) -> AuditEvent:
+    """Append one event to the chain. Call inside the caller's transaction so
+    the state change and its audit line are ordered under one lock."""
+    last = txn.last_log_record(LOG_AUDIT)
+    if last is not None and is_chained(last):
+        prev = str(last.get("hash"))
+        seq = int(last.get("seq") or 0) + 1
+    else:
+        prev, seq = GENESIS, 1
+    body: dict[str, Any] = {
+        "ts_utc": iso_z(clock()),
+        "event": event,
+        "payload": payload,
+        "seq": seq,
+        "actor": actor,
+        "prev": prev,
+    }
+    record = {**body, "hash": chain_hash(prev, body)}
+    txn.append_log(LOG_AUDIT, record)
+    return AuditEvent.model_validate(record)
+
+
+def record_event(
+    *, store: Store, event: str, payload: dict[str, Any], actor: str, clock: Clock
+) -> AuditEvent:
+    with store.transaction() as txn:
+        return log_event(txn, event=event, payload=payload, actor=actor, clock=clock)
+
+
+def _event_time(record: dict[str, Any]) -> datetime | None:
+    raw = record.get("ts_utc")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_iso(raw)
+    except ValueError:
+        return None
+
+
+def query_events(
+    *,
+    store: Store,
+    event: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> AuditPage:
+    """Events newest first. Appends are ordered in time under the lock, so the
+    scan stops at the first event older than ``since``."""
+    limit = max(1, min(limit, MAX_PAGE))
+    items: list[AuditEvent] = []
+    last_cursor: str | None = None
+    for entry in store.scan_log(LOG_AUDIT, before=cursor):
+        moment = _event_time(entry.record)
+        if since is not None and moment is not None and moment < since:
+            return AuditPage(items=items, next_cursor=None)
+        if until is not None and moment is not None and moment > until:
+            continue
+        if event is not None and entry.record.get("event") != event:
+            continue
+        if len(items) == limit:
+            return AuditPage(items=items, next_cursor=last_cursor)
+        items.append(AuditEvent.model_validate(entry.record))
+        last_cursor = entry.cursor
+    return AuditPage(items=items, next_cursor=None)
+
+
+@dataclass
+class _ChainState:
+    prev: str = GENESIS
+    seq: int = 0
+    events: int = 0
+    legacy: int = 0
+
+
+def _check(record: dict[str, Any], state: _ChainState, *, anchored: bool) -> str | None:
+    """Advance ``state`` over one record; return why it breaks the chain."""
+    if not is_chained(record):
+        if state.events:
+            return "a line without chain fields follows chained lines"
+        state.legacy += 1
+        return None
+    seq, prev, digest = record.get("seq"), record.get("prev"), record.get("hash")
+    if not isinstance(seq, int) or not isinstance(prev, str) or not isinstance(digest, str):
+        return "chain fields are missing or of the wrong type"
+    if anchored and (seq != state.seq + 1 or prev != state.prev):
+        return f"expected seq {state.seq + 1} after hash {state.prev[:12]}..."
+    if chain_hash(prev, _body(record)) != digest:
+        return "hash does not match the record (edited line)"
+    state.prev, state.seq = digest, seq
+    state.events += 1
+    return None
+
+
+def verify_chain(*, store: Store) -> AuditVerifyResult:
+    """Walk the whole log and check every link. Catches edited, dropped and
+    reordered lines; legacy lines before the chain are counted, not failed."""
+    state = _ChainState()
+    try:
+        for entry in store.scan_log_forward(LOG_AUDIT):
+            problem = _check(entry.record, state, anchored=True)
+            if problem is not None:
+                bad = entry.record.get("seq")
+                return AuditVerifyResult(
+                    ok=False,
+                    events=state.events,
+                    legacy_events=state.legacy,
+                    first_bad_seq=bad if isinstance(bad, int) else state.seq + 1,
+                    detail=problem,
+                )
+    except StorageCorruptError as exc:
+        return AuditVerifyResult(
+            ok=False,
+            events=state.events,
+            legacy_events=state.legacy,
+            first_bad_seq=state.seq + 1,
+            detail=str(exc),
+        )
+    return AuditVerifyResult(ok=True, events=state.events, legacy_events=state.legacy)
+
+
+class ChainWatcher:
+    """Incremental chain check for health: verifies only what is new.
+
+    On first use it anchors at most ``HEALTH_WINDOW`` lines from the end; after
+    that each call checks the lines appended since, plus that the last line it
+    verified is still there unchanged (catching an edit or truncation at the
+    tail). The full walk is :func:`verify_chain`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: str | None = None  # just past the last verified line
+        self._last_hash: str | None = None
+        self._state = _ChainState()
+        self._problem: str | None = None
+
+    def check(self, store: Store) -> str | None:
+        with self._lock:
+            if self._problem is not None:
+                # Start over from the window: the operator may have repaired it.
+                self._cursor, self._last_hash, self._state = None, None, _ChainState()
+            try:
+                self._problem = self._advance(store)
+            except StorageCorruptError as exc:
+                self._problem = str(exc)
+            return self._problem
+
+    def _advance(self, store: Store) -> str | None:
+        anchored = True
+        if self._cursor is None:
+            anchored = False
+            start: str | None = None
+            for count, entry in enumerate(store.scan_log(LOG_AUDIT)):
+                start = entry.cursor
+                if count + 1 >= HEALTH_WINDOW:
+                    break
+            entries = store.scan_log_forward(LOG_AUDIT, after=start)
+        else:
+            last = next(iter(store.scan_log(LOG_AUDIT, before=self._cursor)), None)
+            if last is None or last.record.get("hash") != self._last_hash:
+                return "the last verified audit line changed or disappeared"
+            entries = store.scan_log_forward(LOG_AUDIT, after=self._cursor)
+        for entry in entries:
+            problem = _check(entry.record, self._state, anchored=anchored)
+            if problem is not None:
+                return f"audit chain broken near seq {self._state.seq + 1}: {problem}"
+            if is_chained(entry.record):
+                anchored = True
+            self._cursor = entry.cursor
+            self._last_hash = entry.record.get("hash")
+        return None

@@ -1,0 +1,1 @@
+"""The cone: the risk band and what each engine class may do in it."""

@@ -1,0 +1,47 @@
+"""Cone endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from ..context import AppContext, get_actor, get_ctx
+from . import service
+from .canon import Action
+from .models import ConeDecision, ConeSetRequest, ConeState
+
+router = APIRouter(prefix="/cone", tags=["cone"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+Actor = Annotated[str, Depends(get_actor)]
+
+
+@router.get("/state", response_model=ConeState)
+def get_state(ctx: Ctx) -> ConeState:
+    return service.get_cone_state(store=ctx.store)
+
+
+@router.post("/state", response_model=ConeState)
+def set_state(body: ConeSetRequest, ctx: Ctx, actor: Actor) -> ConeState:
+    """Move the cone to another band (audited CONE_SET)."""
+    return service.set_cone_state(
+        store=ctx.store,
+        band=body.band,
+        reason=body.reason,
+        metrics=body.metrics,
+        actor=actor,
+        clock=ctx.clock,
+    )
+
+
+@router.get("/decide", response_model=ConeDecision)
+def decide(
+    ctx: Ctx,
+    actor: Actor,
+    engine: Annotated[str, Query(min_length=1, max_length=200)],
+    action: Action,
+) -> ConeDecision:
+    """May this engine take this action in the current band? (audited)"""
+    return service.decide(
+        store=ctx.store, canon=ctx.canon, engine=engine, action=action, actor=actor, clock=ctx.clock
+    )

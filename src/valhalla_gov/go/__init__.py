@@ -1,0 +1,1 @@
+"""GO: the band-aware playbook (PACK H) and work sessions (PACK I)."""

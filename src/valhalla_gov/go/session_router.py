@@ -1,0 +1,66 @@
+"""PACK I endpoints: the current session, start, end, and the history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from ..context import AppContext, get_actor, get_ctx
+from ..timeutil import as_utc
+from . import session_service
+from .session_models import GoSession, SessionNotes, SessionPage
+
+router = APIRouter(prefix="/go", tags=["GO session"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+Actor = Annotated[str, Depends(get_actor)]
+
+
+@router.get("/session", response_model=GoSession)
+def get_session(ctx: Ctx) -> GoSession:
+    """The current session, or the inactive default."""
+    return session_service.get_session(store=ctx.store)
+
+
+@router.post(
+    "/start_session",
+    response_model=GoSession,
+    responses={409: {"description": "A session is already active; it is returned unchanged."}},
+)
+def start_session(body: SessionNotes, ctx: Ctx, actor: Actor) -> GoSession:
+    """Start a work session with a snapshot of cone and health."""
+    return session_service.start_session(
+        store=ctx.store, clock=ctx.clock, actor=actor, notes=body.notes, watcher=ctx.watcher
+    )
+
+
+@router.post("/end_session", response_model=GoSession)
+def end_session(body: SessionNotes, ctx: Ctx, actor: Actor) -> GoSession:
+    """End the active session (idempotent: an ended session comes back unchanged)."""
+    return session_service.end_session(
+        store=ctx.store, clock=ctx.clock, actor=actor, notes=body.notes, watcher=ctx.watcher
+    )
+
+
+@router.get("/sessions", response_model=SessionPage)
+def list_sessions(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> SessionPage:
+    """Ended sessions, newest first; filter on start time with since/until."""
+    return session_service.list_sessions(
+        store=ctx.store,
+        limit=limit,
+        cursor=cursor,
+        since=as_utc(since),
+        until=as_utc(until),
+    )
+
+
+@router.get("/sessions/{session_id}", response_model=GoSession, responses={404: {}})
+def get_session_by_id(session_id: str, ctx: Ctx) -> GoSession:
+    return session_service.get_session_by_id(store=ctx.store, session_id=session_id)

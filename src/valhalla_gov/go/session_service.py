@@ -1,0 +1,193 @@
+"""PACK I rules: one active session at a time, snapshots at start and end,
+an append-only history.
+
+Every change runs inside one store transaction (exclusive across threads and
+processes). Write order makes a crash at any point recoverable: the ended
+session is appended to the history *before* ``go_session.json`` is replaced,
+and an ended session found in ``go_session.json`` but missing from the
+history (a crash between the two, or a data dir from the earlier
+implementation) is appended before a new session replaces it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..audit.service import ChainWatcher, log_event
+from ..cone.service import read_cone_state
+from ..errors import ConflictError, NotFoundError
+from ..health.service import get_health_status
+from ..storage.errors import StorageCorruptError
+from ..storage.protocol import Store, StoreTxn
+from ..timeutil import Clock, iso_z, new_id, parse_iso, stable_id
+from . import session_store
+from .session_models import GoSession, SessionPage
+
+MAX_PAGE = 500
+
+
+def _model(raw: dict[str, Any] | None) -> GoSession | None:
+    if raw is None:
+        return None
+    try:
+        session = GoSession.model_validate(raw)
+    except ValidationError as exc:
+        raise StorageCorruptError("go_session.json", f"not a valid session: {exc}") from exc
+    if session.id is None and session.started_at_utc:
+        # Written before sessions had ids: derive one that is stable across reads.
+        session.id = stable_id(parse_iso(session.started_at_utc), session.started_at_utc)
+    return session
+
+
+def _snapshot(txn: StoreTxn, store: Store, clock: Clock, watcher: ChainWatcher) -> dict[str, Any]:
+    cone = read_cone_state(txn)
+    health = get_health_status(store=store, clock=clock, watcher=watcher)
+    return {"cone": cone.model_dump(), "status": health.model_dump()}
+
+
+def _given(notes: str | None) -> str | None:
+    return notes if notes is not None and notes.strip() else None
+
+
+def get_session(*, store: Store) -> GoSession:
+    """The current session, or the inactive default when there never was one."""
+    return _model(session_store.load_session(store=store)) or GoSession(active=False)
+
+
+def _archive_if_missing(txn: StoreTxn, session: GoSession) -> None:
+    last = session_store.last_history(txn)
+    if last is None or last.get("id") != session.id:
+        session_store.append_history(txn, session.model_dump())
+
+
+def start_session(
+    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+) -> GoSession:
+    """Start a session. Raises ConflictError (carrying the active session)
+    while one is active; that session is left untouched."""
+    with store.transaction() as txn:
+        current = _model(session_store.read_session(txn))
+        if current is not None and current.active:
+            raise ConflictError(
+                "a GO session is already active; end it before starting another",
+                body={"session": current.model_dump()},
+            )
+        if current is not None and current.ended_at_utc:
+            _archive_if_missing(txn, current)
+        now = clock()
+        if current is not None and current.ended_at_utc:
+            # Sessions never overlap, even if the wall clock stepped back.
+            now = max(now, parse_iso(current.ended_at_utc))
+        snapshot = _snapshot(txn, store, clock, watcher)
+        session = GoSession(
+            active=True,
+            started_at_utc=iso_z(now),
+            cone_band=snapshot["cone"]["band"],
+            status=snapshot["status"]["status"],
+            notes=_given(notes),
+            snapshot=snapshot,
+            id=new_id(now),
+            started_by=actor,
+            start_notes=_given(notes),
+        )
+        session_store.save_session(txn, session.model_dump())
+        log_event(
+            txn,
+            event="GO_SESSION_START",
+            payload={"session_id": session.id, "notes": session.notes},
+            actor=actor,
+            clock=clock,
+        )
+    return session
+
+
+def end_session(
+    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+) -> GoSession:
+    """End the active session. With none ever started: the inactive default.
+    With the last one already ended: that session, unchanged."""
+    with store.transaction() as txn:
+        current = _model(session_store.read_session(txn))
+        if current is None:
+            return GoSession(active=False)
+        if not current.active:
+            return current
+        now = clock()
+        started = parse_iso(current.started_at_utc) if current.started_at_utc else now
+        now = max(now, started)
+        end_notes = _given(notes)
+        ended = current.model_copy(
+            update={
+                "active": False,
+                "ended_at_utc": iso_z(now),
+                "ended_by": actor,
+                "end_notes": end_notes,
+                "notes": end_notes if end_notes is not None else current.notes,
+                "end_snapshot": _snapshot(txn, store, clock, watcher),
+                "duration_seconds": round((now - started).total_seconds(), 6),
+            }
+        )
+        _archive_if_missing(txn, ended)
+        session_store.save_session(txn, ended.model_dump())
+        log_event(
+            txn,
+            event="GO_SESSION_END",
+            payload={
+                "session_id": ended.id,
+                "notes": ended.notes,
+                "duration_seconds": ended.duration_seconds,
+            },
+            actor=actor,
+            clock=clock,
+        )
+    return ended
+
+
+def list_sessions(
+    *,
+    store: Store,
+    limit: int = 50,
+    cursor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> SessionPage:
+    """Ended sessions, newest first, filtered on their start time. The history
+    is in start order, so the scan stops at the first session before
+    ``since``; the active session is not history yet (see GET /session)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    items: list[GoSession] = []
+    last_cursor: str | None = None
+    for entry in session_store.scan_history(store=store, before=cursor):
+        session = _model(entry.record)
+        if session is None or session.started_at_utc is None:
+            continue
+        started = parse_iso(session.started_at_utc)
+        if since is not None and started < since:
+            return SessionPage(items=items, next_cursor=None)
+        if until is not None and started > until:
+            continue
+        if len(items) == limit:
+            return SessionPage(items=items, next_cursor=last_cursor)
+        items.append(session)
+        last_cursor = entry.cursor
+    return SessionPage(items=items, next_cursor=None)
+
+
+def get_session_by_id(*, store: Store, session_id: str) -> GoSession:
+    """One session by id: the current one or one from the history. Ids sort by
+    start time, so the backward scan stops once it passes the id."""
+    current = get_session(store=store)
+    if current.id == session_id:
+        return current
+    for entry in session_store.scan_history(store=store):
+        found = _model(entry.record)
+        if found is None or found.id is None:
+            continue
+        if found.id == session_id:
+            return found
+        if found.id < session_id:
+            break
+    raise NotFoundError(f"no GO session with id {session_id!r}")

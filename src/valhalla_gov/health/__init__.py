@@ -1,0 +1,1 @@
+"""Red / yellow / green health from real signals."""

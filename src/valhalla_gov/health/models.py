@@ -1,0 +1,51 @@
+"""Health schemas."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Status = Literal["green", "yellow", "red"]
+STATUS_RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
+
+
+class Thresholds(BaseModel):
+    """Overridable in ``thresholds.json`` (any subset of these keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deny_rate_yellow: float = Field(default=0.25, ge=0, le=1)
+    deny_rate_red: float = Field(default=0.35, ge=0, le=1)
+    deny_window: int = Field(default=200, ge=1, le=100_000)
+    deny_min_decisions: int = Field(default=20, ge=1)
+    error_window_minutes: float = Field(default=15, gt=0)
+    errors_red: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.deny_rate_yellow > self.deny_rate_red:
+            raise ValueError("deny_rate_yellow must not exceed deny_rate_red")
+        return self
+
+
+class CheckResult(BaseModel):
+    status: Status
+    detail: str
+
+
+class HealthStatus(BaseModel):
+    status: Status
+    reasons: list[str]
+    checks: dict[str, CheckResult]
+    cone_band: str | None = None
+    checked_at_utc: str
+
+
+class Liveness(BaseModel):
+    ok: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]

@@ -1,0 +1,38 @@
+"""Health endpoints: the RYG light, liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from ..context import AppContext, get_ctx
+from . import service
+from .models import HealthStatus, Liveness, Readiness
+
+router = APIRouter(tags=["health"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+@router.get("/status/ryg", response_model=HealthStatus)
+def status_ryg(ctx: Ctx) -> HealthStatus:
+    return service.get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
+
+
+@router.get("/healthz", response_model=Liveness)
+def healthz() -> Liveness:
+    """The process is up and answering."""
+    return Liveness(ok=True)
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Storage is corrupt or unwritable."}},
+)
+def readyz(ctx: Ctx) -> Readiness | JSONResponse:
+    ready = service.get_readiness(store=ctx.store)
+    if not ready.ready:
+        return JSONResponse(status_code=503, content=ready.model_dump())
+    return ready

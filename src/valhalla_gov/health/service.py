@@ -1,0 +1,130 @@
+"""Health: the worst of a few cheap checks, each with a readable reason.
+
+Every check reads a bounded amount (a few documents, the newest lines of two
+logs, the audit lines appended since the last look), so the cost does not
+grow with the audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..audit.service import ChainWatcher
+from ..cone.canon import BAND_MEANING
+from ..cone.models import ConeState
+from ..cone.service import get_cone_state, recent_decisions
+from ..storage.errors import StorageCorruptError, StorageError
+from ..storage.protocol import DOC_THRESHOLDS, LOG_SERVER_ERRORS, Store
+from ..timeutil import Clock, iso_z, parse_iso
+from .models import STATUS_RANK, CheckResult, HealthStatus, Readiness, Thresholds
+
+
+def load_thresholds(*, store: Store) -> Thresholds:
+    raw = store.read_document(DOC_THRESHOLDS)
+    if raw is None:
+        return Thresholds()
+    try:
+        return Thresholds.model_validate(raw)
+    except ValidationError as exc:
+        raise StorageCorruptError("thresholds.json", f"invalid thresholds: {exc}") from exc
+
+
+def _band_check(cone: ConeState) -> CheckResult:
+    meaning = BAND_MEANING[cone.band]
+    if cone.band == "A":
+        return CheckResult(status="green", detail=f"cone band A ({meaning})")
+    if cone.band == "B":
+        return CheckResult(status="yellow", detail=f"cone band B ({meaning}): {cone.reason}")
+    return CheckResult(status="red", detail=f"cone band {cone.band} ({meaning}): {cone.reason}")
+
+
+def _deny_rate_check(store: Store, limits: Thresholds) -> CheckResult:
+    decisions = recent_decisions(store=store, window=limits.deny_window)
+    total = len(decisions)
+    if total < limits.deny_min_decisions:
+        return CheckResult(
+            status="green",
+            detail=(
+                f"{total} cone decisions so far; drift is judged from "
+                f"{limits.deny_min_decisions}"
+            ),
+        )
+    denied = sum(1 for d in decisions if not d.get("allowed"))
+    rate = denied / total
+    text = f"deny rate {rate:.0%} over the last {total} cone decisions"
+    if rate >= limits.deny_rate_red:
+        return CheckResult(status="red", detail=f"{text} (red from {limits.deny_rate_red:.0%})")
+    if rate >= limits.deny_rate_yellow:
+        return CheckResult(
+            status="yellow", detail=f"{text} (yellow from {limits.deny_rate_yellow:.0%})"
+        )
+    return CheckResult(status="green", detail=text)
+
+
+def _errors_check(store: Store, limits: Thresholds, clock: Clock) -> CheckResult:
+    since = clock() - timedelta(minutes=limits.error_window_minutes)
+    count = 0
+    for entry in store.scan_log(LOG_SERVER_ERRORS):
+        raw = entry.record.get("ts_utc")
+        if not isinstance(raw, str) or parse_iso(raw) < since:
+            break
+        count += 1
+    window = f"{limits.error_window_minutes:g} minutes"
+    if count >= limits.errors_red:
+        return CheckResult(
+            status="red", detail=f"{count} unhandled server errors in the last {window}"
+        )
+    return CheckResult(status="green", detail=f"no unhandled server errors in the last {window}")
+
+
+def _guard(name: str, checks: dict[str, CheckResult], fn: Any, *args: Any) -> Any:
+    """Run one check; a storage failure becomes a red check, not an outage."""
+    try:
+        return fn(*args)
+    except StorageError as exc:
+        checks[name] = CheckResult(status="red", detail=str(exc))
+        return None
+
+
+def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
+    checks: dict[str, CheckResult] = {}
+    cone: ConeState | None = _guard("band", checks, lambda: get_cone_state(store=store))
+    if cone is not None:
+        checks["band"] = _band_check(cone)
+    limits: Thresholds | None = _guard("thresholds", checks, lambda: load_thresholds(store=store))
+    effective = limits or Thresholds()
+    deny = _guard("deny_rate", checks, _deny_rate_check, store, effective)
+    if deny is not None:
+        checks["deny_rate"] = deny
+    problems = store.probe()
+    checks["storage"] = (
+        CheckResult(status="red", detail="; ".join(problems))
+        if problems
+        else CheckResult(status="green", detail="storage readable and writable")
+    )
+    broken = watcher.check(store)
+    checks["audit"] = (
+        CheckResult(status="red", detail=broken)
+        if broken
+        else CheckResult(status="green", detail="audit chain intact")
+    )
+    errors = _guard("server_errors", checks, _errors_check, store, effective, clock)
+    if errors is not None:
+        checks["server_errors"] = errors
+    worst = max(checks.values(), key=lambda c: STATUS_RANK[c.status]).status
+    reasons = [c.detail for c in checks.values() if c.status != "green"] or ["all signals green"]
+    return HealthStatus(
+        status=worst,
+        reasons=reasons,
+        checks=checks,
+        cone_band=cone.band if cone is not None else None,
+        checked_at_utc=iso_z(clock()),
+    )
+
+
+def get_readiness(*, store: Store) -> Readiness:
+    problems = store.probe()
+    return Readiness(ready=not problems, reasons=problems)

@@ -1,0 +1,249 @@
+"""Durable JSON documents and JSON-Lines logs on the local file system.
+
+The rules (see ARCHITECTURE.md): a document write is temp file + fsync +
+``os.replace`` + fsync of the directory; an append is a single ``write`` of a
+whole line followed by fsync; a file that does not parse raises
+:class:`StorageCorruptError` and is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import StorageCorruptError, StorageUnavailableError
+
+_CHUNK = 64 * 1024
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for hashing and for stored lines."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _unavailable(path: Path, exc: OSError) -> StorageUnavailableError:
+    if exc.errno == errno.ENOSPC:
+        return StorageUnavailableError(path, "no space left on device; nothing was written")
+    return StorageUnavailableError(path, f"{exc.strerror or exc} (errno {exc.errno})")
+
+
+def parse_json_bytes(path: Path, raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StorageCorruptError(
+            path, f"does not parse as JSON ({exc}); left untouched, fix or move it aside"
+        ) from exc
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+
+
+def read_json(path: Path) -> Any | None:
+    """Parse a JSON document; None when the file does not exist."""
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    return parse_json_bytes(path, raw)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` atomically and durably with ``data`` as JSON.
+
+    On any failure (ENOSPC included) the old file is left as it was and the
+    temporary file is removed.
+    """
+    payload = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _unavailable(path, exc) from exc
+
+
+def append_line(path: Path, line: bytes) -> int:
+    """Append one whole line durably; return the byte offset it starts at.
+
+    Callers hold the data-dir lock, so the end offset is stable. A short or
+    failed write is cut back off, so a line is either all there or not at all.
+    """
+    if not line.endswith(b"\n") or b"\n" in line[:-1]:
+        raise ValueError("append_line takes exactly one newline-terminated line")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            raise _unavailable(path, exc) from exc
+        if start == 0:
+            fsync_dir(path.parent)
+        return start
+    finally:
+        os.close(fd)
+
+
+def iter_lines_backward(path: Path, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line)`` from the end of the file towards its start.
+
+    ``end`` bounds the scan to bytes before that offset (a cursor). Reading is
+    in fixed chunks from the end, so the cost of a page does not depend on how
+    long the file is. A trailing line without its newline (a torn write) is
+    yielded too; callers decide what it means.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = size if end is None else min(end, size)
+        tail = b""
+        while pos > 0:
+            step = min(_CHUNK, pos)
+            pos -= step
+            fh.seek(pos)
+            block = fh.read(step) + tail
+            parts = block.split(b"\n")
+            # parts[0] may be an incomplete line continuing into earlier bytes.
+            tail = parts[0]
+            offset = pos + len(block)
+            for part in reversed(parts[1:]):
+                offset -= len(part) + 1
+                if part.strip():
+                    yield offset + 1, part
+        if tail.strip():
+            yield 0, tail
+
+
+def iter_lines_forward(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line)`` from ``start`` to the end of the file."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    with fh:
+        fh.seek(start)
+        offset = start
+        for raw in fh:
+            line = raw.rstrip(b"\n")
+            if line.strip():
+                yield offset, line
+            offset += len(raw)
+
+
+def last_line(path: Path) -> tuple[int, bytes] | None:
+    """The last non-empty line and its offset, read from the end only."""
+    for item in iter_lines_backward(path):
+        return item
+    return None
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def ends_with_newline(path: Path) -> bool:
+    """True for an empty/missing file or one whose last byte is a newline."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                return True
+            fh.seek(size - 1)
+            return fh.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+
+
+class DataDirLock:
+    """Exclusive lock over a data dir: a thread lock plus ``flock`` on a file.
+
+    Re-entrant within a thread, so a service may call another service that
+    also takes the lock. The flock makes ``--workers N`` and a CLI beside a
+    running server serialise their read-modify-write cycles.
+    """
+
+    def __init__(self, lock_path: Path) -> None:
+        self._lock_path = lock_path
+        self._thread_lock = threading.RLock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread_lock:
+            depth: int = getattr(self._local, "depth", 0)
+            if depth:
+                self._local.depth = depth + 1
+                try:
+                    yield
+                finally:
+                    self._local.depth = depth
+                return
+            try:
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise _unavailable(self._lock_path, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._local.depth = 1
+                try:
+                    yield
+                finally:
+                    self._local.depth = 0
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)

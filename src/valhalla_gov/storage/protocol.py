@@ -1,0 +1,70 @@
+"""The storage protocol every backend implements.
+
+Two kinds of data: *documents* (small JSON values replaced whole) and *logs*
+(append-only records read newest first with a cursor). Every
+read-modify-write happens inside :meth:`Store.transaction`, which is
+exclusive across threads and processes, so services keep their invariants
+with plain reads and writes inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Names shared by the services and every backend.
+DOC_GO_SESSION = "go_session"
+DOC_CONE_STATE = "cone_state"
+DOC_GO_PROGRESS = "go_progress"
+DOC_THRESHOLDS = "thresholds"
+DOCUMENTS = (DOC_GO_SESSION, DOC_CONE_STATE, DOC_GO_PROGRESS, DOC_THRESHOLDS)
+
+LOG_AUDIT = "audit"
+LOG_SESSIONS = "go_sessions"
+LOG_DECISIONS = "cone_decisions"
+LOG_SERVER_ERRORS = "server_errors"
+LOGS = (LOG_AUDIT, LOG_SESSIONS, LOG_DECISIONS, LOG_SERVER_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One log record and the cursor that resumes a scan just past it."""
+
+    cursor: str
+    record: dict[str, Any]
+
+
+class StoreTxn(Protocol):
+    """What a service may do while it holds the store's exclusive lock."""
+
+    def read_document(self, name: str) -> Any | None: ...
+
+    def write_document(self, name: str, doc: Any) -> None: ...
+
+    def append_log(self, log: str, record: dict[str, Any]) -> None: ...
+
+    def last_log_record(self, log: str) -> dict[str, Any] | None: ...
+
+
+class Store(Protocol):
+    """A storage backend (JSON files today; SQL is a second implementation)."""
+
+    def describe(self) -> str: ...
+
+    def read_document(self, name: str) -> Any | None: ...
+
+    def transaction(self) -> AbstractContextManager[StoreTxn]: ...
+
+    def scan_log(self, log: str, *, before: str | None = None) -> Iterator[LogEntry]:
+        """Records newest first, starting just older than cursor ``before``."""
+        ...
+
+    def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
+        """Records oldest first, starting just newer than cursor ``after``."""
+        ...
+
+    def probe(self) -> list[str]:
+        """Problems that make the store unusable now (empty when healthy)."""
+        ...
