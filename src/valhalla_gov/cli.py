@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from .context import LOCAL_ACTOR, AppContext
+from .go.session_models import GoSession
+
 app = typer.Typer(help="Valhalla GO: operator governance.", no_args_is_help=True)
 
 
@@ -49,6 +52,90 @@ def serve(
         workers=workers,
         log_level=log_level,
     )
+
+
+go_app = typer.Typer(help="GO sessions, on the same data dir and locks as a running server.")
+app.add_typer(go_app, name="go")
+
+
+def _local_context(data_dir: Path | None) -> AppContext:
+    from .context import build_context
+    from .settings import Settings
+
+    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    return build_context(settings)
+
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data dir (default: $VALHALLA_DATA_DIR or ./data)."),
+]
+
+
+def _print_session(session: GoSession, as_json: bool) -> None:
+    if as_json:
+        typer.echo(session.model_dump_json(indent=2))
+        return
+    if session.active:
+        typer.echo(f"active session {session.id} since {session.started_at_utc}")
+    elif session.ended_at_utc:
+        typer.echo(
+            f"no active session; last {session.id} ended {session.ended_at_utc}"
+            f" after {session.duration_seconds:.0f}s"
+        )
+    else:
+        typer.echo("no session has been started yet")
+    if session.notes:
+        typer.echo(f"notes: {session.notes}")
+
+
+@go_app.command("status")
+def go_status(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the current session."""
+    from .go.session_service import get_session
+
+    ctx = _local_context(data_dir)
+    _print_session(get_session(store=ctx.store), as_json)
+
+
+@go_app.command("start")
+def go_start(
+    notes: Annotated[str | None, typer.Option(help="What this session is for.")] = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Start a session (exit 1 while one is already active)."""
+    from .errors import ConflictError
+    from .go.session_service import start_session
+
+    ctx = _local_context(data_dir)
+    try:
+        session = start_session(
+            store=ctx.store, clock=ctx.clock, actor=LOCAL_ACTOR, notes=notes, watcher=ctx.watcher
+        )
+    except ConflictError as exc:
+        typer.secho(f"refused: {exc.detail} (`valhalla go end` ends it)", fg="red", err=True)
+        raise typer.Exit(1) from None
+    _print_session(session, as_json)
+
+
+@go_app.command("end")
+def go_end(
+    notes: Annotated[str | None, typer.Option(help="How it went.")] = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """End the active session."""
+    from .go.session_service import end_session
+
+    ctx = _local_context(data_dir)
+    session = end_session(
+        store=ctx.store, clock=ctx.clock, actor=LOCAL_ACTOR, notes=notes, watcher=ctx.watcher
+    )
+    _print_session(session, as_json)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ class Thresholds(BaseModel):
     deny_rate_red: float = Field(default=0.35, ge=0, le=1)
     deny_window: int = Field(default=200, ge=1, le=100_000)
     deny_min_decisions: int = Field(default=20, ge=1)
-    error_window_minutes: float = Field(default=15, gt=0)
+    error_window_minutes: float = Field(default=15, gt=0, le=525_600)  # at most a year
     errors_red: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")

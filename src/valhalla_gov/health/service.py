@@ -7,7 +7,7 @@ grow with the audit log.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,8 +48,7 @@ def _deny_rate_check(store: Store, limits: Thresholds) -> CheckResult:
         return CheckResult(
             status="green",
             detail=(
-                f"{total} cone decisions so far; drift is judged from "
-                f"{limits.deny_min_decisions}"
+                f"{total} cone decisions so far; drift is judged from {limits.deny_min_decisions}"
             ),
         )
     denied = sum(1 for d in decisions if not d.get("allowed"))
@@ -64,12 +63,23 @@ def _deny_rate_check(store: Store, limits: Thresholds) -> CheckResult:
     return CheckResult(status="green", detail=text)
 
 
+def _error_time(record: dict[str, Any]) -> datetime:
+    raw = record.get("ts_utc")
+    if isinstance(raw, str):
+        try:
+            return parse_iso(raw)
+        except ValueError:
+            pass
+    raise StorageCorruptError(
+        LOG_SERVER_ERRORS, f"a record has no readable ts_utc ({raw!r}); left untouched"
+    )
+
+
 def _errors_check(store: Store, limits: Thresholds, clock: Clock) -> CheckResult:
     since = clock() - timedelta(minutes=limits.error_window_minutes)
     count = 0
     for entry in store.scan_log(LOG_SERVER_ERRORS):
-        raw = entry.record.get("ts_utc")
-        if not isinstance(raw, str) or parse_iso(raw) < since:
+        if _error_time(entry.record) < since:
             break
         count += 1
     window = f"{limits.error_window_minutes:g} minutes"
@@ -105,7 +115,10 @@ def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> H
         if problems
         else CheckResult(status="green", detail="storage readable and writable")
     )
-    broken = watcher.check(store)
+    try:
+        broken = watcher.check(store)
+    except StorageError as exc:  # e.g. audit.log unreadable: red, not an outage
+        broken = str(exc)
     checks["audit"] = (
         CheckResult(status="red", detail=broken)
         if broken
@@ -127,4 +140,10 @@ def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> H
 
 def get_readiness(*, store: Store) -> Readiness:
     problems = store.probe()
+    try:
+        # A cone state that parses but is not valid still fails every cone call.
+        get_cone_state(store=store)
+    except StorageError as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
     return Readiness(ready=not problems, reasons=problems)

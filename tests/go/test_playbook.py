@@ -1,0 +1,195 @@
+"""PACK H: the playbook, fitting and blocking rules, next step, completion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FakeClock
+from valhalla_gov.audit.service import ChainWatcher, query_events
+from valhalla_gov.cone.canon import Band
+from valhalla_gov.cone.service import set_cone_state
+from valhalla_gov.errors import NotFoundError
+from valhalla_gov.go.models import Playbook
+from valhalla_gov.go.playbook import load_playbook
+from valhalla_gov.go.service import complete_step, get_checklist, get_next_step
+from valhalla_gov.storage.protocol import LOG_SERVER_ERRORS, Store
+from valhalla_gov.textfiles import ConfigFileError
+from valhalla_gov.timeutil import iso_z
+
+EXPECTED_STEPS = [
+    ("preflight_view_dashboard", "D", False),
+    ("set_opportunistic_caps", "C", True),
+    ("confirm_boring_sop", "C", True),
+    ("intake_ready", "B", True),
+    ("lead_log_ready", "B", True),
+    ("weekly_rhythm", "B", True),
+    ("start_engine_wholesaling_run", "B", True),
+    ("start_one_boring_engine", "B", True),
+    ("first_week_review", "B", True),
+]
+
+
+@pytest.fixture
+def playbook() -> Playbook:
+    return load_playbook(None)
+
+
+def _band(store: Store, clock: FakeClock, band: Band) -> None:
+    set_cone_state(store=store, band=band, reason="test", metrics=None, actor="t", clock=clock)
+
+
+def _complete(
+    store: Store, playbook: Playbook, clock: FakeClock, step: str, done: bool = True
+) -> None:
+    complete_step(
+        store=store,
+        playbook=playbook,
+        step_id=step,
+        done=done,
+        notes=f"note {step}",
+        actor="op",
+        clock=clock,
+    )
+
+
+def test_default_playbook_has_the_nine_launch_steps_in_order(playbook: Playbook) -> None:
+    assert [(s.id, s.band_min, s.blocked_if_red) for s in playbook.steps] == EXPECTED_STEPS
+    assert all(s.title and s.why for s in playbook.steps)
+
+
+@pytest.mark.parametrize(
+    ("band", "fitting"),
+    [("A", 9), ("B", 9), ("C", 3), ("D", 1)],
+)
+def test_steps_fit_when_the_band_is_no_worse_than_band_min(
+    store: Store,
+    clock: FakeClock,
+    watcher: ChainWatcher,
+    playbook: Playbook,
+    band: Band,
+    fitting: int,
+) -> None:
+    _band(store, clock, band)
+    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert checklist.cone_band == band
+    assert [s.fits for s in checklist.steps] == [True] * fitting + [False] * (9 - fitting)
+
+
+def test_red_health_blocks_only_blocked_if_red_steps(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+) -> None:
+    _band(store, clock, "D")  # band D is red
+    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert checklist.status == "red"
+    assert [s.blocked for s in checklist.steps] == [False] + [True] * 8
+    assert checklist.steps[1].blocked_reason is not None
+    assert "band D" in checklist.steps[1].blocked_reason
+    assert any("health is red" in r for r in checklist.blocked_reasons)
+    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert nxt.next_step is not None
+    assert nxt.next_step.id == "preflight_view_dashboard"
+    _complete(store, playbook, clock, "preflight_view_dashboard")
+    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert nxt.next_step is None
+    assert "blocked while health is red" in nxt.message
+
+
+def test_server_errors_turn_health_red_and_block_steps_in_a_good_band(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+) -> None:
+    _band(store, clock, "A")
+    with store.transaction() as txn:
+        txn.append_log(LOG_SERVER_ERRORS, {"ts_utc": iso_z(clock()), "path": "/x"})
+    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert checklist.status == "red"
+    assert all(s.fits for s in checklist.steps)
+    assert sum(s.blocked for s in checklist.steps) == 8
+
+
+def test_next_step_walks_the_playbook_in_order(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+) -> None:
+    _band(store, clock, "A")
+    order = []
+    for _ in range(9):
+        nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+        assert nxt.next_step is not None
+        assert nxt.message == f"Next: {nxt.next_step.title}"
+        order.append(nxt.next_step.id)
+        _complete(store, playbook, clock, nxt.next_step.id)
+    assert order == [s[0] for s in EXPECTED_STEPS]
+    done = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    assert done.next_step is None
+    assert done.message == "Every step of the playbook is done."
+
+
+def test_next_step_skips_steps_that_need_a_better_band(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+) -> None:
+    _band(store, clock, "C")
+    for step in ("preflight_view_dashboard", "set_opportunistic_caps", "confirm_boring_sop"):
+        _complete(store, playbook, clock, step)
+    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    # Band C is red, so the remaining B steps are both unfit and blocked.
+    assert nxt.next_step is None
+
+
+def test_complete_persists_progress_in_the_seed_format(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook, tmp_path: Path
+) -> None:
+    _complete(store, playbook, clock, "intake_ready")
+    _complete(store, playbook, clock, "weekly_rhythm")
+    _complete(store, playbook, clock, "weekly_rhythm", done=False)
+    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    by_id = {s.id: s for s in checklist.steps}
+    assert by_id["intake_ready"].done is True
+    assert by_id["intake_ready"].notes == "note intake_ready"
+    assert by_id["weekly_rhythm"].done is False
+    assert checklist.done_count == 1
+    events = query_events(store=store, event="GO_STEP_SET").items
+    assert [(e.payload["step_id"], e.payload["done"]) for e in events] == [
+        ("weekly_rhythm", False),
+        ("weekly_rhythm", True),
+        ("intake_ready", True),
+    ]
+    assert events[0].actor == "op"
+
+
+def test_progress_file_shape(tmp_path: Path, clock: FakeClock, playbook: Playbook) -> None:
+    from valhalla_gov.storage.json_backend import JsonStore
+
+    store = JsonStore(tmp_path / "d")
+    _complete(store, playbook, clock, "lead_log_ready")
+    raw = json.loads((tmp_path / "d" / "go_progress.json").read_text())
+    entry = raw["progress"]["lead_log_ready"]
+    assert entry["done"] is True
+    assert entry["notes"] == "note lead_log_ready"
+
+
+def test_unknown_step_is_refused(store: Store, clock: FakeClock, playbook: Playbook) -> None:
+    with pytest.raises(NotFoundError, match="known steps: preflight_view_dashboard"):
+        _complete(store, playbook, clock, "no_such_step")
+    assert query_events(store=store).items == []
+
+
+def test_playbook_override_from_yaml_and_json(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "pb.yaml"
+    yaml_file.write_text(
+        "steps:\n  - id: only_step\n    title: Do it\n    why: because\n    band_min: A\n"
+        "    blocked_if_red: false\n"
+    )
+    assert [s.id for s in load_playbook(yaml_file).steps] == ["only_step"]
+    json_file = tmp_path / "pb.json"
+    json_file.write_text(json.dumps({"steps": [{"id": "x", "title": "X", "band_min": "D"}]}))
+    assert load_playbook(json_file).steps[0].blocked_if_red is True
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": [{"id": "x", "title": "X", "band_min": "E"}]}))
+    with pytest.raises(ConfigFileError, match=r"bad\.json"):
+        load_playbook(bad)
+    dupes = tmp_path / "dupes.json"
+    dupes.write_text(json.dumps({"steps": [{"id": "x", "title": "X", "band_min": "D"}] * 2}))
+    with pytest.raises(ConfigFileError, match="duplicate step ids"):
+        load_playbook(dupes)
