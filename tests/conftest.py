@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +16,7 @@ from fastapi.testclient import TestClient
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.settings import Settings
+from valhalla_gov.storage import sql_backend
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 
@@ -42,19 +46,104 @@ class FakeClock:
         return self.now
 
 
-# Every backend the contract tests run against. The SQL backends join here.
-BACKENDS = ["json"]
+# Every backend the contract tests run against.
+BACKENDS = ["json", "sqlite", "postgres"]
+PG_ADMIN_URL = os.environ.get(
+    "VALHALLA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def pg_available() -> bool:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        return True
+    except sqlalchemy.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def pg_schema_url(schema: str) -> str:
+    """The test database with its own schema first on the search path."""
+    return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL schema; dropped afterwards."""
+    import sqlalchemy
+
+    name = f"vt_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {name}"))
+    try:
+        sql_backend.upgrade(pg_schema_url(name))
+        yield pg_schema_url(name)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {name} CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    need(pg_available(), f"PostgreSQL at {PG_ADMIN_URL} is needed: apt-get install postgresql")
+    with pg_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrated once; each test copies it (a migration per test is slow)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite"
+    sql_backend.upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _truncate(url: str) -> None:
+    store = sql_backend.SqlStore(url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE documents, log_records, go_sessions RESTART IDENTITY")
+    finally:
+        store.close()
+
+
+STORE_URL_FILE = "store.url"
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:
+    """Open (again) the store the ``store`` fixture made in ``tmp_path``: a
+    restart, another worker, or another process on the same data."""
     if backend == "json":
         return JsonStore(tmp_path / "data")
-    raise AssertionError(f"unknown backend {backend}")
+    url = (tmp_path / STORE_URL_FILE).read_text()
+    return sql_backend.SqlStore(url)
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return make_store(str(request.param), tmp_path)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend = str(request.param)
+    if backend == "json":
+        yield JsonStore(tmp_path / "data")
+        return
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "store.sqlite"
+        shutil.copyfile(template, path)
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("pg_url")
+        _truncate(url)
+    (tmp_path / STORE_URL_FILE).write_text(url)
+    sql_store = sql_backend.SqlStore(url)
+    yield sql_store
+    sql_store.close()
 
 
 @pytest.fixture
@@ -78,5 +167,6 @@ def data_dir(tmp_path: Path) -> Path:
 def client(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=data_dir), clock=clock)
     # raise_server_exceptions=False: a 500 is answered as users would see it.
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    # A loopback client address: with no token yet the caller is the local owner.
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as test_client:
         yield test_client

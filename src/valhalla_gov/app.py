@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from . import __version__
 from .context import AppContext, build_context
 from .core_router import core
 from .errors import DomainError
+from .observability import logs
+from .observability.middleware import ObservabilityMiddleware, RouteLabels
+from .observability.router import router as metrics_router
 from .settings import Settings
 from .storage.errors import InvalidCursorError, StorageError
 from .storage.protocol import LOG_SERVER_ERRORS
 from .timeutil import Clock, iso_z, utc_now
+from .ui.router import mount_ui
 
 log = logging.getLogger("valhalla_gov")
 
@@ -30,7 +38,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     )
     app.state.ctx = ctx
     app.include_router(core)
+    app.include_router(metrics_router)
+    mount_ui(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=[
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "X-Request-ID",
+            ],
+        )
     _install_error_handlers(app, ctx)
+    # Outermost of ours: it sees the final status and latency of everything.
+    app.add_middleware(ObservabilityMiddleware, labels=RouteLabels(app.routes))
     problems = ctx.store.probe()
     for problem in problems:
         log.error("storage problem at start-up (readiness is false): %s", problem)
@@ -48,7 +74,18 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail, **exc.body})
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"detail": exc.detail, **exc.body},
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # ASCII-escaped: the echoed input may hold lone surrogates, which are
+        # valid JSON escapes but cannot be encoded as UTF-8.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(InvalidCursorError)
     async def bad_cursor(request: Request, exc: InvalidCursorError) -> JSONResponse:
@@ -81,5 +118,6 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` workers: settings come from the environment."""
-    logging.basicConfig(level=logging.INFO)
-    return create_app(Settings())
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)

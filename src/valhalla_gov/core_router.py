@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from .audit.router import router as audit_router
+from .auth.router import router as auth_router
 from .cone.router import router as cone_router
 from .go.router import router as go_router
 from .go.session_router import router as go_session_router
@@ -12,6 +13,7 @@ from .health.router import router as health_router
 
 core = APIRouter(prefix="/core")
 core.include_router(audit_router)
+core.include_router(auth_router)
 core.include_router(cone_router)
 core.include_router(health_router)
 core.include_router(go_router)

@@ -8,10 +8,17 @@ from typing import Any
 class DomainError(Exception):
     status_code = 400
 
-    def __init__(self, detail: str, *, body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.body = body or {}
+        self.headers = headers or {}
 
 
 class NotFoundError(DomainError):
@@ -24,3 +31,25 @@ class ConflictError(DomainError):
 
 class InvalidInputError(DomainError):
     status_code = 422
+
+
+class UnauthorizedError(DomainError):
+    status_code = 401
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        challenge = 'Bearer realm="valhalla"'
+        if error:
+            challenge += f', error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class ForbiddenError(DomainError):
+    status_code = 403
+
+
+class RateLimitedError(DomainError):
+    status_code = 429
+
+
+class ServiceUnavailableError(DomainError):
+    status_code = 503

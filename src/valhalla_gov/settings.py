@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from limits import parse
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VALHALLA_", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="Where the JSON files live.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+psycopg://... or sqlite:///path: the SQL backend instead of files.",
+    )
     canon_file: Path | None = Field(
         default=None, description="JSON or YAML file replacing the default engine canon."
     )
@@ -19,3 +25,34 @@ class Settings(BaseSettings):
         default=None, description="JSON or YAML file replacing the default GO playbook."
     )
     log_level: str = Field(default="info")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db: share rate-limit counters."
+    )
+    rate_limit_start_session: str = Field(
+        default="10/hour", description="Limit on POST /core/go/start_session per identity."
+    )
+    rate_limit_writes: str = Field(
+        default="120/minute", description="Limit on every other write per identity."
+    )
+    rate_limit_fail_open: bool = Field(
+        default=False, description="Allow writes (true) or refuse them (false) without Redis."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS."
+    )
+
+    @field_validator("rate_limit_start_session", "rate_limit_writes")
+    @classmethod
+    def _limit_notation(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit such as '10/hour'") from exc
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

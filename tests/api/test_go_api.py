@@ -127,6 +127,20 @@ def test_playbook_endpoints(client: TestClient) -> None:
         "session_id": None,
     }
     assert client.get("/core/go/next_step").json()["next_step"]["id"] == "set_opportunistic_caps"
+    unfit = client.get("/core/go/checklist").json()["steps"]
+    assert all(s["fit_reason"] is None for s in unfit)
+    kept = client.post(
+        "/core/go/complete", json={"step_id": "preflight_view_dashboard", "done": False}
+    )
+    assert kept.json()["notes"] == "ok"  # notes left out: kept
+    cleared = client.post(
+        "/core/go/complete", json={"step_id": "preflight_view_dashboard", "notes": None}
+    )
+    assert cleared.json()["notes"] is None
+    client.post("/core/cone/state", json={"band": "D", "reason": "cash crunch"})
+    refused = client.post("/core/go/complete", json={"step_id": "intake_ready"})
+    assert refused.status_code == 409
+    assert "health is red" in refused.json()["detail"]
     missing = client.post("/core/go/complete", json={"step_id": "nope"})
     assert missing.status_code == 404
     assert "unknown step" in missing.json()["detail"]
@@ -140,6 +154,7 @@ def test_summary_has_session_next_checklist_health(client: TestClient) -> None:
     assert summary["session"]["active"] is True
     assert summary["health"]["status"] == "yellow"
     assert summary["health"]["cone"] == "B"
+    assert summary["health"]["cone_state"]["reason"].startswith("Boot default")
     assert summary["next"]["next_step"]["id"] == "preflight_view_dashboard"
 
 
@@ -168,3 +183,34 @@ def test_a_wrong_shape_session_file_is_503_too(client: TestClient, data_dir: Pat
     (data_dir / "go_session.json").write_text('["not", "a", "session"]')
     assert client.post("/core/go/start_session", json={}).status_code == 503
     assert (data_dir / "go_session.json").read_text() == '["not", "a", "session"]'
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/core/go/start_session", {"notes": "\ud800"}, "notes"),
+        ("/core/go/complete", {"step_id": "intake_ready", "notes": "bad \udfff"}, "notes"),
+        ("/core/cone/state", {"band": "A", "reason": "\ud83d"}, "reason"),
+        (
+            "/core/cone/state",
+            {"band": "A", "reason": "ok", "metrics": {"k": ["\ud800"]}},
+            "metrics",
+        ),
+    ],
+)
+def test_unstorable_text_is_422_and_changes_nothing(
+    client: TestClient, data_dir: Path, url: str, body: dict[str, object], field: str
+) -> None:
+    # Escaped lone surrogates are valid JSON but not storable UTF-8.
+    raw = json.dumps(body)
+    response = client.post(url, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:2] == ["body", field]
+    assert sorted(p.name for p in data_dir.iterdir() if not p.name.startswith(".")) == []
+
+
+def test_a_record_that_is_not_an_audit_event_is_503(client: TestClient, data_dir: Path) -> None:
+    (data_dir / "audit.log").write_text('{"ts_utc": "2026-01-01T00:00:00Z", "event": "X"}\n{}\n')
+    response = client.get("/core/audit/events")
+    assert response.status_code == 503
+    assert "audit.log" in response.json()["detail"]

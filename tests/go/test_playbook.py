@@ -11,7 +11,7 @@ from tests.conftest import FakeClock
 from valhalla_gov.audit.service import ChainWatcher, query_events
 from valhalla_gov.cone.canon import Band
 from valhalla_gov.cone.service import set_cone_state
-from valhalla_gov.errors import NotFoundError
+from valhalla_gov.errors import ConflictError, NotFoundError
 from valhalla_gov.go.models import Playbook
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step, get_checklist, get_next_step
@@ -126,15 +126,62 @@ def test_next_step_walks_the_playbook_in_order(
     assert done.message == "Every step of the playbook is done."
 
 
-def test_next_step_skips_steps_that_need_a_better_band(
+def test_blocked_or_unfit_steps_cannot_be_marked_done(
     store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
 ) -> None:
-    _band(store, clock, "C")
-    for step in ("preflight_view_dashboard", "set_opportunistic_caps", "confirm_boring_sop"):
-        _complete(store, playbook, clock, step)
+    _band(store, clock, "C")  # band C is red: blocked_if_red steps are blocked
+    _complete(store, playbook, clock, "preflight_view_dashboard")
+    with pytest.raises(ConflictError, match="health is red"):
+        _complete(store, playbook, clock, "set_opportunistic_caps")
+    with pytest.raises(ConflictError, match="cannot be done now"):
+        _complete(store, playbook, clock, "intake_ready")
+    assert [e.payload["step_id"] for e in query_events(store=store, event="GO_STEP_SET").items] == [
+        "preflight_view_dashboard"
+    ]
+    # Undoing is always allowed.
+    _complete(store, playbook, clock, "preflight_view_dashboard", done=False)
     nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
-    # Band C is red, so the remaining B steps are both unfit and blocked.
+    assert nxt.next_step is not None
+    assert nxt.next_step.id == "preflight_view_dashboard"
+
+
+def test_a_step_that_needs_a_better_band_says_so(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    custom = Playbook.model_validate(
+        {"steps": [{"id": "scale_up", "title": "Scale", "band_min": "A", "blocked_if_red": False}]}
+    )
+    checklist = get_checklist(store=store, playbook=custom, clock=clock, watcher=watcher)
+    assert checklist.steps[0].fits is False
+    assert checklist.steps[0].blocked is False
+    assert checklist.steps[0].fit_reason == "needs band A or better; the cone is at B"
+    with pytest.raises(ConflictError, match="needs band A or better"):
+        _complete(store, custom, clock, "scale_up")
+    nxt = get_next_step(store=store, playbook=custom, clock=clock, watcher=watcher)
     assert nxt.next_step is None
+    assert nxt.message == "The remaining steps need a better band than B."
+
+
+def test_notes_are_kept_when_the_request_leaves_them_out(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+) -> None:
+    _complete(store, playbook, clock, "intake_ready")  # notes "note intake_ready"
+    complete_step(
+        store=store,
+        playbook=playbook,
+        step_id="intake_ready",
+        done=False,
+        notes=None,
+        keep_notes=True,
+        actor="op",
+        clock=clock,
+    )
+    by_id = {
+        s.id: s
+        for s in get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher).steps
+    }
+    assert by_id["intake_ready"].done is False
+    assert by_id["intake_ready"].notes == "note intake_ready"
 
 
 def test_complete_persists_progress_in_the_seed_format(

@@ -34,6 +34,7 @@ class AuditVerifyResult(BaseModel):
     events: int = Field(description="Chained (hashed) events checked.")
     legacy_events: int = Field(description="Lines without chain fields, kept and counted.")
     first_bad_seq: int | None = Field(
-        default=None, description="Sequence number where the chain first breaks."
+        default=None,
+        description="Sequence number where the chain first breaks: every event before it verified.",
     )
     detail: str | None = None

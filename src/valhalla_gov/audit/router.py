@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from ..auth.deps import VIEWER
 from ..context import AppContext, get_ctx
 from ..timeutil import as_utc
 from . import service
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/events", response_model=AuditPage)
+@router.get("/events", response_model=AuditPage, dependencies=[Depends(VIEWER)])
 def list_events(
     ctx: Ctx,
     event: Annotated[str | None, Query(max_length=200)] = None,
@@ -36,7 +37,7 @@ def list_events(
     )
 
 
-@router.get("/verify", response_model=AuditVerifyResult)
+@router.get("/verify", response_model=AuditVerifyResult, dependencies=[Depends(VIEWER)])
 def verify(ctx: Ctx) -> AuditVerifyResult:
     """Walk the whole hash chain and report the first broken link."""
     return service.verify_chain(store=ctx.store)

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..storage.errors import StorageCorruptError
+from pydantic import ValidationError
+
+from ..observability.metrics import AUDIT_EVENTS
+from ..storage.errors import InvalidCursorError, StorageCorruptError
 from ..storage.json_store import canonical_json
 from ..storage.protocol import LOG_AUDIT, Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
@@ -64,6 +67,7 @@ def log_event(
     }
     record = {**body, "hash": chain_hash(prev, body)}
     txn.append_log(LOG_AUDIT, record)
+    AUDIT_EVENTS.labels(event=event).inc()
     return AuditEvent.model_validate(record)
 
 
@@ -84,6 +88,15 @@ def _event_time(record: dict[str, Any]) -> datetime | None:
         return None
 
 
+def _event(record: dict[str, Any], cursor: str) -> AuditEvent:
+    try:
+        return AuditEvent.model_validate(record)
+    except ValidationError as exc:
+        raise StorageCorruptError(
+            "audit.log", f"the record at {cursor} is not an audit event: {exc}"
+        ) from exc
+
+
 def query_events(
     *,
     store: Store,
@@ -98,17 +111,16 @@ def query_events(
     limit = max(1, min(limit, MAX_PAGE))
     items: list[AuditEvent] = []
     last_cursor: str | None = None
-    for entry in store.scan_log(LOG_AUDIT, before=cursor):
+    # The backend filters on the event (an index on SQL).
+    for entry in store.scan_log(LOG_AUDIT, before=cursor, kind=event):
         moment = _event_time(entry.record)
         if since is not None and moment is not None and moment < since:
             return AuditPage(items=items, next_cursor=None)
         if until is not None and moment is not None and moment > until:
             continue
-        if event is not None and entry.record.get("event") != event:
-            continue
         if len(items) == limit:
             return AuditPage(items=items, next_cursor=last_cursor)
-        items.append(AuditEvent.model_validate(entry.record))
+        items.append(_event(entry.record, entry.cursor))
         last_cursor = entry.cursor
     return AuditPage(items=items, next_cursor=None)
 
@@ -148,12 +160,14 @@ def verify_chain(*, store: Store) -> AuditVerifyResult:
         for entry in store.scan_log_forward(LOG_AUDIT):
             problem = _check(entry.record, state, anchored=True)
             if problem is not None:
-                bad = entry.record.get("seq")
+                # The next seq the chain expected, whatever the bad line claims:
+                # every event before it verified (an edited, dropped or moved
+                # line all break the chain at the same place).
                 return AuditVerifyResult(
                     ok=False,
                     events=state.events,
                     legacy_events=state.legacy,
-                    first_bad_seq=bad if isinstance(bad, int) else state.seq + 1,
+                    first_bad_seq=state.seq + 1,
                     detail=problem,
                 )
     except StorageCorruptError as exc:
@@ -179,7 +193,7 @@ class ChainWatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cursor: str | None = None  # just past the last verified line
-        self._last_hash: str | None = None
+        self._last_record: dict[str, Any] | None = None
         self._state = _ChainState()
         self._problem: str | None = None
 
@@ -187,10 +201,10 @@ class ChainWatcher:
         with self._lock:
             if self._problem is not None:
                 # Start over from the window: the operator may have repaired it.
-                self._cursor, self._last_hash, self._state = None, None, _ChainState()
+                self._cursor, self._last_record, self._state = None, None, _ChainState()
             try:
                 self._problem = self._advance(store)
-            except StorageCorruptError as exc:
+            except (StorageCorruptError, InvalidCursorError) as exc:
                 self._problem = str(exc)
             return self._problem
 
@@ -205,8 +219,13 @@ class ChainWatcher:
                     break
             entries = store.scan_log_forward(LOG_AUDIT, after=start)
         else:
-            last = next(iter(store.scan_log(LOG_AUDIT, before=self._cursor)), None)
-            if last is None or last.record.get("hash") != self._last_hash:
+            try:
+                last = next(iter(store.scan_log(LOG_AUDIT, before=self._cursor)), None)
+            except InvalidCursorError:
+                last = None  # the log shrank or shifted under the last verified line
+            # The whole record, not just its hash field: an edit that keeps the
+            # hash field (and the line's length) must still be seen.
+            if last is None or last.record != self._last_record:
                 return "the last verified audit line changed or disappeared"
             entries = store.scan_log_forward(LOG_AUDIT, after=self._cursor)
         for entry in entries:
@@ -216,5 +235,5 @@ class ChainWatcher:
             if is_chained(entry.record):
                 anchored = True
             self._cursor = entry.cursor
-            self._last_hash = entry.record.get("hash")
+            self._last_record = entry.record
         return None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..constants import MAX_TEXT
+from ..constants import MAX_TEXT, ensure_utf8
 from .canon import BOOT_BAND, BOOT_REASON, Action, Band
 
 
@@ -26,7 +26,7 @@ class ConeSetRequest(BaseModel):
 
     band: Band
     reason: str = Field(min_length=1, max_length=MAX_TEXT)
-    metrics: dict[str, Any] | None = None
+    metrics: Annotated[dict[str, Any] | None, AfterValidator(ensure_utf8)] = None
 
 
 class ConeDecision(BaseModel):

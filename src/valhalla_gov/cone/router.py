@@ -6,30 +6,33 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from ..context import AppContext, get_actor, get_ctx
+from ..auth.deps import OWNER_WRITE, VIEWER, VIEWER_AUDITED
+from ..auth.models import Identity
+from ..context import AppContext, get_ctx
 from . import service
 from .canon import Action
 from .models import ConeDecision, ConeSetRequest, ConeState
 
 router = APIRouter(prefix="/cone", tags=["cone"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-Actor = Annotated[str, Depends(get_actor)]
 
 
-@router.get("/state", response_model=ConeState)
+@router.get("/state", response_model=ConeState, dependencies=[Depends(VIEWER)])
 def get_state(ctx: Ctx) -> ConeState:
     return service.get_cone_state(store=ctx.store)
 
 
 @router.post("/state", response_model=ConeState)
-def set_state(body: ConeSetRequest, ctx: Ctx, actor: Actor) -> ConeState:
+def set_state(
+    body: ConeSetRequest, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
+) -> ConeState:
     """Move the cone to another band (audited CONE_SET)."""
     return service.set_cone_state(
         store=ctx.store,
         band=body.band,
         reason=body.reason,
         metrics=body.metrics,
-        actor=actor,
+        actor=who.name,
         clock=ctx.clock,
     )
 
@@ -37,11 +40,16 @@ def set_state(body: ConeSetRequest, ctx: Ctx, actor: Actor) -> ConeState:
 @router.get("/decide", response_model=ConeDecision)
 def decide(
     ctx: Ctx,
-    actor: Actor,
+    who: Annotated[Identity, Depends(VIEWER_AUDITED)],
     engine: Annotated[str, Query(min_length=1, max_length=200)],
     action: Action,
 ) -> ConeDecision:
     """May this engine take this action in the current band? (audited)"""
     return service.decide(
-        store=ctx.store, canon=ctx.canon, engine=engine, action=action, actor=actor, clock=ctx.clock
+        store=ctx.store,
+        canon=ctx.canon,
+        engine=engine,
+        action=action,
+        actor=who.name,
+        clock=ctx.clock,
     )

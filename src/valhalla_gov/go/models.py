@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..cone.canon import Band
-from ..constants import MAX_TEXT
+from ..constants import Text
 
 
 class PlaybookStep(BaseModel):
@@ -46,6 +46,7 @@ class ChecklistStep(PlaybookStep):
     fits: bool = Field(description="The current band is no worse than band_min.")
     blocked: bool = Field(description="Health is red and the step is blocked_if_red.")
     blocked_reason: str | None = None
+    fit_reason: str | None = Field(default=None, description="Why the step does not fit.")
 
 
 class Checklist(BaseModel):
@@ -69,7 +70,10 @@ class CompleteRequest(BaseModel):
 
     step_id: str = Field(min_length=1, max_length=200)
     done: bool = True
-    notes: str | None = Field(default=None, max_length=MAX_TEXT)
+    notes: Text | None = Field(
+        default=None,
+        description="Left out: the step's notes stay as they are; null clears them.",
+    )
 
 
 class CompleteResult(BaseModel):

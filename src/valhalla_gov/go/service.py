@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..audit.service import ChainWatcher, log_event
 from ..cone.canon import band_rank
 from ..cone.service import get_cone_state
-from ..errors import NotFoundError
+from ..errors import ConflictError, NotFoundError
 from ..health.models import HealthStatus
 from ..health.service import get_health_status
 from ..storage.protocol import Store
@@ -23,14 +23,18 @@ def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -
     for step in playbook.steps:
         state = progress.get(step.id, StepProgress())
         blocked = red and step.blocked_if_red
+        fits = band_rank(band) <= band_rank(step.band_min)
         steps.append(
             ChecklistStep(
                 **step.model_dump(),
                 done=state.done,
                 notes=state.notes,
-                fits=band_rank(band) <= band_rank(step.band_min),
+                fits=fits,
                 blocked=blocked,
                 blocked_reason=("health is red: " + "; ".join(health.reasons)) if blocked else None,
+                fit_reason=None
+                if fits
+                else f"needs band {step.band_min} or better; the cone is at {band}",
             )
         )
     reasons: list[str] = []
@@ -90,15 +94,32 @@ def complete_step(
     notes: str | None,
     actor: str,
     clock: Clock,
+    keep_notes: bool = False,
+    watcher: ChainWatcher | None = None,
 ) -> CompleteResult:
     """Mark a step done (or not done again). Audited GO_STEP_SET, tagged with
-    the active session, which also records the step as completed in it."""
+    the active session, which also records the step as completed in it.
+
+    Marking a step done is refused (ConflictError) while it is blocked or
+    needs a better band; undoing is always allowed. ``keep_notes`` leaves the
+    stored notes as they are (the request did not mention them).
+    """
     if playbook.get(step_id) is None:
         known = ", ".join(s.id for s in playbook.steps)
         raise NotFoundError(f"unknown step {step_id!r}; known steps: {known}")
+    if done:
+        checklist = get_checklist(
+            store=store, playbook=playbook, clock=clock, watcher=watcher or ChainWatcher()
+        )
+        step = next(s for s in checklist.steps if s.id == step_id)
+        if not step.done and (step.blocked or not step.fits):
+            reason = step.blocked_reason if step.blocked else step.fit_reason
+            raise ConflictError(f"step {step_id!r} cannot be done now: {reason}")
     with store.transaction() as txn:
         progress = read_progress(txn)
         previous = progress.get(step_id, StepProgress())
+        if keep_notes:
+            notes = previous.notes
         progress[step_id] = previous.model_copy(
             update={
                 "done": done,

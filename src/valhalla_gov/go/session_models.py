@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..constants import MAX_TEXT
+from ..constants import Text
 
 
 class GoSession(BaseModel):
@@ -35,7 +35,7 @@ class GoSession(BaseModel):
 class SessionNotes(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    notes: str | None = Field(default=None, max_length=MAX_TEXT)
+    notes: Text | None = None
 
 
 class SessionPage(BaseModel):

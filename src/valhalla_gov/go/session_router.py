@@ -7,17 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from ..context import AppContext, get_actor, get_ctx
+from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
+from ..auth.models import Identity
+from ..context import AppContext, get_ctx
 from ..timeutil import as_utc
 from . import session_service
 from .session_models import GoSession, SessionNotes, SessionPage
 
 router = APIRouter(prefix="/go", tags=["GO session"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-Actor = Annotated[str, Depends(get_actor)]
 
 
-@router.get("/session", response_model=GoSession)
+@router.get("/session", response_model=GoSession, dependencies=[Depends(VIEWER)])
 def get_session(ctx: Ctx) -> GoSession:
     """The current session, or the inactive default."""
     return session_service.get_session(store=ctx.store)
@@ -28,22 +29,26 @@ def get_session(ctx: Ctx) -> GoSession:
     response_model=GoSession,
     responses={409: {"description": "A session is already active; it is returned unchanged."}},
 )
-def start_session(body: SessionNotes, ctx: Ctx, actor: Actor) -> GoSession:
+def start_session(
+    body: SessionNotes, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_START)]
+) -> GoSession:
     """Start a work session with a snapshot of cone and health."""
     return session_service.start_session(
-        store=ctx.store, clock=ctx.clock, actor=actor, notes=body.notes, watcher=ctx.watcher
+        store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
     )
 
 
 @router.post("/end_session", response_model=GoSession)
-def end_session(body: SessionNotes, ctx: Ctx, actor: Actor) -> GoSession:
+def end_session(
+    body: SessionNotes, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_WRITE)]
+) -> GoSession:
     """End the active session (idempotent: an ended session comes back unchanged)."""
     return session_service.end_session(
-        store=ctx.store, clock=ctx.clock, actor=actor, notes=body.notes, watcher=ctx.watcher
+        store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
     )
 
 
-@router.get("/sessions", response_model=SessionPage)
+@router.get("/sessions", response_model=SessionPage, dependencies=[Depends(VIEWER)])
 def list_sessions(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
@@ -61,6 +66,11 @@ def list_sessions(
     )
 
 
-@router.get("/sessions/{session_id}", response_model=GoSession, responses={404: {}})
+@router.get(
+    "/sessions/{session_id}",
+    response_model=GoSession,
+    responses={404: {}},
+    dependencies=[Depends(VIEWER)],
+)
 def get_session_by_id(session_id: str, ctx: Ctx) -> GoSession:
     return session_service.get_session_by_id(store=ctx.store, session_id=session_id)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..audit.service import ChainWatcher
+from ..cone.service import get_cone_state
 from ..health.service import get_health_status
 from ..storage.protocol import Store
 from ..timeutil import Clock
@@ -32,5 +33,10 @@ def get_summary(
         session=get_session(store=store),
         next=next_step_of(checklist),
         checklist=checklist,
-        health={"status": health.status, "cone": checklist.cone_band, "reasons": health.reasons},
+        health={
+            "status": health.status,
+            "cone": checklist.cone_band,
+            "reasons": health.reasons,
+            "cone_state": get_cone_state(store=store).model_dump(),
+        },
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from ..auth.deps import PUBLIC, VIEWER
 from ..context import AppContext, get_ctx
 from . import service
 from .models import HealthStatus, Liveness, Readiness
@@ -15,12 +16,12 @@ router = APIRouter(tags=["health"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/status/ryg", response_model=HealthStatus)
+@router.get("/status/ryg", response_model=HealthStatus, dependencies=[Depends(VIEWER)])
 def status_ryg(ctx: Ctx) -> HealthStatus:
     return service.get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
 
 
-@router.get("/healthz", response_model=Liveness)
+@router.get("/healthz", response_model=Liveness, dependencies=[Depends(PUBLIC)])
 def healthz() -> Liveness:
     """The process is up and answering."""
     return Liveness(ok=True)
@@ -29,6 +30,7 @@ def healthz() -> Liveness:
 @router.get(
     "/readyz",
     response_model=Readiness,
+    dependencies=[Depends(PUBLIC)],
     responses={503: {"model": Readiness, "description": "Storage is corrupt or unwritable."}},
 )
 def readyz(ctx: Ctx) -> Readiness | JSONResponse:

@@ -6,7 +6,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from .protocol import (
     DOC_GO_PROGRESS,
     DOC_GO_SESSION,
     DOC_THRESHOLDS,
+    DOC_TOKENS,
+    KIND_FIELD,
     LOG_AUDIT,
     LOG_DECISIONS,
     LOG_SERVER_ERRORS,
@@ -36,6 +39,7 @@ DOCUMENT_FILES = {
     DOC_CONE_STATE: "cone_state.json",
     DOC_GO_PROGRESS: "go_progress.json",
     DOC_THRESHOLDS: "thresholds.json",
+    DOC_TOKENS: "tokens.json",
 }
 LOG_FILES = {
     LOG_AUDIT: "audit.log",
@@ -47,10 +51,10 @@ LOCK_FILE = ".valhalla.lock"
 
 
 def parse_cursor(cursor: str) -> int:
-    if not cursor.isdigit():
+    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
+    if not (cursor.isascii() and cursor.isdigit()):
         raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
-    value = int(cursor)
-    return value
+    return int(cursor)
 
 
 class JsonStore:
@@ -80,7 +84,14 @@ class JsonStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:
         with self._lock.hold():
-            yield _JsonTxn(self)
+            txn = _JsonTxn(self)
+            try:
+                yield txn
+            except BaseException:
+                # All or nothing, like a database: a later write failing (disk
+                # full) takes back the earlier ones of the same operation.
+                txn.rollback()
+                raise
 
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
@@ -101,9 +112,23 @@ class JsonStore:
             path
         ) and not json_store.ends_with_newline(path)
 
-    def scan_log(self, log: str, *, before: str | None = None) -> Iterator[LogEntry]:
+    def _cursor_offset(self, path: Path, cursor: str) -> int:
+        offset = parse_cursor(cursor)
+        if not json_store.is_line_start(path, offset):
+            # Not a boundary this log handed out: reading from it would split a
+            # line and misreport a healthy file as corrupt.
+            raise InvalidCursorError(
+                f"invalid cursor {cursor!r}: not a record boundary of this log; "
+                "pass back a next_cursor value"
+            )
+        return offset
+
+    def scan_log(
+        self, log: str, *, before: str | None = None, kind: str | None = None
+    ) -> Iterator[LogEntry]:
         path = self.log_path(log)
-        end = None if before is None else parse_cursor(before)
+        end = None if before is None else self._cursor_offset(path, before)
+        kind_field = KIND_FIELD.get(log) if kind is not None else None
         first = True
         for offset, line in json_store.iter_lines_backward(path, end):
             if first and end is None:
@@ -111,21 +136,31 @@ class JsonStore:
                 if self._is_torn_tail(path, offset, line):
                     log_torn(path, offset)
                     continue
-            yield LogEntry(str(offset), self._parse_line(path, offset, line))
+            record = self._parse_line(path, offset, line)
+            if kind_field is not None and record.get(kind_field) != kind:
+                continue
+            yield LogEntry(str(offset), record)
 
     def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)
-        start = 0 if after is None else parse_cursor(after)
-        for offset, line in json_store.iter_lines_forward(path, start):
-            next_offset = offset + len(line) + 1
-            try:
-                record = self._parse_line(path, offset, line)
-            except StorageCorruptError:
-                if self._is_torn_tail(path, offset, line):
-                    log_torn(path, offset)
-                    return
-                raise
-            yield LogEntry(str(next_offset), record)
+        start = 0 if after is None else self._cursor_offset(path, after)
+        # One line of look-ahead: only the last line can be torn, and it is
+        # skipped whether or not its bytes happen to parse, as scan_log does.
+        pending: tuple[int, bytes] | None = None
+        for item in json_store.iter_lines_forward(path, start):
+            if pending is not None:
+                yield self._forward_entry(path, *pending)
+            pending = item
+        if pending is None:
+            return
+        offset, line = pending
+        if self._is_torn_tail(path, offset, line):
+            log_torn(path, offset)
+            return
+        yield self._forward_entry(path, offset, line)
+
+    def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
+        return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))
 
     def probe(self) -> list[str]:
         problems: list[str] = []
@@ -134,7 +169,8 @@ class JsonStore:
                 self.read_document(name)
             except StorageError as exc:
                 problems.append(str(exc))
-        probe = self.data_dir / f".probe.{os.getpid()}"
+        # Per thread: concurrent probes (parallel /readyz) must not unlink each other's file.
+        probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
@@ -156,22 +192,55 @@ def log_torn(path: Path, offset: int) -> None:
 
 
 class _JsonTxn:
-    """Operations under the data-dir lock; each write is durable on return."""
+    """Operations under the data-dir lock; each write is durable on return,
+    and remembered so that :meth:`rollback` can take it back."""
 
     def __init__(self, store: JsonStore) -> None:
         self._store = store
+        # (path, old bytes or None) for documents, (path, old size) for logs.
+        self._undo: list[tuple[Path, bytes | int | None]] = []
 
     def read_document(self, name: str) -> Any | None:
         return self._store.read_document(name)
 
     def write_document(self, name: str, doc: Any) -> None:
-        json_store.write_json(self._store.doc_path(name), doc)
+        path = self._store.doc_path(name)
+        before = json_store.read_bytes(path)
+        json_store.write_json(path, doc)
+        self._undo.append((path, before))
 
     def append_log(self, log: str, record: dict[str, Any]) -> None:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         line = (json_store.canonical_json(record) + "\n").encode("utf-8")
-        json_store.append_line(path, line)
+        start = json_store.append_line(path, line)
+        self._undo.append((path, start))
+
+    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+        path = self._store.log_path(log)
+        self._set_aside_torn_tail(path)
+        start = json_store.file_size(path)
+        count = json_store.append_lines(
+            path, ((json_store.canonical_json(r) + "\n").encode("utf-8") for r in records)
+        )
+        self._undo.append((path, start))
+        return count
+
+    def rollback(self) -> None:
+        """Undo this transaction's writes, newest first (log cuts free space
+        before documents are restored). A crash mid-rollback is covered by
+        the services' write order."""
+        for path, before in reversed(self._undo):
+            try:
+                if isinstance(before, int):
+                    json_store.truncate_file(path, before)
+                elif before is None:
+                    json_store.remove_file(path)
+                else:
+                    json_store.write_bytes_atomic(path, before)
+            except StorageError as exc:
+                log.error("could not take back a write to %s: %s", path, exc)
+        self._undo.clear()
 
     def last_log_record(self, log: str) -> dict[str, Any] | None:
         for entry in self._store.scan_log(log):
@@ -194,9 +263,12 @@ class _JsonTxn:
             return
         cut, torn = tail
         side = path.with_name(f"{path.name}.torn-{cut}")
-        side.write_bytes(torn)
-        json_store.fsync_dir(path.parent)
-        with open(path, "r+b") as fh:
-            fh.truncate(cut)
-            os.fsync(fh.fileno())
+        n = 1
+        while side.exists():  # an earlier torn write at the same offset: keep both
+            side = path.with_name(f"{path.name}.torn-{cut}.{n}")
+            n += 1
+        # Both raise StorageUnavailableError (disk full ...); the side copy is
+        # durable before the log is cut, so the bytes always exist somewhere.
+        json_store.write_new_file(side, torn)
+        json_store.truncate_file(path, cut)
         log.warning("%s: moved an unfinished last line (%d bytes) to %s", path, len(torn), side)

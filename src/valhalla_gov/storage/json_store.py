@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +76,16 @@ def write_json(path: Path, data: Any) -> None:
     On any failure (ENOSPC included) the old file is left as it was and the
     temporary file is removed.
     """
-    payload = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    write_bytes_atomic(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, payload)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -93,6 +94,15 @@ def write_json(path: Path, data: Any) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise _unavailable(path, exc) from exc
+
+
+def remove_file(path: Path) -> None:
+    """Delete ``path`` durably (missing is fine)."""
+    try:
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    except OSError as exc:
         raise _unavailable(path, exc) from exc
 
 
@@ -125,6 +135,50 @@ def append_line(path: Path, line: bytes) -> int:
         return start
     finally:
         os.close(fd)
+
+
+def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) -> int:
+    """Append many whole lines with one fsync at the end (bulk imports).
+
+    On failure the file is cut back to its old length. Returns the line count.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    count = 0
+    try:
+        start = os.fstat(fd).st_size
+        buffer = bytearray()
+        try:
+            for line in lines:
+                buffer += line
+                count += 1
+                if len(buffer) >= chunk:
+                    _write_all(fd, bytes(buffer))
+                    buffer.clear()
+            _write_all(fd, bytes(buffer))
+            os.fsync(fd)
+        except BaseException as exc:
+            # Also when the records' source fails half-way: all or nothing.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            if isinstance(exc, OSError):
+                raise _unavailable(path, exc) from exc
+            raise
+        if start == 0:
+            fsync_dir(path.parent)
+        return count
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def iter_lines_backward(path: Path, end: int | None = None) -> Iterator[tuple[int, bytes]]:
@@ -185,6 +239,55 @@ def last_line(path: Path) -> tuple[int, bytes] | None:
     for item in iter_lines_backward(path):
         return item
     return None
+
+
+def is_line_start(path: Path, offset: int) -> bool:
+    """True when ``offset`` is 0 or just past a newline in the file: a record boundary."""
+    if offset == 0:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset - 1)
+            return fh.read(1) == b"\n"
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, durably.
+
+    On failure the partial file is removed and nothing else is touched.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise _unavailable(path, exc) from exc
+
+
+def truncate_file(path: Path, size: int) -> None:
+    """Cut ``path`` back to ``size`` bytes, durably."""
+    try:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
 
 
 def file_size(path: Path) -> int:

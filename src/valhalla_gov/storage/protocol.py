@@ -9,7 +9,7 @@ with plain reads and writes inside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,18 +19,28 @@ DOC_GO_SESSION = "go_session"
 DOC_CONE_STATE = "cone_state"
 DOC_GO_PROGRESS = "go_progress"
 DOC_THRESHOLDS = "thresholds"
-DOCUMENTS = (DOC_GO_SESSION, DOC_CONE_STATE, DOC_GO_PROGRESS, DOC_THRESHOLDS)
+DOC_TOKENS = "tokens"
+DOCUMENTS = (DOC_GO_SESSION, DOC_CONE_STATE, DOC_GO_PROGRESS, DOC_THRESHOLDS, DOC_TOKENS)
 
 LOG_AUDIT = "audit"
 LOG_SESSIONS = "go_sessions"
 LOG_DECISIONS = "cone_decisions"
 LOG_SERVER_ERRORS = "server_errors"
 LOGS = (LOG_AUDIT, LOG_SESSIONS, LOG_DECISIONS, LOG_SERVER_ERRORS)
+# The record field a log can be filtered on with ``scan_log(kind=...)``.
+KIND_FIELD = {LOG_AUDIT: "event"}
 
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """One log record and the cursor that resumes a scan just past it."""
+    """One log record and the cursor that resumes a scan just past it.
+
+    A cursor names a *boundary* between two records. ``scan_log(before=c)``
+    yields the records before it, ``scan_log_forward(after=c)`` those after
+    it. An entry's cursor is the boundary on its far side in the scan's
+    direction, so a forward cursor passed as ``before`` starts at that very
+    record, and a backward cursor passed as ``after`` does too.
+    """
 
     cursor: str
     record: dict[str, Any]
@@ -45,6 +55,10 @@ class StoreTxn(Protocol):
 
     def append_log(self, log: str, record: dict[str, Any]) -> None: ...
 
+    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+        """Bulk append (imports): durable once, at the end; returns the count."""
+        ...
+
     def last_log_record(self, log: str) -> dict[str, Any] | None: ...
 
 
@@ -57,8 +71,11 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
-    def scan_log(self, log: str, *, before: str | None = None) -> Iterator[LogEntry]:
-        """Records newest first, starting just older than cursor ``before``."""
+    def scan_log(
+        self, log: str, *, before: str | None = None, kind: str | None = None
+    ) -> Iterator[LogEntry]:
+        """Records newest first, starting just older than cursor ``before``;
+        with ``kind``, only records whose ``KIND_FIELD`` equals it."""
         ...
 
     def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:

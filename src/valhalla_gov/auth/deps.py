@@ -1,0 +1,55 @@
+"""HTTP guards: authenticate, check the scope, count the rate limit.
+
+Every route declares one guard. The scope-matrix test walks the app's routes
+and fails for a route without one, so no endpoint is left open by accident.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+
+from ..context import get_ctx
+from ..errors import ForbiddenError
+from .models import Identity, Scope
+from .ratelimit import RULE_START_SESSION, RULE_WRITES
+
+
+class Guard:
+    def __init__(self, scope: Scope | None, rule: str | None = None) -> None:
+        self.scope = scope
+        self.rule = rule
+
+    def __repr__(self) -> str:
+        return f"Guard({self.scope!r}, {self.rule!r})"
+
+    def __call__(self, request: Request, response: Response) -> Identity | None:
+        if self.scope is None:
+            return None
+        ctx = get_ctx(request)
+        host = request.client.host if request.client else None
+        identity = ctx.authenticator.authenticate(
+            store=ctx.store,
+            clock=ctx.clock,
+            authorization=request.headers.get("authorization"),
+            client_host=host,
+        )
+        if not identity.allows(self.scope):
+            raise ForbiddenError(
+                f"this needs the '{self.scope}' scope; {identity.name!r} has "
+                f"{', '.join(identity.scopes)}",
+                body={"required_scope": self.scope},
+            )
+        if self.rule is not None:
+            key = f"token:{identity.name}" if identity.via == "token" else f"addr:{host}"
+            response.headers.update(ctx.rate_limiter.hit(self.rule, key))
+        request.state.actor = identity.name
+        return identity
+
+
+PUBLIC = Guard(None)
+VIEWER = Guard("viewer")
+# GET /core/cone/decide is a read for scopes but writes an audited decision.
+VIEWER_AUDITED = Guard("viewer", RULE_WRITES)
+OPERATOR_WRITE = Guard("operator", RULE_WRITES)
+OPERATOR_START = Guard("operator", RULE_START_SESSION)
+OWNER_WRITE = Guard("owner", RULE_WRITES)

@@ -1,0 +1,50 @@
+"""Auth schemas: scopes, stored token records, the acting identity."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Scope = Literal["viewer", "operator", "owner"]
+# Each scope includes the ones below it.
+SCOPE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "owner": 2}
+SCOPES: tuple[Scope, ...] = ("viewer", "operator", "owner")
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 - a name pattern
+
+
+class TokenRecord(BaseModel):
+    """What is stored for a token: never the token itself, only its SHA-256."""
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN)
+    scopes: list[Scope]
+    sha256: str
+    created_at_utc: str
+    last_used_at_utc: str | None = None
+
+
+class TokenInfo(BaseModel):
+    """A token as listed to operators (no hash)."""
+
+    name: str
+    scopes: list[Scope]
+    created_at_utc: str
+    last_used_at_utc: str | None
+
+
+class Identity(BaseModel):
+    name: str
+    scopes: list[Scope]
+    via: Literal["token", "local"]
+
+    def allows(self, needed: Scope) -> bool:
+        return max(SCOPE_RANK[s] for s in self.scopes) >= SCOPE_RANK[needed]
+
+
+class WhoAmI(BaseModel):
+    name: str
+    scopes: list[Scope]
+    via: Literal["token", "local"]
+    protected_mode: bool = Field(
+        description="True while no token exists: loopback clients act as the local owner."
+    )

@@ -1,0 +1,28 @@
+"""The ``valhalla`` command line: one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from .audit import audit_app
+from .cone import cone_app
+from .data import data_app
+from .db import db_app
+from .go import go_app
+from .serve import serve
+from .sessions import sessions_app
+from .token import token_app
+
+app = typer.Typer(help="Valhalla GO: operator governance.", no_args_is_help=True)
+app.command()(serve)
+app.add_typer(go_app, name="go")
+app.add_typer(token_app, name="token")
+app.add_typer(cone_app, name="cone")
+app.add_typer(audit_app, name="audit")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,68 @@
+"""``valhalla data ...``: move everything between a JSON data dir and a database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ConflictError
+from ..storage.json_backend import JsonStore
+from ..storage.protocol import Store
+from ..transfer import TransferReport, copy_store
+from .db import UrlOption, database_url
+
+data_app = typer.Typer(help="Move data between a JSON data dir and the configured database.")
+
+
+def _run(source: Store, target: Store) -> TransferReport:
+    try:
+        report = copy_store(source, target)
+    except ConflictError as exc:
+        typer.secho(f"refused: {exc.detail}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        typer.secho(f"the copy does not check out: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"copied {source.describe()} -> {target.describe()}")
+    for log, count in report.records.items():
+        typer.echo(f"  {log}: {count} records")
+    typer.echo(f"  documents: {', '.join(report.documents) or 'none'}")
+    if report.audit is not None:
+        typer.echo(
+            f"  audit chain: ok={report.audit.ok}, {report.audit.events} chained, "
+            f"{report.audit.legacy_events} legacy"
+        )
+    return report
+
+
+def _database(url: str | None) -> Store:
+    from ..storage.sql_backend import SchemaOutOfDateError, SqlStore
+
+    try:
+        return SqlStore(database_url(url))
+    except SchemaOutOfDateError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@data_app.command("import")
+def data_import(
+    source_dir: Annotated[Path, typer.Option("--from", help="JSON data dir to read.")],
+    url: UrlOption = None,
+) -> None:
+    """Copy a JSON data dir into the (empty) database, then check counts and the chain."""
+    if not source_dir.is_dir():
+        typer.secho(f"{source_dir} is not a directory", fg="red", err=True)
+        raise typer.Exit(2)
+    _run(JsonStore(source_dir), _database(url))
+
+
+@data_app.command("export")
+def data_export(
+    target_dir: Annotated[Path, typer.Option("--to", help="Empty or new directory to write.")],
+    url: UrlOption = None,
+) -> None:
+    """Copy the database into a JSON data dir, then check counts and the chain."""
+    _run(_database(url), JsonStore(target_dir))

@@ -1,0 +1,59 @@
+"""``valhalla db ...``: the SQL backend's schema."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..settings import Settings
+
+db_app = typer.Typer(help="SQL backend schema (VALHALLA_DATABASE_URL).")
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Database URL (default: $VALHALLA_DATABASE_URL)."),
+]
+
+
+def database_url(url: str | None) -> str:
+    resolved = url or Settings().database_url
+    if not resolved:
+        typer.secho(
+            "no database configured: set VALHALLA_DATABASE_URL "
+            "(postgresql+psycopg://user@host/db or sqlite:///path) or pass --database-url",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return resolved
+
+
+@db_app.command("upgrade")
+def db_upgrade(url: UrlOption = None) -> None:
+    """Create or migrate the schema to this version's (safe to repeat)."""
+    from ..storage.sql_backend import redact, upgrade
+
+    target = database_url(url)
+    before, after = upgrade(target)
+    if before == after:
+        typer.echo(f"{redact(target)}: schema already at revision {after}")
+    else:
+        typer.echo(f"{redact(target)}: schema upgraded from {before or 'empty'} to {after}")
+
+
+@db_app.command("status")
+def db_status(url: UrlOption = None) -> None:
+    """Say whether the schema matches this version (exit 1 when it does not)."""
+    from ..storage.sql_backend import SqlStore, redact
+
+    target = database_url(url)
+    store = SqlStore(target, check_schema=False)
+    try:
+        problem = store.schema_problem()
+    finally:
+        store.close()
+    if problem is not None:
+        typer.secho(f"{redact(target)}: {problem}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{redact(target)}: schema up to date")

@@ -1,0 +1,282 @@
+"""``valhalla go ...``: GO sessions and the playbook, on a data dir (the same
+store and locks as a running server) or against a server with ``--url``."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Annotated
+
+import typer
+
+from ..go.models import Checklist, ChecklistStep, CompleteResult, NextStep
+from ..go.session_models import GoSession
+from .common import DataDirOption, JsonOption
+from .remote import PAGE_MAX, TokenOption, UrlOption, iter_sessions, open_backend, reported
+from .render import (
+    SinceOption,
+    UntilOption,
+    cell,
+    check_range,
+    human_duration,
+    note_text,
+    print_json,
+    short_time,
+    show,
+    table,
+    valid_text,
+)
+
+go_app = typer.Typer(
+    help="GO sessions and the playbook: on a data dir (the same store and locks as a running "
+    "server) or on a server with --url.",
+    no_args_is_help=True,
+)
+
+
+def _snapshot_value(snapshot: dict[str, object] | None, part: str, key: str) -> str | None:
+    if not snapshot:
+        return None
+    section = snapshot.get(part)
+    if isinstance(section, dict):
+        value = section.get(key)
+        return None if value is None else str(value)
+    return None
+
+
+def end_band(session: GoSession) -> str | None:
+    return _snapshot_value(session.end_snapshot, "cone", "band")
+
+
+def end_status(session: GoSession) -> str | None:
+    return _snapshot_value(session.end_snapshot, "status", "status")
+
+
+def _print_session(session: GoSession, as_json: bool) -> None:
+    if as_json:
+        print_json(session)
+        return
+    if session.active:
+        typer.echo(f"active session {session.id} since {session.started_at_utc}")
+        typer.echo(f"at start: band {session.cone_band}, health {session.status}")
+    elif session.ended_at_utc:
+        typer.echo(
+            f"no active session; last {session.id} ended {session.ended_at_utc}"
+            f" after {human_duration(session.duration_seconds)}"
+        )
+    else:
+        typer.echo("no session has been started yet")
+    if session.notes:
+        typer.echo(f"notes: {session.notes}")
+    if session.steps_completed:
+        typer.echo(f"steps completed: {', '.join(session.steps_completed)}")
+
+
+@go_app.command("status")
+def go_status(
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the current session (or the last ended one)."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        session = backend.session()
+    _print_session(session, as_json)
+
+
+@go_app.command("start")
+def go_start(
+    notes: Annotated[
+        str | None, typer.Option(callback=note_text, help="What this session is for.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a session, snapshotting cone and health (exit 1 while one is active)."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        session = backend.start(notes)
+    _print_session(session, as_json)
+
+
+@go_app.command("end")
+def go_end(
+    notes: Annotated[str | None, typer.Option(callback=note_text, help="How it went.")] = None,
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """End the active session (with none active: shows the last one, exit 0)."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        session = backend.end(notes)
+    _print_session(session, as_json)
+
+
+@go_app.command("history")
+def go_history(
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many sessions at most.")] = 20,
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ended sessions, newest first (the active one is `go status`)."""
+    check_range(since, until)
+    with reported(), open_backend(data_dir, url, token) as backend:
+        found = list(
+            islice(
+                iter_sessions(
+                    backend, since=since, until=until, page_size=min(limit + 1, PAGE_MAX)
+                ),
+                limit + 1,
+            )
+        )
+    sessions, more = found[:limit], len(found) > limit
+    if as_json:
+        print_json(sessions)
+        return
+    if not sessions:
+        typer.echo("no ended sessions" + (" in that time range" if since or until else ""))
+        return
+    grid = table("started (UTC)", "duration", "band", "health", "steps", "by", "notes", "id")
+    for s in sessions:
+        grid.add_row(
+            short_time(s.started_at_utc),
+            human_duration(s.duration_seconds),
+            _change(s.cone_band, end_band(s)),
+            _change(s.status, end_status(s)),
+            str(len(s.steps_completed)),
+            cell(s.started_by),
+            cell(s.notes),
+            cell(s.id),
+        )
+    show(grid)
+    if more:
+        typer.echo(f"(showing the newest {limit}; raise --limit or narrow --since/--until)")
+
+
+def _change(before: str | None, after: str | None) -> str:
+    if after is None or after == before:
+        return before or "-"
+    return f"{before or '-'} -> {after}"
+
+
+def bands_of(band_min: str) -> str:
+    """The bands a step fits: from A down to its ``band_min``."""
+    return "A" if band_min == "A" else f"A-{band_min}"
+
+
+def _state(step: ChecklistStep) -> str:
+    if step.done:
+        return "done"
+    if step.blocked:
+        return "blocked (health red)"
+    if not step.fits:
+        return f"needs band {step.band_min} or better"
+    return "ready"
+
+
+def _print_checklist(checklist: Checklist) -> None:
+    grid = table(
+        "#",
+        "step",
+        "title",
+        "bands",
+        "state",
+        "notes",
+        title=f"band {checklist.cone_band}, health {checklist.status}: "
+        f"{checklist.done_count}/{checklist.total} done",
+    )
+    for number, step in enumerate(checklist.steps, start=1):
+        grid.add_row(
+            str(number),
+            step.id,
+            cell(step.title),
+            bands_of(step.band_min),
+            _state(step),
+            cell(step.notes),
+        )
+    show(grid)
+    for reason in checklist.blocked_reasons:
+        typer.echo(f"note: {reason}")
+
+
+def _print_next(nxt: NextStep) -> None:
+    step = nxt.next_step
+    if step is not None:
+        grid = table(
+            "step", "title", "why", "bands", title=f"band {nxt.cone_band}, health {nxt.status}"
+        )
+        grid.add_row(step.id, cell(step.title), cell(step.why), bands_of(step.band_min))
+        show(grid)
+        typer.echo(f"{nxt.message}  (`valhalla go complete {step.id}` when done)")
+    else:
+        typer.echo(nxt.message)
+
+
+@go_app.command("next")
+def go_next(
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The next playbook step: not done, fitting the band, not blocked."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        nxt = backend.next_step()
+    if as_json:
+        print_json(nxt)
+    else:
+        _print_next(nxt)
+
+
+@go_app.command("checklist")
+def go_checklist(
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every playbook step with its state (done, ready, blocked, needs a better band)."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        checklist = backend.checklist()
+    if as_json:
+        print_json(checklist)
+    else:
+        _print_checklist(checklist)
+
+
+@go_app.command("complete")
+def go_complete(
+    step: Annotated[
+        str,
+        typer.Argument(callback=valid_text, help="Step id, as `valhalla go checklist` shows."),
+    ],
+    notes: Annotated[str | None, typer.Option(callback=note_text, help="What you found.")] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Mark the step not done again.")] = False,
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark a playbook step done (recorded in the active session, if any)."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        result = backend.complete(step, done=not undo, notes=notes)
+    if as_json:
+        print_json(result)
+    else:
+        _print_complete(result)
+
+
+def _print_complete(result: CompleteResult) -> None:
+    state = "done" if result.done else "not done"
+    where = (
+        f"recorded in session {result.session_id}"
+        if result.session_id
+        else "no active session, so no session records it"
+    )
+    typer.echo(f"step {result.step_id} marked {state} ({where})")

@@ -1,0 +1,410 @@
+"""The scale-out backend: SQLAlchemy 2 on PostgreSQL (psycopg 3) or SQLite.
+
+Same protocol as the JSON files, so the services do not change. Each
+:meth:`SqlStore.transaction` is one database transaction holding an exclusive
+writer lock (``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
+SQLite): the state, history and audit writes of one operation commit together
+or not at all, and replicas serialise their writers exactly like workers
+sharing a data dir do, which keeps the audit hash chain in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ..errors import ConflictError
+from ..timeutil import parse_iso, stable_id
+from .errors import InvalidCursorError, StorageCorruptError, StorageUnavailableError
+from .json_store import canonical_json
+from .protocol import DOC_GO_SESSION, KIND_FIELD, LOG_SESSIONS, LogEntry
+from .sql_schema import documents, go_sessions, log_records
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_BATCH = 200
+# Cursors name a boundary between records: ``p`` splits ids below ``p`` from
+# ids at or above it. A record's backward cursor is its own id (the boundary
+# before it); its forward cursor is the boundary after it: id + 1 for log
+# rows, and id + "~" for session ids ("~" sorts after every ULID character).
+_AFTER = "~"
+# An arbitrary, fixed 64-bit key: every Valhalla writer takes this one lock.
+_PG_LOCK_KEY = 0x56414C48414C4C41  # "VALHALLA"
+
+
+class SchemaOutOfDateError(Exception):
+    """The database schema is older (or newer) than this code expects."""
+
+
+def redact(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the driver so BEGIN IMMEDIATE works.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("valhalla_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def upgrade(url: str) -> tuple[str | None, str | None]:
+    """Apply every migration; returns (revision before, revision after)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(alembic_config(conn), "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+        return before, after
+    finally:
+        engine.dispose()
+
+
+class SqlStore:
+    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._local = threading.local()
+        if check_schema:
+            problem = self.schema_problem()
+            if problem is not None:
+                self.engine.dispose()
+                raise SchemaOutOfDateError(problem)
+
+    def describe(self) -> str:
+        return f"sql:{redact(self.url)}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _unavailable(self, exc: Exception) -> StorageUnavailableError:
+        return StorageUnavailableError(redact(self.url), f"database error: {exc}")
+
+    def schema_problem(self) -> str | None:
+        head = head_revision()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+        if current == head:
+            return None
+        return (
+            f"database schema is at revision {current or 'none'}, this version needs {head}: "
+            "run `valhalla db upgrade`"
+        )
+
+    # -- reads outside a transaction ---------------------------------------
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Connection]:
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            # Inside this thread's transaction: read what it has written so far.
+            yield txn.conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+
+    def read_document(self, name: str) -> Any | None:
+        with self._reader() as conn:
+            return _read_document(conn, name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_SqlTxn]:
+        current: _SqlTxn | None = getattr(self._local, "txn", None)
+        if current is not None:
+            yield current  # re-entrant, like the JSON backend's lock
+            return
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(valhalla_write=True)
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                    txn = _SqlTxn(conn)
+                    self._local.txn = txn
+                    try:
+                        yield txn
+                    finally:
+                        self._local.txn = None
+        except IntegrityError as exc:
+            raise StorageUnavailableError(
+                redact(self.url), f"refused by the database: {exc.orig}"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+
+    def scan_log(
+        self, log: str, *, before: str | None = None, kind: str | None = None
+    ) -> Iterator[LogEntry]:
+        if log == LOG_SESSIONS:
+            yield from self._scan_sessions(before)
+            return
+        bound = None if before is None else _int_cursor(before)
+        while True:
+            query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
+            if kind is not None:
+                query = query.where(log_records.c.kind == kind)
+            if bound is not None:
+                query = query.where(log_records.c.id < bound)
+            query = query.order_by(log_records.c.id.desc()).limit(_BATCH)
+            with self._reader() as conn:
+                rows = conn.execute(query).all()
+            for row_id, body in rows:
+                yield LogEntry(str(row_id), _parse_body(log, row_id, body))
+            if len(rows) < _BATCH:
+                return
+            bound = rows[-1][0]
+
+    def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
+        if log == LOG_SESSIONS:
+            yield from self._scan_sessions_forward(after)
+            return
+        bound = None if after is None else _int_cursor(after)
+        while True:
+            query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
+            if bound is not None:
+                query = query.where(log_records.c.id >= bound)
+            query = query.order_by(log_records.c.id.asc()).limit(_BATCH)
+            with self._reader() as conn:
+                rows = conn.execute(query).all()
+            for row_id, body in rows:
+                # The boundary just after this record.
+                yield LogEntry(str(row_id + 1), _parse_body(log, row_id, body))
+            if len(rows) < _BATCH:
+                return
+            bound = rows[-1][0] + 1
+
+    def _scan_sessions(self, before: str | None) -> Iterator[LogEntry]:
+        bound = before
+        while True:
+            query = select(go_sessions.c.id, go_sessions.c.body).where(
+                go_sessions.c.active.is_(False)
+            )
+            if bound is not None:
+                query = query.where(go_sessions.c.id < bound)
+            query = query.order_by(go_sessions.c.id.desc()).limit(_BATCH)
+            with self._reader() as conn:
+                rows = conn.execute(query).all()
+            for session_id, body in rows:
+                yield LogEntry(session_id, _parse_body(LOG_SESSIONS, session_id, body))
+            if len(rows) < _BATCH:
+                return
+            bound = rows[-1][0]
+
+    def _scan_sessions_forward(self, after: str | None) -> Iterator[LogEntry]:
+        bound = after
+        while True:
+            query = select(go_sessions.c.id, go_sessions.c.body).where(
+                go_sessions.c.active.is_(False)
+            )
+            if bound is not None:
+                query = query.where(go_sessions.c.id >= bound)
+            query = query.order_by(go_sessions.c.id.asc()).limit(_BATCH)
+            with self._reader() as conn:
+                rows = conn.execute(query).all()
+            for session_id, body in rows:
+                after_it = session_id + _AFTER
+                yield LogEntry(after_it, _parse_body(LOG_SESSIONS, session_id, body))
+            if len(rows) < _BATCH:
+                return
+            bound = rows[-1][0] + _AFTER
+
+    def probe(self) -> list[str]:
+        try:
+            problem = self.schema_problem()
+        except StorageUnavailableError as exc:
+            return [str(exc)]
+        if problem is not None:
+            return [f"{redact(self.url)}: {problem}"]
+        problems: list[str] = []
+        try:
+            with self.engine.connect() as conn:
+                for name, body in conn.execute(select(documents.c.name, documents.c.body)):
+                    try:
+                        json.loads(body)
+                    except json.JSONDecodeError as exc:
+                        problems.append(
+                            f"{redact(self.url)}: document {name!r} does not parse ({exc})"
+                        )
+        except SQLAlchemyError as exc:
+            problems.append(str(self._unavailable(exc)))
+        return problems
+
+
+def _int_cursor(cursor: str) -> int:
+    if not (cursor.isascii() and cursor.isdigit()):
+        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
+    return int(cursor)
+
+
+def _parse_body(where: str, key: object, body: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise StorageCorruptError(f"{where} row {key}", f"does not parse as JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise StorageCorruptError(f"{where} row {key}", "is not a JSON object")
+    return value
+
+
+def _read_document(conn: Connection, name: str) -> Any | None:
+    if name == DOC_GO_SESSION:
+        row = conn.execute(
+            select(go_sessions.c.id, go_sessions.c.body).order_by(go_sessions.c.id.desc()).limit(1)
+        ).first()
+        return None if row is None else {"session": _parse_body("go_sessions", row[0], row[1])}
+    body = conn.execute(select(documents.c.body).where(documents.c.name == name)).scalar()
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise StorageCorruptError(f"documents row {name!r}", f"does not parse ({exc})") from exc
+
+
+def _log_row(log: str, record: dict[str, Any]) -> dict[str, Any]:
+    kind_field = KIND_FIELD.get(log)
+    kind = record.get(kind_field) if kind_field else None
+    ts = record.get("ts_utc")
+    return {
+        "log": log,
+        "kind": str(kind)[:200] if kind is not None else None,
+        "ts_utc": str(ts)[:40] if ts is not None else None,
+        "body": canonical_json(record),
+    }
+
+
+def _session_row(session: dict[str, Any]) -> dict[str, Any]:
+    session_id = session.get("id")
+    started = session.get("started_at_utc")
+    if not session_id:
+        if not started:
+            raise StorageCorruptError("go_sessions", "a session without id or start time")
+        # Written before ids existed: the same stable id the service derives.
+        session_id = stable_id(parse_iso(started), started)
+        session = {**session, "id": session_id}
+    return {
+        "id": session_id,
+        "active": bool(session.get("active")),
+        "started_at_utc": started,
+        "ended_at_utc": session.get("ended_at_utc"),
+        "body": canonical_json(session),
+    }
+
+
+class _SqlTxn:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def read_document(self, name: str) -> Any | None:
+        return _read_document(self.conn, name)
+
+    def write_document(self, name: str, doc: Any) -> None:
+        if name == DOC_GO_SESSION:
+            session = doc.get("session") if isinstance(doc, dict) else None
+            if session is not None:
+                self._upsert_session(session)
+            return
+        body = canonical_json(doc)
+        self.conn.execute(delete(documents).where(documents.c.name == name))
+        self.conn.execute(insert(documents).values(name=name, body=body))
+
+    def _upsert_session(self, session: dict[str, Any]) -> None:
+        row = _session_row(session)
+        self.conn.execute(delete(go_sessions).where(go_sessions.c.id == row["id"]))
+        try:
+            self.conn.execute(insert(go_sessions).values(**row))
+        except IntegrityError as exc:
+            # uq_go_sessions_one_active: the database's own guard against two
+            # active sessions, should a writer ever bypass the lock.
+            raise ConflictError("a GO session is already active") from exc
+
+    def append_log(self, log: str, record: dict[str, Any]) -> None:
+        if log == LOG_SESSIONS:
+            self._upsert_session(record)  # the history is the ended rows
+            return
+        self.conn.execute(insert(log_records).values(**_log_row(log, record)))
+
+    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+        count = 0
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            count += 1
+            if log == LOG_SESSIONS:
+                self._upsert_session(record)
+                continue
+            batch.append(_log_row(log, record))
+            if len(batch) >= 1000:
+                self.conn.execute(insert(log_records), batch)
+                batch = []
+        if batch:
+            self.conn.execute(insert(log_records), batch)
+        return count
+
+    def last_log_record(self, log: str) -> dict[str, Any] | None:
+        if log == LOG_SESSIONS:
+            row = self.conn.execute(
+                select(go_sessions.c.id, go_sessions.c.body)
+                .where(go_sessions.c.active.is_(False))
+                .order_by(go_sessions.c.id.desc())
+                .limit(1)
+            ).first()
+        else:
+            row = self.conn.execute(
+                select(log_records.c.id, log_records.c.body)
+                .where(log_records.c.log == log)
+                .order_by(log_records.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _parse_body(log, row[0], row[1])

@@ -1,0 +1,1 @@
+"""The GO page: static HTML, CSS and JavaScript modules served by the app."""

@@ -1,0 +1,163 @@
+// Talking to the Valhalla GO API: fetch, the stored token, readable errors.
+
+const TOKEN_KEY = "valhalla.go.token";
+
+// localStorage throws in some private modes; the page must still work there
+// (the token then lasts for this page view only).
+let memoryToken = "";
+
+export function getToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return memoryToken;
+  }
+}
+
+export function setToken(token) {
+  memoryToken = token;
+  try {
+    localStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    /* kept in memory only */
+  }
+}
+
+export function clearToken() {
+  memoryToken = "";
+  try {
+    localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* nothing stored */
+  }
+}
+
+// The elapsed timer counts from the server's start time. When the browser's
+// clock is far off the server's, follow the server (its Date header has a
+// one-second resolution, so small differences are ignored).
+let clockOffsetMs = 0;
+
+function observeServerDate(header) {
+  const serverMs = header ? Date.parse(header) : NaN;
+  if (Number.isNaN(serverMs)) return;
+  const offset = serverMs - Date.now();
+  clockOffsetMs = Math.abs(offset) > 5000 ? offset : 0;
+}
+
+export function serverNow() {
+  return Date.now() + clockOffsetMs;
+}
+
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status, 0 when the server could not be reached
+   * @param {string} message readable text for the operator
+   * @param {{detail?: string, body?: any, retryAfter?: number|null}} extra
+   */
+  constructor(status, message, { detail = "", body = null, retryAfter = null } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+
+  get needsToken() {
+    return this.status === 401;
+  }
+}
+
+/** FastAPI's `detail` is a string, or a list of validation errors (422). */
+export function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((item) => {
+        if (!item || typeof item !== "object") return String(item);
+        // loc looks like ["body", "reason"]; "body" says nothing to a person.
+        const where = Array.isArray(item.loc) ? item.loc.filter((p) => p !== "body").join(".") : "";
+        return where ? `${where}: ${item.msg}` : String(item.msg ?? "");
+      })
+      .join("; ");
+  }
+  if (detail && typeof detail === "object") return JSON.stringify(detail);
+  return "";
+}
+
+/** Retry-After is seconds, or (rarely) an HTTP date. */
+function parseRetryAfter(header) {
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, Math.round(seconds));
+  const when = Date.parse(header);
+  return Number.isNaN(when) ? null : Math.max(0, Math.round((when - Date.now()) / 1000));
+}
+
+function readableError(status, detail) {
+  const said = detail ? `: ${detail}` : "";
+  switch (status) {
+    case 401:
+      return `The server asks for an API token${said}`;
+    case 403:
+      return `Not allowed${said}`;
+    case 404:
+      return `Not found${said}`;
+    case 409:
+      return `Conflict${said}`;
+    case 422:
+      return `The server did not accept the input${said}`;
+    case 429:
+      return `Too many requests${said}`;
+    case 503:
+      return `The service is unavailable${said}`;
+    default:
+      if (status >= 500) return `The server had an error (HTTP ${status})${said}`;
+      return `The request failed (HTTP ${status})${said}`;
+  }
+}
+
+/**
+ * Call the API and return the parsed JSON body; throw ApiError otherwise.
+ * @param {string} method
+ * @param {string} path
+ * @param {object} [body] sent as JSON
+ */
+export async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    const text = "Cannot reach the server. Check the connection; the page keeps retrying.";
+    throw new ApiError(0, text);
+  }
+  observeServerDate(response.headers.get("Date"));
+
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null; // a proxy's HTML error page, for instance
+    }
+  }
+  if (response.ok) return data;
+
+  const detail = detailText(data && typeof data === "object" ? data.detail : "");
+  throw new ApiError(response.status, readableError(response.status, detail), {
+    detail,
+    body: data,
+    retryAfter: parseRetryAfter(response.headers.get("Retry-After")),
+  });
+}

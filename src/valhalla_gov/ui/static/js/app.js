@@ -1,0 +1,756 @@
+// The GO page: renders the summary, playbook, history and audit tail, and
+// sends the operator's actions. Server text is only ever set as text
+// (textContent / text nodes), never parsed as HTML.
+
+import { api, ApiError, clearToken, getToken, serverNow, setToken } from "./api.js";
+import {
+  BAND_MEANING,
+  STATUS_LABEL,
+  formatClock,
+  formatDateTime,
+  formatDuration,
+  formatTime,
+  isoDuration,
+  parseTime,
+  summarizePayload,
+} from "./format.js";
+
+const REFRESH_MS = 15000;
+const HISTORY_PAGE_SIZE = 10;
+const AUDIT_TAIL = 10;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  summary: null,
+  cone: null,
+  whoami: null,
+  history: { cursors: [null], index: 0, nextCursor: null, loading: false, seq: 0 },
+  nextStepId: null,
+  refreshSeq: 0,
+  tokenAsked: false, // the token form is open because the server said 401
+};
+
+// ---------------------------------------------------------------- helpers
+
+/** Build an element. Children are nodes or plain strings (added as text). */
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function timeEl(iso) {
+  return h("time", { datetime: iso || null }, formatDateTime(iso));
+}
+
+function statusChip(status) {
+  if (!status) return h("span", { class: "muted" }, "–");
+  return h("span", { class: "chip", "data-status": status }, STATUS_LABEL[status] || status);
+}
+
+function bandText(band) {
+  return band ? `${band} (${BAND_MEANING[band] || "unknown"})` : "–";
+}
+
+function scopesOf(who) {
+  return who && Array.isArray(who.scopes) ? who.scopes : [];
+}
+
+/** Without an identity yet, let the server decide; a viewer cannot act. */
+function canOperate() {
+  if (!state.whoami) return true;
+  const scopes = scopesOf(state.whoami);
+  return scopes.includes("operator") || scopes.includes("owner");
+}
+
+// --------------------------------------------------------------- messages
+
+function say(text, kind = "info") {
+  const box = $("message");
+  // Re-announcing the same text every 15 s would only be noise.
+  if (box.textContent === text && box.dataset.kind === kind) return;
+  box.dataset.kind = kind;
+  box.textContent = text;
+}
+
+function clearMessage(kind) {
+  const box = $("message");
+  if (kind && box.dataset.kind !== kind) return;
+  box.textContent = "";
+  delete box.dataset.kind;
+}
+
+/** Turn any failure into a sentence on the page (and the token form on 401). */
+function report(err, context, kind = "error") {
+  if (!(err instanceof ApiError)) {
+    console.error(err);
+    say(`${context}: the page hit an unexpected problem (${err && err.message}).`, kind);
+    return;
+  }
+  if (err.needsToken) {
+    askForToken(err.detail);
+    say(`${context}: the server asks for an API token. Enter it in the token form.`, kind);
+    return;
+  }
+  say(`${context}. ${err.message}`, kind);
+}
+
+function rateLimitText(err) {
+  const wait = err.retryAfter;
+  let when = "";
+  if (wait !== null) {
+    const at = formatTime(serverNow() + wait * 1000);
+    when = ` Try again in ${formatDuration(wait)} (at about ${at}).`;
+  }
+  // The server's own words ("rate limit reached: 1 per 3600s ..."), capitalised.
+  const said = err.detail || "rate limit reached";
+  return `${said.charAt(0).toUpperCase()}${said.slice(1)}.${when}`;
+}
+
+// ------------------------------------------------------------------ token
+
+function askForToken(detail) {
+  state.tokenAsked = Boolean(detail);
+  const panel = $("token-panel");
+  const wasHidden = panel.hidden;
+  panel.hidden = false;
+  $("token-reason").textContent = detail
+    ? `The server says: ${detail}`
+    : "A token acts under its own name and scopes.";
+  $("token-forget").hidden = !getToken();
+  $("token-open").hidden = false;
+  $("token-open").setAttribute("aria-expanded", "true");
+  if (wasHidden) $("token-input").focus();
+}
+
+function closeTokenPanel() {
+  state.tokenAsked = false;
+  $("token-panel").hidden = true;
+  $("token-open").setAttribute("aria-expanded", "false");
+  $("token-open").hidden = !getToken();
+}
+
+async function onTokenSubmit(event) {
+  event.preventDefault();
+  const input = $("token-input");
+  const token = input.value.trim();
+  if (!token) {
+    say("Paste a token first.", "error");
+    input.focus();
+    return;
+  }
+  setToken(token);
+  input.value = "";
+  if (await loadIdentity()) {
+    closeTokenPanel();
+    say(`Token accepted: signed in as ${state.whoami.name}.`, "ok");
+    await Promise.all([refresh(), loadHistory(0)]);
+  }
+}
+
+async function onTokenForget() {
+  clearToken();
+  $("token-forget").hidden = true;
+  say("The stored token is forgotten.", "ok");
+  if (await loadIdentity()) {
+    closeTokenPanel();
+    await Promise.all([refresh(), loadHistory(0)]);
+  }
+}
+
+function onTokenOpen() {
+  if ($("token-panel").hidden) askForToken("");
+  else closeTokenPanel();
+}
+
+// --------------------------------------------------------------- identity
+
+/** Ask the server who we are; true when it answered. */
+async function loadIdentity() {
+  try {
+    state.whoami = await api("GET", "/core/whoami");
+    renderIdentity();
+    return true;
+  } catch (err) {
+    state.whoami = null;
+    renderIdentity();
+    report(err, "Could not tell who you are");
+    return false;
+  }
+}
+
+function renderIdentity() {
+  const who = state.whoami;
+  const line = $("identity");
+  if (!who) {
+    line.textContent = "Not signed in.";
+  } else if (who.via === "local") {
+    line.textContent = who.protected_mode
+      ? `Local ${scopesOf(who).join(", ")}: no API token exists yet, so this machine needs none.`
+      : `Local ${scopesOf(who).join(", ")}.`;
+  } else {
+    line.textContent = `Signed in as ${who.name} (${scopesOf(who).join(", ")}).`;
+  }
+  $("token-open").hidden = !getToken() && $("token-panel").hidden;
+  $("band-panel").hidden = !scopesOf(who).includes("owner");
+  updateControls();
+}
+
+// ---------------------------------------------------------------- refresh
+
+/** Reload the summary, the cone and the audit tail (and page 1 of history). */
+async function refresh({ withHistory = false } = {}) {
+  const seq = ++state.refreshSeq;
+  const jobs = [
+    api("GET", "/core/go/summary"),
+    api("GET", "/core/cone/state"),
+    api("GET", `/core/audit/events?limit=${AUDIT_TAIL}`),
+  ];
+  if (withHistory && state.history.index === 0) jobs.push(loadHistory(0, { quiet: true }));
+  const [summary, cone, audit] = await Promise.allSettled(jobs);
+  if (seq !== state.refreshSeq) return; // a newer refresh has started; let it win
+
+  try {
+    if (summary.status === "fulfilled") {
+      state.summary = summary.value;
+      renderSummary(summary.value);
+    }
+    if (cone.status === "fulfilled") {
+      state.cone = cone.value;
+      renderCone(cone.value);
+    }
+    if (audit.status === "fulfilled") renderAudit(audit.value.items || []);
+  } catch (err) {
+    report(err, "Could not show the latest state");
+    return;
+  }
+
+  const failed = [summary, cone, audit].find((r) => r.status === "rejected");
+  if (failed) {
+    report(failed.reason, "Could not refresh", "refresh");
+  } else {
+    clearMessage("refresh");
+    // The server asked for a token and now answers: the form has done its job.
+    if (state.tokenAsked && state.whoami) closeTokenPanel();
+  }
+}
+
+// ------------------------------------------------------------- rendering
+
+function renderSummary(summary) {
+  renderHealth(summary.health || {});
+  if (!state.cone) renderBandLetter(summary.checklist && summary.checklist.cone_band);
+  renderSession(summary.session || {});
+  renderPlaybook(summary.checklist || { steps: [] }, summary.next || {});
+  updateControls();
+}
+
+function renderBandLetter(band) {
+  const letter = $("band-letter");
+  letter.textContent = band || "–";
+  letter.dataset.band = band || "";
+  $("band-meaning").textContent = band ? BAND_MEANING[band] || "" : "";
+}
+
+function renderCone(cone) {
+  renderBandLetter(cone.band);
+  $("band-reason").textContent = cone.reason || "";
+  const by = cone.updated_by ? ` by ${cone.updated_by}` : "";
+  $("band-updated").textContent = cone.updated_at_utc
+    ? `Set ${formatDateTime(cone.updated_at_utc)}${by}.`
+    : "Not changed since the first start.";
+  const select = $("band-select");
+  if (!select.dataset.touched) select.value = cone.band;
+}
+
+function renderHealth(health) {
+  const status = health.status || "";
+  $("health-dot").dataset.status = status;
+  $("health-status").textContent = STATUS_LABEL[status] || "Unknown";
+  const reasons = Array.isArray(health.reasons) ? health.reasons : [];
+  $("health-reasons").replaceChildren(
+    ...(reasons.length ? reasons.map((r) => h("li", {}, r)) : [h("li", {}, "All checks pass.")]),
+  );
+}
+
+function renderSession(session) {
+  const active = Boolean(session.active);
+  const details = $("session-details");
+  $("session-timer-line").hidden = !active;
+  $("session-start").hidden = active;
+  $("session-end").hidden = !active;
+  $("session-notes-hint").textContent = active
+    ? "Saved with the end of the session."
+    : "Saved with the start of the session.";
+
+  if (active) {
+    $("session-state").textContent = `Active since ${formatDateTime(session.started_at_utc)}${
+      session.started_by ? `, started by ${session.started_by}` : ""
+    }.`;
+    const facts = [
+      ["At start", `band ${bandText(session.cone_band)}, ${session.status || "–"}`],
+      ["Steps done in it", String((session.steps_completed || []).length)],
+    ];
+    const notes = session.start_notes ?? session.notes;
+    if (notes) facts.push(["Start notes", notes]);
+    details.replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    details.hidden = false;
+    tick();
+  } else {
+    const last = session.ended_at_utc
+      ? ` The last one ended ${formatDateTime(session.ended_at_utc)}` +
+        ` after ${formatDuration(session.duration_seconds)}.`
+      : "";
+    $("session-state").textContent = `No active session.${last}`;
+    details.replaceChildren();
+    details.hidden = true;
+  }
+}
+
+/** The elapsed timer, once a second, from the server's start time. */
+function tick() {
+  const session = state.summary && state.summary.session;
+  if (!session || !session.active) return;
+  const started = parseTime(session.started_at_utc);
+  if (Number.isNaN(started)) return;
+  const seconds = Math.max(0, (serverNow() - started) / 1000);
+  const timer = $("session-elapsed");
+  timer.textContent = formatClock(seconds);
+  timer.setAttribute("datetime", isoDuration(seconds));
+}
+
+function renderPlaybook(checklist, next) {
+  const step = next.next_step || null;
+  const waiting = (checklist.steps || []).some((s) => !s.done);
+  // ready: a step to do; waiting: steps left but none doable now; done: all done.
+  $("next-step").dataset.state = step ? "ready" : waiting ? "waiting" : "done";
+  $("next-title").textContent = step ? step.title : next.message || "Nothing to do.";
+  $("next-why").textContent = step ? step.why || "" : "";
+
+  const done = checklist.done_count ?? 0;
+  const total = checklist.total ?? (checklist.steps || []).length;
+  $("progress-text").textContent = `${done} of ${total} steps done`;
+  const progress = $("playbook-progress");
+  progress.max = Math.max(1, total);
+  progress.value = done;
+
+  const blocked = Array.isArray(checklist.blocked_reasons) ? checklist.blocked_reasons : [];
+  const blockedList = $("blocked-reasons");
+  blockedList.replaceChildren(...blocked.map((r) => h("li", {}, r)));
+  blockedList.hidden = blocked.length === 0;
+
+  renderChecklist(checklist.steps || [], step ? step.id : null, checklist.cone_band);
+}
+
+/** Update the step list in place, so notes being typed survive a refresh. */
+function renderChecklist(steps, nextId, band) {
+  const list = $("checklist");
+  const existing = new Map([...list.children].map((li) => [li.dataset.stepId, li]));
+  const previousNext = state.nextStepId;
+  steps.forEach((step, index) => {
+    const li = existing.get(step.id) || buildStep(step.id);
+    existing.delete(step.id);
+    updateStep(li, step, step.id === nextId, band);
+    if (list.children[index] !== li) list.insertBefore(li, list.children[index] || null);
+  });
+  for (const stale of existing.values()) stale.remove();
+
+  // The next step opens its notes; the one before closes, unless in use.
+  if (nextId !== previousNext) {
+    const old = previousNext && list.querySelector(`[data-step-id="${CSS.escape(previousNext)}"]`);
+    if (old && !old.contains(document.activeElement) && !isDirty(old)) {
+      old.querySelector("details").open = false;
+    }
+    const fresh = nextId && list.querySelector(`[data-step-id="${CSS.escape(nextId)}"]`);
+    if (fresh) fresh.querySelector("details").open = true;
+    state.nextStepId = nextId;
+  }
+}
+
+function isDirty(li) {
+  const notes = li.querySelector("textarea");
+  return notes.value !== (notes.dataset.server || "");
+}
+
+function buildStep(id) {
+  const doneId = `step-done-${id}`;
+  const notesId = `step-notes-${id}`;
+  const li = h("li", { class: "step", "data-step-id": id });
+  const checkbox = h("input", { type: "checkbox", id: doneId, class: "step-done" });
+  const title = h("label", { for: doneId, class: "step-title" });
+  const head = h("div", { class: "step-head" }, checkbox, title, h("span", { class: "badges" }));
+  const notes = h("textarea", { id: notesId, rows: 2, maxlength: 10000, class: "step-notes" });
+  // The hidden " for “title”" spans make each label and button name unique.
+  const save = h(
+    "button",
+    { type: "button", class: "step-save" },
+    "Save notes",
+    h("span", { class: "visually-hidden step-save-for" }),
+  );
+  const details = h(
+    "details",
+    { class: "step-details" },
+    h("summary", {}, "Why and notes", h("span", { class: "visually-hidden step-summary-for" })),
+    h("p", { class: "step-why small" }),
+    h(
+      "label",
+      { for: notesId, class: "step-notes-label" },
+      "Notes",
+      h("span", { class: "visually-hidden step-notes-for" }),
+    ),
+    notes,
+    h("div", { class: "actions" }, save),
+  );
+  li.append(
+    head,
+    h("p", { class: "step-blocked small", hidden: true }),
+    h("p", { class: "step-notes-preview small", hidden: true }),
+    details,
+  );
+
+  checkbox.addEventListener("change", () => saveStep(li, checkbox.checked, "toggle"));
+  save.addEventListener("click", () => {
+    const current = findStep(id);
+    saveStep(li, current ? current.done : checkbox.checked, "notes");
+  });
+  return li;
+}
+
+function updateStep(li, step, isNext, band) {
+  const busy = li.dataset.busy === "1";
+  li.classList.toggle("is-next", isNext);
+  li.classList.toggle("is-done", Boolean(step.done));
+  li.classList.toggle("is-blocked", Boolean(step.blocked) && !step.done);
+  if (isNext) li.setAttribute("aria-current", "step");
+  else li.removeAttribute("aria-current");
+
+  const checkbox = li.querySelector(".step-done");
+  if (!busy) checkbox.checked = Boolean(step.done);
+  // A blocked step cannot be ticked here; one already done can be undone.
+  checkbox.disabled = busy || !canOperate() || (Boolean(step.blocked) && !step.done);
+
+  li.querySelector(".step-title").textContent = step.title;
+  const forTitle = ` for “${step.title}”`;
+  li.querySelector(".step-save-for").textContent = forTitle;
+  li.querySelector(".step-summary-for").textContent = forTitle;
+  li.querySelector(".step-notes-for").textContent = forTitle;
+  li.querySelector(".step-why").textContent = step.why || "";
+  li.querySelector(".step-save").disabled = busy || !canOperate();
+
+  const badges = [];
+  if (isNext) badges.push(h("span", { class: "badge badge-next" }, "Next"));
+  if (step.done) badges.push(h("span", { class: "badge badge-done" }, "Done"));
+  else if (step.blocked) badges.push(h("span", { class: "badge badge-blocked" }, "Blocked"));
+  else if (step.fits === false) {
+    badges.push(h("span", { class: "badge badge-wait" }, "Not in this band"));
+  }
+  li.querySelector(".badges").replaceChildren(...badges);
+
+  const why = [];
+  if (!step.done && step.blocked) why.push(`Blocked: ${step.blocked_reason || "health is red"}.`);
+  if (!step.done && step.fits === false) {
+    why.push(`Waits for band ${step.band_min} or better; the band is ${band}.`);
+  }
+  const blockedLine = li.querySelector(".step-blocked");
+  blockedLine.textContent = why.join(" ");
+  blockedLine.hidden = why.length === 0;
+
+  const preview = li.querySelector(".step-notes-preview");
+  preview.textContent = step.notes ? `Notes: ${step.notes}` : "";
+  preview.hidden = !step.notes;
+
+  // Keep what the operator is typing; otherwise follow the server.
+  const notes = li.querySelector(".step-notes");
+  const serverNotes = step.notes || "";
+  if (!isDirty(li)) notes.value = serverNotes;
+  notes.dataset.server = serverNotes;
+}
+
+function findStep(id) {
+  const steps = (state.summary && state.summary.checklist && state.summary.checklist.steps) || [];
+  return steps.find((s) => s.id === id) || null;
+}
+
+async function saveStep(li, done, why) {
+  const id = li.dataset.stepId;
+  const step = findStep(id);
+  const title = step ? step.title : id;
+  const notesBox = li.querySelector(".step-notes");
+  const notes = notesBox.value.trim() ? notesBox.value : null;
+  li.dataset.busy = "1";
+  li.querySelector(".step-done").disabled = true;
+  li.querySelector(".step-save").disabled = true;
+  try {
+    await api("POST", "/core/go/complete", { step_id: id, done, notes });
+    notesBox.dataset.server = notesBox.value;
+    if (why === "notes") say(`Saved the notes for “${title}”.`, "ok");
+    else say(done ? `Marked “${title}” done.` : `Marked “${title}” not done.`, "ok");
+  } catch (err) {
+    report(err, `Could not save “${title}”`);
+  } finally {
+    delete li.dataset.busy;
+    await refresh();
+  }
+}
+
+function renderHistory(items) {
+  const list = $("history-list");
+  list.replaceChildren(...items.map(historyItem));
+  $("history-empty").hidden = items.length > 0 || state.history.index > 0;
+}
+
+function historyItem(s) {
+  const startBand = s.cone_band ?? (s.snapshot && s.snapshot.cone && s.snapshot.cone.band);
+  const startStatus = s.status ?? (s.snapshot && s.snapshot.status && s.snapshot.status.status);
+  const end = s.end_snapshot || {};
+  const endBand = end.cone && end.cone.band;
+  const endStatus = end.status && end.status.status;
+  const seconds =
+    s.duration_seconds ?? (parseTime(s.ended_at_utc) - parseTime(s.started_at_utc)) / 1000;
+
+  const facts = [
+    ["Started", [timeEl(s.started_at_utc), s.started_by ? ` by ${s.started_by}` : ""]],
+    ["Ended", [timeEl(s.ended_at_utc), s.ended_by ? ` by ${s.ended_by}` : ""]],
+    ["Duration", formatDuration(seconds)],
+    ["Band", `${startBand || "–"} → ${endBand || "–"}`],
+    ["Status", [statusChip(startStatus), " → ", statusChip(endStatus)]],
+    ["Steps done", String((s.steps_completed || []).length)],
+  ];
+  if (s.start_notes) facts.push(["Start notes", s.start_notes]);
+  if (s.end_notes) facts.push(["End notes", s.end_notes]);
+  if (!s.start_notes && !s.end_notes && s.notes) facts.push(["Notes", s.notes]);
+
+  return h(
+    "li",
+    { class: "history-item", "data-session-id": s.id || null },
+    h("h3", { class: "history-title" }, `Session of ${formatDateTime(s.started_at_utc)}`),
+    h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+  );
+}
+
+function renderAudit(items) {
+  $("audit-list").replaceChildren(
+    ...items.map((e) =>
+      h(
+        "li",
+        { class: "audit-item" },
+        h(
+          "p",
+          { class: "audit-head" },
+          h("code", { class: "audit-event" }, e.event || "?"),
+          " ",
+          h("span", { class: "muted small" }, timeEl(e.ts_utc), e.actor ? ` · ${e.actor}` : ""),
+        ),
+        h("p", { class: "audit-payload small" }, summarizePayload(e.payload)),
+      ),
+    ),
+  );
+  $("audit-empty").hidden = items.length > 0;
+}
+
+/** Controls an identity without the operator scope cannot use. */
+function updateControls() {
+  const allowed = canOperate();
+  for (const id of ["session-start", "session-end", "session-notes"]) {
+    const control = $(id);
+    if (control.dataset.busy !== "1") control.disabled = !allowed;
+  }
+  const hint = $("session-notes-hint");
+  if (!allowed) {
+    hint.textContent = "Your token may only read; starting and ending need the operator scope.";
+  }
+}
+
+// ---------------------------------------------------------------- history
+
+async function loadHistory(index, { quiet = false } = {}) {
+  const history = state.history;
+  const cursor = history.cursors[index];
+  const query = new URLSearchParams({ limit: String(HISTORY_PAGE_SIZE) });
+  if (cursor) query.set("cursor", cursor);
+  const seq = ++history.seq;
+  history.loading = true;
+  updatePager();
+  try {
+    const page = await api("GET", `/core/go/sessions?${query}`);
+    if (seq !== history.seq) return; // the operator paged on meanwhile
+    history.index = index;
+    history.cursors.length = index + 1;
+    history.nextCursor = page.next_cursor || null;
+    renderHistory(page.items || []);
+  } catch (err) {
+    if (!quiet) report(err, "Could not load the history");
+  } finally {
+    if (seq === history.seq) {
+      history.loading = false;
+      updatePager();
+    }
+  }
+}
+
+function updatePager() {
+  const history = state.history;
+  $("history-newer").disabled = history.loading || history.index === 0;
+  $("history-older").disabled = history.loading || !history.nextCursor;
+  $("history-page").textContent = `Page ${history.index + 1}`;
+}
+
+function onOlder() {
+  const history = state.history;
+  if (!history.nextCursor) return;
+  history.cursors[history.index + 1] = history.nextCursor;
+  loadHistory(history.index + 1);
+}
+
+function onNewer() {
+  if (state.history.index > 0) loadHistory(state.history.index - 1);
+}
+
+// ---------------------------------------------------------------- actions
+
+/** Disable the given buttons while `work` runs (no double submits). */
+async function busy(controls, work) {
+  for (const c of controls) {
+    c.dataset.busy = "1";
+    c.disabled = true;
+  }
+  try {
+    await work();
+  } finally {
+    for (const c of controls) {
+      delete c.dataset.busy;
+      c.disabled = false;
+    }
+    updateControls();
+  }
+}
+
+async function onSessionSubmit(event) {
+  event.preventDefault();
+  const active = Boolean(state.summary && state.summary.session && state.summary.session.active);
+  const action = (event.submitter && event.submitter.value) || (active ? "end" : "start");
+  const box = $("session-notes");
+  const notes = box.value.trim() ? box.value : null;
+  await busy([$("session-start"), $("session-end")], async () => {
+    if (action === "start") await startSession(box, notes);
+    else await endSession(box, notes);
+  });
+}
+
+async function startSession(box, notes) {
+  try {
+    const session = await api("POST", "/core/go/start_session", { notes });
+    box.value = "";
+    say(`Session started at ${formatTime(parseTime(session.started_at_utc))}.`, "ok");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409) {
+      const other = (err.body && err.body.session) || {};
+      const since = other.started_at_utc ? ` since ${formatDateTime(other.started_at_utc)}` : "";
+      const by = other.started_by ? `, started by ${other.started_by}` : "";
+      say(
+        `Could not start: a session is already active${since}${by}. It is shown above; ` +
+          "end it before starting another (your notes are still in the box).",
+        "error",
+      );
+    } else if (err instanceof ApiError && err.status === 429) {
+      say(`Could not start the session. ${rateLimitText(err)}`, "error");
+    } else {
+      report(err, "Could not start the session");
+    }
+  } finally {
+    await refresh();
+  }
+}
+
+async function endSession(box, notes) {
+  let ended = false;
+  try {
+    const session = await api("POST", "/core/go/end_session", { notes });
+    box.value = "";
+    ended = true;
+    if (session && session.ended_at_utc) {
+      const at = formatTime(parseTime(session.ended_at_utc));
+      say(`Session ended at ${at} after ${formatDuration(session.duration_seconds)}.`, "ok");
+    } else {
+      say("There was no active session to end.", "ok");
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 429) {
+      say(`Could not end the session. ${rateLimitText(err)}`, "error");
+    } else {
+      report(err, "Could not end the session");
+    }
+  } finally {
+    await Promise.all([refresh(), ended ? loadHistory(0) : null]);
+  }
+}
+
+async function onBandSubmit(event) {
+  event.preventDefault();
+  const select = $("band-select");
+  const reasonBox = $("band-reason-input");
+  const reason = reasonBox.value.trim();
+  if (!reason) {
+    say("Give a reason for the band change.", "error");
+    reasonBox.focus();
+    return;
+  }
+  await busy([event.submitter || $("band-form").querySelector("button")], async () => {
+    try {
+      const cone = await api("POST", "/core/cone/state", { band: select.value, reason });
+      reasonBox.value = "";
+      delete select.dataset.touched;
+      say(`Band set to ${bandText(cone.band)}.`, "ok");
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 429) {
+        say(`Could not set the band. ${rateLimitText(err)}`, "error");
+      } else {
+        report(err, "Could not set the band");
+      }
+    } finally {
+      await refresh();
+    }
+  });
+}
+
+// ------------------------------------------------------------------- boot
+
+function boot() {
+  $("token-form").addEventListener("submit", onTokenSubmit);
+  $("token-forget").addEventListener("click", onTokenForget);
+  $("token-open").addEventListener("click", onTokenOpen);
+  $("session-form").addEventListener("submit", onSessionSubmit);
+  $("band-form").addEventListener("submit", onBandSubmit);
+  $("band-select").addEventListener("change", (e) => {
+    e.target.dataset.touched = "1";
+  });
+  $("history-older").addEventListener("click", onOlder);
+  $("history-newer").addEventListener("click", onNewer);
+
+  window.addEventListener("unhandledrejection", (event) => {
+    report(event.reason, "Something went wrong");
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refresh({ withHistory: true });
+  });
+
+  setInterval(tick, 1000);
+  setInterval(() => {
+    if (!document.hidden) refresh({ withHistory: true });
+  }, REFRESH_MS);
+
+  loadIdentity();
+  refresh();
+  loadHistory(0);
+}
+
+boot();

@@ -1,0 +1,179 @@
+"""Tokens, protected mode and actors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.auth.conftest import LOOPBACK, REMOTE, Tokens
+from tests.conftest import FakeClock
+from tests.live.server import VALHALLA
+from valhalla_gov.auth.service import (
+    LAST_USED_RESOLUTION_S,
+    create_token,
+    hash_token,
+    list_tokens,
+    parse_scopes,
+    revoke_token,
+)
+from valhalla_gov.errors import ConflictError, InvalidInputError, NotFoundError
+from valhalla_gov.storage.json_backend import JsonStore
+
+
+def test_protected_mode_serves_loopback_as_local_owner(local_client: TestClient) -> None:
+    who = local_client.get("/core/whoami").json()
+    assert who == {"name": "local", "scopes": ["owner"], "via": "local", "protected_mode": True}
+    assert (
+        local_client.post("/core/cone/state", json={"band": "A", "reason": "ok"}).status_code == 200
+    )
+    started = local_client.post("/core/go/start_session", json={}).json()
+    assert started["started_by"] == "local"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1"])
+def test_every_loopback_address_counts(generous_app: FastAPI, host: str) -> None:
+    with TestClient(generous_app, client=(host, 1)) as client:
+        assert client.get("/core/go/session").status_code == 200
+
+
+def test_protected_mode_refuses_other_clients_with_a_hint(remote_client: TestClient) -> None:
+    resp = remote_client.get("/core/go/session")
+    assert resp.status_code == 401
+    assert "valhalla token create" in resp.json()["detail"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert remote_client.post("/core/go/start_session", json={}).status_code == 401
+    assert remote_client.get("/core/healthz").status_code == 200
+
+
+def test_once_a_token_exists_everyone_needs_one(
+    tokens: Tokens, local_client: TestClient, remote_client: TestClient
+) -> None:
+    assert local_client.get("/core/go/session").status_code == 401
+    assert remote_client.get("/core/go/session", headers=tokens.header("viewer")).status_code == 200
+    who = remote_client.get("/core/whoami", headers=tokens.header("operator")).json()
+    assert who == {
+        "name": "operator-bot",
+        "scopes": ["operator"],
+        "via": "token",
+        "protected_mode": False,
+    }
+
+
+def test_malformed_authorization_headers_are_401(tokens: Tokens, local_client: TestClient) -> None:
+    for value in ("Basic abc", "Bearer", "Bearer   ", tokens.operator):
+        resp = local_client.get("/core/go/session", headers={"Authorization": value})
+        assert resp.status_code == 401, value
+
+
+def test_actors_are_recorded_everywhere(tokens: Tokens, remote_client: TestClient) -> None:
+    op, owner = tokens.header("operator"), tokens.header("owner")
+    started = remote_client.post("/core/go/start_session", json={"notes": "n"}, headers=op).json()
+    assert started["started_by"] == "operator-bot"
+    remote_client.post("/core/go/complete", json={"step_id": "intake_ready"}, headers=op)
+    remote_client.post("/core/cone/state", json={"band": "A", "reason": "go"}, headers=owner)
+    ended = remote_client.post("/core/go/end_session", json={}, headers=owner).json()
+    assert ended["ended_by"] == "owner-bot"
+    cone = remote_client.get("/core/cone/state", headers=op).json()
+    assert cone["updated_by"] == "owner-bot"
+    events = remote_client.get("/core/audit/events", headers=op).json()["items"]
+    assert [(e["event"], e["actor"]) for e in events[:4]] == [
+        ("GO_SESSION_END", "owner-bot"),
+        ("CONE_SET", "owner-bot"),
+        ("GO_STEP_SET", "operator-bot"),
+        ("GO_SESSION_START", "operator-bot"),
+    ]
+
+
+def test_revoked_token_stops_working_at_once(
+    tokens: Tokens, remote_client: TestClient, data_dir: Path, clock: FakeClock
+) -> None:
+    assert remote_client.get("/core/go/session", headers=tokens.header("viewer")).status_code == 200
+    revoke_token(store=JsonStore(data_dir), name="viewer-bot", actor="t", clock=clock)
+    assert remote_client.get("/core/go/session", headers=tokens.header("viewer")).status_code == 401
+
+
+def test_only_the_hash_is_stored_and_last_use_is_recorded(
+    tokens: Tokens, remote_client: TestClient, data_dir: Path, clock: FakeClock
+) -> None:
+    raw = (data_dir / "tokens.json").read_text()
+    assert tokens.operator not in raw
+    assert hash_token(tokens.operator) in raw
+    assert all(t.last_used_at_utc is None for t in list_tokens(store=JsonStore(data_dir)))
+    remote_client.get("/core/go/session", headers=tokens.header("operator"))
+    used = {t.name: t.last_used_at_utc for t in list_tokens(store=JsonStore(data_dir))}
+    assert used == {
+        "viewer-bot": None,
+        "operator-bot": "2026-01-01T09:00:00.000000Z",
+        "owner-bot": None,
+    }
+    assert LAST_USED_RESOLUTION_S >= 1  # bounded writes: not stamped on every request
+
+
+def test_token_never_reaches_the_logs(
+    tokens: Tokens, remote_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        remote_client.get("/core/go/session", headers=tokens.header("owner"))
+        remote_client.get("/core/go/session", headers={"Authorization": "Bearer vgo_wrong"})
+    assert tokens.owner not in caplog.text
+    assert "vgo_wrong" not in caplog.text
+
+
+def test_token_rules(data_dir: Path, clock: FakeClock) -> None:
+    store = JsonStore(data_dir)
+    info, token = create_token(store=store, name="ci", scopes=["viewer"], actor="t", clock=clock)
+    assert token.startswith("vgo_")
+    assert len(token) > 40
+    assert info.name == "ci"
+    with pytest.raises(ConflictError):
+        create_token(store=store, name="ci", scopes=["owner"], actor="t", clock=clock)
+    with pytest.raises(InvalidInputError):
+        create_token(store=store, name="bad name!", scopes=["owner"], actor="t", clock=clock)
+    with pytest.raises(NotFoundError):
+        revoke_token(store=store, name="nobody", actor="t", clock=clock)
+    assert parse_scopes("owner, viewer") == ["viewer", "owner"]
+    with pytest.raises(InvalidInputError):
+        parse_scopes("admin")
+    with pytest.raises(InvalidInputError):
+        parse_scopes(" , ")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VALHALLA, *args], capture_output=True, text=True, check=False)
+
+
+def test_token_cli_round_trip(data_dir: Path, generous_app: FastAPI) -> None:
+    created = _cli(
+        "token", "create", "--name", "phone", "--scopes", "operator", "--data-dir", str(data_dir)
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("vgo_")
+    assert token not in created.stdout.strip().splitlines()[0]
+    listed = _cli("token", "list", "--json", "--data-dir", str(data_dir))
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["phone"]
+    assert token not in listed.stdout
+    with TestClient(generous_app, client=REMOTE) as client:
+        ok = client.post(
+            "/core/go/start_session", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert ok.status_code == 200
+        assert ok.json()["started_by"] == "phone"
+    dup = _cli(
+        "token", "create", "--name", "phone", "--scopes", "owner", "--data-dir", str(data_dir)
+    )
+    assert dup.returncode == 1
+    bad = _cli("token", "create", "--name", "x", "--scopes", "root", "--data-dir", str(data_dir))
+    assert bad.returncode == 2
+    assert "viewer, operator, owner" in bad.stderr
+    assert _cli("token", "revoke", "phone", "--data-dir", str(data_dir)).returncode == 0
+    assert _cli("token", "revoke", "phone", "--data-dir", str(data_dir)).returncode == 1
+    with TestClient(generous_app, client=LOOPBACK) as client:
+        # No token left: back to protected mode.
+        assert client.get("/core/whoami").json()["protected_mode"] is True

@@ -1,0 +1,72 @@
+"""Two `valhalla serve` replicas on one PostgreSQL database (and one Redis)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.auth.test_rate_limits import REDIS_URL, redis_up
+from tests.conftest import FakeClock, _truncate, need
+from tests.live.server import LiveServer
+from valhalla_gov.audit.service import verify_chain
+from valhalla_gov.auth.service import create_token
+from valhalla_gov.storage.sql_backend import SqlStore
+
+pytestmark = [pytest.mark.live]
+
+
+def test_replicas_share_one_truth(tmp_path: Path, pg_url: str, clock: FakeClock) -> None:
+    need(redis_up(), "Redis on 127.0.0.1:6379 is needed: apt-get install redis-server")
+    _truncate(pg_url)
+    name = f"replica-{uuid.uuid4().hex[:10]}"
+    store = SqlStore(pg_url)
+    _, token = create_token(store=store, name=name, scopes=["operator"], actor="t", clock=clock)
+    headers = {"Authorization": f"Bearer {token}"}
+    env = {
+        "VALHALLA_DATABASE_URL": pg_url,
+        "VALHALLA_REDIS_URL": REDIS_URL,
+    }
+    with (
+        LiveServer(tmp_path / "a", workers=2, env=env) as one,
+        LiveServer(tmp_path / "b", workers=2, env=env) as two,
+    ):
+        results: list[httpx.Response] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(20)
+
+        def start(url: str) -> None:
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+                barrier.wait()
+                resp = http.post("/core/go/start_session", json={"notes": "race"})
+            with lock:
+                results.append(resp)
+
+        threads = [threading.Thread(target=start, args=((one, two)[n % 2].url,)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r.status_code for r in results) == [200] + [409] * 19
+        winner = next(r.json() for r in results if r.status_code == 200)
+
+        # Started through one replica, ended through the other.
+        seen_by_two = httpx.get(f"{two.url}/core/go/session", headers=headers).json()
+        assert seen_by_two["id"] == winner["id"]
+        ended = httpx.post(f"{two.url}/core/go/end_session", json={"notes": "bye"}, headers=headers)
+        assert ended.status_code == 200
+        for _ in range(3):
+            again = httpx.post(f"{one.url}/core/go/start_session", json={}, headers=headers)
+            assert again.status_code == 200
+            httpx.post(f"{two.url}/core/go/end_session", json={}, headers=headers)
+        history_one = httpx.get(f"{one.url}/core/go/sessions", headers=headers).json()
+        history_two = httpx.get(f"{two.url}/core/go/sessions", headers=headers).json()
+        assert history_one == history_two
+        assert len(history_one["items"]) == 4
+        assert history_one["items"][-1]["id"] == winner["id"]
+        assert httpx.get(f"{one.url}/core/audit/verify", headers=headers).json()["ok"] is True
+    assert verify_chain(store=store).ok
+    store.close()

@@ -1,0 +1,76 @@
+"""SQL-only behaviour: schema checks, the database's own guards, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from tests.live.server import VALHALLA
+from valhalla_gov.errors import ConflictError
+from valhalla_gov.storage.sql_backend import SchemaOutOfDateError, SqlStore, upgrade
+from valhalla_gov.storage.sql_schema import go_sessions
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VALHALLA, *args], capture_output=True, text=True, check=False, env=env, timeout=60
+    )
+
+
+def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    with pytest.raises(SchemaOutOfDateError, match="valhalla db upgrade"):
+        SqlStore(url)
+    status = _cli("db", "status", "--database-url", url)
+    assert status.returncode == 1
+    assert "valhalla db upgrade" in status.stderr
+    served = _cli(
+        "serve", "--port", "0", env={"VALHALLA_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    )
+    assert served.returncode == 1
+    assert "cannot start" in served.stderr
+    assert "valhalla db upgrade" in served.stderr
+    first = _cli("db", "upgrade", "--database-url", url)
+    assert first.returncode == 0
+    assert "upgraded from empty to 0001" in first.stdout
+    again = _cli("db", "upgrade", "--database-url", url)
+    assert "already at revision 0001" in again.stdout
+    assert _cli("db", "status", "--database-url", url).returncode == 0
+
+
+def test_db_commands_need_a_url() -> None:
+    result = _cli("db", "status", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "VALHALLA_DATABASE_URL" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_database_refuses_a_second_active_session(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        upgrade(url)
+    else:
+        url = request.getfixturevalue("pg_url")
+        from tests.conftest import _truncate
+
+        _truncate(url)
+    store = SqlStore(url)
+    row = {"active": True, "started_at_utc": "2026-01-01T00:00:00Z", "body": "{}"}
+    # Straight to the table, past the service and its lock: the index holds.
+    with store.engine.begin() as conn:
+        conn.execute(insert(go_sessions).values(id="01A", **row))
+    with pytest.raises(ConflictError), store.transaction() as txn:
+        txn.write_document(
+            "go_session",
+            {"session": {"id": "01B", "active": True, "started_at_utc": "2026-01-02T00:00:00Z"}},
+        )
+    with store.engine.begin() as conn:
+        conn.execute(insert(go_sessions).values(id="01C", **{**row, "active": False}))
+    store.close()
