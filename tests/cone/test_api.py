@@ -216,3 +216,17 @@ def test_corrupt_cone_state_is_503_naming_the_file_bytes_kept(
         assert "cone_state.json" in response.json()["detail"]
     assert path.read_bytes() == content
     assert _audit(data_dir) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"band": "A", "reason": "   \n\t "},
+        {"band": "A", "reason": "big", "metrics": {"blob": "x" * 10_001}},
+    ],
+)
+def test_empty_reasons_and_oversized_metrics_are_422(
+    client: TestClient, data_dir: Path, body: dict[str, object]
+) -> None:
+    assert client.post("/core/cone/state", json=body).status_code == 422
+    assert not (data_dir / "cone_state.json").exists()

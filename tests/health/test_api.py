@@ -203,3 +203,15 @@ def test_health_window_still_catches_a_recent_edit(
     _tamper(data_dir / "audit.log", recent, recent.upper())
     near = get_health_status(store=store, clock=clock, watcher=ChainWatcher())
     assert near.checks["audit"].status == "red"
+
+
+def test_readyz_also_reads_every_document_as_its_model(client: TestClient, data_dir: Path) -> None:
+    (data_dir / "go_session.json").write_text('{"session": 5}')
+    ready = client.get("/core/readyz")
+    assert ready.status_code == 503
+    assert any("go_session.json" in r for r in ready.json()["reasons"])
+    (data_dir / "go_session.json").write_text('{"session": null}')
+    (data_dir / "tokens.json").write_text('{"tokens": "nope"}')
+    assert any("tokens.json" in r for r in client.get("/core/readyz").json()["reasons"])
+    (data_dir / "tokens.json").unlink()
+    assert client.get("/core/readyz").status_code == 200

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ..constants import MAX_TEXT, ensure_utf8
 from .canon import BOOT_BAND, BOOT_REASON, Action, Band
@@ -26,7 +27,24 @@ class ConeSetRequest(BaseModel):
 
     band: Band
     reason: str = Field(min_length=1, max_length=MAX_TEXT)
-    metrics: Annotated[dict[str, Any] | None, AfterValidator(ensure_utf8)] = None
+    metrics: Annotated[dict[str, Any] | None, AfterValidator(ensure_utf8)] = Field(
+        default=None, description=f"Free-form KPIs, at most {MAX_TEXT} characters as JSON."
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the reason must say something, not only spaces")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Copied into every CONE_SET audit line: keep it small.
+        if value is not None and len(json.dumps(value, ensure_ascii=False)) > MAX_TEXT:
+            raise ValueError(f"metrics are limited to {MAX_TEXT} characters of JSON")
+        return value
 
 
 class ConeDecision(BaseModel):

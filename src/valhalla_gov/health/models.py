@@ -26,6 +26,9 @@ class Thresholds(BaseModel):
     def _ordered(self) -> Thresholds:
         if self.deny_rate_yellow > self.deny_rate_red:
             raise ValueError("deny_rate_yellow must not exceed deny_rate_red")
+        if self.deny_min_decisions > self.deny_window:
+            # Drift could then never be judged: refuse rather than switch it off.
+            raise ValueError("deny_min_decisions must not exceed deny_window")
         return self
 
 

@@ -7,6 +7,7 @@ grow with the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -138,12 +139,14 @@ def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> H
     )
 
 
-def get_readiness(*, store: Store) -> Readiness:
+def get_readiness(*, store: Store, readers: Iterable[Callable[[], object]] = ()) -> Readiness:
+    """Ready when the store is usable and every document reads as its model:
+    a file that parses but has the wrong shape still fails its every call."""
     problems = store.probe()
-    try:
-        # A cone state that parses but is not valid still fails every cone call.
-        get_cone_state(store=store)
-    except StorageError as exc:
-        if str(exc) not in problems:
-            problems.append(str(exc))
+    for read in (lambda: get_cone_state(store=store), *readers):
+        try:
+            read()
+        except StorageError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
     return Readiness(ready=not problems, reasons=problems)
