@@ -1,0 +1,82 @@
+"""CORS origins from settings, and `valhalla serve` warning about an open bind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import FakeClock
+from tests.live.server import VALHALLA, free_port
+from valhalla_gov.app import create_app
+from valhalla_gov.auth.service import create_token
+from valhalla_gov.settings import Settings
+from valhalla_gov.storage.json_backend import JsonStore
+
+ORIGIN = "https://ops.example.com"
+
+
+def test_cors_allows_only_the_configured_origins(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, cors_origins=f"{ORIGIN}, https://other.example")
+    assert settings.cors_origins == [ORIGIN, "https://other.example"]
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+        preflight = client.options(
+            "/core/go/start_session",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        simple = client.get("/core/go/session", headers={"Origin": ORIGIN})
+        assert simple.headers["access-control-allow-origin"] == ORIGIN
+        assert "X-Request-ID" in simple.headers["access-control-expose-headers"]
+        foreign = client.get("/core/go/session", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_no_cors_headers_without_configured_origins(client: TestClient) -> None:
+    response = client.get("/core/go/session", headers={"Origin": ORIGIN})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def _serve_stderr(data_dir: Path, host: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
+    proc = subprocess.Popen(
+        [
+            VALHALLA,
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(2.5)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    return err
+
+
+def test_serve_warns_when_it_binds_beyond_loopback_with_no_token(
+    data_dir: Path, clock: FakeClock
+) -> None:
+    assert "with no API token" in _serve_stderr(data_dir, "0.0.0.0")
+    assert "with no API token" not in _serve_stderr(data_dir, "127.0.0.1")
+    create_token(store=JsonStore(data_dir), name="ops", scopes=["owner"], actor="t", clock=clock)
+    assert "with no API token" not in _serve_stderr(data_dir, "0.0.0.0")
