@@ -57,6 +57,7 @@ def build_context(settings: Settings, *, clock: Clock = utc_now) -> AppContext:
     )
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    """Async on purpose: a sync dependency costs a worker-thread round trip."""
     ctx: AppContext = request.app.state.ctx
     return ctx

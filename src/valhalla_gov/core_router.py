@@ -12,9 +12,10 @@ from .go.session_router import router as go_session_router
 from .health.router import router as health_router
 
 core = APIRouter(prefix="/core")
+# Routes are matched in order: the page's hottest reads come first.
+core.include_router(go_session_router)
+core.include_router(go_router)
+core.include_router(health_router)
+core.include_router(cone_router)
 core.include_router(audit_router)
 core.include_router(auth_router)
-core.include_router(cone_router)
-core.include_router(health_router)
-core.include_router(go_router)
-core.include_router(go_session_router)

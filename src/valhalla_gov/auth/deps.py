@@ -6,9 +6,12 @@ and fails for a route without one, so no endpoint is left open by accident.
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+import functools
 
-from ..context import get_ctx
+from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..context import AppContext
 from ..errors import ForbiddenError
 from .models import Identity, Scope
 from .ratelimit import RULE_START_SESSION, RULE_WRITES
@@ -22,17 +25,21 @@ class Guard:
     def __repr__(self) -> str:
         return f"Guard({self.scope!r}, {self.rule!r})"
 
-    def __call__(self, request: Request, response: Response) -> Identity | None:
+    async def __call__(self, request: Request, response: Response) -> Identity | None:
+        # Async, so a request does not pay a thread hop per dependency; the
+        # token lookup reads a small local file, or goes to a thread on SQL.
         if self.scope is None:
             return None
-        ctx = get_ctx(request)
+        ctx: AppContext = request.app.state.ctx
         host = request.client.host if request.client else None
-        identity = ctx.authenticator.authenticate(
+        authenticate = functools.partial(
+            ctx.authenticator.authenticate,
             store=ctx.store,
             clock=ctx.clock,
             authorization=request.headers.get("authorization"),
             client_host=host,
         )
+        identity = await run_in_threadpool(authenticate) if ctx.store.blocking else authenticate()
         if not identity.allows(self.scope):
             raise ForbiddenError(
                 f"this needs the '{self.scope}' scope; {identity.name!r} has "

@@ -49,7 +49,8 @@ def _parse(raw: Any) -> list[TokenRecord]:
 
 
 def load_tokens(*, store: Store) -> list[TokenRecord]:
-    return _parse(store.read_document(DOC_TOKENS))
+    # Cached while tokens.json is unchanged: it is read on every request.
+    return store.read_cached(DOC_TOKENS, _parse)
 
 
 def _read(txn: StoreTxn) -> list[TokenRecord]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
@@ -18,10 +19,33 @@ router = APIRouter(prefix="/go", tags=["GO session"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/session", response_model=GoSession, dependencies=[Depends(VIEWER)])
-def get_session(ctx: Ctx) -> GoSession:
+class _LastBody:
+    """The JSON of the last session served, reused while the store hands back
+    the very same (cached, unchanged) session object."""
+
+    session: GoSession | None = None
+    body: bytes = b""
+
+
+@router.get(
+    "/session",
+    response_model=GoSession,
+    response_class=Response,
+    dependencies=[Depends(VIEWER)],
+)
+async def get_session(request: Request) -> Response:
     """The current session, or the inactive default."""
-    return session_service.get_session(store=ctx.store)
+    # The hottest read: async with one dependency, no thread hop on the JSON
+    # backend and no re-serialisation while the file is unchanged.
+    ctx: AppContext = request.app.state.ctx
+    if ctx.store.blocking:
+        session = await run_in_threadpool(session_service.get_session, store=ctx.store)
+    else:
+        session = session_service.get_session(store=ctx.store)
+    last = _LastBody
+    if last.session is not session:
+        last.body, last.session = session.model_dump_json().encode(), session
+    return Response(last.body, media_type="application/json")
 
 
 @router.post(

@@ -21,7 +21,7 @@ from ..cone.service import read_cone_state
 from ..errors import ConflictError, NotFoundError
 from ..health.service import get_health_status
 from ..storage.errors import StorageCorruptError
-from ..storage.protocol import Store, StoreTxn
+from ..storage.protocol import DOC_GO_SESSION, Store, StoreTxn
 from ..timeutil import Clock, iso_z, new_id, parse_iso, stable_id
 from . import session_store
 from .session_models import GoSession, SessionPage
@@ -52,9 +52,14 @@ def _given(notes: str | None) -> str | None:
     return notes if notes is not None and notes.strip() else None
 
 
+def _current(raw: Any | None) -> GoSession:
+    return _model(session_store.unwrap(raw)) or GoSession(active=False)
+
+
 def get_session(*, store: Store) -> GoSession:
-    """The current session, or the inactive default when there never was one."""
-    return _model(session_store.load_session(store=store)) or GoSession(active=False)
+    """The current session, or the inactive default when there never was one.
+    Read through the store's cache: the result is shared, do not mutate it."""
+    return store.read_cached(DOC_GO_SESSION, _current)
 
 
 def _archive_if_missing(txn: StoreTxn, session: GoSession) -> None:

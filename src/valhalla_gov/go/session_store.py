@@ -10,7 +10,7 @@ from ..storage.errors import StorageCorruptError
 from ..storage.protocol import DOC_GO_SESSION, LOG_SESSIONS, LogEntry, Store, StoreTxn
 
 
-def _unwrap(raw: Any) -> dict[str, Any] | None:
+def unwrap(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or "session" not in raw:
@@ -23,11 +23,11 @@ def _unwrap(raw: Any) -> dict[str, Any] | None:
 
 def load_session(*, store: Store) -> dict[str, Any] | None:
     """The stored current session, or None when there never was one."""
-    return _unwrap(store.read_document(DOC_GO_SESSION))
+    return unwrap(store.read_document(DOC_GO_SESSION))
 
 
 def read_session(txn: StoreTxn) -> dict[str, Any] | None:
-    return _unwrap(txn.read_document(DOC_GO_SESSION))
+    return unwrap(txn.read_document(DOC_GO_SESSION))
 
 
 def save_session(txn: StoreTxn, session: dict[str, Any] | None) -> None:

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .protocol import (
     LOG_SERVER_ERRORS,
     LOG_SESSIONS,
     LogEntry,
+    T,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def parse_cursor(cursor: str) -> int:
 class JsonStore:
     """Documents as ``<name>.json`` and logs as JSON Lines in ``data_dir``."""
 
+    blocking = False
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         try:
@@ -67,6 +70,7 @@ class JsonStore:
         except OSError as exc:
             raise StorageUnavailableError(self.data_dir, f"cannot create data dir: {exc}") from exc
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
+        self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
 
     def describe(self) -> str:
         return f"json:{self.data_dir.resolve()}"
@@ -80,6 +84,19 @@ class JsonStore:
     # -- documents -------------------------------------------------------
     def read_document(self, name: str) -> Any | None:
         return json_store.read_json(self.doc_path(name))
+
+    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
+        # Keyed on the file's bytes, not its stat: a rewrite within one clock
+        # tick can keep size and mtime, and a recycled inode number the inode.
+        path = self.doc_path(name)
+        raw = json_store.read_bytes(path)
+        key = (name, parse)
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] == raw:
+            return hit[1]  # type: ignore[no-any-return]
+        value = parse(None if raw is None else json_store.parse_json_bytes(path, raw))
+        self._parsed[key] = (raw, value)
+        return value
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:

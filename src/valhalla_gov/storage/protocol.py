@@ -9,10 +9,12 @@ with plain reads and writes inside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 # Names shared by the services and every backend.
 DOC_GO_SESSION = "go_session"
@@ -63,11 +65,21 @@ class StoreTxn(Protocol):
 
 
 class Store(Protocol):
-    """A storage backend (JSON files today; SQL is a second implementation)."""
+    """A storage backend: JSON files, or SQL (SQLite / PostgreSQL)."""
+
+    # True when reads go over the network (SQL): async code must move them
+    # off the event loop. Local JSON reads are cheap enough to do inline.
+    blocking: bool
 
     def describe(self) -> str: ...
 
     def read_document(self, name: str) -> Any | None: ...
+
+    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
+        """``parse(read_document(name))``, reusing the last result while the
+        stored document is unchanged. The result is shared: treat it as
+        read-only."""
+        ...
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 

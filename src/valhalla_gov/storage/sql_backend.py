@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..errors import ConflictError
 from ..timeutil import parse_iso, stable_id
 from .errors import InvalidCursorError, StorageCorruptError, StorageUnavailableError
 from .json_store import canonical_json
-from .protocol import DOC_GO_SESSION, KIND_FIELD, LOG_SESSIONS, LogEntry
+from .protocol import DOC_GO_SESSION, KIND_FIELD, LOG_SESSIONS, LogEntry, T
 from .sql_schema import documents, go_sessions, log_records
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ def upgrade(url: str) -> tuple[str | None, str | None]:
 
 
 class SqlStore:
+    blocking = True
+
     def __init__(self, url: str, *, check_schema: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -158,6 +160,10 @@ class SqlStore:
     def read_document(self, name: str) -> Any | None:
         with self._reader() as conn:
             return _read_document(conn, name)
+
+    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
+        # Another replica may have written: always read (one indexed query).
+        return parse(self.read_document(name))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_SqlTxn]:
