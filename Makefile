@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck pytest lock bench clean
+.PHONY: run test browser lint typecheck pytest lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,23 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/valhalla serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(VENV)/.dev-installed lint typecheck pytest
+test: $(VENV)/.dev-installed browser lint typecheck pytest
+
+# The GO page tests drive Debian's chromium (Playwright with executable_path).
+# Installed when missing and we can (root + apt-get); otherwise a message, and
+# the UI tests skip locally (or fail where VALHALLA_TEST_REQUIRE_SERVICES=1).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then \
+		echo "browser: $(CHROMIUM) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "browser: installing Debian's chromium for the GO page tests"; \
+		apt-get update && apt-get install -y --no-install-recommends chromium \
+			|| echo "browser: could not install chromium; the UI tests will skip (fail in CI)"; \
+	else \
+		echo "browser: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get);"; \
+		echo "browser: run 'sudo apt-get install chromium'. The UI tests skip until then (fail in CI)."; \
+	fi
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -45,3 +61,15 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Benchmarks, figures in docs/PERFORMANCE.md: GET /core/go/session against a bare
+# route under wrk, and the session start+end cycle against one durable write, on
+# an empty and a 1,000,000-entry data dir (built once, cached in bench/results/).
+# Quicker: make bench BENCH_HTTP_ARGS="--entries 10000 --duration 3 --rounds 2" \
+#                     BENCH_CYCLE_ARGS="--entries 10000 --iterations 50"
+BENCH_HTTP_ARGS ?=
+BENCH_CYCLE_ARGS ?=
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.bench_http $(BENCH_HTTP_ARGS); http=$$?; \
+	$(BIN)/python -m bench.bench_cycle $(BENCH_CYCLE_ARGS); cycle=$$?; \
+	test $$http -eq 0 && test $$cycle -eq 0

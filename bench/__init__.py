@@ -1,0 +1,1 @@
+"""Benchmarks for Valhalla GO (see docs/PERFORMANCE.md). Not shipped, not tests."""

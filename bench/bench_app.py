@@ -1,0 +1,65 @@
+"""The real app plus a bare route, so both are measured in one server process.
+
+``uvicorn bench.bench_app:create_bench_app --factory`` serves it; settings come
+from the environment (``VALHALLA_DATA_DIR``) exactly as in ``valhalla serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from fastapi import FastAPI
+
+from valhalla_gov.app import create_app
+from valhalla_gov.settings import Settings
+
+# A constant of the same size class as the inactive GoSession (263 bytes of
+# JSON), so the two routes differ in the work done, not in bytes on the wire.
+BARE_BODY: dict[str, Any] = {
+    "active": False,
+    "route": "bench-bare",
+    "detail": "a constant body the size of the inactive session default",
+    "started_at_utc": None,
+    "ended_at_utc": None,
+    "cone_band": None,
+    "status": None,
+    "notes": None,
+    "snapshot": None,
+    "id": None,
+    "padding": "x" * 40,
+}
+
+
+def _server_stack() -> dict[str, str]:
+    """What this server actually runs on (the bench prints it)."""
+    loop = type(asyncio.get_running_loop())
+    if "uvicorn.protocols.http.httptools_impl" in sys.modules:
+        http = "httptools"
+    elif "uvicorn.protocols.http.h11_impl" in sys.modules:
+        http = "h11"
+    else:
+        http = "unknown"
+    return {
+        "loop": f"{loop.__module__}.{loop.__qualname__}",
+        "http": http,
+        "python": sys.version.split()[0],
+    }
+
+
+def create_bench_app() -> FastAPI:
+    app = create_app(Settings())
+
+    # The baseline: the least a FastAPI route can do (async, so no thread hop,
+    # no dependencies, no file access). Idiomatic return annotation.
+    @app.get("/bench/bare", include_in_schema=False)
+    async def bare() -> dict[str, Any]:
+        return BARE_BODY
+
+    # Not measured: lets the bench report uvloop/httptools as really in use.
+    @app.get("/bench/info", include_in_schema=False)
+    async def info() -> dict[str, str]:
+        return _server_stack()
+
+    return app
