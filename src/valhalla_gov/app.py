@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .context import AppContext, build_context
@@ -93,24 +93,21 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
-        # Recorded durably so health can count recent server errors across workers.
-        log.error(
-            "unhandled error on %s %s\n%s",
-            request.method,
-            request.url.path,
-            "".join(traceback.format_exception(exc)),
-        )
-        try:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        record = {
+            "ts_utc": iso_z(ctx.clock()),
+            "method": request.method,
+            "path": request.url.path,
+            "error": type(exc).__name__,
+        }
+
+        def remember() -> None:
+            # Recorded durably so health counts recent server errors across workers.
             with ctx.store.transaction() as txn:
-                txn.append_log(
-                    LOG_SERVER_ERRORS,
-                    {
-                        "ts_utc": iso_z(ctx.clock()),
-                        "method": request.method,
-                        "path": request.url.path,
-                        "error": type(exc).__name__,
-                    },
-                )
+                txn.append_log(LOG_SERVER_ERRORS, record)
+
+        try:
+            await run_in_threadpool(remember)
         except StorageError as store_exc:
             log.error("could not record the server error: %s", store_exc)
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
