@@ -214,3 +214,15 @@ def test_a_record_that_is_not_an_audit_event_is_503(client: TestClient, data_dir
     response = client.get("/core/audit/events")
     assert response.status_code == 503
     assert "audit.log" in response.json()["detail"]
+
+
+def test_the_go_page_is_served_with_a_strict_policy(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-cache"
+    script = client.get("/ui/js/app.js")
+    assert script.status_code == 200
+    assert script.headers["cache-control"] == "no-cache"
+    assert client.get("/ui/nope.js").status_code == 404
