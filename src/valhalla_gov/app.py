@@ -7,10 +7,12 @@ import logging
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .context import AppContext, build_context
@@ -89,7 +91,19 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
     @app.exception_handler(InvalidCursorError)
     async def bad_cursor(request: Request, exc: InvalidCursorError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        # The documented 422 shape (HTTPValidationError), like every other 422.
+        detail = [{"type": "value_error", "loc": ["query", "cursor"], "msg": str(exc)}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot decode (not UTF-8) with an
+        # undocumented 400; it is invalid input like any other: 422.
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            msg = "the body is not UTF-8 JSON"
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": msg}]
+            return JSONResponse(status_code=422, content={"detail": detail})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:

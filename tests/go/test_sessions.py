@@ -254,11 +254,10 @@ def test_steps_completed_during_the_session_are_recorded(
     assert [e.payload["session_id"] for e in reversed(step_events)] == [None] + [ended.id] * 3
 
 
-def test_crash_between_history_append_and_session_write_is_recovered(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
-) -> None:
-    started = _start(store, clock, watcher)
-    # The ended record reached the history but go_session.json still says active.
+def _crash_after_history_append(store: Store, started: GoSession) -> None:
+    """What an end that died between its two writes leaves behind: the ended
+    record in the history, go_session.json still saying active (JSON only;
+    on SQL both are one row, written in one transaction)."""
     with store.transaction() as txn:
         session_store.append_history(
             txn,
@@ -266,11 +265,54 @@ def test_crash_between_history_append_and_session_write_is_recovered(
                 **started.model_dump(),
                 "active": False,
                 "ended_at_utc": "2026-01-01T09:00:05.000000Z",
+                "notes": "ended before the crash",
             },
         )
-    ended = _end(store, clock, watcher)
+
+
+def _recovered_ends(store: Store) -> list[str]:
+    events = query_events(store=store, event="GO_SESSION_END").items
+    return [e.payload["session_id"] for e in events if e.payload.get("recovered")]
+
+
+def test_an_end_interrupted_after_the_history_append_is_finished_by_the_next_end(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    started = _start(store, clock, watcher)
+    _crash_after_history_append(store, started)
+    clock.advance(minutes=5)
+    ended = _end(store, clock, watcher, "the retry")
+    # The end that reached the history happened; the retry gets it unchanged.
     assert ended.active is False
+    assert ended.ended_at_utc == "2026-01-01T09:00:05.000000Z"
+    assert ended.notes == "ended before the crash"
+    assert get_session(store=store).active is False
     assert [s.id for s in list_sessions(store=store).items] == [started.id]
+    assert _recovered_ends(store) == ([] if store.blocking else [started.id])
+    assert verify_chain(store=store).ok
+
+
+def test_an_end_interrupted_after_the_history_append_does_not_block_a_start(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    started = _start(store, clock, watcher)
+    _crash_after_history_append(store, started)
+    clock.advance(minutes=5)
+    restarted = _start(store, clock, watcher, "next")
+    assert restarted.id != started.id
+    assert [s.id for s in list_sessions(store=store).items] == [started.id]
+    assert _recovered_ends(store) == ([] if store.blocking else [started.id])
+    # A step completed now belongs to the new session, not the ended one.
+    complete_step(
+        store=store,
+        playbook=load_playbook(None),
+        step_id="preflight_view_dashboard",
+        done=True,
+        notes=None,
+        actor="a",
+        clock=clock,
+    )
+    assert get_session(store=store).steps_completed == ["preflight_view_dashboard"]
 
 
 def test_an_ended_session_missing_from_history_is_archived_before_a_new_start(

@@ -37,7 +37,11 @@ def set_state(
     )
 
 
-@router.get("/decide", response_model=ConeDecision)
+@router.get(
+    "/decide",
+    response_model=ConeDecision,
+    responses={404: {"description": "Unknown engine; the body names the known ones."}},
+)
 def decide(
     ctx: Ctx,
     who: Annotated[Identity, Depends(VIEWER_AUDITED)],

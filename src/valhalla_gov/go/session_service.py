@@ -68,6 +68,28 @@ def _archive_if_missing(txn: StoreTxn, session: GoSession) -> None:
         session_store.append_history(txn, session.model_dump())
 
 
+def _finish_interrupted_end(txn: StoreTxn, ended: GoSession, clock: Clock) -> None:
+    """Complete an end that died between its history append and the
+    ``go_session.json`` write (read_session already answers with the history's
+    ended record): write the document and the audit line it never got."""
+    stored = session_store.unwrap(txn.read_document(DOC_GO_SESSION))
+    if stored is None or not stored.get("active") or stored.get("id") != ended.id:
+        return
+    session_store.save_session(txn, ended.model_dump())
+    log_event(
+        txn,
+        event="GO_SESSION_END",
+        payload={
+            "session_id": ended.id,
+            "notes": ended.notes,
+            "duration_seconds": ended.duration_seconds,
+            "recovered": True,
+        },
+        actor=ended.ended_by or "local",
+        clock=clock,
+    )
+
+
 def start_session(
     *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
 ) -> GoSession:
@@ -75,6 +97,8 @@ def start_session(
     while one is active; that session is left untouched."""
     with store.transaction() as txn:
         current = _model(session_store.read_session(txn))
+        if current is not None and not current.active:
+            _finish_interrupted_end(txn, current, clock)
         if current is not None and current.active:
             raise ConflictError(
                 "a GO session is already active; end it before starting another",
@@ -119,6 +143,7 @@ def end_session(
         if current is None:
             return GoSession(active=False)
         if not current.active:
+            _finish_interrupted_end(txn, current, clock)
             return current
         now = clock()
         started = parse_iso(current.started_at_utc) if current.started_at_utc else now

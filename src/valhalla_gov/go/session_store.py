@@ -27,7 +27,17 @@ def load_session(*, store: Store) -> dict[str, Any] | None:
 
 
 def read_session(txn: StoreTxn) -> dict[str, Any] | None:
-    return unwrap(txn.read_document(DOC_GO_SESSION))
+    """The current session. One that go_session.json still calls active but
+    the history already holds as ended was ended by a request that died
+    between the history append and the document write: that end happened,
+    and the history's record is the truth."""
+    session = unwrap(txn.read_document(DOC_GO_SESSION))
+    if session is None or not session.get("active") or session.get("id") is None:
+        return session
+    last = last_history(txn)
+    if last is not None and last.get("id") == session["id"] and not last.get("active"):
+        return last
+    return session
 
 
 def save_session(txn: StoreTxn, session: dict[str, Any] | None) -> None:

@@ -122,13 +122,6 @@ class JsonStore:
             raise StorageCorruptError(path, f"line at byte {offset} is not a JSON object")
         return value
 
-    def _is_torn_tail(self, path: Path, offset: int, line: bytes) -> bool:
-        # A line without its newline was never acknowledged: the newline is
-        # part of the single write that an acknowledged append made durable.
-        return offset + len(line) == json_store.file_size(
-            path
-        ) and not json_store.ends_with_newline(path)
-
     def _cursor_offset(self, path: Path, cursor: str) -> int:
         offset = parse_cursor(cursor)
         if not json_store.is_line_start(path, offset):
@@ -146,13 +139,10 @@ class JsonStore:
         path = self.log_path(log)
         end = None if before is None else self._cursor_offset(path, before)
         kind_field = KIND_FIELD.get(log) if kind is not None else None
-        first = True
-        for offset, line in json_store.iter_lines_backward(path, end):
-            if first and end is None:
-                first = False
-                if self._is_torn_tail(path, offset, line):
-                    log_torn(path, offset)
-                    continue
+        # A last line read without its newline was never acknowledged: the
+        # newline is part of the one write an acknowledged append made durable.
+        torn = None if end is not None else (lambda offset: log_torn(path, offset))
+        for offset, line in json_store.iter_lines_backward(path, end, on_unterminated=torn):
             record = self._parse_line(path, offset, line)
             if kind_field is not None and record.get(kind_field) != kind:
                 continue
@@ -161,20 +151,11 @@ class JsonStore:
     def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)
         start = 0 if after is None else self._cursor_offset(path, after)
-        # One line of look-ahead: only the last line can be torn, and it is
-        # skipped whether or not its bytes happen to parse, as scan_log does.
-        pending: tuple[int, bytes] | None = None
-        for item in json_store.iter_lines_forward(path, start):
-            if pending is not None:
-                yield self._forward_entry(path, *pending)
-            pending = item
-        if pending is None:
-            return
-        offset, line = pending
-        if self._is_torn_tail(path, offset, line):
-            log_torn(path, offset)
-            return
-        yield self._forward_entry(path, offset, line)
+        # Only the last line can be torn; it is skipped whether or not its
+        # bytes happen to parse, as scan_log does.
+        torn = lambda offset: log_torn(path, offset)  # noqa: E731
+        for offset, line in json_store.iter_lines_forward(path, start, on_unterminated=torn):
+            yield self._forward_entry(path, offset, line)
 
     def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
         return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))
@@ -194,9 +175,11 @@ class JsonStore:
                 os.write(fd, b"ok\n")
             finally:
                 os.close(fd)
-            probe.unlink()
         except OSError as exc:
             problems.append(f"{self.data_dir}: data dir is not writable ({exc.strerror or exc})")
+        finally:
+            with contextlib.suppress(OSError):  # also when the write failed (disk full)
+                probe.unlink()
         return problems
 
 

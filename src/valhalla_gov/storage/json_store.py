@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +181,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def iter_lines_backward(path: Path, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+def iter_lines_backward(
+    path: Path, end: int | None = None, *, on_unterminated: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, line)`` from the end of the file towards its start.
 
     ``end`` bounds the scan to bytes before that offset (a cursor). Reading is
     in fixed chunks from the end, so the cost of a page does not depend on how
-    long the file is. A trailing line without its newline (a torn write) is
-    yielded too; callers decide what it means.
+    long the file is. A trailing line without its newline (a torn write, or an
+    append still being copied in by another process) is yielded too, unless
+    ``on_unterminated`` is given: then it is left out and reported by offset.
+    The decision is made on the bytes read, never by looking at the file again.
     """
     try:
         fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
@@ -198,6 +202,7 @@ def iter_lines_backward(path: Path, end: int | None = None) -> Iterator[tuple[in
     with fh:
         size = os.fstat(fh.fileno()).st_size
         pos = size if end is None else min(end, size)
+        drop_last = on_unterminated is not None
         tail = b""
         while pos > 0:
             step = min(_CHUNK, pos)
@@ -208,16 +213,30 @@ def iter_lines_backward(path: Path, end: int | None = None) -> Iterator[tuple[in
             # parts[0] may be an incomplete line continuing into earlier bytes.
             tail = parts[0]
             offset = pos + len(block)
-            for part in reversed(parts[1:]):
+            lines = parts[1:]
+            if drop_last and lines:
+                drop_last = False
+                last = lines.pop()  # the bytes after the last newline read
+                offset -= len(last) + 1
+                if last.strip() and on_unterminated is not None:
+                    on_unterminated(offset + 1)
+            for part in reversed(lines):
                 offset -= len(part) + 1
                 if part.strip():
                     yield offset + 1, part
         if tail.strip():
+            if drop_last and on_unterminated is not None:
+                on_unterminated(0)  # not one newline read: a single unfinished line
+                return
             yield 0, tail
 
 
-def iter_lines_forward(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, line)`` from ``start`` to the end of the file."""
+def iter_lines_forward(
+    path: Path, start: int = 0, *, on_unterminated: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line)`` from ``start`` to the end of the file; with
+    ``on_unterminated``, a last line read without its newline is left out
+    and reported instead (decided on the bytes read)."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
     except FileNotFoundError:
@@ -229,6 +248,10 @@ def iter_lines_forward(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]
         offset = start
         for raw in fh:
             line = raw.rstrip(b"\n")
+            if on_unterminated is not None and not raw.endswith(b"\n"):
+                if line.strip():
+                    on_unterminated(offset)
+                return
             if line.strip():
                 yield offset, line
             offset += len(raw)

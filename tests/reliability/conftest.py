@@ -1,0 +1,76 @@
+"""Fixtures for the reliability tests: the figures file, a small tmpfs, a seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Record = Callable[[str, dict[str, Any]], Path]
+
+
+@pytest.fixture(scope="session")
+def figures_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "reliability-figures.json"
+
+
+@pytest.fixture
+def record_figures(figures_path: Path) -> Record:
+    """Merge one test's figures into ``reliability-figures.json`` under the
+    pytest tmp dir and print them (``pytest -s`` shows them)."""
+
+    def record(name: str, figures: dict[str, Any]) -> Path:
+        existing: dict[str, Any] = {}
+        if figures_path.exists():
+            existing = json.loads(figures_path.read_text())
+        existing[name] = figures
+        figures_path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+        print(f"\n[{name}] {json.dumps(figures, sort_keys=True)}")
+        print(f"figures written to {figures_path}")
+        return figures_path
+
+    return record
+
+
+def seed_for(name: str) -> int:
+    """A fresh seed per run (printed, so a failure can be replayed), or the one
+    given in ``VALHALLA_TEST_SEED``."""
+    given = os.environ.get("VALHALLA_TEST_SEED")
+    seed = int(given) if given else random.SystemRandom().randrange(2**32)
+    print(f"\n[{name}] seed {seed} (replay with VALHALLA_TEST_SEED={seed})")
+    return seed
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted inside tmp_path, unmounted afterwards.
+
+    Mounting needs root and a kernel/container that allows it (CI runs as
+    root); elsewhere the test is skipped with the reason.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the live disk-full tests mount a small tmpfs, which needs root")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    try:
+        result = _run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point))
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot run mount here: {exc}")
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        done = _run("umount", str(mount_point))
+        if done.returncode != 0:  # still busy: detach so the tmp dir can go
+            _run("umount", "-l", str(mount_point))
