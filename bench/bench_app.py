@@ -1,7 +1,10 @@
 """The real app plus a bare route, so both are measured in one server process.
 
 ``uvicorn bench.bench_app:create_bench_app --factory`` serves it; settings come
-from the environment (``VALHALLA_DATA_DIR``) exactly as in ``valhalla serve``.
+from the environment (``VALHALLA_DATA_DIR`` or ``VALHALLA_DATABASE_URL``)
+exactly as in ``valhalla serve``. On the SQL backend ``/bench/info`` also
+counts the database work (statements, pool checkouts, new connections), so
+the bench can report it per request.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import sys
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from valhalla_gov.app import create_app
 from valhalla_gov.settings import Settings
+from valhalla_gov.storage.sql_backend import SqlStore
 
 # A constant of the same size class as the inactive GoSession (263 bytes of
 # JSON), so the two routes differ in the work done, not in bytes on the wire.
@@ -48,8 +53,26 @@ def _server_stack() -> dict[str, str]:
     }
 
 
+def _count_sql(store: SqlStore) -> dict[str, int]:
+    """Counters bumped by SQLAlchemy events (a few hundred ns per event)."""
+    counts = {"statements": 0, "checkouts": 0, "connects": 0}
+
+    def bump(name: str) -> Any:
+        def listener(*_: Any) -> None:
+            counts[name] += 1
+
+        return listener
+
+    event.listen(store.engine, "before_cursor_execute", bump("statements"))
+    event.listen(store.engine, "checkout", bump("checkouts"))
+    event.listen(store.engine, "connect", bump("connects"))
+    return counts
+
+
 def create_bench_app() -> FastAPI:
     app = create_app(Settings())
+    store = app.state.ctx.store
+    sql_counts = _count_sql(store) if isinstance(store, SqlStore) else None
 
     # The baseline: the least a FastAPI route can do (async, so no thread hop,
     # no dependencies, no file access). Idiomatic return annotation.
@@ -59,7 +82,7 @@ def create_bench_app() -> FastAPI:
 
     # Not measured: lets the bench report uvloop/httptools as really in use.
     @app.get("/bench/info", include_in_schema=False)
-    async def info() -> dict[str, str]:
-        return _server_stack()
+    async def info() -> dict[str, Any]:
+        return {**_server_stack(), "store": store.describe(), "sql": sql_counts}
 
     return app

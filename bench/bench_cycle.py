@@ -3,20 +3,27 @@
 In-process timing (``time.perf_counter_ns``) of:
 
 - ``cycle``: ``session_service.start_session`` then ``end_session`` on a real
-  ``JsonStore`` with the real clock and one long-lived ``ChainWatcher`` per
-  data dir (as a server holds one);
+  store with the real clock and one long-lived ``ChainWatcher`` per dataset
+  (as a server holds one);
 - ``write``: one ``json_store.write_json`` of a document the size of
-  ``go_session.json`` (temp file, fsync, rename, fsync of the dir) on the
-  same file system: the unit every durable change costs.
+  ``go_session.json`` (temp file, fsync, rename, fsync of the dir): the unit
+  every durable change costs on the JSON backend;
+- with ``--backend postgres`` also ``insert``: one committed single-row INSERT
+  transaction of that document on the same database, through the store's
+  engine (pool checkout, BEGIN, INSERT, COMMIT): the unit a durable change
+  costs there.
 
-on an empty data dir and on a copy of the cached N-entry dir (a copy, so runs
-do not grow the cache). The four operations are interleaved, in a rotating
-order, so drift in disk or CPU speed hits them alike.
+on an empty dataset and a filled one: a copy of the cached N-entry data dir
+(a copy, so runs do not grow the cache), or the database loaded with the same
+N sessions and audit lines (``bench.pg``; the rows a run adds are deleted
+afterwards). The operations are interleaved, in a rotating order, so drift in
+disk or CPU speed hits them alike.
 
     .venv/bin/python -m bench.bench_cycle                      # 300 x, 1e6 entries
     .venv/bin/python -m bench.bench_cycle --entries 10000 --iterations 50
+    .venv/bin/python -m bench.bench_cycle --backend postgres
 
-Target: the cycle's median at N entries <= 1.2 x its median on the empty dir.
+Target: the cycle's median at N entries <= 1.2 x its median on the empty dataset.
 """
 
 from __future__ import annotations
@@ -37,13 +44,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from sqlalchemy import Column, MetaData, Table, Text, event, insert
+from sqlalchemy.engine import make_url
+
 from bench.common import load_text, machine_text, source_state, wait_quiet
 from bench.fill import DEFAULT_ENTRIES, RESULTS_DIR, ensure_filled
+from bench.pg import (
+    DEFAULT_URL,
+    PostgresCpu,
+    db_name,
+    empty_database,
+    ensure_filled_pg,
+    libpq,
+    restore,
+    server_settings,
+)
 from valhalla_gov.audit.service import ChainWatcher, verify_chain
 from valhalla_gov.context import LOCAL_ACTOR
 from valhalla_gov.go import session_service
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.json_store import read_json, write_json
+from valhalla_gov.storage.json_store import canonical_json, read_json, write_json
+from valhalla_gov.storage.protocol import DOC_GO_SESSION, Store
+from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.timeutil import utc_now
 
 TARGET_RATIO = 1.2
@@ -78,8 +101,7 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[rank] / 1e6
 
 
-def cycle_op(name: str, data_dir: Path) -> Op:
-    store = JsonStore(data_dir)
+def cycle_op(name: str, store: Store) -> Op:
     watcher = ChainWatcher()  # one per process, reused, as the server's
 
     def run() -> None:
@@ -122,7 +144,85 @@ def patched_fsync(*, skip: bool = False) -> Iterator[dict[str, int]]:
         os.fsync = real
 
 
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+# The INSERT baseline's own table, created in each bench database and dropped after.
+_INSERTS = Table("bench_insert", MetaData(), Column("body", Text, nullable=False))
+
+
+def insert_op(name: str, store: SqlStore, doc: Any) -> Op:
+    with psycopg.connect(libpq(store.url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_insert")
+        conn.execute("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, body text NOT NULL)")
+    body = canonical_json(doc)
+
+    def run() -> None:
+        with store.engine.begin() as conn:
+            conn.execute(insert(_INSERTS).values(body=body))
+
+    return Op(name, run)
+
+
+def drop_inserts(url: str) -> None:
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_insert")
+
+
+def without_commit_flush(url: str) -> str:
+    """The URL with ``synchronous_commit=off`` for its sessions only: COMMIT
+    returns before the WAL is flushed (the SQL analogue of stubbing fsync)."""
+    return (
+        make_url(url)
+        .update_query_dict({"options": "-c synchronous_commit=off"})
+        .render_as_string(hide_password=False)
+    )
+
+
+@contextmanager
+def counted_sql(store: SqlStore) -> Iterator[dict[str, int]]:
+    """Statements, COMMITs and pool checkouts of the store while the block runs."""
+    counts = {"statements": 0, "commits": 0, "checkouts": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def commit(*_: Any) -> None:
+        counts["commits"] += 1
+
+    def checkout(*_: Any) -> None:
+        counts["checkouts"] += 1
+
+    hooks: list[tuple[Any, str, Callable[..., None]]] = [
+        (store.engine, "before_cursor_execute", statement),
+        (store.engine, "commit", commit),
+        (store.engine.pool, "checkout", checkout),
+    ]
+    for target, name, fn in hooks:
+        event.listen(target, name, fn)
+    try:
+        yield counts
+    finally:
+        for target, name, fn in hooks:
+            event.remove(target, name, fn)
+
+
+def wal_bytes(url: str, run: Callable[[], None]) -> int:
+    """WAL the server wrote while ``run`` ran (other sessions' writes included)."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        before = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+        run()
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (before[0] if before else 0,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def interleave(ops: list[Op], iterations: int) -> None:
+    for i in range(iterations):
+        k = i % len(ops)
+        for op in ops[k:] + ops[:k]:
+            op.timed(record=True)
+
+
+def run_json(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     empty = work / "empty"
     empty.mkdir()
     datasets = [("empty", empty)]
@@ -133,18 +233,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         shutil.copytree(cached, filled)
         print(f"copied the cached dir to {filled} in {time.perf_counter() - began:.1f} s")
         datasets.append(("filled", filled))
-    ops: list[Op] = []
-    for name, data_dir in datasets:
-        ops.append(cycle_op(f"cycle {name}", data_dir))
+    cycles = [cycle_op(f"cycle {name}", JsonStore(data_dir)) for name, data_dir in datasets]
     # Warm the cycles first: imports, the watchers' first anchoring scan.
     for _ in range(args.warmup):
-        for op in ops:
+        for op in cycles:
             op.timed(record=False)
     # The write baseline uses the real current document (an ended session).
     doc = read_json(empty / "go_session.json")
-    for name, _ in datasets:
-        ops.append(write_op(f"write {name}", work / f"write-{name}", doc))
-    for op in ops[len(datasets) :]:
+    writes = [write_op(f"write {name}", work / f"write-{name}", doc) for name, _ in datasets]
+    for op in writes:
         for _ in range(args.warmup):
             op.timed(record=False)
     # Flush the dirty pages of the copy and warm-up, so background writeback
@@ -153,35 +250,155 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     time.sleep(1)
     quiet = wait_quiet(args.wait_quiet)
     print(f"before the timed runs: {quiet}")
-    for i in range(args.iterations):
-        k = i % len(ops)
-        for op in ops[k:] + ops[:k]:
-            op.timed(record=True)
+    interleave(cycles + writes, args.iterations)
     with patched_fsync() as per_cycle:
-        ops[0].run()
+        cycles[0].run()
     with patched_fsync() as per_write:
-        ops[len(datasets)].run()
+        writes[0].run()
     # Last, as it leaves unsynced pages behind: the same cycles without fsync.
-    no_fsync: dict[str, float] = {}
+    no_flush: dict[str, float] = {}
     with patched_fsync(skip=True):
-        for op in ops[: len(datasets)]:
+        for op in cycles:
             runs = [op.timed(record=False) for _ in range(max(10, args.iterations // 3))]
-            no_fsync[op.name] = statistics.median(runs) / 1e6
+            no_flush[op.name] = statistics.median(runs) / 1e6
     for name, data_dir in datasets:
         check = verify_chain(store=JsonStore(data_dir)) if args.verify else None
         if check is not None and not check.ok:
             raise SystemExit(f"audit chain of {name} broken after the bench: {check}")
-    return {**report(args, datasets, ops, per_cycle, per_write, no_fsync, doc), "before": quiet}
+    print(
+        f"\nfsyncs per cycle: {per_cycle['file']} file + {per_cycle['dir']} dir;"
+        f" per write: {per_write['file']} file + {per_write['dir']} dir"
+    )
+    names = [name for name, _ in datasets]
+    baselines = {name: [(f"write {name}", "cycle/write")] for name in names}
+    result = report(args, names, cycles + writes, baselines, no_flush, doc, {}, "fsync stubbed")
+    return {
+        **result,
+        "fsyncs_per_cycle": per_cycle,
+        "fsyncs_per_write": per_write,
+        "before": quiet,
+    }
+
+
+def _sql_costs(url: str, store: SqlStore, op: Op) -> dict[str, int]:
+    """Statements, COMMITs, pool checkouts and WAL bytes of one run of ``op``
+    (the median WAL of five runs: other sessions may write meanwhile)."""
+    with counted_sql(store) as counts:
+        op.run()
+    wal = sorted(wal_bytes(url, op.run) for _ in range(5))[2]
+    return {**counts, "wal_bytes": wal}
+
+
+def _db_cpu_ms(ops: list[Op], runs: int) -> dict[str, float]:
+    """PostgreSQL CPU per run, from blocks of ``runs`` consecutive runs
+    (clock-tick resolution, and every database on the server counts)."""
+    pg = PostgresCpu()
+    result: dict[str, float] = {}
+    for op in ops:
+        before = pg.seconds()
+        for _ in range(runs):
+            op.run()
+        after = pg.seconds()
+        if before is not None and after is not None:
+            result[op.name] = (after - before) / runs * 1000
+    return result
+
+
+def _no_flush_pg(urls: dict[str, str], cycles: list[Op], runs: int) -> dict[str, float]:
+    """Median cycle with COMMIT not waiting for the WAL flush, per database."""
+    result: dict[str, float] = {}
+    for url, cycle in zip(urls.values(), cycles, strict=True):
+        store = SqlStore(without_commit_flush(url))
+        try:
+            op = cycle_op(cycle.name, store)
+            for _ in range(3):
+                op.run()
+            result[op.name] = statistics.median(op.timed(record=False) for _ in range(runs)) / 1e6
+        finally:
+            store.close()
+    return result
+
+
+def _verify_all(stores: dict[str, SqlStore]) -> None:
+    for name, store in stores.items():
+        check = verify_chain(store=store)
+        if not check.ok:
+            raise SystemExit(f"audit chain of {name} broken after the bench: {check}")
+
+
+def run_postgres(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    urls = {"empty": empty_database(args.database_url)}
+    if not args.skip_filled:
+        urls["filled"] = ensure_filled_pg(args.database_url, args.entries, verify=args.verify)
+    stores = {name: SqlStore(url) for name, url in urls.items()}
+    try:
+        cycles = [cycle_op(f"cycle {name}", store) for name, store in stores.items()]
+        for _ in range(args.warmup):
+            for op in cycles:
+                op.timed(record=False)
+        doc = stores["empty"].read_document(DOC_GO_SESSION)  # an ended session
+        inserts = [insert_op(f"insert {name}", store, doc) for name, store in stores.items()]
+        write = write_op("write", work / "write", doc)
+        for op in [*inserts, write]:
+            for _ in range(args.warmup):
+                op.timed(record=False)
+        os.sync()
+        time.sleep(1)
+        quiet = wait_quiet(args.wait_quiet)
+        print(f"before the timed runs: {quiet}")
+        interleave([*cycles, *inserts, write], args.iterations)
+        costs = {
+            "cycle": _sql_costs(urls["empty"], stores["empty"], cycles[0]),
+            "insert": _sql_costs(urls["empty"], stores["empty"], inserts[0]),
+        }
+        db_cpu = _db_cpu_ms([*cycles, *inserts], max(20, args.iterations // 5))
+        no_flush = _no_flush_pg(urls, cycles, max(10, args.iterations // 3))
+        if args.verify:
+            _verify_all(stores)
+    finally:
+        for name, store in stores.items():
+            store.close()
+            drop_inserts(urls[name])
+        if "filled" in urls:
+            print(
+                f"deleted the {restore(urls['filled']):,} rows the run added to the loaded database"
+            )
+    for what, c in costs.items():
+        print(
+            f"\nper {what}: {c['statements']} SQL statements, {c['commits']} COMMITs,"
+            f" {c['checkouts']} pool checkouts, ~{c['wal_bytes']:,} WAL bytes"
+        )
+    baselines = {
+        name: [(f"insert {name}", "cycle/insert"), ("write", "cycle/write")] for name in urls
+    }
+    result = report(
+        args,
+        list(urls),
+        [*cycles, *inserts, write],
+        baselines,
+        no_flush,
+        doc,
+        db_cpu,
+        "synchronous_commit=off",
+    )
+    return {
+        **result,
+        "databases": {name: db_name(url) for name, url in urls.items()},
+        "sql_costs": costs,
+        "db_cpu_ms": db_cpu,
+        "before": quiet,
+    }
 
 
 def report(
     args: argparse.Namespace,
-    datasets: list[tuple[str, Path]],
+    names: list[str],
     ops: list[Op],
-    per_cycle: dict[str, int],
-    per_write: dict[str, int],
-    no_fsync: dict[str, float],
+    baselines: dict[str, list[tuple[str, str]]],
+    no_flush: dict[str, float],
     doc: Any,
+    db_cpu: dict[str, float],
+    no_flush_label: str,
 ) -> dict[str, Any]:
     figures = {
         op.name: {
@@ -195,40 +412,49 @@ def report(
     }
     doc_bytes = len(json.dumps(doc, ensure_ascii=False, indent=2)) + 1
     print(
-        f"\n{args.iterations} timed iterations after {args.warmup} warm-up;"
-        f" write doc {doc_bytes} bytes; fsyncs per cycle: {per_cycle['file']} file +"
-        f" {per_cycle['dir']} dir; per write: {per_write['file']} file + {per_write['dir']} dir"
+        f"\n{args.iterations} timed iterations after {args.warmup} warm-up; doc {doc_bytes} bytes"
     )
-    print(f"\nfilled = a copy of the {args.entries:,}-entry dir")
+    print(f"filled = the {args.entries:,}-entry dataset ({args.backend})")
+    db = " DB CPU ms (mean) |" if db_cpu else ""
     print(
-        "\n| data dir | op | median ms | p90 ms | CPU ms (median) | cycle/write (median)"
-        " | median ms, fsync stubbed |"
+        f"\n| dataset | op | median ms | p90 ms | CPU ms (median) |{db} ratio (median)"
+        f" | median ms, {no_flush_label} |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
-    ratios: dict[str, float] = {}
-    for name, _ in datasets:
-        cyc, wr = figures[f"cycle {name}"], figures[f"write {name}"]
-        ratios[name] = cyc["median_ms"] / wr["median_ms"]
+    print("|---|---|---:|---:|---:|" + ("---:|" if db_cpu else "") + "---|---:|")
+    ratios: dict[str, dict[str, float]] = {}
+    rows: list[tuple[str, str, str, str]] = []  # dataset, op, ratio cell, no-flush cell
+    shared: list[str] = []  # baselines of every dataset (the file write on postgres)
+    for name in names:
+        cyc = figures[f"cycle {name}"]
+        ratios[name] = {
+            label: cyc["median_ms"] / figures[base]["median_ms"] for base, label in baselines[name]
+        }
+        ratio_text = ", ".join(f"{k} {v:.1f}" for k, v in ratios[name].items())
+        rows.append((name, f"cycle {name}", ratio_text, f"{no_flush[f'cycle {name}']:.2f}"))
+        for base, _ in baselines[name]:
+            if base.endswith(f" {name}"):
+                rows.append((name, base, "", ""))
+            elif base not in shared:
+                shared.append(base)
+    rows.extend(("file system", base, "", "") for base in shared)
+    for dataset, op_name, ratio_cell, flush_cell in rows:
+        fig = figures[op_name]
+        label = "start+end" if op_name.startswith("cycle") else op_name.split()[0]
+        db_cell = f" {db_cpu[op_name]:.2f} |" if op_name in db_cpu else (" |" if db_cpu else "")
         print(
-            f"| {name} | start+end | {cyc['median_ms']:.2f} | {cyc['p90_ms']:.2f}"
-            f" | {cyc['cpu_median_ms']:.2f} | | {no_fsync[f'cycle {name}']:.2f} |"
-        )
-        print(
-            f"| {name} | write_json | {wr['median_ms']:.2f} | {wr['p90_ms']:.2f}"
-            f" | {wr['cpu_median_ms']:.2f} | {ratios[name]:.2f} | |"
+            f"| {dataset} | {label} | {fig['median_ms']:.2f} | {fig['p90_ms']:.2f}"
+            f" | {fig['cpu_median_ms']:.2f} |{db_cell} {ratio_cell} | {flush_cell} |"
         )
     result: dict[str, Any] = {
         "figures": figures,
-        "cycle_over_write": ratios,
-        "fsyncs_per_cycle": per_cycle,
-        "fsyncs_per_write": per_write,
-        "cycle_median_ms_without_fsync": no_fsync,
+        "ratios": ratios,
+        "cycle_median_ms_without_flush": no_flush,
         "write_doc_bytes": doc_bytes,
     }
-    if len(datasets) == 2:
-        base, big = (figures[f"cycle {name}"] for name, _ in datasets)
-        growth = big["median_ms"] / base["median_ms"]
-        growth_p90 = big["p90_ms"] / base["p90_ms"]
+    if len(names) == 2:
+        small, big = (figures[f"cycle {name}"] for name in names)
+        growth = big["median_ms"] / small["median_ms"]
+        growth_p90 = big["p90_ms"] / small["p90_ms"]
         met = growth <= TARGET_RATIO
         print(
             f"\ncycle at {args.entries:,} entries / empty: median {growth:.3f},"
@@ -240,15 +466,23 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="start+end cycle vs one durable write.")
-    parser.add_argument("--entries", type=int, default=DEFAULT_ENTRIES, help="filled dir's N")
+    parser.add_argument("--backend", choices=("json", "postgres"), default="json")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_URL,
+        help="server and name prefix of the scratch databases (postgres only; see bench/pg.py)",
+    )
+    parser.add_argument("--entries", type=int, default=DEFAULT_ENTRIES, help="filled dataset's N")
     parser.add_argument("--iterations", type=int, default=300, help="timed runs of each op")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs of each op first")
     parser.add_argument(
         "--wait-quiet", type=float, default=0.0, help="wait up to S s for an idle machine first"
     )
-    parser.add_argument("--skip-filled", action="store_true", help="empty data dir only")
+    parser.add_argument("--skip-filled", action="store_true", help="empty dataset only")
     parser.add_argument(
-        "--verify", action="store_true", help="verify_chain on both dirs afterwards (slow at 1e6)"
+        "--verify",
+        action="store_true",
+        help="verify_chain on the datasets (postgres: also on the load); slow at 1e6",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir for inspection")
     args = parser.parse_args(argv)
@@ -258,11 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     source = source_state()
     machine = machine_text(RESULTS_DIR)
     print(f"measuring {source}\n{machine}")
+    postgres = server_settings(args.database_url) if args.backend == "postgres" else None
+    if postgres is not None:
+        print(f"PostgreSQL: {postgres}")
     print(f"at the start: {load_text()}")
     # Under bench/results: the same file system as the cache, so fsync costs compare.
     work = Path(tempfile.mkdtemp(prefix="cycle-", dir=RESULTS_DIR))
     try:
-        result = run(args, work)
+        result = run_postgres(args, work) if args.backend == "postgres" else run_json(args, work)
     finally:
         if args.keep:
             print(f"work dir kept: {work}")
@@ -270,13 +507,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nat the end: {load_text()}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS_DIR / f"cycle-{stamp}.json"
+    out = RESULTS_DIR / f"cycle-{args.backend}-{stamp}.json"
     out.write_text(
         json.dumps(
             {
                 "args": vars(args),
                 "source": source,
                 "machine": machine,
+                "postgres": postgres,
                 "machine_at_end": load_text(),
                 **result,
             },
