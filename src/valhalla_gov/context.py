@@ -37,7 +37,7 @@ def open_store(settings: Settings) -> Store:
     if settings.database_url:
         from .storage.sql_backend import SqlStore
 
-        return SqlStore(settings.database_url)
+        return SqlStore(settings.database_url, pool_size=settings.database_pool_size)
     return JsonStore(settings.data_dir)
 
 

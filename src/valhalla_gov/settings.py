@@ -18,6 +18,9 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+psycopg://... or sqlite:///path: the SQL backend instead of files.",
     )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Database connections per process (SQL backend)."
+    )
     canon_file: Path | None = Field(
         default=None, description="JSON or YAML file replacing the default engine canon."
     )

@@ -11,6 +11,7 @@ sharing a data dir do, which keeps the audit hash chain in order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -36,7 +37,10 @@ from .sql_schema import documents, go_sessions, log_records
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_BATCH = 200
+# Scans fetch in growing batches: most callers want one record (the chain's
+# last line) or one page (51 or 101 rows); walks of the whole log grow to 1000.
+_FIRST_BATCH = 64
+_MAX_BATCH = 1000
 # Cursors name a boundary between records: ``p`` splits ids below ``p`` from
 # ids at or above it. A record's backward cursor is its own id (the boundary
 # before it); its forward cursor is the boundary after it: id + 1 for log
@@ -61,13 +65,15 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest migration: read from the scripts once per process."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return ScriptDirectory.from_config(config).get_current_head()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -91,7 +97,12 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A fixed pool, no overflow: overflow connections are opened and closed
+    # per burst, and connecting costs PostgreSQL far more than a query.
+    # Threads wait for a free connection instead. No pre-ping round trip per
+    # checkout: a connection found dead fails its request and SQLAlchemy
+    # invalidates the pool, so the next requests reconnect.
+    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
 
 
 def upgrade(url: str) -> tuple[str | None, str | None]:
@@ -110,9 +121,16 @@ def upgrade(url: str) -> tuple[str | None, str | None]:
 class SqlStore:
     blocking = True
 
-    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+    def __init__(self, url: str, *, check_schema: bool = True, pool_size: int = 10) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size)
+        # Reads outside a transaction are single statements: on PostgreSQL
+        # autocommit saves the BEGIN and ROLLBACK round trips around each.
+        self._read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
         self._local = threading.local()
         if check_schema:
             problem = self.schema_problem()
@@ -152,7 +170,7 @@ class SqlStore:
             yield txn.conn
             return
         try:
-            with self.engine.connect() as conn:
+            with self._read_engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
@@ -197,74 +215,82 @@ class SqlStore:
             yield from self._scan_sessions(before)
             return
         bound = None if before is None else _int_cursor(before)
+        batch = _FIRST_BATCH
         while True:
             query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
             if kind is not None:
                 query = query.where(log_records.c.kind == kind)
             if bound is not None:
                 query = query.where(log_records.c.id < bound)
-            query = query.order_by(log_records.c.id.desc()).limit(_BATCH)
+            query = query.order_by(log_records.c.id.desc()).limit(batch)
             with self._reader() as conn:
                 rows = conn.execute(query).all()
             for row_id, body in rows:
                 yield LogEntry(str(row_id), _parse_body(log, row_id, body))
-            if len(rows) < _BATCH:
+            if len(rows) < batch:
                 return
             bound = rows[-1][0]
+            batch = min(batch * 4, _MAX_BATCH)
 
     def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
         if log == LOG_SESSIONS:
             yield from self._scan_sessions_forward(after)
             return
         bound = None if after is None else _int_cursor(after)
+        batch = _FIRST_BATCH
         while True:
             query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
             if bound is not None:
                 query = query.where(log_records.c.id >= bound)
-            query = query.order_by(log_records.c.id.asc()).limit(_BATCH)
+            query = query.order_by(log_records.c.id.asc()).limit(batch)
             with self._reader() as conn:
                 rows = conn.execute(query).all()
             for row_id, body in rows:
                 # The boundary just after this record.
                 yield LogEntry(str(row_id + 1), _parse_body(log, row_id, body))
-            if len(rows) < _BATCH:
+            if len(rows) < batch:
                 return
             bound = rows[-1][0] + 1
+            batch = min(batch * 4, _MAX_BATCH)
 
     def _scan_sessions(self, before: str | None) -> Iterator[LogEntry]:
         bound = before
+        batch = _FIRST_BATCH
         while True:
             query = select(go_sessions.c.id, go_sessions.c.body).where(
                 go_sessions.c.active.is_(False)
             )
             if bound is not None:
                 query = query.where(go_sessions.c.id < bound)
-            query = query.order_by(go_sessions.c.id.desc()).limit(_BATCH)
+            query = query.order_by(go_sessions.c.id.desc()).limit(batch)
             with self._reader() as conn:
                 rows = conn.execute(query).all()
             for session_id, body in rows:
                 yield LogEntry(session_id, _parse_body(LOG_SESSIONS, session_id, body))
-            if len(rows) < _BATCH:
+            if len(rows) < batch:
                 return
             bound = rows[-1][0]
+            batch = min(batch * 4, _MAX_BATCH)
 
     def _scan_sessions_forward(self, after: str | None) -> Iterator[LogEntry]:
         bound = after
+        batch = _FIRST_BATCH
         while True:
             query = select(go_sessions.c.id, go_sessions.c.body).where(
                 go_sessions.c.active.is_(False)
             )
             if bound is not None:
                 query = query.where(go_sessions.c.id >= bound)
-            query = query.order_by(go_sessions.c.id.asc()).limit(_BATCH)
+            query = query.order_by(go_sessions.c.id.asc()).limit(batch)
             with self._reader() as conn:
                 rows = conn.execute(query).all()
             for session_id, body in rows:
                 after_it = session_id + _AFTER
                 yield LogEntry(after_it, _parse_body(LOG_SESSIONS, session_id, body))
-            if len(rows) < _BATCH:
+            if len(rows) < batch:
                 return
             bound = rows[-1][0] + _AFTER
+            batch = min(batch * 4, _MAX_BATCH)
 
     def probe(self) -> list[str]:
         try:
