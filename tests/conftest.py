@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,34 @@ from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 
 REQUIRE_SERVICES = os.environ.get("VALHALLA_TEST_REQUIRE_SERVICES") == "1"
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (created), unmounted afterwards.
+
+    Mounting needs root and a kernel/container that allows it (CI runs as
+    root); elsewhere the test is skipped with the reason: a fault injection,
+    not a service to require.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the disk-full tests mount a small tmpfs, which needs root")
+    where.mkdir()
+    try:
+        result = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where))
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot run mount here: {exc}")
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if _run("umount", str(where)).returncode != 0:  # still busy: detach it
+            _run("umount", "-l", str(where))
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
 
 
 def need(condition: bool, message: str) -> None:

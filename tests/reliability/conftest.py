@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import mounted_tmpfs
 
 Record = Callable[[str, dict[str, Any]], Path]
 
@@ -47,30 +48,8 @@ def seed_for(name: str) -> int:
     return seed
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-
-
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted inside tmp_path, unmounted afterwards.
-
-    Mounting needs root and a kernel/container that allows it (CI runs as
-    root); elsewhere the test is skipped with the reason.
-    """
-    if os.geteuid() != 0:
-        pytest.skip("the live disk-full tests mount a small tmpfs, which needs root")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    try:
-        result = _run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point))
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot run mount here: {exc}")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 1 MiB tmpfs inside tmp_path (skips where it cannot mount)."""
+    with mounted_tmpfs(tmp_path / "small", "1m") as mount_point:
         yield mount_point
-    finally:
-        done = _run("umount", str(mount_point))
-        if done.returncode != 0:  # still busy: detach so the tmp dir can go
-            _run("umount", "-l", str(mount_point))
