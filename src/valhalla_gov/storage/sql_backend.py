@@ -23,7 +23,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -212,84 +223,44 @@ class SqlStore:
         self, log: str, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:
         if log == LOG_SESSIONS:
-            yield from self._scan_sessions(before)
-            return
+            return self._keyset(_sessions_query(), go_sessions.c.id, LOG_SESSIONS, before, True)
+        query = _log_query(log)
+        if kind is not None:
+            query = query.where(log_records.c.kind == kind)
         bound = None if before is None else _int_cursor(before)
-        batch = _FIRST_BATCH
-        while True:
-            query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
-            if kind is not None:
-                query = query.where(log_records.c.kind == kind)
-            if bound is not None:
-                query = query.where(log_records.c.id < bound)
-            query = query.order_by(log_records.c.id.desc()).limit(batch)
-            with self._reader() as conn:
-                rows = conn.execute(query).all()
-            for row_id, body in rows:
-                yield LogEntry(str(row_id), _parse_body(log, row_id, body))
-            if len(rows) < batch:
-                return
-            bound = rows[-1][0]
-            batch = min(batch * 4, _MAX_BATCH)
+        return self._keyset(query, log_records.c.id, log, bound, True)
 
     def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
         if log == LOG_SESSIONS:
-            yield from self._scan_sessions_forward(after)
-            return
+            return self._keyset(_sessions_query(), go_sessions.c.id, LOG_SESSIONS, after, False)
         bound = None if after is None else _int_cursor(after)
-        batch = _FIRST_BATCH
-        while True:
-            query = select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
-            if bound is not None:
-                query = query.where(log_records.c.id >= bound)
-            query = query.order_by(log_records.c.id.asc()).limit(batch)
-            with self._reader() as conn:
-                rows = conn.execute(query).all()
-            for row_id, body in rows:
-                # The boundary just after this record.
-                yield LogEntry(str(row_id + 1), _parse_body(log, row_id, body))
-            if len(rows) < batch:
-                return
-            bound = rows[-1][0] + 1
-            batch = min(batch * 4, _MAX_BATCH)
+        return self._keyset(_log_query(log), log_records.c.id, log, bound, False)
 
-    def _scan_sessions(self, before: str | None) -> Iterator[LogEntry]:
-        bound = before
+    def _keyset(
+        self,
+        query: Select[tuple[Any, str]],
+        key: ColumnElement[Any],
+        where: str,
+        bound: Any | None,
+        newest_first: bool,
+    ) -> Iterator[LogEntry]:
+        """Keyset pages over ``key`` in growing batches. ``bound`` is a cursor
+        boundary: rows below it newest first, rows at or above it oldest first."""
         batch = _FIRST_BATCH
         while True:
-            query = select(go_sessions.c.id, go_sessions.c.body).where(
-                go_sessions.c.active.is_(False)
-            )
+            page = query
             if bound is not None:
-                query = query.where(go_sessions.c.id < bound)
-            query = query.order_by(go_sessions.c.id.desc()).limit(batch)
+                page = page.where(key < bound if newest_first else key >= bound)
+            page = page.order_by(key.desc() if newest_first else key.asc()).limit(batch)
             with self._reader() as conn:
-                rows = conn.execute(query).all()
-            for session_id, body in rows:
-                yield LogEntry(session_id, _parse_body(LOG_SESSIONS, session_id, body))
+                rows = conn.execute(page).all()
+            for row_key, body in rows:
+                # Backward: the boundary before the row is its key; forward: after it.
+                cursor = row_key if newest_first else _after(row_key)
+                yield LogEntry(str(cursor), _parse_body(where, row_key, body))
             if len(rows) < batch:
                 return
-            bound = rows[-1][0]
-            batch = min(batch * 4, _MAX_BATCH)
-
-    def _scan_sessions_forward(self, after: str | None) -> Iterator[LogEntry]:
-        bound = after
-        batch = _FIRST_BATCH
-        while True:
-            query = select(go_sessions.c.id, go_sessions.c.body).where(
-                go_sessions.c.active.is_(False)
-            )
-            if bound is not None:
-                query = query.where(go_sessions.c.id >= bound)
-            query = query.order_by(go_sessions.c.id.asc()).limit(batch)
-            with self._reader() as conn:
-                rows = conn.execute(query).all()
-            for session_id, body in rows:
-                after_it = session_id + _AFTER
-                yield LogEntry(after_it, _parse_body(LOG_SESSIONS, session_id, body))
-            if len(rows) < batch:
-                return
-            bound = rows[-1][0] + _AFTER
+            bound = rows[-1][0] if newest_first else _after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
     def probe(self) -> list[str]:
@@ -312,6 +283,20 @@ class SqlStore:
         except SQLAlchemyError as exc:
             problems.append(str(self._unavailable(exc)))
         return problems
+
+
+def _after(key: Any) -> Any:
+    """The boundary just after a row key: id + 1, or a session id + "~"."""
+    return key + 1 if isinstance(key, int) else key + _AFTER
+
+
+def _log_query(log: str) -> Select[tuple[Any, str]]:
+    return select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
+
+
+def _sessions_query() -> Select[tuple[Any, str]]:
+    # The history is the ended rows; the active session is not history yet.
+    return select(go_sessions.c.id, go_sessions.c.body).where(go_sessions.c.active.is_(False))
 
 
 def _int_cursor(cursor: str) -> int:
