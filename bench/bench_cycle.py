@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ import psycopg
 from sqlalchemy import Column, MetaData, Table, Text, event, insert
 from sqlalchemy.engine import make_url
 
-from bench.common import load_text, machine_text, source_state, wait_quiet
+from bench.common import begin_run, save_run, wait_quiet
 from bench.fill import DEFAULT_ENTRIES, RESULTS_DIR, ensure_filled
 from bench.pg import (
     DEFAULT_URL,
@@ -488,14 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 1:
         parser.error("--iterations and --warmup must be >= 1")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    source = source_state()
-    machine = machine_text(RESULTS_DIR)
-    print(f"measuring {source}\n{machine}")
     postgres = server_settings(args.database_url) if args.backend == "postgres" else None
-    if postgres is not None:
-        print(f"PostgreSQL: {postgres}")
-    print(f"at the start: {load_text()}")
+    header = begin_run(RESULTS_DIR, postgres)
     # Under bench/results: the same file system as the cache, so fsync costs compare.
     work = Path(tempfile.mkdtemp(prefix="cycle-", dir=RESULTS_DIR))
     try:
@@ -505,24 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nat the end: {load_text()}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS_DIR / f"cycle-{args.backend}-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "source": source,
-                "machine": machine,
-                "postgres": postgres,
-                "machine_at_end": load_text(),
-                **result,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nraw figures: {out}")
+    save_run(RESULTS_DIR, f"cycle-{args.backend}", args, header, result)
     return 0 if result.get("target_met", True) else 1
 
 

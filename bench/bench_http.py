@@ -33,11 +33,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import load_text, machine_text, source_state, wait_quiet
+from bench.common import begin_run, save_run, wait_quiet
 from bench.fill import DEFAULT_ENTRIES, RESULTS_DIR, ensure_filled
 from bench.pg import (
     DEFAULT_URL,
@@ -440,38 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     pin = pinning()
-    source = source_state()
-    machine = machine_text(RESULTS_DIR)
-    print(f"measuring {source}\n{machine}")
     postgres = server_settings(args.database_url) if args.backend == "postgres" else None
-    if postgres is not None:
-        print(f"PostgreSQL: {postgres}")
-    print(f"at the start: {load_text()}")
+    header = begin_run(RESULTS_DIR, postgres)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="http-empty-", dir=RESULTS_DIR) as empty:
         for dataset in datasets(args, Path(empty)):
             results.append(bench_dataset(dataset, args, pin))
     print_table(results, args.backend)
-    print(f"\nat the end: {load_text()}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS_DIR / f"http-{args.backend}-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "source": source,
-                "machine": machine,
-                "postgres": postgres,
-                "machine_at_end": load_text(),
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nraw figures: {out}")
+    save_run(RESULTS_DIR, f"http-{args.backend}", args, header, {"results": results})
     return 0 if all(r["target_met"] for r in results) else 1
 
 

@@ -31,13 +31,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.common import load_text, machine_text, source_state, wait_quiet
+from bench.common import begin_run, save_run, wait_quiet
 from bench.fill import RESULTS_DIR, ensure_filled
 from bench.pg import DEFAULT_URL, db_name, ensure_filled_pg, libpq, server_settings
 from valhalla_gov.audit.service import query_events
@@ -256,14 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --calls >= 3, --sizes >= 1 and --max-seconds > 0")
     sizes = sorted(set(args.sizes))
     backends = ["json", "postgres"] if args.backend == "both" else [args.backend]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    source = source_state()
-    machine = machine_text(RESULTS_DIR)
-    print(f"measuring {source}\n{machine}")
     postgres = server_settings(args.database_url) if "postgres" in backends else None
-    if postgres is not None:
-        print(f"PostgreSQL: {postgres}")
-    print(f"at the start: {load_text()}")
+    header = begin_run(RESULTS_DIR, postgres)
     results: dict[str, Any] = {}
     for backend in backends:
         figures: dict[int, dict[str, Any]] = {}
@@ -273,24 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         results[backend] = {"figures": figures, "extra": extras}
     for backend in backends:
         print_table(backend, sizes, results[backend]["figures"])
-    print(f"\nat the end: {load_text()}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS_DIR / f"pages-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "source": source,
-                "machine": machine,
-                "postgres": postgres,
-                "machine_at_end": load_text(),
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nraw figures: {out}")
+    save_run(RESULTS_DIR, "pages", args, header, {"results": results})
     return 0
 
 

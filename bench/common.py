@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def load_text() -> str:
@@ -107,3 +110,32 @@ def machine_text(data_root: Path) -> str:
         f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()},"
         f" data dirs on {filesystem_of(data_root)}"
     )
+
+
+def begin_run(results_dir: Path, postgres: dict[str, str] | None) -> dict[str, Any]:
+    """Print and return what a results file records about where it was measured."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    header: dict[str, Any] = {
+        "source": source_state(),
+        "machine": machine_text(results_dir),
+        "postgres": postgres,
+    }
+    print(f"measuring {header['source']}\n{header['machine']}")
+    if postgres is not None:
+        print(f"PostgreSQL: {postgres}")
+    print(f"at the start: {load_text()}")
+    return header
+
+
+def save_run(
+    results_dir: Path, name: str, args: Any, header: dict[str, Any], body: dict[str, Any]
+) -> Path:
+    """Write one run's raw figures as ``<name>-<UTC stamp>.json`` and say where."""
+    end = load_text()
+    print(f"\nat the end: {end}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = results_dir / f"{name}-{stamp}.json"
+    record = {"args": vars(args), **header, "machine_at_end": end, **body}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nraw figures: {out}")
+    return out
