@@ -112,7 +112,12 @@ def test_only_the_hash_is_stored_and_last_use_is_recorded(
         "operator-bot": "2026-01-01T09:00:00.000000Z",
         "owner-bot": None,
     }
-    assert LAST_USED_RESOLUTION_S >= 1  # bounded writes: not stamped on every request
+    # Bounded writes: within LAST_USED_RESOLUTION_S the file is not rewritten.
+    stamped = (data_dir / "tokens.json").stat().st_ino
+    for _ in range(3):
+        remote_client.get("/core/go/session", headers=tokens.header("operator"))
+    assert (data_dir / "tokens.json").stat().st_ino == stamped
+    assert LAST_USED_RESOLUTION_S == 60
 
 
 def test_token_never_reaches_the_logs(
