@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,24 +31,80 @@ REQUIRE_SERVICES = os.environ.get("VALHALLA_TEST_REQUIRE_SERVICES") == "1"
 def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` mounted at ``where`` (created), unmounted afterwards.
 
-    Mounting needs root and a kernel/container that allows it (CI runs as
-    root); elsewhere the test is skipped with the reason: a fault injection,
-    not a service to require.
+    Mounting needs root and a kernel/container that allows it. Locally the
+    test is skipped with the reason; where ``VALHALLA_TEST_REQUIRE_SERVICES=1``
+    (CI, run as root) a mount that does not work fails the test.
     """
-    if os.geteuid() != 0:
-        pytest.skip("the disk-full tests mount a small tmpfs, which needs root")
+    need(os.geteuid() == 0, "the disk-full tests mount a small tmpfs, which needs root")
     where.mkdir()
     try:
         result = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where))
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot run mount here: {exc}")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        need(False, f"cannot run mount here: {exc}")
+        raise  # need() skips or fails; this line is never reached
+    need(result.returncode == 0, f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
         yield where
     finally:
-        if _run("umount", str(where)).returncode != 0:  # still busy: detach it
-            _run("umount", "-l", str(where))
+        _unmount(where)
+
+
+def _unmount(where: Path) -> None:
+    if _run("umount", str(where)).returncode != 0:  # still busy: detach it
+        _run("umount", "-l", str(where))
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path) -> Iterator[Path]:
+    """``directory`` made unwritable for this process, then restored.
+
+    As a normal user a ``chmod 0500`` does it. Root ignores permission bits,
+    so as root the directory is bind-mounted read-only over itself instead:
+    the same refusal (EROFS rather than EACCES) through the real kernel path.
+    """
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            yield directory
+        finally:
+            directory.chmod(0o700)
+        return
+    bound = _run("mount", "--bind", str(directory), str(directory))
+    need(bound.returncode == 0, f"cannot bind-mount {directory}: {bound.stderr.strip()}")
+    try:
+        ro = _run("mount", "-o", "remount,bind,ro", str(directory))
+        need(ro.returncode == 0, f"cannot remount {directory} read-only: {ro.stderr.strip()}")
+        yield directory
+    finally:
+        _unmount(directory)
+
+
+def join_all(workers: Iterable[threading.Thread], timeout: float = 60.0) -> None:
+    """Join threads within one overall deadline; a hang fails with a message
+    instead of blocking the run forever."""
+    deadline = time.monotonic() + timeout
+    stuck = []
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            stuck.append(worker.name)
+    if stuck:
+        pytest.fail(f"threads still running after {timeout:.0f}s (a hang): {', '.join(stuck)}")
+
+
+def wait_child(pid: int, timeout: float = 60.0) -> int:
+    """``os.waitpid`` with a deadline: a forked child that hangs is killed and
+    the test fails saying so. Returns the child's exit code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"forked child {pid} still running after {timeout:.0f}s (a hang); killed")
+        time.sleep(0.005)
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ def test_concurrent_processes_keep_the_chain_valid(
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
-                proc.join()
+                proc.join(10)
 
     records = [entry.record for entry in store.scan_log_forward(LOG_AUDIT)]
     assert [r["seq"] for r in records] == list(range(1, PROCESSES * EACH + 1))

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.auth.conftest import REMOTE, make_app, make_tokens
-from tests.conftest import FakeClock, need
+from tests.conftest import FakeClock, join_all, need
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.settings import Settings
@@ -128,6 +128,5 @@ def test_redis_limit_is_shared_by_two_server_processes(tmp_path: Path, clock: Fa
         threads = [threading.Thread(target=burst, args=(s.url,)) for s in (one, two)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        join_all(threads)
         assert results == [429, 429]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, unwritable
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, log_event
 from valhalla_gov.health.service import get_health_status
@@ -62,13 +61,8 @@ def test_readyz_503_naming_a_corrupt_file(client: TestClient, data_dir: Path, na
 
 
 def test_readyz_503_while_the_data_dir_is_not_writable(client: TestClient, data_dir: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
-    data_dir.chmod(0o500)
-    try:
+    with unwritable(data_dir):
         response = client.get("/core/readyz")
-    finally:
-        data_dir.chmod(0o700)
     assert response.status_code == 503
     assert any("not writable" in reason for reason in response.json()["reasons"])
     assert client.get("/core/readyz").status_code == 200

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, unwritable
 from valhalla_gov.audit.service import ChainWatcher, record_event
 from valhalla_gov.cone.canon import Action, Band, load_canon
 from valhalla_gov.cone.service import decide, set_cone_state
@@ -329,15 +328,10 @@ def test_readiness_true_when_healthy(store: Store, clock: FakeClock) -> None:
 def test_unwritable_data_dir_makes_storage_red(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
     store = JsonStore(data_dir)
-    data_dir.chmod(0o500)
-    try:
+    with unwritable(data_dir):
         health = _health(store, clock, watcher)
         readiness = get_readiness(store=store)
-    finally:
-        data_dir.chmod(0o700)
     assert health.checks["storage"].status == "red"
     assert "not writable" in health.checks["storage"].detail
     assert readiness.ready is False

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.conftest import join_all
 from tests.live.server import VALHALLA, LiveServer
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.storage.json_backend import JsonStore
@@ -60,7 +61,7 @@ def test_parallel_starts_across_worker_processes_give_exactly_one_session(
 
         def start(n: int) -> None:
             with httpx.Client(base_url=server.url, timeout=30) as http:
-                barrier.wait()
+                barrier.wait(30)
                 resp = http.post("/core/go/start_session", json={"notes": f"racer {n}"})
             with lock:
                 results.append(resp)
@@ -68,8 +69,7 @@ def test_parallel_starts_across_worker_processes_give_exactly_one_session(
         threads = [threading.Thread(target=start, args=(n,)) for n in range(40)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        join_all(threads)
         codes = sorted(r.status_code for r in results)
         assert codes == [200] + [409] * 39
         winner = next(r for r in results if r.status_code == 200).json()

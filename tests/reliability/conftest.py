@@ -15,6 +15,17 @@ from tests.conftest import mounted_tmpfs
 
 Record = Callable[[str, dict[str, Any]], Path]
 
+# Seconds a reliability test may run before pytest-timeout fails it (with
+# every thread's stack): a hang is a failure with a message, never a stuck run.
+# A test that needs longer says so with its own ``@pytest.mark.timeout``.
+RELIABILITY_TIMEOUT_S = 300
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/reliability/" in item.nodeid and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(RELIABILITY_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def figures_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_child
 from tests.reliability.conftest import Record
 from tests.reliability.storm import Ack, Ledger, check_files_parse, check_store
 from valhalla_gov.audit.service import ChainWatcher
@@ -147,8 +148,7 @@ def crash_in_child(data_dir: Path, kind: str, token: str, k: int, torn: bool) ->
             traceback.print_exc()
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return wait_child(pid, timeout=60)
 
 
 def visit_crash_points(tmp_path: Path, kind: str) -> dict[str, int]:

@@ -10,7 +10,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.auth.test_rate_limits import REDIS_URL, redis_up
-from tests.conftest import FakeClock, _truncate, need
+from tests.conftest import FakeClock, _truncate, join_all, need
 from tests.live.server import LiveServer
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.auth.service import create_token
@@ -40,7 +40,7 @@ def test_replicas_share_one_truth(tmp_path: Path, pg_url: str, clock: FakeClock)
 
         def start(url: str) -> None:
             with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-                barrier.wait()
+                barrier.wait(30)
                 resp = http.post("/core/go/start_session", json={"notes": "race"})
             with lock:
                 results.append(resp)
@@ -48,8 +48,7 @@ def test_replicas_share_one_truth(tmp_path: Path, pg_url: str, clock: FakeClock)
         threads = [threading.Thread(target=start, args=((one, two)[n % 2].url,)) for n in range(20)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        join_all(threads)
         assert sorted(r.status_code for r in results) == [200] + [409] * 19
         winner = next(r.json() for r in results if r.status_code == 200)
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import need
 
 
 def fill_up(directory: Path) -> Path:
@@ -34,5 +34,4 @@ def remount_read_only(mount_point: Path) -> None:
         check=False,
         timeout=30,
     )
-    if result.returncode != 0:
-        pytest.skip(f"cannot remount the tmpfs read-only: {result.stderr.strip()}")
+    need(result.returncode == 0, f"cannot remount the tmpfs read-only: {result.stderr.strip()}")

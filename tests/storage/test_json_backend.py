@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import unwritable
 from tests.storage.helpers import remount_read_only
 from valhalla_gov.storage.errors import (
     InvalidCursorError,
@@ -281,14 +282,9 @@ def test_concurrent_probes_do_not_trip_over_each_other(jstore: JsonStore) -> Non
 
 
 def test_probe_reports_a_data_dir_without_write_permission(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions; the read-only mount test covers this")
     store = JsonStore(tmp_path / "data")
-    store.data_dir.chmod(0o500)
-    try:
+    with unwritable(store.data_dir):
         problems = store.probe()
-    finally:
-        store.data_dir.chmod(0o700)
     assert len(problems) == 1
     assert str(store.data_dir) in problems[0]
     assert "not writable" in problems[0]

@@ -150,7 +150,7 @@ def test_lock_excludes_another_process(tmp_path: Path) -> None:
     finally:
         if child.is_alive():
             child.kill()
-            child.join()
+            child.join(10)
 
 
 def test_processes_never_lose_an_update(
@@ -174,5 +174,5 @@ def test_processes_never_lose_an_update(
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
-                proc.join()
+                proc.join(10)
     assert store.read_document(DOC_GO_PROGRESS) == {"count": 100}

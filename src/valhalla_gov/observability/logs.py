@@ -17,6 +17,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            # Which worker wrote it: with --workers N the lines interleave.
+            "pid": record.process,
         }
         for key in _EXTRA:
             if hasattr(record, key):
