@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 import secrets
 import threading
@@ -19,10 +20,13 @@ from pydantic import ValidationError
 
 from ..audit.service import log_event
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
-from ..storage.errors import StorageCorruptError
+from ..observability.metrics import BOOKKEEPING_FAILURES
+from ..storage.errors import StorageCorruptError, StorageUnavailableError
 from ..storage.protocol import DOC_TOKENS, Store, StoreTxn
 from ..timeutil import Clock, iso_z
 from .models import SCOPES, TOKEN_NAME_PATTERN, Identity, Scope, TokenInfo, TokenRecord
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "vgo_"  # noqa: S105 - a public prefix
 LOCAL_OWNER = Identity(name="local", scopes=["owner"], via="local")
@@ -173,13 +177,22 @@ class Authenticator:
             if now - self._last_touch.get(name, -LAST_USED_RESOLUTION_S) < LAST_USED_RESOLUTION_S:
                 return
             self._last_touch[name] = now
-        with store.transaction() as txn:
-            tokens = _read(txn)
-            stamped = [
-                t.model_copy(update={"last_used_at_utc": iso_z(clock())}) if t.name == name else t
-                for t in tokens
-            ]
-            _write(txn, stamped)
+        try:
+            with store.transaction() as txn:
+                tokens = _read(txn)
+                stamped = [
+                    t.model_copy(update={"last_used_at_utc": iso_z(clock())})
+                    if t.name == name
+                    else t
+                    for t in tokens
+                ]
+                _write(txn, stamped)
+        except StorageUnavailableError as exc:
+            # Bookkeeping, not the request's work: a full disk or a read-only
+            # data dir must not fail a read. The stamp waits for the next
+            # resolution interval; the failure is logged and counted.
+            log.warning("could not record when token %r was last used: %s", name, exc)
+            BOOKKEEPING_FAILURES.labels(what="token_last_used").inc()
 
 
 def protected_mode(*, store: Store) -> bool:

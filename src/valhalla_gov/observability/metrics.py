@@ -37,6 +37,12 @@ AUDIT_EVENTS = Counter(
 RATE_LIMITED = Counter(
     "valhalla_rate_limit_rejections_total", "Requests refused with 429, by rule.", ["rule"]
 )
+BOOKKEEPING_FAILURES = Counter(
+    "valhalla_bookkeeping_write_failures_total",
+    "Bookkeeping writes that failed without failing the request (e.g. a token's last-used "
+    "stamp on a full disk), by what was being written.",
+    ["what"],
+)
 
 
 class StateCollector(Collector):
@@ -84,7 +90,7 @@ def render(ctx: AppContext) -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        for metric in (REQUESTS, LATENCY, AUDIT_EVENTS, RATE_LIMITED):
+        for metric in (REQUESTS, LATENCY, AUDIT_EVENTS, RATE_LIMITED, BOOKKEEPING_FAILURES):
             registry.register(metric)
     registry.register(StateCollector(ctx))
     return generate_latest(registry)
