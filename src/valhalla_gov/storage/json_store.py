@@ -23,6 +23,40 @@ from .errors import StorageCorruptError, StorageUnavailableError
 _CHUNK = 64 * 1024
 
 
+class FileOps:
+    """Every system call by which this module changes files, in one place.
+
+    The module calls them through :data:`fs` and never ``os`` directly, so a
+    test can swap in a subclass that records the calls (the power-loss test
+    replays them to every state a power cut may leave) or makes one fail.
+    Reads are not here: they change nothing.
+    """
+
+    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
+        return os.open(path, flags, mode)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        return os.write(fd, data)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: Path) -> None:
+        os.unlink(path)
+
+
+fs = FileOps()
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for hashing and for stored lines."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -63,11 +97,11 @@ def read_json(path: Path) -> Any | None:
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = fs.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        fs.fsync(fd)
     finally:
-        os.close(fd)
+        fs.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -83,24 +117,25 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, payload)
-            os.fsync(fd)
+            fs.fsync(fd)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            fs.close(fd)
+        fs.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            fs.unlink(tmp)
         raise _unavailable(path, exc) from exc
 
 
 def remove_file(path: Path) -> None:
     """Delete ``path`` durably (missing is fine)."""
     try:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            fs.unlink(path)
         fsync_dir(path.parent)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
@@ -115,26 +150,26 @@ def append_line(path: Path, line: bytes) -> int:
     if not line.endswith(b"\n") or b"\n" in line[:-1]:
         raise ValueError("append_line takes exactly one newline-terminated line")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
         start = os.fstat(fd).st_size
         try:
-            written = os.write(fd, line)
+            written = fs.write(fd, line)
             if written != len(line):
                 raise OSError(errno.ENOSPC, "short write")
-            os.fsync(fd)
+            fs.fsync(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-                os.fsync(fd)
+                fs.ftruncate(fd, start)
+                fs.fsync(fd)
             raise _unavailable(path, exc) from exc
         if start == 0:
             fsync_dir(path.parent)
         return start
     finally:
-        os.close(fd)
+        fs.close(fd)
 
 
 def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) -> int:
@@ -143,7 +178,7 @@ def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) ->
     On failure the file is cut back to its old length. Returns the line count.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     count = 0
@@ -158,12 +193,12 @@ def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) ->
                     _write_all(fd, bytes(buffer))
                     buffer.clear()
             _write_all(fd, bytes(buffer))
-            os.fsync(fd)
+            fs.fsync(fd)
         except BaseException as exc:
             # Also when the records' source fails half-way: all or nothing.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-                os.fsync(fd)
+                fs.ftruncate(fd, start)
+                fs.fsync(fd)
             if isinstance(exc, OSError):
                 raise _unavailable(path, exc) from exc
             raise
@@ -171,13 +206,13 @@ def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) ->
             fsync_dir(path.parent)
         return count
     finally:
-        os.close(fd)
+        fs.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = fs.write(fd, view)
         view = view[written:]
 
 
@@ -284,31 +319,31 @@ def write_new_file(path: Path, data: bytes) -> None:
     On failure the partial file is removed and nothing else is touched.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            _write_all(fd, data)
+            fs.fsync(fd)
         finally:
-            os.close(fd)
+            fs.close(fd)
         fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            path.unlink()
+            fs.unlink(path)
         raise _unavailable(path, exc) from exc
 
 
 def truncate_file(path: Path, size: int) -> None:
     """Cut ``path`` back to ``size`` bytes, durably."""
     try:
-        with open(path, "r+b") as fh:
-            fh.truncate(size)
-            os.fsync(fh.fileno())
+        fd = fs.open(path, os.O_WRONLY)
+        try:
+            fs.ftruncate(fd, size)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
 
