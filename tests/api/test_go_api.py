@@ -153,9 +153,33 @@ def test_summary_has_session_next_checklist_health(client: TestClient) -> None:
     assert set(summary) == {"session", "next", "checklist", "health"}
     assert summary["session"]["active"] is True
     assert summary["health"]["status"] == "yellow"
-    assert summary["health"]["cone"] == "B"
+    assert summary["health"]["cone_band"] == "B"
     assert summary["health"]["cone_state"]["reason"].startswith("Boot default")
     assert summary["next"]["next_step"]["id"] == "preflight_view_dashboard"
+
+
+def test_summary_keeps_the_upstream_page_bindings(client: TestClient) -> None:
+    """The earlier GO page binds session.active, next.next_step.title,
+    checklist.steps, health.status and health.cone.band."""
+    client.post("/core/cone/state", json={"band": "C", "reason": "stabilize the funnel"})
+    client.post("/core/go/start_session", json={"notes": "bindings"})
+    summary = client.get("/core/go/summary").json()
+    assert summary["session"]["active"] is True
+    assert isinstance(summary["next"]["next_step"]["title"], str)
+    assert summary["next"]["next_step"]["title"]
+    steps = summary["checklist"]["steps"]
+    assert len(steps) == summary["checklist"]["total"] > 0
+    assert steps[0]["id"] == "preflight_view_dashboard"
+    assert summary["health"]["status"] in {"green", "yellow", "red"}
+    cone = summary["health"]["cone"]
+    assert cone["band"] == "C"
+    assert cone["reason"] == "stabilize the funnel"
+    assert cone["updated_at_utc"].endswith("Z")
+    assert cone["updated_by"]
+    assert "metrics" in cone
+    # What health.cone held before (the band letter) is an additive field.
+    assert summary["health"]["cone_band"] == "C"
+    assert summary["health"]["cone_state"] == cone
 
 
 def test_corrupt_session_file_is_503_naming_it_and_never_overwritten(

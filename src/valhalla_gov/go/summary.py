@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..audit.service import ChainWatcher
+from ..cone.canon import Band
+from ..cone.models import ConeState
 from ..cone.service import get_cone_state
+from ..health.models import Status
 from ..health.service import get_health_status
 from ..storage.protocol import Store
 from ..timeutil import Clock
@@ -17,11 +18,24 @@ from .session_models import GoSession
 from .session_service import get_session
 
 
+class SummaryHealth(BaseModel):
+    """The shape the earlier GO page binds to: ``health.status`` is the RYG
+    string and ``health.cone`` the cone state object (``health.cone.band``)."""
+
+    status: Status
+    cone: ConeState = Field(description="The cone state: band, reason, metrics, updated_at_utc.")
+    cone_band: Band = Field(
+        description="The band alone (what `cone` held before it was the state)."
+    )
+    reasons: list[str]
+    cone_state: ConeState = Field(description="Same as `cone`; kept for existing clients.")
+
+
 class GoSummary(BaseModel):
     session: GoSession
     next: NextStep
     checklist: Checklist
-    health: dict[str, Any]
+    health: SummaryHealth
 
 
 def get_summary(
@@ -29,14 +43,16 @@ def get_summary(
 ) -> GoSummary:
     health = get_health_status(store=store, clock=clock, watcher=watcher)
     checklist = build_checklist(store=store, playbook=playbook, health=health)
+    cone = get_cone_state(store=store)
     return GoSummary(
         session=get_session(store=store),
         next=next_step_of(checklist),
         checklist=checklist,
-        health={
-            "status": health.status,
-            "cone": checklist.cone_band,
-            "reasons": health.reasons,
-            "cone_state": get_cone_state(store=store).model_dump(),
-        },
+        health=SummaryHealth(
+            status=health.status,
+            cone=cone,
+            cone_band=checklist.cone_band,
+            reasons=health.reasons,
+            cone_state=cone,
+        ),
     )
