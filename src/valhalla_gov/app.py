@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -18,6 +20,7 @@ from . import __version__
 from .context import AppContext, build_context
 from .core_router import core
 from .errors import DomainError
+from .events.hub import build_hub
 from .observability import logs
 from .observability.middleware import ObservabilityMiddleware, RouteLabels
 from .observability.router import router as metrics_router
@@ -33,12 +36,27 @@ log = logging.getLogger("valhalla_gov")
 def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> FastAPI:
     settings = settings or Settings()
     ctx = build_context(settings, clock=clock)
+    hub = build_hub(
+        store=ctx.store,
+        database_url=settings.database_url,
+        poll_seconds=settings.events_poll_seconds,
+        max_streams=settings.events_max_streams,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.chain_exit_signals()
+        yield
+        hub.stop()
+
     app = FastAPI(
         title="Valhalla GO",
         version=__version__,
         description="Operator governance: cone, health, audit, GO playbook and GO sessions.",
+        lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.events = hub
     app.include_router(core)
     app.include_router(metrics_router)
     mount_ui(app)

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from .audit.router import router as audit_router
 from .auth.router import router as auth_router
 from .cone.router import router as cone_router
+from .events.router import router as events_router
 from .go.router import router as go_router
 from .go.session_router import router as go_session_router
 from .health.router import router as health_router
@@ -19,3 +20,4 @@ core.include_router(health_router)
 core.include_router(cone_router)
 core.include_router(audit_router)
 core.include_router(auth_router)
+core.include_router(events_router)

@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     rate_limit_fail_open: bool = Field(
         default=False, description="Allow writes (true) or refuse them (false) without Redis."
     )
+    events_keepalive_seconds: float = Field(
+        default=15, gt=0, le=15, description="Keep-alive comment interval on event streams."
+    )
+    events_max_streams: int = Field(
+        default=8, ge=1, le=1000, description="Open event streams per client (token or address)."
+    )
+    events_poll_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=10,
+        description="How often streams look for new audit events (default: 0.2 s on files, "
+        "0.5 s on SQLite, 2 s on PostgreSQL where LISTEN/NOTIFY wakes them at once).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )

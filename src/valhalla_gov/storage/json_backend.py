@@ -160,6 +160,17 @@ class JsonStore:
     def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
         return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))
 
+    def log_version(self, log: str) -> str:
+        # One stat: an append grows the file; a rollback or repair that cuts
+        # it changes the size or mtime too.
+        try:
+            st = os.stat(self.log_path(log))
+        except FileNotFoundError:
+            return "absent"
+        except OSError as exc:
+            raise StorageUnavailableError(self.log_path(log), f"cannot stat: {exc}") from exc
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
     def probe(self) -> list[str]:
         problems: list[str] = []
         for name in DOCUMENT_FILES:

@@ -94,6 +94,11 @@ class Store(Protocol):
         """Records oldest first, starting just newer than cursor ``after``."""
         ...
 
+    def log_version(self, log: str) -> str:
+        """A cheap token that changes whenever ``log`` gains a record (from any
+        process or replica): what live readers poll before scanning."""
+        ...
+
     def probe(self) -> list[str]:
         """Problems that make the store unusable now (empty when healthy)."""
         ...

@@ -1,0 +1,1 @@
+"""The live event stream: every audited change, in seq order, over SSE."""

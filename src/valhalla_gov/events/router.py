@@ -1,0 +1,174 @@
+"""GET /core/events/stream: every audited change as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..auth.deps import VIEWER
+from ..auth.models import Identity
+from ..context import AppContext, get_ctx
+from ..errors import DomainError, InvalidInputError, RateLimitedError, ServiceUnavailableError
+from ..storage.errors import StorageError
+from ..storage.protocol import Store
+from .hub import EventHub
+from .tail import Position, read_after, record_seq, start_position
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/events", tags=["events"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+# Records sent per read of the log: a long replay goes out in slices, so the
+# stream starts at once and memory stays flat.
+BATCH = 200
+# The client reconnects this long after a lost connection (the SSE default is
+# browser-specific; this makes it the same everywhere).
+RETRY_MS = 2000
+MAX_EVENT_ID_DIGITS = 18  # stays a 64-bit integer
+
+T = TypeVar("T")
+
+
+def get_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.events
+    return hub
+
+
+def sse_event(record: dict[str, Any]) -> str:
+    """One audit record as an SSE event. The JSON is ASCII-escaped: one line,
+    whatever the notes hold (a newline would end the field)."""
+    name = str(record.get("event") or "message").replace("\r", " ").replace("\n", " ")
+    data = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+    return f"id: {record_seq(record)}\nevent: {name}\ndata: {data}\n\n"
+
+
+def parse_last_event_id(raw: str | None) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_EVENT_ID_DIGITS:
+        raise InvalidInputError(
+            "Last-Event-ID must be the id (audit seq) of an event this stream sent",
+            body={
+                "detail": [
+                    {
+                        "type": "value_error",
+                        "loc": ["header", "Last-Event-ID"],
+                        "msg": "expected a non-negative integer",
+                    }
+                ]
+            },
+        )
+    return int(value)
+
+
+async def _off_loop(store: Store, fn: Callable[[], T]) -> T:
+    # SQL reads wait on the network; JSON reads of a few lines are cheap inline.
+    return await run_in_threadpool(fn) if store.blocking else fn()
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Server-Sent Events: `id:` the audit seq, `event:` the audit "
+            "event name, `data:` the audit record as JSON; a comment at least every 15 s.",
+        },
+        422: {"description": "Last-Event-ID is not an event id"},
+        429: {"description": "Too many open streams for this client"},
+        503: {"description": "Storage unavailable or corrupt"},
+    },
+)
+async def stream(
+    request: Request,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(VIEWER)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+) -> StreamingResponse:
+    """Every audited change, in order, live. Send `Last-Event-ID` (as
+    EventSource does on reconnect) to receive every event after it first."""
+    hub = get_hub(request)
+    after = parse_last_event_id(last_event_id)
+    host = request.client.host if request.client else "?"
+    client = f"token:{who.name}" if who.via == "token" else f"addr:{host}"
+    if hub.closing:
+        raise ServiceUnavailableError("the server is shutting down", headers={"Retry-After": "2"})
+    if not hub.acquire(client):
+        raise RateLimitedError(
+            f"at most {hub.max_streams_per_client} event streams per client are open at once; "
+            "close one (another tab?) and retry",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        # Before the response starts, so a corrupt log is a 503 naming it.
+        generation = hub.generation
+        position = await _off_loop(ctx.store, lambda: start_position(ctx.store, after))
+    except BaseException:
+        hub.release(client)
+        raise
+    keepalive = ctx.settings.events_keepalive_seconds
+
+    def still_allowed() -> bool:
+        # A revoked token loses its stream within one keep-alive period.
+        if who.via != "token":
+            return True
+        try:
+            again = ctx.authenticator.authenticate(
+                store=ctx.store,
+                clock=ctx.clock,
+                authorization=request.headers.get("authorization"),
+                client_host=host,
+            )
+        except DomainError:
+            return False
+        return again.allows("viewer")
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal generation, position
+        try:
+            yield f"retry: {RETRY_MS}\n: stream open\n\n"
+            last_sent = time.monotonic()
+            while not hub.closing:
+                records, position = await _read(ctx.store, position)
+                for record in records:
+                    yield sse_event(record)
+                if records:
+                    last_sent = time.monotonic()
+                if len(records) == BATCH:
+                    continue
+                idle = time.monotonic() - last_sent
+                if idle >= keepalive:
+                    if not await _off_loop(ctx.store, still_allowed):
+                        yield 'event: stream-end\ndata: {"reason":"unauthorized"}\n\n'
+                        return
+                    yield ": keep-alive\n\n"
+                    last_sent = time.monotonic()
+                    continue
+                await hub.wait(generation, keepalive - idle)
+                generation = hub.generation
+        except StorageError as exc:
+            log.error("event stream stopped: %s", exc)
+            detail = json.dumps({"reason": "storage", "detail": str(exc)}, ensure_ascii=True)
+            yield f"event: stream-error\ndata: {detail}\n\n"
+        finally:
+            hub.release(client)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _read(store: Store, position: Position) -> tuple[list[dict[str, Any]], Position]:
+    return await _off_loop(store, lambda: read_after(store, position, BATCH))

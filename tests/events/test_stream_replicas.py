@@ -1,0 +1,61 @@
+"""Event streams across two ``valhalla serve`` replicas on one PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import _truncate
+from tests.events.sse import Stream
+from tests.live.server import LiveServer
+
+pytestmark = pytest.mark.live
+
+
+def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_url: str) -> None:
+    _truncate(pg_url)
+    env = {
+        "VALHALLA_DATABASE_URL": pg_url,
+        "VALHALLA_RATE_LIMIT_FAIL_OPEN": "true",
+        # The safety-net poll is slower than the wait below: only LISTEN/NOTIFY
+        # can deliver in time, so this proves the notification path.
+        "VALHALLA_EVENTS_POLL_SECONDS": "10",
+    }
+    one = LiveServer(tmp_path / "a", workers=2, env=env)
+    two = LiveServer(tmp_path / "b", env=env)
+    # Generous start-up: a loaded machine takes a while to import the migrations.
+    with one.start(timeout=120), two.start(timeout=120):
+        watchers = [Stream(f"{one.url}/core/events/stream").start() for _ in range(3)]
+        try:
+            with httpx.Client(base_url=two.url, timeout=30) as http:
+                assert http.post("/core/go/start_session", json={"notes": "r"}).status_code == 200
+                assert (
+                    http.post("/core/cone/state", json={"band": "C", "reason": "r"}).status_code
+                    == 200
+                )
+                assert http.post("/core/go/end_session", json={"notes": "r"}).status_code == 200
+            for watcher in watchers:
+                events = watcher.take(3, timeout=5)
+                assert [e.event for e in events] == [
+                    "GO_SESSION_START",
+                    "CONE_SET",
+                    "GO_SESSION_END",
+                ]
+                assert [int(e.id or 0) for e in events] == [1, 2, 3]
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+
+        # Resume on the other replica from what the first one sent.
+        with httpx.Client(base_url=one.url, timeout=30) as http:
+            http.post("/core/cone/state", json={"band": "B", "reason": "later"})
+        resumed = Stream(f"{two.url}/core/events/stream", headers={"Last-Event-ID": "1"}).start()
+        try:
+            events = resumed.take(3, timeout=10)
+            assert [int(e.id or 0) for e in events] == [2, 3, 4]
+            assert resumed.quiet(0.5) == []
+        finally:
+            resumed.stop()
+    _truncate(pg_url)
