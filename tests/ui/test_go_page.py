@@ -109,6 +109,9 @@ def test_session_workflow(page: Page, server: LiveServer) -> None:
 def test_second_start_shows_a_readable_409(
     page: Page, server: LiveServer, http: httpx.Client
 ) -> None:
+    # A page that has not heard of the other start yet (its event stream is
+    # down, or the start races the click): cut the stream to make it so.
+    page.route("**/core/events/stream", lambda route: route.abort())
     open_page(page, server)
     start = page.get_by_role("button", name="Start session")
     expect(start).to_be_visible()

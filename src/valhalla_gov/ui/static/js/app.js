@@ -14,6 +14,7 @@ import {
   parseTime,
   summarizePayload,
 } from "./format.js";
+import { subscribe } from "./live.js";
 
 const REFRESH_MS = 15000;
 const HISTORY_PAGE_SIZE = 10;
@@ -29,6 +30,9 @@ const state = {
   nextStepId: null,
   refreshSeq: 0,
   tokenAsked: false, // the token form is open because the server said 401
+  live: null, // the event stream (live.js)
+  liveState: "connecting",
+  liveRefresh: { timer: null, last: 0, history: false },
 };
 
 // ---------------------------------------------------------------- helpers
@@ -153,6 +157,7 @@ async function onTokenSubmit(event) {
   if (await loadIdentity()) {
     closeTokenPanel();
     say(`Token accepted: signed in as ${state.whoami.name}.`, "ok");
+    if (state.live) state.live.restart();
     await Promise.all([refresh(), loadHistory(0)]);
   }
 }
@@ -161,6 +166,7 @@ async function onTokenForget() {
   clearToken();
   $("token-forget").hidden = true;
   say("The stored token is forgotten.", "ok");
+  if (state.live) state.live.restart();
   if (await loadIdentity()) {
     closeTokenPanel();
     await Promise.all([refresh(), loadHistory(0)]);
@@ -570,6 +576,48 @@ function updateControls() {
   }
 }
 
+// ------------------------------------------------------------ live updates
+
+const LIVE_TEXT = {
+  connecting: "Live updates: connecting…",
+  live: "Live: changes from any screen show here at once.",
+  lost: "Live updates lost: reconnecting…",
+  unauthorized: "Live updates need a valid API token.",
+  limited: "Live updates paused: too many pages open for this token; retrying.",
+};
+// At most one refresh per this many ms while events pour in (cone decisions
+// from busy engines are audited too); the last event always gets one.
+const LIVE_REFRESH_MS = 300;
+
+function startLive() {
+  state.live = subscribe({ token: getToken, onEvent: onLiveEvent, onState: renderLive });
+}
+
+function renderLive(liveState) {
+  const wasLive = state.liveState === "live";
+  state.liveState = liveState;
+  const line = $("live-status");
+  line.dataset.state = liveState;
+  line.textContent = LIVE_TEXT[liveState] || "";
+  // Back after a gap (or the first time): catch up on whatever happened
+  // before the stream was open, beyond what it replays.
+  if (liveState === "live" && !wasLive) refresh({ withHistory: true });
+}
+
+function onLiveEvent(event) {
+  const pending = state.liveRefresh;
+  if (event.type.startsWith("GO_SESSION")) pending.history = true;
+  if (pending.timer !== null) return;
+  const wait = Math.max(0, pending.last + LIVE_REFRESH_MS - Date.now());
+  pending.timer = setTimeout(() => {
+    const withHistory = pending.history;
+    pending.timer = null;
+    pending.history = false;
+    pending.last = Date.now();
+    refresh({ withHistory });
+  }, wait);
+}
+
 // ---------------------------------------------------------------- history
 
 async function loadHistory(index, { quiet = false } = {}) {
@@ -751,6 +799,7 @@ function boot() {
   loadIdentity();
   refresh();
   loadHistory(0);
+  startLive();
 }
 
 boot();
