@@ -11,6 +11,7 @@ from .events.router import router as events_router
 from .go.router import router as go_router
 from .go.session_router import router as go_session_router
 from .health.router import router as health_router
+from .insights.router import router as insights_router
 
 core = APIRouter(prefix="/core")
 # Routes are matched in order: the page's hottest reads come first.
@@ -21,3 +22,4 @@ core.include_router(cone_router)
 core.include_router(audit_router)
 core.include_router(auth_router)
 core.include_router(events_router)
+core.include_router(insights_router)

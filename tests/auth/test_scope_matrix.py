@@ -36,6 +36,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,
     ("GET", "/metrics"): "viewer",
     ("GET", "/core/events/stream"): "viewer",
+    ("GET", "/core/go/insights"): "viewer",
 }
 # FastAPI's documentation routes and the GO page's static assets: public,
 # they carry no data.

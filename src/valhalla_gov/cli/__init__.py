@@ -9,6 +9,7 @@ from .cone import cone_app
 from .data import data_app
 from .db import db_app
 from .go import go_app
+from .insights import sessions_report
 from .serve import serve
 from .sessions import sessions_app
 from .token import token_app
@@ -19,6 +20,7 @@ app.add_typer(go_app, name="go")
 app.add_typer(token_app, name="token")
 app.add_typer(cone_app, name="cone")
 app.add_typer(audit_app, name="audit")
+sessions_app.command("report")(sessions_report)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")

@@ -28,6 +28,7 @@ from ..cone.canon import Action, Band
 from ..cone.models import ConeDecision, ConeState
 from ..go.models import Checklist, CompleteResult, NextStep
 from ..go.session_models import GoSession, SessionPage
+from ..insights.models import Bucket, Insights
 
 if TYPE_CHECKING:
     import httpx2 as httpx
@@ -107,6 +108,10 @@ class Backend(Protocol):
     def audit_page(self, *, limit: int, cursor: str | None, event: str | None) -> AuditPage: ...
 
     def verify(self) -> AuditVerifyResult: ...
+
+    def insights(
+        self, *, since: datetime | None, until: datetime | None, bucket: Bucket
+    ) -> Insights: ...
 
     def close(self) -> None: ...
 
@@ -280,6 +285,18 @@ class LocalBackend:
 
         return self._run(lambda: verify_chain(store=self.ctx.store))
 
+    def insights(
+        self, *, since: datetime | None, until: datetime | None, bucket: Bucket
+    ) -> Insights:
+        from ..insights.service import get_insights
+
+        ctx = self.ctx
+        return self._run(
+            lambda: get_insights(
+                store=ctx.store, since=since, until=until, bucket=bucket, now=ctx.clock()
+            )
+        )
+
     def close(self) -> None:
         return None
 
@@ -420,6 +437,13 @@ class RemoteBackend:
 
     def verify(self) -> AuditVerifyResult:
         return self._get(AuditVerifyResult, "/core/audit/verify")
+
+    def insights(
+        self, *, since: datetime | None, until: datetime | None, bucket: Bucket
+    ) -> Insights:
+        return self._get(
+            Insights, "/core/go/insights", since=_iso(since), until=_iso(until), bucket=bucket
+        )
 
     def close(self) -> None:
         self.client.close()

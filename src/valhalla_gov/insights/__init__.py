@@ -1,0 +1,1 @@
+"""GO session insights: the history summed up per day, week or month."""
