@@ -60,11 +60,12 @@ from bench.pg import (
     server_settings,
 )
 from valhalla_gov.audit.service import ChainWatcher, verify_chain
-from valhalla_gov.context import LOCAL_ACTOR
+from valhalla_gov.auth.service import LOCAL_ACTOR
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.go import session_service
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.go.session_store import CURRENT
 from valhalla_gov.storage.json_store import canonical_json, read_json, write_json
-from valhalla_gov.storage.protocol import DOC_GO_SESSION, Store
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.timeutil import utc_now
 
@@ -232,7 +233,7 @@ def run_json(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         shutil.copytree(cached, filled)
         print(f"copied the cached dir to {filled} in {time.perf_counter() - began:.1f} s")
         datasets.append(("filled", filled))
-    cycles = [cycle_op(f"cycle {name}", JsonStore(data_dir)) for name, data_dir in datasets]
+    cycles = [cycle_op(f"cycle {name}", open_json(data_dir)) for name, data_dir in datasets]
     # Warm the cycles first: imports, the watchers' first anchoring scan.
     for _ in range(args.warmup):
         for op in cycles:
@@ -261,7 +262,7 @@ def run_json(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             runs = [op.timed(record=False) for _ in range(max(10, args.iterations // 3))]
             no_flush[op.name] = statistics.median(runs) / 1e6
     for name, data_dir in datasets:
-        check = verify_chain(store=JsonStore(data_dir)) if args.verify else None
+        check = verify_chain(store=open_json(data_dir)) if args.verify else None
         if check is not None and not check.ok:
             raise SystemExit(f"audit chain of {name} broken after the bench: {check}")
     print(
@@ -307,7 +308,7 @@ def _no_flush_pg(urls: dict[str, str], cycles: list[Op], runs: int) -> dict[str,
     """Median cycle with COMMIT not waiting for the WAL flush, per database."""
     result: dict[str, float] = {}
     for url, cycle in zip(urls.values(), cycles, strict=True):
-        store = SqlStore(without_commit_flush(url))
+        store = open_sql(without_commit_flush(url))
         try:
             op = cycle_op(cycle.name, store)
             for _ in range(3):
@@ -329,13 +330,13 @@ def run_postgres(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     urls = {"empty": empty_database(args.database_url)}
     if not args.skip_filled:
         urls["filled"] = ensure_filled_pg(args.database_url, args.entries, verify=args.verify)
-    stores = {name: SqlStore(url) for name, url in urls.items()}
+    stores = {name: open_sql(url) for name, url in urls.items()}
     try:
         cycles = [cycle_op(f"cycle {name}", store) for name, store in stores.items()]
         for _ in range(args.warmup):
             for op in cycles:
                 op.timed(record=False)
-        doc = stores["empty"].read_document(DOC_GO_SESSION)  # an ended session
+        doc = stores["empty"].read_document(CURRENT)  # an ended session
         inserts = [insert_op(f"insert {name}", store, doc) for name, store in stores.items()]
         write = write_op("write", work / "write", doc)
         for op in [*inserts, write]:

@@ -40,9 +40,12 @@ from bench.common import begin_run, save_run, wait_quiet
 from bench.fill import RESULTS_DIR, ensure_filled
 from bench.pg import DEFAULT_URL, db_name, ensure_filled_pg, libpq, server_settings
 from valhalla_gov.audit.service import query_events
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.go.session_service import list_sessions
+from valhalla_gov.go.session_store import HISTORY
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, LOG_SESSIONS, Store
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SqlStore
 
 FLAT = 1.2
@@ -79,7 +82,7 @@ def _line_start_after(path: Path, offset: int) -> tuple[int, dict[str, Any]]:
 
 def json_cursors(store: JsonStore) -> tuple[Cursors, dict[str, Any], dict[str, Any]]:
     """Middle-of-log cursors (byte offsets of a line start) and the records there."""
-    history, audit = store.log_path(LOG_SESSIONS), store.log_path(LOG_AUDIT)
+    history, audit = store.log_path(HISTORY), store.log_path(AUDIT_LOG)
     s_off, s_rec = _line_start_after(history, history.stat().st_size // 2)
     a_off, a_rec = _line_start_after(audit, audit.stat().st_size // 2)
     return Cursors(str(s_off), str(a_off)), s_rec, a_rec
@@ -90,7 +93,7 @@ def sql_cursors(url: str, session: dict[str, Any], event: dict[str, Any]) -> Cur
     with psycopg.connect(libpq(url)) as conn:
         row = conn.execute(
             "SELECT id FROM log_records WHERE log = %s AND ts_utc = %s AND body LIKE %s",
-            (LOG_AUDIT, event["ts_utc"], f'%"hash":"{event["hash"]}"%'),
+            (AUDIT_LOG, event["ts_utc"], f'%"hash":"{event["hash"]}"%'),
         ).fetchone()
     if row is None:
         raise RuntimeError(f"audit record seq {event['seq']} is missing from {db_name(url)}")
@@ -146,12 +149,12 @@ def explain(url: str, session_cursor: str, audit_cursor: str) -> dict[str, str]:
         "audit, middle page": (
             "SELECT id, body FROM log_records WHERE log = %s AND id < %s"
             " ORDER BY id DESC LIMIT 200",
-            (LOG_AUDIT, int(audit_cursor)),
+            (AUDIT_LOG, int(audit_cursor)),
         ),
         "audit, event filter": (
             "SELECT id, body FROM log_records WHERE log = %s AND kind = %s"
             " ORDER BY id DESC LIMIT 200",
-            (LOG_AUDIT, ABSENT_EVENT),
+            (AUDIT_LOG, ABSENT_EVENT),
         ),
     }
     plans: dict[str, str] = {}
@@ -180,14 +183,14 @@ def run_size(
     backend: str, size: int, args: argparse.Namespace
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     data_dir = ensure_filled(size)
-    json_store = JsonStore(data_dir)
+    json_store = open_json(data_dir)
     cursors, session, event = json_cursors(json_store)
     extra: dict[str, Any] = {}
     store: Store = json_store
     sql_store: SqlStore | None = None
     if backend == "postgres":
         url = ensure_filled_pg(args.database_url, size)
-        sql_store = SqlStore(url)
+        sql_store = open_sql(url)
         store = sql_store
         json_cursor = cursors
         cursors = sql_cursors(url, session, event)

@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from valhalla_gov.audit.service import GENESIS, ChainWatcher, chain_hash, verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
 from valhalla_gov.go import session_service
 from valhalla_gov.go.session_models import GoSession
+from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import canonical_json, read_json, write_json
-from valhalla_gov.storage.protocol import DOC_GO_SESSION, LOG_AUDIT, LOG_SESSIONS
 from valhalla_gov.timeutil import iso_z, new_id, utc_now
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -73,7 +75,7 @@ def _history_template() -> str:
     are exactly what the service captures.
     """
     with tempfile.TemporaryDirectory(prefix="valhalla-fill-") as scratch:
-        store = JsonStore(Path(scratch))
+        store = open_json(Path(scratch))
         watcher = ChainWatcher()
         session_service.start_session(
             store=store, clock=utc_now, actor=_ACTOR, notes="@@sn@@", watcher=watcher
@@ -146,7 +148,7 @@ def fill(data_dir: Path, entries: int, *, verify: bool = True, seed: int = 1) ->
     if data_dir.exists() and any(data_dir.iterdir()):
         raise SystemExit(f"{data_dir} is not empty; fill only writes into a new data dir")
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     began = time.perf_counter()
     template = _history_template()
     rng = random.Random(seed)  # deterministic: same bytes every build
@@ -157,8 +159,8 @@ def fill(data_dir: Path, entries: int, *, verify: bool = True, seed: int = 1) ->
     sample: list[str] = []
     last_line = ""
     with (
-        open(store.log_path(LOG_SESSIONS), "w", encoding="utf-8", buffering=_BUFFER) as hist,
-        open(store.log_path(LOG_AUDIT), "w", encoding="utf-8", buffering=_BUFFER) as audit,
+        open(store.log_path(HISTORY), "w", encoding="utf-8", buffering=_BUFFER) as hist,
+        open(store.log_path(AUDIT_LOG), "w", encoding="utf-8", buffering=_BUFFER) as audit,
     ):
         for i in range(entries):
             start_us = base_us + i * _SPACING_US + rng.randrange(60_000_000)
@@ -212,13 +214,13 @@ def fill(data_dir: Path, entries: int, *, verify: bool = True, seed: int = 1) ->
     _check_sample(sample)
     # go_session.json holds the newest history session, ended (null when N=0).
     session = json.loads(last_line) if last_line else None
-    write_json(store.doc_path(DOC_GO_SESSION), {"session": session})
+    write_json(store.doc_path(CURRENT), {"session": session})
     seconds = time.perf_counter() - began
     verify_seconds = _verify(store, seq) if verify else None
     return FillResult(
         entries=entries,
-        history_bytes=store.log_path(LOG_SESSIONS).stat().st_size,
-        audit_bytes=store.log_path(LOG_AUDIT).stat().st_size,
+        history_bytes=store.log_path(HISTORY).stat().st_size,
+        audit_bytes=store.log_path(AUDIT_LOG).stat().st_size,
         seconds=seconds,
         verify_seconds=verify_seconds,
     )

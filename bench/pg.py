@@ -36,11 +36,15 @@ from sqlalchemy.engine import make_url
 
 from bench.fill import DEFAULT_ENTRIES, ensure_filled
 from valhalla_gov.audit.service import query_events, verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json, open_sql
+from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.go.session_service import list_sessions
+from valhalla_gov.go.session_store import HISTORY
+from valhalla_gov.go.tables import SESSIONS
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import canonical_json
-from valhalla_gov.storage.protocol import LOG_AUDIT
-from valhalla_gov.storage.sql_backend import SqlStore, _log_row, _session_row, upgrade
+from valhalla_gov.storage.sql_placement import LogRows
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/valhalla_bench"
 MARK = "valhalla bench scratch database (bench/pg.py)"
@@ -168,7 +172,7 @@ def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
 
 def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     sessions = _one(conn, "SELECT count(*) FROM go_sessions")
-    audit = _one(conn, "SELECT count(*) FROM log_records WHERE log = %s", (LOG_AUDIT,))
+    audit = _one(conn, "SELECT count(*) FROM log_records WHERE log = %s", (AUDIT_LOG,))
     return int(sessions), int(audit)
 
 
@@ -193,9 +197,9 @@ def load(url: str, data_dir: Path, entries: int) -> float:
     print(f"loading {data_dir} into {db_name(url)} with COPY (cached for later runs) ...")
     reset_schema(url)
     began = time.perf_counter()
-    json_store = JsonStore(data_dir)
-    history = json_store.log_path("go_sessions")
-    audit = json_store.log_path(LOG_AUDIT)
+    json_store = open_json(data_dir)
+    history = json_store.log_path(HISTORY)
+    audit = json_store.log_path(AUDIT_LOG)
     with psycopg.connect(libpq(url)) as conn:
         with (
             conn.cursor() as cur,
@@ -213,7 +217,7 @@ def load(url: str, data_dir: Path, entries: int) -> float:
                     body,
                 )
                 if i % _SAMPLE_EVERY == 0:
-                    _check_row(_session_row(record), row, _SESSION_COLUMNS)
+                    _check_row(SESSIONS.row_of(record), row, _SESSION_COLUMNS)
                 copy.write_row(row)
         with (
             conn.cursor() as cur,
@@ -223,9 +227,9 @@ def load(url: str, data_dir: Path, entries: int) -> float:
             for i, line in enumerate(lines):
                 body = line.rstrip("\n")
                 record = json.loads(body)
-                row2 = (LOG_AUDIT, record["event"], record["ts_utc"], body)
+                row2 = (AUDIT_LOG, record["event"], record["ts_utc"], body)
                 if i % _SAMPLE_EVERY == 0:
-                    _check_row(_log_row(LOG_AUDIT, record), row2, _LOG_COLUMNS)
+                    _check_row(LogRows(AUDIT_LOG).row(record), row2, _LOG_COLUMNS)
                 copy.write_row(row2)
         conn.commit()
     copied = time.perf_counter() - began
@@ -266,7 +270,7 @@ def _check_row(expected: dict[str, Any], row: tuple[Any, ...], keys: tuple[str, 
 
 def _same_pages(json_store: JsonStore, url: str) -> None:
     """The newest pages read the same through both backends."""
-    sql_store = SqlStore(url)
+    sql_store = open_sql(url)
     try:
         for read in (
             lambda s: list_sessions(store=s, limit=50).items,
@@ -280,7 +284,7 @@ def _same_pages(json_store: JsonStore, url: str) -> None:
 
 
 def verify_loaded(url: str, entries: int) -> None:
-    store = SqlStore(url)
+    store = open_sql(url)
     try:
         began = time.perf_counter()
         result = verify_chain(store=store)

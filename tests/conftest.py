@@ -19,9 +19,8 @@ from fastapi.testclient import TestClient
 
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import ChainWatcher
+from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage import sql_backend
-from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 
 REQUIRE_SERVICES = os.environ.get("VALHALLA_TEST_REQUIRE_SERVICES") == "1"
@@ -170,7 +169,7 @@ def pg_schema() -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA {name}"))
     try:
-        sql_backend.upgrade(pg_schema_url(name))
+        upgrade_database(pg_schema_url(name))
         yield pg_schema_url(name)
     finally:
         with engine.begin() as conn:
@@ -189,12 +188,12 @@ def pg_url() -> Iterator[str]:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrated once; each test copies it (a migration per test is slow)."""
     path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite"
-    sql_backend.upgrade(f"sqlite:///{path}")
+    upgrade_database(f"sqlite:///{path}")
     return path
 
 
 def _truncate(url: str) -> None:
-    store = sql_backend.SqlStore(url)
+    store = open_sql(url)
     try:
         with store.engine.begin() as conn:
             conn.exec_driver_sql("TRUNCATE documents, log_records, go_sessions RESTART IDENTITY")
@@ -209,16 +208,16 @@ def make_store(backend: str, tmp_path: Path) -> Store:
     """Open (again) the store the ``store`` fixture made in ``tmp_path``: a
     restart, another worker, or another process on the same data."""
     if backend == "json":
-        return JsonStore(tmp_path / "data")
+        return open_json(tmp_path / "data")
     url = (tmp_path / STORE_URL_FILE).read_text()
-    return sql_backend.SqlStore(url)
+    return open_sql(url)
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     backend = str(request.param)
     if backend == "json":
-        yield JsonStore(tmp_path / "data")
+        yield open_json(tmp_path / "data")
         return
     if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
@@ -229,7 +228,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = request.getfixturevalue("pg_url")
         _truncate(url)
     (tmp_path / STORE_URL_FILE).write_text(url)
-    sql_store = sql_backend.SqlStore(url)
+    sql_store = open_sql(url)
     yield sql_store
     sql_store.close()
 

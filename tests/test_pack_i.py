@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from valhalla_gov.compose import open_json
 from valhalla_gov.core_router import core
 from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_router import router
 from valhalla_gov.go.session_service import end_session, get_session, start_session
 from valhalla_gov.go.session_store import load_session, save_session
-from valhalla_gov.storage.json_backend import JsonStore
 
 
 def test_session_modules_expose_the_seed_names() -> None:
@@ -35,7 +35,7 @@ def test_model_defaults() -> None:
 def test_get_session_returns_a_go_session(tmp_path: object) -> None:
     from pathlib import Path
 
-    store = JsonStore(Path(str(tmp_path)) / "data")
+    store = open_json(Path(str(tmp_path)) / "data")
     assert isinstance(get_session(store=store), GoSession)
 
 

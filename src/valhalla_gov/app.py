@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -17,16 +18,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .context import AppContext, build_context
+from .compose import FEATURES, build_context
+from .context import AppContext
 from .core_router import core
 from .errors import DomainError
-from .events.hub import build_hub
+from .health.store import record_server_error
+from .metrics_endpoint import router as metrics_router
 from .observability import logs
 from .observability.middleware import ObservabilityMiddleware, RouteLabels
-from .observability.router import router as metrics_router
 from .settings import Settings
 from .storage.errors import InvalidCursorError, StorageError
-from .storage.protocol import LOG_SERVER_ERRORS
 from .timeutil import Clock, iso_z, utc_now
 from .ui.router import mount_ui
 
@@ -36,27 +37,13 @@ log = logging.getLogger("valhalla_gov")
 def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> FastAPI:
     settings = settings or Settings()
     ctx = build_context(settings, clock=clock)
-    hub = build_hub(
-        store=ctx.store,
-        database_url=settings.database_url,
-        poll_seconds=settings.events_poll_seconds,
-        max_streams=settings.events_max_streams,
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        hub.chain_exit_signals()
-        yield
-        hub.stop()
-
     app = FastAPI(
         title="Valhalla GO",
         version=__version__,
         description="Operator governance: cone, health, audit, GO playbook and GO sessions.",
-        lifespan=lifespan,
+        lifespan=_lifespan(ctx),
     )
     app.state.ctx = ctx
-    app.state.events = hub
     app.include_router(core)
     app.include_router(metrics_router)
     mount_ui(app)
@@ -81,6 +68,20 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     for problem in problems:
         log.error("storage problem at start-up (readiness is false): %s", problem)
     return app
+
+
+def _lifespan(ctx: AppContext) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Every feature's background work, for as long as the app serves."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for feature in FEATURES:
+                if feature.lifespan is not None:
+                    await stack.enter_async_context(feature.lifespan(ctx))
+            yield
+
+    return lifespan
 
 
 def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
@@ -133,13 +134,8 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             "error": type(exc).__name__,
         }
 
-        def remember() -> None:
-            # Recorded durably so health counts recent server errors across workers.
-            with ctx.store.transaction() as txn:
-                txn.append_log(LOG_SERVER_ERRORS, record)
-
         try:
-            await run_in_threadpool(remember)
+            await run_in_threadpool(lambda: record_server_error(store=ctx.store, record=record))
         except StorageError as store_exc:
             log.error("could not record the server error: %s", store_exc)
         return JSONResponse(status_code=500, content={"detail": "internal server error"})

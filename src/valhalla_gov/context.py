@@ -1,23 +1,29 @@
-"""What the routers hand to the services: built once per app, no globals."""
+"""The type routers receive: what the composition root built for this app.
+
+Built once per app by :func:`valhalla_gov.compose.build_context` (no globals);
+routers and guards read it with :func:`get_ctx` and hand services what they
+need, keyword by keyword. This module builds nothing, so importing it costs
+nothing and creates no cycle.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from fastapi import Request
 
 from .audit.service import ChainWatcher
 from .auth.ratelimit import RateLimiter
 from .auth.service import Authenticator
-from .cone.canon import Canon, load_canon
+from .cone.canon import Canon
 from .go.models import Playbook
-from .go.playbook import load_playbook
 from .settings import Settings
-from .storage.json_backend import JsonStore
 from .storage.protocol import Store
 from .timeutil import Clock, utc_now
 
-LOCAL_ACTOR = "local"
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,31 +36,14 @@ class AppContext:
     clock: Clock = utc_now
     watcher: ChainWatcher = field(default_factory=ChainWatcher)
     authenticator: Authenticator = field(default_factory=Authenticator)
+    # Every feature's readiness checks (see Feature.readiness).
+    readiness: Sequence[Callable[[Store], object]] = ()
+    # Objects a feature builds for itself, by type (see AppContext.get).
+    extensions: dict[type, object] = field(default_factory=dict)
 
-
-def open_store(settings: Settings) -> Store:
-    """The SQL backend when a database URL is set, else the JSON data dir."""
-    if settings.database_url:
-        from .storage.sql_backend import SqlStore
-
-        return SqlStore(settings.database_url, pool_size=settings.database_pool_size)
-    return JsonStore(settings.data_dir)
-
-
-def build_context(settings: Settings, *, clock: Clock = utc_now) -> AppContext:
-    return AppContext(
-        settings=settings,
-        store=open_store(settings),
-        canon=load_canon(settings.canon_file),
-        playbook=load_playbook(settings.playbook_file),
-        rate_limiter=RateLimiter(
-            start_session=settings.rate_limit_start_session,
-            writes=settings.rate_limit_writes,
-            redis_url=settings.redis_url,
-            fail_open=settings.rate_limit_fail_open,
-        ),
-        clock=clock,
-    )
+    def get(self, kind: type[T]) -> T:
+        """The object of type ``kind`` a feature registered for this app."""
+        return cast(T, self.extensions[kind])
 
 
 async def get_ctx(request: Request) -> AppContext:

@@ -1,8 +1,9 @@
 """Moving all data between two stores (JSON dir <-> database) without loss.
 
-Every document and every log record is copied as it is (audit lines keep
-their hash fields, legacy lines stay legacy), then both sides are compared by
-counts and by an audit-chain walk.
+Every declared document and every log record is copied as it is (audit lines
+keep their hash fields, legacy lines stay legacy), then both sides are
+compared by counts, by document and by an audit-chain walk. A feature whose
+data needs more than a plain copy says so in its ``Feature.transfer`` hooks.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 from .audit.models import AuditVerifyResult
 from .audit.service import verify_chain
+from .compose import FEATURES
 from .errors import ConflictError
-from .storage.protocol import DOC_GO_SESSION, DOCUMENTS, LOG_SESSIONS, LOGS, Store
-from .timeutil import parse_iso, stable_id
+from .storage.protocol import Document, Store
 
 
 @dataclass
@@ -25,13 +26,9 @@ class TransferReport:
 
 
 def is_empty(store: Store) -> bool:
-    if any(store.read_document(name) is not None for name in DOCUMENTS):
+    if any(store.read_document(doc) is not None for doc in store.schema.documents):
         return False
-    return not any(next(iter(store.scan_log(log)), None) for log in LOGS)
-
-
-def _count(store: Store, log: str) -> int:
-    return sum(1 for _ in store.scan_log_forward(log))
+    return not any(next(iter(store.scan_log(log)), None) for log in store.schema.logs)
 
 
 def copy_store(source: Store, target: Store) -> TransferReport:
@@ -44,64 +41,41 @@ def copy_store(source: Store, target: Store) -> TransferReport:
         raise ConflictError(f"{target.describe()} already holds data; copy into an empty one")
     report = TransferReport()
     with target.transaction() as txn:
-        # History before the current session: on SQL both are rows of one table.
-        for log in LOGS:
-            records = (entry.record for entry in source.scan_log_forward(log))
-            report.records[log] = txn.append_many(log, records)
-        ended = _unarchived_end(source)
-        if ended is not None:
-            # What the service does before the next start, done now so that both
-            # sides count the same history.
-            txn.append_log(LOG_SESSIONS, ended)
-            report.records[LOG_SESSIONS] += 1
-        for name in DOCUMENTS:
-            value = source.read_document(name)
+        # Logs before documents: on SQL a document may be a view over a log's rows.
+        for log in source.schema.logs:
+            copied = (entry.record for entry in source.scan_log_forward(log))
+            report.records[log.name] = txn.append_many(log, copied)
+        for feature in FEATURES:
+            extra = feature.transfer.extra_records
+            for log, records in (extra(source) if extra is not None else {}).items():
+                report.records[log.name] += txn.append_many(log, records)
+        for doc in source.schema.documents:
+            value = source.read_document(doc)
             if value is not None:
-                txn.write_document(name, value)
-                report.documents.append(name)
+                txn.write_document(doc, value)
+                report.documents.append(doc.name)
     _check(source, target, report)
     return report
 
 
-def _session_id(session: dict[str, Any]) -> str | None:
-    if session.get("id"):
-        return str(session["id"])
-    started = session.get("started_at_utc")
-    return stable_id(parse_iso(started), started) if started else None
-
-
-def _unarchived_end(source: Store) -> dict[str, Any] | None:
-    """The source's current session when it ended but is not in its history
-    (a data dir of the earlier implementation), with its derived id."""
-    session = (source.read_document(DOC_GO_SESSION) or {}).get("session")
-    if not session or session.get("active") or not session.get("ended_at_utc"):
-        return None
-    session_id = _session_id(session)
-    last = next(iter(source.scan_log(LOG_SESSIONS)), None)
-    if last is not None and last.record.get("id") == session_id:
-        return None
-    return {**session, "id": session_id}
+def _normalised(doc: Document, value: Any) -> Any:
+    for feature in FEATURES:
+        if feature.transfer.normalise is not None:
+            value = feature.transfer.normalise(doc, value)
+    return value
 
 
 def _check(source: Store, target: Store, report: TransferReport) -> None:
     problems = []
-    for log, copied in report.records.items():
-        have = _count(target, log)
+    for log in target.schema.logs:
+        copied = report.records.get(log.name, 0)
+        have = sum(1 for _ in target.scan_log_forward(log))
         if have != copied:
-            problems.append(f"{log}: copied {copied} records, the target has {have}")
-    for name in report.documents:
-        if name == DOC_GO_SESSION:
-            continue  # compared below by session, ids may be derived on SQL
-        if source.read_document(name) != target.read_document(name):
-            problems.append(f"document {name} differs after the copy")
-    src_session = (source.read_document(DOC_GO_SESSION) or {}).get("session")
-    dst_session = (target.read_document(DOC_GO_SESSION) or {}).get("session")
-    if (src_session is None) != (dst_session is None):
-        problems.append("the current session did not survive the copy")
-    elif src_session is not None and dst_session is not None:
-        for key in ("active", "started_at_utc", "ended_at_utc", "notes"):
-            if src_session.get(key) != dst_session.get(key):
-                problems.append(f"current session field {key} differs after the copy")
+            problems.append(f"{log.name}: copied {copied} records, the target has {have}")
+    for doc in source.schema.documents:
+        before = _normalised(doc, source.read_document(doc))
+        if before != _normalised(doc, target.read_document(doc)):
+            problems.append(f"document {doc.name} differs after the copy")
     src_audit, dst_audit = verify_chain(store=source), verify_chain(store=target)
     if (src_audit.ok, src_audit.events, src_audit.legacy_events) != (
         dst_audit.ok,

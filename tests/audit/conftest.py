@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from valhalla_gov.compose import open_json
 from valhalla_gov.storage.json_backend import JsonStore
 
 
 @pytest.fixture
 def jstore(tmp_path: Path) -> JsonStore:
-    return JsonStore(tmp_path / "data")
+    return open_json(tmp_path / "data")

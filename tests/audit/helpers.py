@@ -10,8 +10,9 @@ from typing import Any
 
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import GENESIS, chain_hash, record_event
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.json_store import canonical_json
-from valhalla_gov.storage.protocol import LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 LEGACY_LINES = [
     b'{"ts_utc": "2025-12-01T10:00:00.000000Z", "event": "cone_set", "payload": {"band": "B"}}',
@@ -75,4 +76,4 @@ def synthetic_chain(count: int, *, start: datetime | None = None) -> list[bytes]
 
 
 def scan_records(store: Store) -> list[dict[str, Any]]:
-    return [entry.record for entry in store.scan_log_forward(LOG_AUDIT)]
+    return [entry.record for entry in store.scan_log_forward(AUDIT_LOG)]

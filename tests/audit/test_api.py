@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 
 from tests.audit.helpers import LEGACY_LINES, edit_line, record_events, write_lines
 from tests.conftest import FakeClock
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT
 
 EVENTS = "/core/audit/events"
 VERIFY = "/core/audit/verify"
@@ -19,7 +20,7 @@ VERIFY = "/core/audit/verify"
 @pytest.fixture
 def side_store(data_dir: Path) -> JsonStore:
     """A second store on the app's data dir, as the CLI beside a server would be."""
-    return JsonStore(data_dir)
+    return open_json(data_dir)
 
 
 def numbers(body: dict[str, object]) -> list[int]:
@@ -91,11 +92,11 @@ def test_events_bad_cursor_is_422(
     client: TestClient, side_store: JsonStore, clock: FakeClock, cursor: str
 ) -> None:
     record_events(side_store, clock, 2)
-    raw = side_store.log_path(LOG_AUDIT).read_bytes()
+    raw = side_store.log_path(AUDIT_LOG).read_bytes()
     response = client.get(EVENTS, params={"cursor": cursor})
     assert response.status_code == 422
     assert "cursor" in response.json()["detail"][0]["msg"]
-    assert side_store.log_path(LOG_AUDIT).read_bytes() == raw
+    assert side_store.log_path(AUDIT_LOG).read_bytes() == raw
 
 
 def test_events_bad_since_is_422(client: TestClient) -> None:
@@ -105,7 +106,7 @@ def test_events_bad_since_is_422(client: TestClient) -> None:
 def test_verify_shape_on_a_clean_log(
     client: TestClient, side_store: JsonStore, clock: FakeClock
 ) -> None:
-    write_lines(side_store.log_path(LOG_AUDIT), LEGACY_LINES)
+    write_lines(side_store.log_path(AUDIT_LOG), LEGACY_LINES)
     record_events(side_store, clock, 4)
     response = client.get(VERIFY)
     assert response.status_code == 200
@@ -123,7 +124,7 @@ def test_verify_reports_an_edited_line(
     client: TestClient, side_store: JsonStore, clock: FakeClock
 ) -> None:
     record_events(side_store, clock, 4)
-    edit_line(side_store.log_path(LOG_AUDIT), 1, lambda b: b.replace(b'"i":1', b'"i":5'))
+    edit_line(side_store.log_path(AUDIT_LOG), 1, lambda b: b.replace(b'"i":1', b'"i":5'))
     body = client.get(VERIFY).json()
     assert (body["ok"], body["events"], body["first_bad_seq"]) == (False, 1, 2)
 
@@ -132,7 +133,7 @@ def test_a_corrupt_audit_line_is_503_naming_the_file(
     client: TestClient, side_store: JsonStore, clock: FakeClock
 ) -> None:
     record_events(side_store, clock, 3)
-    path = side_store.log_path(LOG_AUDIT)
+    path = side_store.log_path(AUDIT_LOG)
     edit_line(path, 1, lambda _: b'{"ts_utc": "2026-01-01T09:01:00.000000Z", "event": ')
     raw = path.read_bytes()
 

@@ -30,10 +30,12 @@ from valhalla_gov.audit.service import (
     record_event,
     verify_chain,
 )
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.storage.errors import StorageCorruptError
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import canonical_json
-from valhalla_gov.storage.protocol import DOC_CONE_STATE, LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 
 def expected_hash(prev: str, body: dict[str, Any]) -> str:
@@ -77,12 +79,12 @@ def test_log_event_builds_the_chain(store: Store, clock: FakeClock) -> None:
 
 def test_log_event_joins_the_callers_transaction(store: Store, clock: FakeClock) -> None:
     with store.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "C"})
+        txn.write_document(CONE_STATE, {"band": "C"})
         first = log_event(txn, event="cone_set", payload={"band": "C"}, actor="op", clock=clock)
         second = log_event(txn, event="note", payload={}, actor="op", clock=clock)
     assert (first.seq, second.seq) == (1, 2)
     assert second.prev == first.hash
-    assert store.read_document(DOC_CONE_STATE) == {"band": "C"}
+    assert store.read_document(CONE_STATE) == {"band": "C"}
     assert verify_chain(store=store).events == 2
 
 
@@ -111,7 +113,7 @@ def test_log_event_will_not_chain_onto_a_corrupt_last_line(
     jstore: JsonStore, clock: FakeClock
 ) -> None:
     record_events(jstore, clock, 2)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     with open(path, "ab") as fh:
         fh.write(b"{oops}\n")
     raw = path.read_bytes()
@@ -122,7 +124,7 @@ def test_log_event_will_not_chain_onto_a_corrupt_last_line(
 
 def test_a_torn_tail_is_not_part_of_the_chain(jstore: JsonStore, clock: FakeClock) -> None:
     record_events(jstore, clock, 3)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     # A whole, valid next record whose newline never reached the disk: never
     # acknowledged, so neither counted nor chained onto.
     last = scan_records(jstore)[-1]
@@ -234,7 +236,7 @@ TAMPERING: dict[str, tuple[Tamper, int, int]] = {
 @pytest.mark.parametrize("case", sorted(TAMPERING))
 def test_verify_catches_tampering(jstore: JsonStore, clock: FakeClock, case: str) -> None:
     record_events(jstore, clock, 6)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     tamper, first_bad, good_events = TAMPERING[case]
     original = lines(path)
     write_lines(path, tamper(original))
@@ -252,7 +254,7 @@ def test_verify_catches_tampering(jstore: JsonStore, clock: FakeClock, case: str
 
 def test_verify_names_the_file_of_an_unparseable_line(jstore: JsonStore, clock: FakeClock) -> None:
     record_events(jstore, clock, 3)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     edit_line(path, 1, lambda _: b"not json")
     result = verify_chain(store=jstore)
     assert result.detail is not None
@@ -265,7 +267,7 @@ def test_verify_names_the_file_of_an_unparseable_line(jstore: JsonStore, clock: 
 def test_legacy_lines_are_counted_and_the_chain_starts_after_them(
     jstore: JsonStore, clock: FakeClock
 ) -> None:
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     write_lines(path, LEGACY_LINES)
     only_legacy = verify_chain(store=jstore)
     assert (only_legacy.ok, only_legacy.events, only_legacy.legacy_events) == (True, 0, 3)
@@ -287,7 +289,7 @@ def test_legacy_lines_are_counted_and_the_chain_starts_after_them(
 
 def test_a_legacy_looking_line_after_the_chain_fails(jstore: JsonStore, clock: FakeClock) -> None:
     record_events(jstore, clock, 2)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     with open(path, "ab") as fh:
         fh.write(LEGACY_LINES[0] + b"\n")
     record_events(jstore, clock, 1)  # restarts from GENESIS after a non-chained line
@@ -301,7 +303,7 @@ def test_a_legacy_looking_line_after_the_chain_fails(jstore: JsonStore, clock: F
 
 
 def test_an_edit_before_a_long_clean_tail_is_still_found(jstore: JsonStore) -> None:
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     write_lines(path, synthetic_chain(300))
     assert verify_chain(store=jstore).events == 300
     edit_line(path, 9, lambda b: b.replace(b'"i":10', b'"i":11'))
@@ -311,7 +313,7 @@ def test_an_edit_before_a_long_clean_tail_is_still_found(jstore: JsonStore) -> N
 
 def test_verify_is_read_only_and_repeatable(jstore: JsonStore, clock: FakeClock) -> None:
     record_events(jstore, clock, 4)
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     raw = path.read_bytes()
     first = verify_chain(store=jstore)
     assert verify_chain(store=jstore) == first

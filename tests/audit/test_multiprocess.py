@@ -9,7 +9,8 @@ import pytest
 
 from tests.audit import workers
 from valhalla_gov.audit.service import ChainWatcher, verify_chain
-from valhalla_gov.storage.protocol import LOG_AUDIT, Store
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.storage.protocol import Store
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES = 4
@@ -40,7 +41,7 @@ def test_concurrent_processes_keep_the_chain_valid(
                 proc.kill()
                 proc.join(10)
 
-    records = [entry.record for entry in store.scan_log_forward(LOG_AUDIT)]
+    records = [entry.record for entry in store.scan_log_forward(AUDIT_LOG)]
     assert [r["seq"] for r in records] == list(range(1, PROCESSES * EACH + 1))
     # Every process's events are all there, each in its own order.
     for worker in range(PROCESSES):

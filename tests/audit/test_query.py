@@ -10,9 +10,10 @@ from tests.audit.helpers import LEGACY_LINES, record_events, write_lines
 from tests.conftest import FakeClock
 from valhalla_gov.audit.models import AuditPage
 from valhalla_gov.audit.service import MAX_PAGE, query_events
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.errors import InvalidCursorError
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)  # FakeClock's start; events are a minute apart
 
@@ -115,7 +116,7 @@ def test_limit_is_capped_at_500(store: Store, clock: FakeClock) -> None:
     with store.transaction() as txn:
         for n in range(MAX_PAGE + 1):
             txn.append_log(
-                LOG_AUDIT,
+                AUDIT_LOG,
                 {"ts_utc": f"2026-01-01T09:00:00.{n:06d}Z", "event": "x", "payload": {"i": n}},
             )
     first = query_events(store=store, limit=10_000)
@@ -141,7 +142,7 @@ def test_a_bad_cursor_is_refused(twelve: Store, cursor: str) -> None:
 
 
 def test_legacy_lines_are_listed_and_filtered(jstore: JsonStore, clock: FakeClock) -> None:
-    write_lines(jstore.log_path(LOG_AUDIT), LEGACY_LINES)
+    write_lines(jstore.log_path(AUDIT_LOG), LEGACY_LINES)
     record_events(jstore, clock, 1)
     page = query_events(store=jstore)
     assert [(item.event, item.seq) for item in page.items] == [

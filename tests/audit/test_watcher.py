@@ -14,8 +14,9 @@ import pytest
 from tests.audit.helpers import edit_line, lines, record_events, synthetic_chain, write_lines
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 
 def test_passes_on_an_empty_and_a_clean_growing_log(
@@ -35,7 +36,7 @@ def test_catches_an_edit_among_new_lines(
     record_events(jstore, clock, 3)
     assert watcher.check(jstore) is None
     record_events(jstore, clock, 3)  # seq 4..6, i = 0..2
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     edit_line(path, 4, lambda b: b.replace(b'"i":1', b'"i":9'))
     problem = watcher.check(jstore)
     assert problem is not None
@@ -48,7 +49,7 @@ def test_catches_a_same_length_edit_of_the_last_verified_line(
 ) -> None:
     record_events(jstore, clock, 3)
     assert watcher.check(jstore) is None
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     size = path.stat().st_size
     edit_line(path, 2, lambda b: b.replace(b'"i":2', b'"i":8'))  # hash field kept
     assert path.stat().st_size == size
@@ -61,7 +62,7 @@ def test_catches_truncation_or_resizing_of_the_verified_tail(
 ) -> None:
     record_events(jstore, clock, 4)
     assert watcher.check(jstore) is None
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     all_lines = lines(path)
     if how == "drop-last":
         write_lines(path, all_lines[:-1])
@@ -79,7 +80,7 @@ def test_recovers_once_the_log_is_repaired(
 ) -> None:
     record_events(jstore, clock, 5)
     assert watcher.check(jstore) is None
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     good = path.read_bytes()
     edit_line(path, 4, lambda b: b.replace(b'"i":4', b'"i":5'))
     assert watcher.check(jstore) is not None
@@ -95,7 +96,7 @@ def test_an_unparseable_new_line_is_a_problem_naming_the_file(
 ) -> None:
     record_events(jstore, clock, 2)
     assert watcher.check(jstore) is None
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     with open(path, "ab") as fh:
         fh.write(b"{garbage}\n")
     problem = watcher.check(jstore)
@@ -106,7 +107,7 @@ def test_an_unparseable_new_line_is_a_problem_naming_the_file(
 def test_first_use_reads_only_a_bounded_window(jstore: JsonStore, watcher: ChainWatcher) -> None:
     """A bad line older than the window passes the watcher but not verify_chain:
     health stays cheap on a huge log, the full walk is the verify endpoint."""
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     chain = synthetic_chain(HEALTH_WINDOW + 200)
     write_lines(path, chain)
     assert verify_chain(store=jstore).ok is True
@@ -120,7 +121,7 @@ def test_first_use_reads_only_a_bounded_window(jstore: JsonStore, watcher: Chain
 
 
 def test_first_use_catches_an_edit_inside_the_window(jstore: JsonStore) -> None:
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     chain = synthetic_chain(HEALTH_WINDOW + 200)
     chain[-50] = chain[-50].replace(b'"event":"tick"', b'"event":"tock"')
     write_lines(path, chain)
@@ -130,7 +131,7 @@ def test_first_use_catches_an_edit_inside_the_window(jstore: JsonStore) -> None:
 
 
 def test_a_window_starting_in_legacy_lines_passes(jstore: JsonStore, clock: FakeClock) -> None:
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     legacy = b'{"ts_utc":"2025-12-01T10:00:00.000000Z","event":"old","payload":{}}'
     write_lines(path, [legacy] * 5)
     record_events(jstore, clock, 3)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from tests.conftest import FakeClock
 from valhalla_gov.app import create_app
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage.json_backend import JsonStore
 
 LOOPBACK = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.7", 50000)
@@ -31,7 +31,7 @@ class Tokens:
 
 
 def make_tokens(data_dir: Path, clock: FakeClock) -> Tokens:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     made = {}
     for scope in ("viewer", "operator", "owner"):
         _, made[scope] = create_token(

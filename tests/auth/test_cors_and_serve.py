@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,8 +14,8 @@ from tests.conftest import FakeClock
 from tests.live.server import VALHALLA, free_port
 from valhalla_gov.app import create_app
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage.json_backend import JsonStore
 
 ORIGIN = "https://ops.example.com"
 
@@ -45,8 +46,15 @@ def test_no_cors_headers_without_configured_origins(client: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _serve_stderr(data_dir: Path, host: str) -> str:
+    """What `valhalla serve` printed by the time it accepted connections."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
+    port = free_port()
     proc = subprocess.Popen(
         [
             VALHALLA,
@@ -54,7 +62,7 @@ def _serve_stderr(data_dir: Path, host: str) -> str:
             "--host",
             host,
             "--port",
-            str(free_port()),
+            str(port),
             "--data-dir",
             str(data_dir),
             "--log-level",
@@ -66,7 +74,11 @@ def _serve_stderr(data_dir: Path, host: str) -> str:
         env=env,
     )
     try:
-        time.sleep(2.5)
+        # The warning comes before uvicorn binds: once it listens, it was said.
+        deadline = time.monotonic() + 60
+        while not _listening(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listening(port), "valhalla serve did not start listening"
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
@@ -78,5 +90,5 @@ def test_serve_warns_when_it_binds_beyond_loopback_with_no_token(
 ) -> None:
     assert "with no API token" in _serve_stderr(data_dir, "0.0.0.0")
     assert "with no API token" not in _serve_stderr(data_dir, "127.0.0.1")
-    create_token(store=JsonStore(data_dir), name="ops", scopes=["owner"], actor="t", clock=clock)
+    create_token(store=open_json(data_dir), name="ops", scopes=["owner"], actor="t", clock=clock)
     assert "with no API token" not in _serve_stderr(data_dir, "0.0.0.0")

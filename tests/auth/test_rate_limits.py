@@ -16,8 +16,8 @@ from tests.auth.conftest import REMOTE, make_app, make_tokens
 from tests.conftest import FakeClock, join_all, need
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage.json_backend import JsonStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -104,7 +104,7 @@ def test_redis_limit_is_shared_by_two_server_processes(tmp_path: Path, clock: Fa
     # A fresh token name gives fresh Redis keys, so runs never see each other's counts.
     name = f"shared-{uuid.uuid4().hex[:12]}"
     _, token = create_token(
-        store=JsonStore(data_dir), name=name, scopes=["operator"], actor="t", clock=clock
+        store=open_json(data_dir), name=name, scopes=["operator"], actor="t", clock=clock
     )
     env = {"VALHALLA_REDIS_URL": REDIS_URL, "VALHALLA_RATE_LIMIT_WRITES": "6/minute"}
     headers = {"Authorization": f"Bearer {token}"}

@@ -22,8 +22,8 @@ from valhalla_gov.auth.service import (
     parse_scopes,
     revoke_token,
 )
+from valhalla_gov.compose import open_json
 from valhalla_gov.errors import ConflictError, InvalidInputError, NotFoundError
-from valhalla_gov.storage.json_backend import JsonStore
 
 
 def test_protected_mode_serves_loopback_as_local_owner(local_client: TestClient) -> None:
@@ -94,7 +94,7 @@ def test_revoked_token_stops_working_at_once(
     tokens: Tokens, remote_client: TestClient, data_dir: Path, clock: FakeClock
 ) -> None:
     assert remote_client.get("/core/go/session", headers=tokens.header("viewer")).status_code == 200
-    revoke_token(store=JsonStore(data_dir), name="viewer-bot", actor="t", clock=clock)
+    revoke_token(store=open_json(data_dir), name="viewer-bot", actor="t", clock=clock)
     assert remote_client.get("/core/go/session", headers=tokens.header("viewer")).status_code == 401
 
 
@@ -104,9 +104,9 @@ def test_only_the_hash_is_stored_and_last_use_is_recorded(
     raw = (data_dir / "tokens.json").read_text()
     assert tokens.operator not in raw
     assert hash_token(tokens.operator) in raw
-    assert all(t.last_used_at_utc is None for t in list_tokens(store=JsonStore(data_dir)))
+    assert all(t.last_used_at_utc is None for t in list_tokens(store=open_json(data_dir)))
     remote_client.get("/core/go/session", headers=tokens.header("operator"))
-    used = {t.name: t.last_used_at_utc for t in list_tokens(store=JsonStore(data_dir))}
+    used = {t.name: t.last_used_at_utc for t in list_tokens(store=open_json(data_dir))}
     assert used == {
         "viewer-bot": None,
         "operator-bot": "2026-01-01T09:00:00.000000Z",
@@ -131,7 +131,7 @@ def test_token_never_reaches_the_logs(
 
 
 def test_token_rules(data_dir: Path, clock: FakeClock) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     info, token = create_token(store=store, name="ci", scopes=["viewer"], actor="t", clock=clock)
     assert token.startswith("vgo_")
     assert len(token) > 40

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.cli import app
+from valhalla_gov.compose import open_json
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step
 from valhalla_gov.go.session_models import GoSession
@@ -61,7 +62,7 @@ class Seeder:
 
     @property
     def store(self) -> JsonStore:
-        return JsonStore(self.data_dir)
+        return open_json(self.data_dir)
 
     def session(
         self,

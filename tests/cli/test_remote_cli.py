@@ -17,8 +17,8 @@ from tests.cli.conftest import Cli
 from tests.live.server import VALHALLA, LiveServer, free_port
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.cli.sessions import COLUMNS
+from valhalla_gov.compose import open_json
 from valhalla_gov.go.playbook import load_playbook
-from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.timeutil import utc_now
 
 pytestmark = pytest.mark.live
@@ -145,7 +145,7 @@ def test_a_corrupt_file_on_the_server_is_named(server: LiveServer, cli: Cli) -> 
 
 def test_tokens_over_http(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     _, operator = create_token(
         store=store, name="phone", scopes=["operator"], actor="test", clock=utc_now
     )

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, LOG_DECISIONS
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
+from valhalla_gov.cone.store import DECISIONS
 
 from .expected import ACTIONS, ALL_ENGINES, BOOT_REASON, CLASS_OF, HARD_CAPS_USD, expected_allowed
 
 
 def _audit(data_dir: Path) -> list[dict[str, Any]]:
-    return [e.record for e in JsonStore(data_dir).scan_log_forward(LOG_AUDIT)]
+    return [e.record for e in open_json(data_dir).scan_log_forward(AUDIT_LOG)]
 
 
 def test_get_state_boot_default(client: TestClient) -> None:
@@ -133,7 +134,7 @@ def test_decide_audits_allow_and_deny(client: TestClient, data_dir: Path) -> Non
     events = _audit(data_dir)
     assert [e["event"] for e in events] == ["CONE_ALLOW", "CONE_DENY"]
     assert all(e["actor"] == "local" for e in events)
-    decisions = [e.record for e in JsonStore(data_dir).scan_log_forward(LOG_DECISIONS)]
+    decisions = [e.record for e in open_json(data_dir).scan_log_forward(DECISIONS)]
     assert [(d["action"], d["allowed"]) for d in decisions] == [("run", True), ("scale", False)]
 
 

@@ -10,17 +10,19 @@ import pytest
 
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Action, load_canon
 from valhalla_gov.cone.service import decide, get_cone_state, set_cone_state
+from valhalla_gov.cone.store import DECISIONS
 from valhalla_gov.errors import NotFoundError
 from valhalla_gov.storage.errors import StorageCorruptError
-from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, LOG_DECISIONS, Store
+from valhalla_gov.storage.protocol import Log, Store
 
 from .expected import ALL_ENGINES, BOOT_REASON
 
 
-def _log(store: Store, log: str) -> list[dict[str, Any]]:
+def _log(store: Store, log: Log) -> list[dict[str, Any]]:
     """All records of a log, oldest first."""
     return [entry.record for entry in store.scan_log_forward(log)]
 
@@ -68,7 +70,7 @@ def test_set_cone_state_is_audited_cone_set_with_actor_and_from_to(
     set_cone_state(
         store=store, band="C", reason="recovering", metrics={"k": 1}, actor="bob", clock=clock
     )
-    events = _log(store, LOG_AUDIT)
+    events = _log(store, AUDIT_LOG)
     assert [e["event"] for e in events] == ["CONE_SET", "CONE_SET"]
     first, second = events
     assert first["actor"] == "ann"
@@ -84,7 +86,7 @@ def test_set_cone_state_is_audited_cone_set_with_actor_and_from_to(
 
 
 def test_set_cone_state_writes_cone_state_json(data_dir: Path, clock: FakeClock) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     set_cone_state(store=store, band="A", reason="go", metrics={"m": 2}, actor="al", clock=clock)
     on_disk = json.loads((data_dir / "cone_state.json").read_text(encoding="utf-8"))
     assert on_disk["band"] == "A"
@@ -92,7 +94,7 @@ def test_set_cone_state_writes_cone_state_json(data_dir: Path, clock: FakeClock)
     assert on_disk["metrics"] == {"m": 2}
     assert on_disk["updated_by"] == "al"
     # A second store on the same dir (a restart) reads it back.
-    assert get_cone_state(store=JsonStore(data_dir)).band == "A"
+    assert get_cone_state(store=open_json(data_dir)).band == "A"
 
 
 def test_decide_is_audited_and_logged_allow(store: Store, clock: FakeClock) -> None:
@@ -101,14 +103,14 @@ def test_decide_is_audited_and_logged_allow(store: Store, clock: FakeClock) -> N
         store=store, canon=canon, engine="flips", action="optimize", actor="eve", clock=clock
     )
     assert decision.allowed is True  # band B lets alpha optimize
-    (event,) = _log(store, LOG_AUDIT)
+    (event,) = _log(store, AUDIT_LOG)
     assert event["event"] == "CONE_ALLOW"
     assert event["actor"] == "eve"
     assert event["payload"]["engine"] == "flips"
     assert event["payload"]["action"] == "optimize"
     assert event["payload"]["allowed"] is True
     assert event["payload"]["band"] == "B"
-    (record,) = _log(store, LOG_DECISIONS)
+    (record,) = _log(store, DECISIONS)
     assert record == {
         "ts_utc": "2026-01-01T09:00:00.000000Z",
         "engine": "flips",
@@ -125,10 +127,10 @@ def test_decide_is_audited_and_logged_deny(store: Store, clock: FakeClock) -> No
     )
     assert decision.allowed is False  # band B does not let alpha scale
     assert "run, optimize" in decision.reason
-    (event,) = _log(store, LOG_AUDIT)
+    (event,) = _log(store, AUDIT_LOG)
     assert event["event"] == "CONE_DENY"
     assert event["payload"]["allowed"] is False
-    (record,) = _log(store, LOG_DECISIONS)
+    (record,) = _log(store, DECISIONS)
     assert record["allowed"] is False
     assert record["action"] == "scale"
 
@@ -143,13 +145,13 @@ def test_every_decision_is_recorded_in_order(store: Store, clock: FakeClock) -> 
     for engine, action in asked:
         decide(store=store, canon=canon, engine=engine, action=action, actor="x", clock=clock)
         clock.advance(seconds=1)
-    records = _log(store, LOG_DECISIONS)
+    records = _log(store, DECISIONS)
     assert [(r["engine"], r["action"], r["allowed"]) for r in records] == [
         ("storage_units", "run", True),
         ("resort_chain", "run", False),
         ("brrrr", "scale", False),
     ]
-    assert [e["event"] for e in _log(store, LOG_AUDIT)] == ["CONE_ALLOW", "CONE_DENY", "CONE_DENY"]
+    assert [e["event"] for e in _log(store, AUDIT_LOG)] == ["CONE_ALLOW", "CONE_DENY", "CONE_DENY"]
 
 
 def test_decide_unknown_engine_raises_not_found_and_records_nothing(
@@ -162,8 +164,8 @@ def test_decide_unknown_engine_raises_not_found_and_records_nothing(
     for engine in ALL_ENGINES:
         assert engine in info.value.detail
     assert sorted(info.value.body["known_engines"]) == sorted(ALL_ENGINES)
-    assert _log(store, LOG_DECISIONS) == []
-    assert _log(store, LOG_AUDIT) == []
+    assert _log(store, DECISIONS) == []
+    assert _log(store, AUDIT_LOG) == []
 
 
 def test_decide_uses_the_current_band(store: Store, clock: FakeClock) -> None:
@@ -193,7 +195,7 @@ def test_legacy_cone_state_is_read_unchanged(data_dir: Path, clock: FakeClock) -
     path = data_dir / "cone_state.json"
     path.write_bytes(json.dumps(LEGACY_STATE).encode("utf-8"))
     before = path.read_bytes()
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     state = get_cone_state(store=store)
     assert state.band == "C"
     assert state.reason == "old"
@@ -221,7 +223,7 @@ def test_corrupt_cone_state_fails_naming_the_file_and_is_not_touched(
 ) -> None:
     path = data_dir / "cone_state.json"
     path.write_bytes(content)
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     with pytest.raises(StorageCorruptError, match=r"cone_state\.json"):
         get_cone_state(store=store)
     with pytest.raises(StorageCorruptError, match=r"cone_state\.json"):
@@ -236,5 +238,5 @@ def test_corrupt_cone_state_fails_naming_the_file_and_is_not_touched(
             clock=clock,
         )
     assert path.read_bytes() == content
-    assert _log(store, LOG_AUDIT) == []
-    assert _log(store, LOG_DECISIONS) == []
+    assert _log(store, AUDIT_LOG) == []
+    assert _log(store, DECISIONS) == []

@@ -14,7 +14,7 @@ from tests.conftest import FakeClock
 from tests.events.sse import Stream
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token, revoke_token
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 
 pytestmark = pytest.mark.live
 
@@ -140,7 +140,7 @@ def test_streams_per_client_are_bounded(tmp_path: Path) -> None:
 def test_the_stream_needs_the_viewer_scope_and_ends_when_the_token_is_revoked(
     tmp_path: Path,
 ) -> None:
-    store = JsonStore(tmp_path / "data")
+    store = open_json(tmp_path / "data")
     _, token = create_token(
         store=store, name="watcher", scopes=["viewer"], actor="t", clock=FakeClock()
     )

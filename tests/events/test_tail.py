@@ -8,10 +8,11 @@ import pytest
 
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import record_event
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.errors import InvalidInputError
 from valhalla_gov.events.router import parse_last_event_id, sse_event
 from valhalla_gov.events.tail import Position, read_after, start_position
-from valhalla_gov.storage.protocol import LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 
 def _write(store: Store, clock: FakeClock, count: int) -> None:
@@ -78,7 +79,7 @@ def test_replay_goes_out_in_slices_without_gaps(store: Store, clock: FakeClock) 
 def test_legacy_lines_before_the_chain_are_not_sent(store: Store, clock: FakeClock) -> None:
     with store.transaction() as txn:
         # The earlier implementation's lines: no seq, actor, prev or hash.
-        txn.append_log(LOG_AUDIT, {"ts_utc": "2025-01-01T00:00:00Z", "event": "OLD", "payload": {}})
+        txn.append_log(AUDIT_LOG, {"ts_utc": "2025-01-01T00:00:00Z", "event": "OLD", "payload": {}})
     position = start_position(store, None)
     assert position.last_seq == 0
     _write(store, clock, 2)
@@ -88,12 +89,12 @@ def test_legacy_lines_before_the_chain_are_not_sent(store: Store, clock: FakeClo
 
 
 def test_log_version_changes_with_every_append(store: Store, clock: FakeClock) -> None:
-    versions = {store.log_version(LOG_AUDIT)}
+    versions = {store.log_version(AUDIT_LOG)}
     for _ in range(3):
         _write(store, clock, 1)
-        versions.add(store.log_version(LOG_AUDIT))
+        versions.add(store.log_version(AUDIT_LOG))
     assert len(versions) == 4
-    assert store.log_version(LOG_AUDIT) == store.log_version(LOG_AUDIT)
+    assert store.log_version(AUDIT_LOG) == store.log_version(AUDIT_LOG)
 
 
 def test_sse_event_is_one_event_whatever_the_payload_holds() -> None:

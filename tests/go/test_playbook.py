@@ -9,13 +9,15 @@ import pytest
 
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import ChainWatcher, query_events
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Band
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.errors import ConflictError, NotFoundError
 from valhalla_gov.go.models import Playbook
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step, get_checklist, get_next_step
-from valhalla_gov.storage.protocol import LOG_SERVER_ERRORS, Store
+from valhalla_gov.health.store import SERVER_ERRORS
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.textfiles import ConfigFileError
 from valhalla_gov.timeutil import iso_z
 
@@ -102,7 +104,7 @@ def test_server_errors_turn_health_red_and_block_steps_in_a_good_band(
 ) -> None:
     _band(store, clock, "A")
     with store.transaction() as txn:
-        txn.append_log(LOG_SERVER_ERRORS, {"ts_utc": iso_z(clock()), "path": "/x"})
+        txn.append_log(SERVER_ERRORS, {"ts_utc": iso_z(clock()), "path": "/x"})
     checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
     assert checklist.status == "red"
     assert all(s.fits for s in checklist.steps)
@@ -206,9 +208,8 @@ def test_complete_persists_progress_in_the_seed_format(
 
 
 def test_progress_file_shape(tmp_path: Path, clock: FakeClock, playbook: Playbook) -> None:
-    from valhalla_gov.storage.json_backend import JsonStore
 
-    store = JsonStore(tmp_path / "d")
+    store = open_json(tmp_path / "d")
     _complete(store, playbook, clock, "lead_log_ready")
     raw = json.loads((tmp_path / "d" / "go_progress.json").read_text())
     entry = raw["progress"]["lead_log_ready"]

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from tests.conftest import FakeClock, unwritable
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, log_event
+from valhalla_gov.compose import open_json
 from valhalla_gov.health.service import get_health_status
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage.json_backend import JsonStore
 
 # A loopback address: with no token yet the caller is the local owner.
 LOOPBACK = ("127.0.0.1", 50000)
@@ -158,7 +158,7 @@ def test_server_error_seen_by_another_app_on_the_same_data_dir(
 
 
 def _write_chain(data_dir: Path, clock: FakeClock, count: int) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     with store.transaction() as txn:
         for i in range(count):
             log_event(txn, event="TEST", payload={"n": f"line{i:05d}"}, actor="t", clock=clock)
@@ -188,7 +188,7 @@ def test_health_reads_a_bounded_window_of_the_audit_log(
 def test_health_window_still_catches_a_recent_edit(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     _write_chain(data_dir, clock, HEALTH_WINDOW + 50)
     _tamper(data_dir / "audit.log", b'"line00040"', b'"LINE00040"')
     far = get_health_status(store=store, clock=clock, watcher=watcher)

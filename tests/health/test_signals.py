@@ -11,12 +11,13 @@ import pytest
 
 from tests.conftest import FakeClock, unwritable
 from valhalla_gov.audit.service import ChainWatcher, record_event
+from valhalla_gov.compose import READINESS, open_json
 from valhalla_gov.cone.canon import Action, Band, load_canon
 from valhalla_gov.cone.service import decide, set_cone_state
 from valhalla_gov.health.models import HealthStatus
 from valhalla_gov.health.service import get_health_status, get_readiness
-from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import DOC_THRESHOLDS, LOG_SERVER_ERRORS, Store
+from valhalla_gov.health.store import SERVER_ERRORS, THRESHOLDS
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import iso_z
 
 CANON = load_canon(None)
@@ -46,13 +47,13 @@ def _decisions(store: Store, clock: FakeClock, pattern: str) -> None:
 
 def _thresholds(store: Store, doc: Any) -> None:
     with store.transaction() as txn:
-        txn.write_document(DOC_THRESHOLDS, doc)
+        txn.write_document(THRESHOLDS, doc)
 
 
 def _server_error(store: Store, moment_iso: str) -> None:
     with store.transaction() as txn:
         txn.append_log(
-            LOG_SERVER_ERRORS,
+            SERVER_ERRORS,
             {"ts_utc": moment_iso, "method": "GET", "path": "/x", "error": "RuntimeError"},
         )
 
@@ -250,7 +251,7 @@ def test_invalid_thresholds_give_a_red_check_naming_the_file(
 def test_unparseable_thresholds_json_is_red_and_untouched(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     path = data_dir / "thresholds.json"
     path.write_bytes(b'{"deny_rate_yellow": ')
     health = _health(store, clock, watcher)
@@ -265,7 +266,7 @@ def test_infinite_error_window_is_a_red_check_not_a_crash(
 ) -> None:
     # json.loads accepts Infinity; the window must not overflow datetime maths.
     (data_dir / "thresholds.json").write_text('{"error_window_minutes": Infinity}')
-    health = _health(JsonStore(data_dir), clock, watcher)
+    health = _health(open_json(data_dir), clock, watcher)
     assert health.checks["thresholds"].status == "red"
     assert health.checks["server_errors"].status == "green"
 
@@ -279,7 +280,7 @@ def test_corrupt_document_makes_storage_red_naming_the_file(
 ) -> None:
     path = data_dir / name
     path.write_bytes(b"{ definitely not json")
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     health = _health(store, clock, watcher)
     assert health.checks["storage"].status == "red"
     assert name in health.checks["storage"].detail
@@ -295,7 +296,7 @@ def test_corrupt_cone_state_makes_band_red_too(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
     (data_dir / "cone_state.json").write_bytes(b"{")
-    health = _health(JsonStore(data_dir), clock, watcher)
+    health = _health(open_json(data_dir), clock, watcher)
     assert health.checks["band"].status == "red"
     assert "cone_state.json" in health.checks["band"].detail
     assert health.cone_band is None
@@ -305,7 +306,7 @@ def test_invalid_cone_state_makes_readiness_false(data_dir: Path) -> None:
     # Parses as JSON but is no cone state: every cone call answers 503.
     path = data_dir / "cone_state.json"
     path.write_text(json.dumps({"band": "Z", "reason": "?"}))
-    readiness = get_readiness(store=JsonStore(data_dir))
+    readiness = get_readiness(store=open_json(data_dir), checks=READINESS)
     assert readiness.ready is False
     assert len(readiness.reasons) == 1
     assert "cone_state.json" in readiness.reasons[0]
@@ -313,7 +314,7 @@ def test_invalid_cone_state_makes_readiness_false(data_dir: Path) -> None:
 
 def test_corrupt_cone_state_is_reported_once_in_readiness(data_dir: Path) -> None:
     (data_dir / "cone_state.json").write_bytes(b"{")
-    readiness = get_readiness(store=JsonStore(data_dir))
+    readiness = get_readiness(store=open_json(data_dir), checks=READINESS)
     assert readiness.ready is False
     assert len(readiness.reasons) == 1
 
@@ -328,7 +329,7 @@ def test_readiness_true_when_healthy(store: Store, clock: FakeClock) -> None:
 def test_unwritable_data_dir_makes_storage_red(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     with unwritable(data_dir):
         health = _health(store, clock, watcher)
         readiness = get_readiness(store=store)
@@ -350,7 +351,7 @@ def _tamper(path: Path, old: bytes, new: bytes) -> None:
 def test_edited_audit_line_makes_audit_red(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     for i in range(5):
         record_event(store=store, event="TEST", payload={"n": f"v{i}"}, actor="t", clock=clock)
     _band(store, clock, "A")
@@ -365,7 +366,7 @@ def test_edited_audit_line_makes_audit_red(
 def test_audit_tail_edited_after_a_check_is_caught(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     _band(store, clock, "A", reason="first")
     record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
     assert _health(store, clock, watcher).status == "green"
@@ -376,7 +377,7 @@ def test_audit_tail_edited_after_a_check_is_caught(
 def test_unparseable_audit_line_makes_audit_red(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     _band(store, clock, "A")
     with (data_dir / "audit.log").open("ab") as fh:
         fh.write(b"{garbage\n")
@@ -389,7 +390,7 @@ def test_unreadable_audit_log_is_a_red_check_not_an_error(
     data_dir: Path, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
     (data_dir / "audit.log").mkdir()  # opening it for reading fails, even as root
-    health = _health(JsonStore(data_dir), clock, watcher)
+    health = _health(open_json(data_dir), clock, watcher)
     assert health.checks["audit"].status == "red"
     assert "audit.log" in health.checks["audit"].detail
 
@@ -456,7 +457,7 @@ def test_unreadable_server_error_time_is_a_red_check_not_a_crash(
 ) -> None:
     _band(store, clock, "A")
     with store.transaction() as txn:
-        txn.append_log(LOG_SERVER_ERRORS, {"ts_utc": stamp, "error": "RuntimeError"})
+        txn.append_log(SERVER_ERRORS, {"ts_utc": stamp, "error": "RuntimeError"})
     health = _health(store, clock, watcher)
     assert health.checks["server_errors"].status == "red"
     assert "ts_utc" in health.checks["server_errors"].detail

@@ -14,8 +14,9 @@ from valhalla_gov.errors import InvalidInputError
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step
 from valhalla_gov.go.session_service import end_session, start_session
+from valhalla_gov.go.session_store import HISTORY
 from valhalla_gov.insights.service import MAX_BUCKETS, bucket_start, get_insights
-from valhalla_gov.storage.protocol import LOG_SESSIONS, Store
+from valhalla_gov.storage.protocol import Store
 
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -157,7 +158,7 @@ def test_legacy_sessions_without_duration_or_band_fields_are_counted(
     with store.transaction() as txn:
         # The earlier implementation's shape: the seven seed fields only.
         txn.append_log(
-            LOG_SESSIONS,
+            HISTORY,
             {
                 "active": False,
                 "started_at_utc": "2026-03-02T10:00:00Z",

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import join_all
 from tests.live.server import VALHALLA, LiveServer
 from valhalla_gov.audit.service import verify_chain
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 
 pytestmark = pytest.mark.live
 
@@ -133,4 +133,4 @@ def test_cli_beside_a_running_server_shares_the_invariants(tmp_path: Path) -> No
         )
         assert second.returncode == 1
         assert "already active" in second.stderr
-    assert verify_chain(store=JsonStore(data_dir)).ok
+    assert verify_chain(store=open_json(data_dir)).ok

@@ -23,17 +23,14 @@ from typing import Any
 import httpx2 as httpx
 
 from valhalla_gov.audit.service import verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cone.canon import ACTIONS, BANDS, load_canon
+from valhalla_gov.cone.store import CONE_STATE, DECISIONS
 from valhalla_gov.go import session_store
 from valhalla_gov.go.playbook import load_playbook
-from valhalla_gov.storage.protocol import (
-    DOC_CONE_STATE,
-    DOC_GO_PROGRESS,
-    LOG_AUDIT,
-    LOG_DECISIONS,
-    LOG_SESSIONS,
-    Store,
-)
+from valhalla_gov.go.session_store import HISTORY
+from valhalla_gov.go.store import PROGRESS
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import parse_iso
 
 KINDS = ("start", "end", "complete", "cone", "decide")
@@ -183,13 +180,13 @@ class _Seen:
 
 
 def _read(store: Store) -> _Seen:
-    progress_doc = store.read_document(DOC_GO_PROGRESS) or {}
+    progress_doc = store.read_document(PROGRESS) or {}
     return _Seen(
-        history=[e.record for e in store.scan_log_forward(LOG_SESSIONS)],
+        history=[e.record for e in store.scan_log_forward(HISTORY)],
         current=session_store.load_session(store=store),
-        audit=[e.record for e in store.scan_log_forward(LOG_AUDIT)],
-        decisions=sum(1 for _ in store.scan_log_forward(LOG_DECISIONS)),
-        cone=store.read_document(DOC_CONE_STATE),
+        audit=[e.record for e in store.scan_log_forward(AUDIT_LOG)],
+        decisions=sum(1 for _ in store.scan_log_forward(DECISIONS)),
+        cone=store.read_document(CONE_STATE),
         progress=dict(progress_doc.get("progress") or {}),
     )
 

@@ -22,7 +22,7 @@ from tests.live.server import LiveServer
 from tests.reliability.test_disk_full import READS, fill, snapshot
 from tests.storage.helpers import remount_read_only
 from valhalla_gov.auth.service import create_token
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 from valhalla_gov.timeutil import utc_now
 
 pytestmark = [pytest.mark.reliability, pytest.mark.live]
@@ -43,7 +43,7 @@ def failed_stamps(http: httpx.Client, token: str) -> float:
 def tokens_server(small_tmpfs: Path) -> Iterator[tuple[LiveServer, list[str]]]:
     """A live server on the tmpfs, with three owner tokens none has used yet."""
     data_dir = small_tmpfs / "data"
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     tokens = [
         create_token(store=store, name=f"t{n}", scopes=["owner"], actor="test", clock=utc_now)[1]
         for n in range(3)

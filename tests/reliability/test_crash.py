@@ -24,7 +24,7 @@ from tests.conftest import _truncate
 from tests.live.server import LiveServer
 from tests.reliability.conftest import Record, seed_for
 from tests.reliability.storm import Ledger, check_files_parse, check_store, storm_worker
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SqlStore
 
@@ -125,7 +125,7 @@ def test_kill_minus_nine_during_a_write_storm(tmp_path: Path, record_figures: Re
         name="crash_json",
         data_dir=data_dir,
         rounds=10,
-        open_store=lambda: JsonStore(data_dir),
+        open_store=lambda: open_json(data_dir),
         atomic=False,
         env=None,
         record_figures=record_figures,
@@ -140,7 +140,7 @@ def test_kill_minus_nine_during_a_write_storm_on_postgres(
         name="crash_postgres",
         data_dir=tmp_path / "data",
         rounds=4,
-        open_store=lambda: SqlStore(pg_url),
+        open_store=lambda: open_sql(pg_url),
         atomic=True,
         env={"VALHALLA_DATABASE_URL": pg_url},
         record_figures=record_figures,

@@ -24,6 +24,7 @@ from tests.conftest import wait_child
 from tests.reliability.conftest import Record
 from tests.reliability.storm import Ack, Ledger, check_files_parse, check_store
 from valhalla_gov.audit.service import ChainWatcher
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone import service as cone_service
 from valhalla_gov.cone.canon import load_canon
 from valhalla_gov.errors import ConflictError
@@ -142,7 +143,7 @@ def crash_in_child(data_dir: Path, kind: str, token: str, k: int, torn: bool) ->
         code = FAILED
         try:
             _crash_at(k, torn)
-            run_op(JsonStore(data_dir), kind, token)
+            run_op(open_json(data_dir), kind, token)
             code = COMPLETED
         except BaseException:
             traceback.print_exc()
@@ -154,7 +155,7 @@ def crash_in_child(data_dir: Path, kind: str, token: str, k: int, torn: bool) ->
 def visit_crash_points(tmp_path: Path, kind: str) -> dict[str, int]:
     template = tmp_path / "template"
     base = Ledger()
-    store = JsonStore(template)
+    store = open_json(template)
     for n, prefix_kind in enumerate(PREFIX[kind]):
         acknowledge(store, base, prefix_kind, f"prefix-{n}")
     points = recovered = 0
@@ -175,12 +176,12 @@ def visit_crash_points(tmp_path: Path, kind: str) -> dict[str, int]:
             ledger.lost(kind, token)
             try:
                 check_files_parse(data_dir)
-                check_store(JsonStore(data_dir), ledger, atomic=False)
-                store = JsonStore(data_dir)
+                check_store(open_json(data_dir), ledger, atomic=False)
+                store = open_json(data_dir)
                 for n, next_kind in enumerate(AFTER):
                     acknowledge(store, ledger, next_kind, f"after-{n}")
                 check_files_parse(data_dir)
-                check_store(JsonStore(data_dir), ledger, atomic=False)
+                check_store(open_json(data_dir), ledger, atomic=False)
             except AssertionError as exc:
                 raise AssertionError(f"crash at {label}: {exc}") from None
             recovered += 1

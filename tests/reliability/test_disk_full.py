@@ -22,7 +22,7 @@ import pytest
 from tests.live.server import LiveServer
 from tests.reliability.conftest import Record
 from valhalla_gov.audit.service import verify_chain
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 
 pytestmark = [pytest.mark.reliability, pytest.mark.live]
 
@@ -58,7 +58,7 @@ def snapshot(data_dir: Path) -> dict[str, bytes]:
 
 
 def assert_chain(data_dir: Path) -> None:
-    result = verify_chain(store=JsonStore(data_dir))
+    result = verify_chain(store=open_json(data_dir))
     assert result.ok, result
 
 

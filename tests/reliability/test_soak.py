@@ -21,7 +21,7 @@ import pytest
 from tests.live.server import LiveServer
 from tests.reliability.conftest import Record, seed_for
 from tests.reliability.storm import Ledger, check_store
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 
 pytestmark = [pytest.mark.reliability, pytest.mark.live, pytest.mark.slow]
 
@@ -97,4 +97,4 @@ def test_a_bounded_soak_has_no_errors(
     assert verify["ok"] is True, verify
     # A clean run leaves the data exactly consistent: every session, step and
     # decision with its audit event, one active session at most, no overlap.
-    check_store(JsonStore(data_dir), Ledger(), atomic=True)
+    check_store(open_json(data_dir), Ledger(), atomic=True)

@@ -23,9 +23,12 @@ from typing import Any
 import pytest
 
 from valhalla_gov.audit.service import chain_hash, record_event, verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
+from valhalla_gov.go.session_store import HISTORY
 from valhalla_gov.storage import json_store
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_AUDIT, LOG_SESSIONS
+from valhalla_gov.storage.protocol import Log
 from valhalla_gov.timeutil import utc_now
 
 pytestmark = [pytest.mark.reliability]
@@ -62,7 +65,7 @@ class FinishTheAppend:
         yield from items
 
 
-def _half_appended(store: JsonStore, log: str, record: dict[str, Any]) -> tuple[Path, bytes]:
+def _half_appended(store: JsonStore, log: Log, record: dict[str, Any]) -> tuple[Path, bytes]:
     """Write the first half of ``record``'s line, as an append in progress
     has; return the path and the half still to come."""
     path = store.log_path(log)
@@ -75,16 +78,14 @@ def _half_appended(store: JsonStore, log: str, record: dict[str, Any]) -> tuple[
 def backward_read_races_an_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Scan the session history newest first while an ended session is being
     appended; returns the ids read (raises while the bug is there)."""
-    store = JsonStore(tmp_path / "backward")
+    store = open_json(tmp_path / "backward")
     with store.transaction() as txn:
-        txn.append_log(LOG_SESSIONS, {"id": "A", "active": False, "pad": "a" * 100})
-    path, rest = _half_appended(
-        store, LOG_SESSIONS, {"id": "B", "active": False, "pad": "b" * 6000}
-    )
+        txn.append_log(HISTORY, {"id": "A", "active": False, "pad": "a" * 100})
+    path, rest = _half_appended(store, HISTORY, {"id": "B", "active": False, "pad": "b" * 6000})
     racing = FinishTheAppend(json_store.iter_lines_backward, path, rest, at_end=False)
     with monkeypatch.context() as patch:
         patch.setattr(json_store, "iter_lines_backward", racing)
-        ids = [entry.record["id"] for entry in store.scan_log(LOG_SESSIONS)]
+        ids = [entry.record["id"] for entry in store.scan_log(HISTORY)]
     assert racing.calls, "the reproduction no longer reaches the reader: update it"
     return ids
 
@@ -99,11 +100,11 @@ def test_a_backward_scan_racing_an_append_skips_the_unfinished_line(
 def test_verify_racing_an_append_does_not_report_a_broken_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = JsonStore(tmp_path / "forward")
+    store = open_json(tmp_path / "forward")
     for n in range(3):
         record_event(store=store, event="E", payload={"n": n}, actor="t", clock=utc_now)
     # The next audit line, half-way through its append: not acknowledged yet.
-    last = next(e.record for e in store.scan_log(LOG_AUDIT))
+    last = next(e.record for e in store.scan_log(AUDIT_LOG))
     body = {
         "ts_utc": last["ts_utc"],
         "event": "E",
@@ -113,7 +114,7 @@ def test_verify_racing_an_append_does_not_report_a_broken_chain(
         "prev": last["hash"],
     }
     record = {**body, "hash": chain_hash(last["hash"], body)}
-    path, rest = _half_appended(store, LOG_AUDIT, record)
+    path, rest = _half_appended(store, AUDIT_LOG, record)
     racing = FinishTheAppend(json_store.iter_lines_forward, path, rest, at_end=True)
     monkeypatch.setattr(json_store, "iter_lines_forward", racing)
     result = verify_chain(store=store)
@@ -125,8 +126,8 @@ def test_the_reproduction_fails_the_read_that_the_bug_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Keeps the reproduction honest: without the race, the same data reads fine."""
-    store = JsonStore(tmp_path / "plain")
+    store = open_json(tmp_path / "plain")
     with store.transaction() as txn:
-        txn.append_log(LOG_SESSIONS, {"id": "A", "active": False})
-    _half_appended(store, LOG_SESSIONS, {"id": "B", "active": False, "pad": "b" * 6000})
-    assert [e.record["id"] for e in store.scan_log(LOG_SESSIONS)] == ["A"]
+        txn.append_log(HISTORY, {"id": "A", "active": False})
+    _half_appended(store, HISTORY, {"id": "B", "active": False, "pad": "b" * 6000})
+    assert [e.record["id"] for e in store.scan_log(HISTORY)] == ["A"]

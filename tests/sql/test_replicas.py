@@ -14,7 +14,7 @@ from tests.conftest import FakeClock, _truncate, join_all, need
 from tests.live.server import LiveServer
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.auth.service import create_token
-from valhalla_gov.storage.sql_backend import SqlStore
+from valhalla_gov.compose import open_sql
 
 pytestmark = [pytest.mark.live]
 
@@ -23,7 +23,7 @@ def test_replicas_share_one_truth(tmp_path: Path, pg_url: str, clock: FakeClock)
     need(redis_up(), "Redis on 127.0.0.1:6379 is needed: apt-get install redis-server")
     _truncate(pg_url)
     name = f"replica-{uuid.uuid4().hex[:10]}"
-    store = SqlStore(pg_url)
+    store = open_sql(pg_url)
     _, token = create_token(store=store, name=name, scopes=["operator"], actor="t", clock=clock)
     headers = {"Authorization": f"Bearer {token}"}
     env = {

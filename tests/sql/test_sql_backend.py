@@ -9,9 +9,12 @@ import pytest
 from sqlalchemy import insert
 
 from tests.live.server import VALHALLA
+from valhalla_gov.compose import open_sql
+from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
-from valhalla_gov.storage.sql_backend import SchemaOutOfDateError, SqlStore, upgrade
-from valhalla_gov.storage.sql_schema import go_sessions
+from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.go.tables import go_sessions
+from valhalla_gov.storage.sql_backend import SchemaOutOfDateError
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -25,7 +28,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     with pytest.raises(SchemaOutOfDateError, match="valhalla db upgrade"):
-        SqlStore(url)
+        open_sql(url)
     status = _cli("db", "status", "--database-url", url)
     assert status.returncode == 1
     assert "valhalla db upgrade" in status.stderr
@@ -61,15 +64,14 @@ def test_the_database_refuses_a_second_active_session(
         from tests.conftest import _truncate
 
         _truncate(url)
-    store = SqlStore(url)
+    store = open_sql(url)
     row = {"active": True, "started_at_utc": "2026-01-01T00:00:00Z", "body": "{}"}
     # Straight to the table, past the service and its lock: the index holds.
     with store.engine.begin() as conn:
         conn.execute(insert(go_sessions).values(id="01A", **row))
     with pytest.raises(ConflictError), store.transaction() as txn:
         txn.write_document(
-            "go_session",
-            {"session": {"id": "01B", "active": True, "started_at_utc": "2026-01-02T00:00:00Z"}},
+            CURRENT, {"id": "01B", "active": True, "started_at_utc": "2026-01-02T00:00:00Z"}
         )
     with store.engine.begin() as conn:
         conn.execute(insert(go_sessions).values(id="01C", **{**row, "active": False}))

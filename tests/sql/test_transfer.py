@@ -12,12 +12,15 @@ from tests.conftest import FakeClock, _truncate
 from tests.go.test_legacy_data_dir import LEGACY_FILES
 from tests.live.server import VALHALLA
 from valhalla_gov.audit.service import ChainWatcher, record_event, verify_chain
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import SCHEMA, open_json, open_sql
+from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
 from valhalla_gov.go.session_service import end_session, list_sessions, start_session
+from valhalla_gov.go.session_store import CURRENT
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import DOC_GO_SESSION, LOGS, Store
-from valhalla_gov.storage.sql_backend import SqlStore, upgrade
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.transfer import copy_store
 
 LEGACY_ENDED = {
@@ -53,7 +56,7 @@ def _busy_data_dir(path: Path, clock: FakeClock) -> JsonStore:
     (path / "audit.log").write_text(LEGACY_FILES["audit.log"])
     (path / "cone_state.json").write_text(LEGACY_FILES["cone_state.json"])
     (path / "go_progress.json").write_text(LEGACY_FILES["go_progress.json"])
-    store = JsonStore(path)
+    store = open_json(path)
     watcher = ChainWatcher()
     for n in range(3):
         start_session(store=store, clock=clock, actor="a", notes=f"s{n}", watcher=watcher)
@@ -68,15 +71,12 @@ def _busy_data_dir(path: Path, clock: FakeClock) -> JsonStore:
 def _summary(store: Store) -> dict[str, object]:
     verify = verify_chain(store=store)
     return {
-        "counts": {log: sum(1 for _ in store.scan_log_forward(log)) for log in LOGS},
-        "audit": [e.record for e in store.scan_log_forward("audit")],
+        "counts": {log.name: sum(1 for _ in store.scan_log_forward(log)) for log in SCHEMA.logs},
+        "audit": [e.record for e in store.scan_log_forward(AUDIT_LOG)],
         "history": [s.model_dump() for s in list_sessions(store=store, limit=500).items],
         "verify": (verify.ok, verify.events, verify.legacy_events),
-        "docs": {
-            name: store.read_document(name)
-            for name in ("cone_state", "go_progress", "tokens", "thresholds")
-        },
-        "session": (store.read_document(DOC_GO_SESSION) or {}).get("session"),
+        "docs": {doc.name: store.read_document(doc) for doc in SCHEMA.documents if doc != CURRENT},
+        "session": store.read_document(CURRENT),
     }
 
 
@@ -86,13 +86,13 @@ def test_round_trip_through_a_database_loses_nothing(
 ) -> None:
     source = _busy_data_dir(tmp_path / "source", clock)
     url = _database(backend, tmp_path, request)
-    database = SqlStore(url)
+    database = open_sql(url)
     report = copy_store(source, database)
     assert report.records["go_sessions"] == 3
     assert report.audit is not None
     assert report.audit.ok
     assert report.audit.legacy_events == 2
-    back = JsonStore(tmp_path / "back")
+    back = open_json(tmp_path / "back")
     copy_store(database, back)
     before, after, middle = _summary(source), _summary(back), _summary(database)
     assert after == before
@@ -113,8 +113,8 @@ def test_an_ended_session_missing_from_history_is_archived_by_the_copy(
     (source_dir / "go_session.json").write_text(json.dumps(LEGACY_ENDED))
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
-    database = SqlStore(url)
-    report = copy_store(JsonStore(source_dir), database)
+    database = open_sql(url)
+    report = copy_store(open_json(source_dir), database)
     assert report.records["go_sessions"] == 1
     history = list_sessions(store=database).items
     assert [s.notes for s in history] == ["the old ended one"]

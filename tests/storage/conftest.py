@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_store, mounted_tmpfs
+from valhalla_gov.compose import open_json
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 
@@ -16,7 +17,7 @@ from valhalla_gov.storage.protocol import Store
 @pytest.fixture
 def jstore(tmp_path: Path) -> JsonStore:
     """The JSON-file backend, for tests about its files and bytes."""
-    return JsonStore(tmp_path / "data")
+    return open_json(tmp_path / "data")
 
 
 @pytest.fixture

@@ -14,14 +14,18 @@ import pytest
 
 from tests.conftest import unwritable
 from tests.storage.helpers import remount_read_only
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import SCHEMA, open_json
+from valhalla_gov.cone.store import CONE_STATE
+from valhalla_gov.go.session_store import CURRENT
 from valhalla_gov.storage.errors import (
     InvalidCursorError,
     StorageCorruptError,
     StorageUnavailableError,
 )
-from valhalla_gov.storage.json_backend import DOCUMENT_FILES, LOG_FILES, JsonStore
+from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import canonical_json
-from valhalla_gov.storage.protocol import DOC_CONE_STATE, DOC_GO_SESSION, LOG_AUDIT
+from valhalla_gov.storage.protocol import Document
 
 BACKEND_LOGGER = "valhalla_gov.storage.json_backend"
 
@@ -33,28 +37,40 @@ def line(record: dict[str, Any]) -> bytes:
 def append(store: JsonStore, *records: dict[str, Any]) -> None:
     with store.transaction() as txn:
         for record in records:
-            txn.append_log(LOG_AUDIT, record)
+            txn.append_log(AUDIT_LOG, record)
 
 
 def backward(store: JsonStore) -> list[dict[str, Any]]:
-    return [entry.record for entry in store.scan_log(LOG_AUDIT)]
+    return [entry.record for entry in store.scan_log(AUDIT_LOG)]
 
 
 def forward(store: JsonStore) -> list[dict[str, Any]]:
-    return [entry.record for entry in store.scan_log_forward(LOG_AUDIT)]
+    return [entry.record for entry in store.scan_log_forward(AUDIT_LOG)]
 
 
 def test_files_are_the_documented_ones(jstore: JsonStore) -> None:
     assert jstore.describe() == f"json:{jstore.data_dir.resolve()}"
     with jstore.transaction() as txn:
-        txn.write_document(DOC_GO_SESSION, {"session": None})
-        txn.append_log(LOG_AUDIT, {"ts_utc": "t", "event": "e", "payload": {}})
+        txn.write_document(CURRENT, None)
+        txn.append_log(AUDIT_LOG, {"ts_utc": "t", "event": "e", "payload": {}})
     assert json.loads((jstore.data_dir / "go_session.json").read_text()) == {"session": None}
     assert (jstore.data_dir / "audit.log").read_bytes() == line(
         {"ts_utc": "t", "event": "e", "payload": {}}
     )
-    assert DOCUMENT_FILES[DOC_CONE_STATE] == "cone_state.json"
-    assert LOG_FILES[LOG_AUDIT] == "audit.log"
+    # The data-dir formats of ARCHITECTURE.md, as the features declare them.
+    assert {doc.name: doc.file for doc in SCHEMA.documents} == {
+        "go_session": "go_session.json",
+        "cone_state": "cone_state.json",
+        "go_progress": "go_progress.json",
+        "thresholds": "thresholds.json",
+        "tokens": "tokens.json",
+    }
+    assert {log.name: log.file for log in SCHEMA.logs} == {
+        "audit": "audit.log",
+        "go_sessions": "go_session_history.jsonl",
+        "cone_decisions": "cone_decisions.jsonl",
+        "server_errors": "server_errors.jsonl",
+    }
 
 
 def test_an_existing_data_dir_opens_unchanged(tmp_path: Path) -> None:
@@ -64,8 +80,8 @@ def test_an_existing_data_dir_opens_unchanged(tmp_path: Path) -> None:
     legacy = b'{"ts_utc": "2025-12-01T10:00:00.000000Z", "event": "X", "payload": {"a": 1}}\n'
     (data / "go_session.json").write_bytes(session)
     (data / "audit.log").write_bytes(legacy)
-    store = JsonStore(data)
-    assert store.read_document(DOC_GO_SESSION) == {"session": {"active": False, "notes": "old"}}
+    store = open_json(data)
+    assert store.read_document(CURRENT) == {"active": False, "notes": "old"}
     assert backward(store) == [json.loads(legacy)]
     assert (data / "go_session.json").read_bytes() == session
     assert (data / "audit.log").read_bytes() == legacy
@@ -79,7 +95,7 @@ TORN_IDS = ["cut-json", "whole-json-no-newline", "binary"]
 
 def log_with_torn_tail(store: JsonStore, torn: bytes) -> tuple[Path, int]:
     append(store, {"n": 0}, {"n": 1}, {"n": 2})
-    path = store.log_path(LOG_AUDIT)
+    path = store.log_path(AUDIT_LOG)
     size = path.stat().st_size
     with open(path, "ab") as fh:
         fh.write(torn)
@@ -99,13 +115,13 @@ def test_scans_skip_a_torn_last_line_and_warn(
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=BACKEND_LOGGER):
-        entries = list(jstore.scan_log_forward(LOG_AUDIT))
+        entries = list(jstore.scan_log_forward(AUDIT_LOG))
     assert [e.record for e in entries] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert entries[-1].cursor == str(cut)
     assert len(caplog.records) == 1
     assert f"at byte {cut}" in caplog.records[0].getMessage()
     with jstore.transaction() as txn:
-        assert txn.last_log_record(LOG_AUDIT) == {"n": 2}
+        assert txn.last_log_record(AUDIT_LOG) == {"n": 2}
     assert path.read_bytes() == raw  # reading never changes the file
 
 
@@ -144,7 +160,7 @@ def test_a_second_torn_line_at_the_same_offset_keeps_the_first(jstore: JsonStore
 
 def test_blank_bytes_after_the_last_line_are_not_torn(jstore: JsonStore) -> None:
     append(jstore, {"n": 0})
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     with open(path, "ab") as fh:
         fh.write(b"  ")
     assert backward(jstore) == [{"n": 0}]
@@ -162,14 +178,14 @@ def test_a_corrupt_line_inside_the_log_fails_the_scan_naming_the_file(
     jstore: JsonStore, bad: bytes
 ) -> None:
     append(jstore, {"n": 0})
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     bad_at = path.stat().st_size
     with open(path, "ab") as fh:
         fh.write(bad + b"\n")
     append(jstore, {"n": 2})
     raw = path.read_bytes()
 
-    newest_first = jstore.scan_log(LOG_AUDIT)
+    newest_first = jstore.scan_log(AUDIT_LOG)
     assert next(newest_first).record == {"n": 2}
     with pytest.raises(StorageCorruptError) as info:
         next(newest_first)
@@ -177,7 +193,7 @@ def test_a_corrupt_line_inside_the_log_fails_the_scan_naming_the_file(
     assert "audit.log" in str(info.value)
     assert f"byte {bad_at}" in str(info.value)
 
-    oldest_first = jstore.scan_log_forward(LOG_AUDIT)
+    oldest_first = jstore.scan_log_forward(AUDIT_LOG)
     assert next(oldest_first).record == {"n": 0}
     with pytest.raises(StorageCorruptError, match=r"audit\.log"):
         next(oldest_first)
@@ -186,7 +202,7 @@ def test_a_corrupt_line_inside_the_log_fails_the_scan_naming_the_file(
 
 def test_a_corrupt_complete_last_line_is_corrupt_not_torn(jstore: JsonStore) -> None:
     append(jstore, {"n": 0})
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     with open(path, "ab") as fh:
         fh.write(b'{"n": \n')
     raw = path.read_bytes()
@@ -195,19 +211,19 @@ def test_a_corrupt_complete_last_line_is_corrupt_not_torn(jstore: JsonStore) -> 
     with pytest.raises(StorageCorruptError, match=r"audit\.log"):
         forward(jstore)
     with pytest.raises(StorageCorruptError), jstore.transaction() as txn:
-        txn.last_log_record(LOG_AUDIT)
+        txn.last_log_record(AUDIT_LOG)
     assert path.read_bytes() == raw
     assert [p.name for p in jstore.data_dir.iterdir() if "torn" in p.name] == []
 
 
 def test_a_corrupt_document_names_its_file(jstore: JsonStore) -> None:
-    path = jstore.doc_path(DOC_CONE_STATE)
+    path = jstore.doc_path(CONE_STATE)
     path.write_bytes(b'{"band": ')
     with pytest.raises(StorageCorruptError) as info:
-        jstore.read_document(DOC_CONE_STATE)
+        jstore.read_document(CONE_STATE)
     assert info.value.path == str(path)
     with pytest.raises(StorageCorruptError), jstore.transaction() as txn:
-        txn.read_document(DOC_CONE_STATE)
+        txn.read_document(CONE_STATE)
     assert path.read_bytes() == b'{"band": '
 
 
@@ -216,25 +232,25 @@ def test_a_corrupt_document_names_its_file(jstore: JsonStore) -> None:
 
 def test_cursors_that_split_a_line_or_pass_the_end_are_refused(jstore: JsonStore) -> None:
     append(jstore, {"n": 0}, {"n": 1}, {"n": 2})
-    path = jstore.log_path(LOG_AUDIT)
+    path = jstore.log_path(AUDIT_LOG)
     size = path.stat().st_size
-    starts = [int(e.cursor) for e in jstore.scan_log(LOG_AUDIT)]
+    starts = [int(e.cursor) for e in jstore.scan_log(AUDIT_LOG)]
     assert starts == [16, 8, 0]
-    assert [e.cursor for e in jstore.scan_log_forward(LOG_AUDIT)] == ["8", "16", "24"]
+    assert [e.cursor for e in jstore.scan_log_forward(AUDIT_LOG)] == ["8", "16", "24"]
     for cursor in ["1", "7", "9", "23", str(size + 1), "99999999999"]:
         with pytest.raises(InvalidCursorError):
-            list(jstore.scan_log(LOG_AUDIT, before=cursor))
+            list(jstore.scan_log(AUDIT_LOG, before=cursor))
         with pytest.raises(InvalidCursorError):
-            list(jstore.scan_log_forward(LOG_AUDIT, after=cursor))
+            list(jstore.scan_log_forward(AUDIT_LOG, after=cursor))
     for cursor in ["0", "8", "16", str(size)]:
-        list(jstore.scan_log(LOG_AUDIT, before=cursor))
-        list(jstore.scan_log_forward(LOG_AUDIT, after=cursor))
+        list(jstore.scan_log(AUDIT_LOG, before=cursor))
+        list(jstore.scan_log_forward(AUDIT_LOG, after=cursor))
 
 
 def test_a_cursor_into_a_missing_log_is_refused(jstore: JsonStore) -> None:
-    assert list(jstore.scan_log(LOG_AUDIT, before="0")) == []
+    assert list(jstore.scan_log(AUDIT_LOG, before="0")) == []
     with pytest.raises(InvalidCursorError):
-        list(jstore.scan_log(LOG_AUDIT, before="40"))
+        list(jstore.scan_log(AUDIT_LOG, before="40"))
 
 
 # -- probe -----------------------------------------------------------------
@@ -242,7 +258,7 @@ def test_a_cursor_into_a_missing_log_is_refused(jstore: JsonStore) -> None:
 
 def test_probe_is_empty_when_healthy(jstore: JsonStore) -> None:
     with jstore.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "B"})
+        txn.write_document(CONE_STATE, {"band": "B"})
     assert jstore.probe() == []
     assert sorted(p.name for p in jstore.data_dir.iterdir()) == [
         ".valhalla.lock",
@@ -250,13 +266,13 @@ def test_probe_is_empty_when_healthy(jstore: JsonStore) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", sorted(DOCUMENT_FILES))
-def test_probe_names_a_corrupt_document(jstore: JsonStore, name: str) -> None:
-    path = jstore.doc_path(name)
+@pytest.mark.parametrize("doc", SCHEMA.documents, ids=lambda doc: doc.name)
+def test_probe_names_a_corrupt_document(jstore: JsonStore, doc: Document) -> None:
+    path = jstore.doc_path(doc)
     path.write_bytes(b"{ nope")
     problems = jstore.probe()
     assert len(problems) == 1
-    assert DOCUMENT_FILES[name] in problems[0]
+    assert doc.file in problems[0]
     assert "does not parse" in problems[0]
     assert path.read_bytes() == b"{ nope"
 
@@ -282,7 +298,7 @@ def test_concurrent_probes_do_not_trip_over_each_other(jstore: JsonStore) -> Non
 
 
 def test_probe_reports_a_data_dir_without_write_permission(tmp_path: Path) -> None:
-    store = JsonStore(tmp_path / "data")
+    store = open_json(tmp_path / "data")
     with unwritable(store.data_dir):
         problems = store.probe()
     assert len(problems) == 1
@@ -291,12 +307,12 @@ def test_probe_reports_a_data_dir_without_write_permission(tmp_path: Path) -> No
 
 
 def test_read_only_data_dir_is_reported_and_writes_fail_cleanly(tiny_fs: Path) -> None:
-    store = JsonStore(tiny_fs / "data")
+    store = open_json(tiny_fs / "data")
     with store.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "B"})
-        txn.append_log(LOG_AUDIT, {"n": 0})
-    doc_before = store.doc_path(DOC_CONE_STATE).read_bytes()
-    log_before = store.log_path(LOG_AUDIT).read_bytes()
+        txn.write_document(CONE_STATE, {"band": "B"})
+        txn.append_log(AUDIT_LOG, {"n": 0})
+    doc_before = store.doc_path(CONE_STATE).read_bytes()
+    log_before = store.log_path(AUDIT_LOG).read_bytes()
     remount_read_only(tiny_fs)
 
     problems = store.probe()
@@ -306,10 +322,10 @@ def test_read_only_data_dir_is_reported_and_writes_fail_cleanly(tiny_fs: Path) -
     # Refused with a 503-class error naming a file in the data dir (the lock
     # file or the document, whichever the file system refuses first).
     with pytest.raises(StorageUnavailableError) as info, store.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "D"})
+        txn.write_document(CONE_STATE, {"band": "D"})
     assert info.value.path.startswith(str(store.data_dir))
     with pytest.raises(StorageUnavailableError), store.transaction() as txn:
-        txn.append_log(LOG_AUDIT, {"n": 1})
-    assert store.read_document(DOC_CONE_STATE) == {"band": "B"}
-    assert store.doc_path(DOC_CONE_STATE).read_bytes() == doc_before
-    assert store.log_path(LOG_AUDIT).read_bytes() == log_before
+        txn.append_log(AUDIT_LOG, {"n": 1})
+    assert store.read_document(CONE_STATE) == {"band": "B"}
+    assert store.doc_path(CONE_STATE).read_bytes() == doc_before
+    assert store.log_path(AUDIT_LOG).read_bytes() == log_before

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.storage import workers
+from valhalla_gov.go.store import PROGRESS
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import DataDirLock
-from valhalla_gov.storage.protocol import DOC_GO_PROGRESS, Store
+from valhalla_gov.storage.protocol import Store
 
 SPAWN = multiprocessing.get_context("spawn")
 BLOCKED_FOR = 0.3  # how long a waiter must stay blocked to count as excluded
@@ -75,8 +76,8 @@ def test_lock_is_reentrant_in_one_thread(tmp_path: Path) -> None:
 def test_store_transactions_nest_in_one_thread(jstore: JsonStore) -> None:
     def nested() -> None:
         with jstore.transaction() as outer, jstore.transaction() as inner:
-            inner.write_document(DOC_GO_PROGRESS, {"count": 1})
-            assert outer.read_document(DOC_GO_PROGRESS) == {"count": 1}
+            inner.write_document(PROGRESS, {"count": 1})
+            assert outer.read_document(PROGRESS) == {"count": 1}
 
     run_in_thread(nested)
     assert flock_is_free(jstore.data_dir / ".valhalla.lock")
@@ -175,4 +176,4 @@ def test_processes_never_lose_an_update(
             if proc.is_alive():
                 proc.kill()
                 proc.join(10)
-    assert store.read_document(DOC_GO_PROGRESS) == {"count": 100}
+    assert store.read_document(PROGRESS) == {"count": 100}

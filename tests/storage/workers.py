@@ -5,9 +5,10 @@ from __future__ import annotations
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
+from valhalla_gov.go.store import PROGRESS
 from valhalla_gov.storage.json_store import DataDirLock
-from valhalla_gov.storage.protocol import DOC_GO_PROGRESS, Store
+from valhalla_gov.storage.protocol import Store
 
 
 def open_store(backend: str, tmp_path: Path) -> Store:
@@ -15,7 +16,7 @@ def open_store(backend: str, tmp_path: Path) -> Store:
     if backend == "json":
         # Opened directly: importing tests.conftest pulls in the whole app,
         # which costs every spawned process most of a second.
-        return JsonStore(tmp_path / "data")
+        return open_json(tmp_path / "data")
     from tests.conftest import make_store
 
     return make_store(backend, tmp_path)
@@ -35,5 +36,5 @@ def increment_counter(backend: str, tmp_path: str, times: int, start: Event) -> 
     start.wait(30)
     for _ in range(times):
         with store.transaction() as txn:
-            doc = txn.read_document(DOC_GO_PROGRESS) or {"count": 0}
-            txn.write_document(DOC_GO_PROGRESS, {"count": doc["count"] + 1})
+            doc = txn.read_document(PROGRESS) or {"count": 0}
+            txn.write_document(PROGRESS, {"count": doc["count"] + 1})

@@ -16,8 +16,8 @@ from tests.live.server import LiveServer
 from tests.ui.conftest import DESKTOP, PHONE
 from tests.ui.screenshots import DOCS_DIR, NAMES, populate, take_screenshots
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.go.playbook import DEFAULT_PLAYBOOK
-from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.timeutil import utc_now
 
 pytestmark = pytest.mark.live
@@ -131,7 +131,7 @@ def test_second_start_shows_a_readable_409(
 
 
 def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
-    store = JsonStore(server.data_dir)
+    store = open_json(server.data_dir)
     _, viewer = create_token(
         store=store, name="watcher", scopes=["viewer"], actor="test", clock=utc_now
     )

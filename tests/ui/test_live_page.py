@@ -13,8 +13,8 @@ from tests.live.server import LiveServer
 from tests.ui.conftest import DESKTOP
 from tests.ui.test_go_page import STEP_TITLES, box, open_page
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.service import set_cone_state
-from valhalla_gov.storage.json_backend import JsonStore
 
 pytestmark = pytest.mark.live
 
@@ -54,7 +54,7 @@ def _live(page: Page) -> None:
 def test_two_pages_agree_without_reload(
     browser: Browser, server: LiveServer, tabs: list[Page]
 ) -> None:
-    store = JsonStore(server.data_dir)
+    store = open_json(server.data_dir)
     clock = FakeClock()
     _, owner = create_token(store=store, name="desk", scopes=["owner"], actor="t", clock=clock)
     _, viewer = create_token(store=store, name="phone", scopes=["viewer"], actor="t", clock=clock)
@@ -103,7 +103,7 @@ def test_a_lost_connection_shows_reconnects_and_catches_up(
 
     # Changed while the page could not hear: straight in the data dir.
     set_cone_state(
-        store=JsonStore(server.data_dir),
+        store=open_json(server.data_dir),
         band="D",
         reason="changed while the page was away",
         metrics=None,

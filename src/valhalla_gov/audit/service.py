@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from ..observability.metrics import AUDIT_EVENTS
 from ..storage.errors import InvalidCursorError, StorageCorruptError
 from ..storage.json_store import canonical_json
-from ..storage.protocol import LOG_AUDIT, Store, StoreTxn
+from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
 from .models import AuditEvent, AuditPage, AuditVerifyResult
+from .store import AUDIT_LOG
 
 GENESIS = "0" * 64
 MAX_PAGE = 500
@@ -51,7 +52,7 @@ def log_event(
 ) -> AuditEvent:
     """Append one event to the chain. Call inside the caller's transaction so
     the state change and its audit line are ordered under one lock."""
-    last = txn.last_log_record(LOG_AUDIT)
+    last = txn.last_log_record(AUDIT_LOG)
     if last is not None and is_chained(last):
         prev = str(last.get("hash"))
         seq = int(last.get("seq") or 0) + 1
@@ -66,7 +67,7 @@ def log_event(
         "prev": prev,
     }
     record = {**body, "hash": chain_hash(prev, body)}
-    txn.append_log(LOG_AUDIT, record)
+    txn.append_log(AUDIT_LOG, record)
     AUDIT_EVENTS.labels(event=event).inc()
     return AuditEvent.model_validate(record)
 
@@ -112,7 +113,7 @@ def query_events(
     items: list[AuditEvent] = []
     last_cursor: str | None = None
     # The backend filters on the event (an index on SQL).
-    for entry in store.scan_log(LOG_AUDIT, before=cursor, kind=event):
+    for entry in store.scan_log(AUDIT_LOG, before=cursor, kind=event):
         moment = _event_time(entry.record)
         if since is not None and moment is not None and moment < since:
             return AuditPage(items=items, next_cursor=None)
@@ -157,7 +158,7 @@ def verify_chain(*, store: Store) -> AuditVerifyResult:
     reordered lines; legacy lines before the chain are counted, not failed."""
     state = _ChainState()
     try:
-        for entry in store.scan_log_forward(LOG_AUDIT):
+        for entry in store.scan_log_forward(AUDIT_LOG):
             problem = _check(entry.record, state, anchored=True)
             if problem is not None:
                 # The next seq the chain expected, whatever the bad line claims:
@@ -213,21 +214,21 @@ class ChainWatcher:
         if self._cursor is None:
             anchored = False
             start: str | None = None
-            for count, entry in enumerate(store.scan_log(LOG_AUDIT)):
+            for count, entry in enumerate(store.scan_log(AUDIT_LOG)):
                 start = entry.cursor
                 if count + 1 >= HEALTH_WINDOW:
                     break
-            entries = store.scan_log_forward(LOG_AUDIT, after=start)
+            entries = store.scan_log_forward(AUDIT_LOG, after=start)
         else:
             try:
-                last = next(iter(store.scan_log(LOG_AUDIT, before=self._cursor)), None)
+                last = next(iter(store.scan_log(AUDIT_LOG, before=self._cursor)), None)
             except InvalidCursorError:
                 last = None  # the log shrank or shifted under the last verified line
             # The whole record, not just its hash field: an edit that keeps the
             # hash field (and the line's length) must still be seen.
             if last is None or last.record != self._last_record:
                 return "the last verified audit line changed or disappeared"
-            entries = store.scan_log_forward(LOG_AUDIT, after=self._cursor)
+            entries = store.scan_log_forward(AUDIT_LOG, after=self._cursor)
         for entry in entries:
             problem = _check(entry.record, self._state, anchored=anchored)
             if problem is not None:

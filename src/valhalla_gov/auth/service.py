@@ -14,22 +14,21 @@ import re
 import secrets
 import threading
 import time
-from typing import Any
-
-from pydantic import ValidationError
 
 from ..audit.service import log_event
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
 from ..observability.metrics import BOOKKEEPING_FAILURES
-from ..storage.errors import StorageCorruptError, StorageUnavailableError
-from ..storage.protocol import DOC_TOKENS, Store, StoreTxn
+from ..storage.errors import StorageUnavailableError
+from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z
 from .models import SCOPES, TOKEN_NAME_PATTERN, Identity, Scope, TokenInfo, TokenRecord
+from .store import load_tokens, read_tokens, write_tokens
 
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "vgo_"  # noqa: S105 - a public prefix
-LOCAL_OWNER = Identity(name="local", scopes=["owner"], via="local")
+LOCAL_ACTOR = "local"  # who acts on a data dir directly, or from loopback in protected mode
+LOCAL_OWNER = Identity(name=LOCAL_ACTOR, scopes=["owner"], via="local")
 # last_used_at is written at most this often per token and process, so a busy
 # client does not turn every read into a durable write.
 LAST_USED_RESOLUTION_S = 60.0
@@ -38,31 +37,6 @@ CREATE_HINT = "create one on the server with: valhalla token create --name NAME 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _parse(raw: Any) -> list[TokenRecord]:
-    if raw is None:
-        return []
-    items = raw.get("tokens") if isinstance(raw, dict) else None
-    if not isinstance(items, list):
-        raise StorageCorruptError("tokens.json", 'expected {"tokens": [...]}')
-    try:
-        return [TokenRecord.model_validate(item) for item in items]
-    except ValidationError as exc:
-        raise StorageCorruptError("tokens.json", f"invalid token record: {exc}") from exc
-
-
-def load_tokens(*, store: Store) -> list[TokenRecord]:
-    # Cached while tokens.json is unchanged: it is read on every request.
-    return store.read_cached(DOC_TOKENS, _parse)
-
-
-def _read(txn: StoreTxn) -> list[TokenRecord]:
-    return _parse(txn.read_document(DOC_TOKENS))
-
-
-def _write(txn: StoreTxn, tokens: list[TokenRecord]) -> None:
-    txn.write_document(DOC_TOKENS, {"tokens": [t.model_dump() for t in tokens]})
 
 
 def parse_scopes(text: str) -> list[Scope]:
@@ -86,13 +60,13 @@ def create_token(
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with store.transaction() as txn:
-        tokens = _read(txn)
+        tokens = read_tokens(txn)
         if any(t.name == name for t in tokens):
             raise ConflictError(f"a token named {name!r} exists; revoke it first")
         record = TokenRecord(
             name=name, scopes=scopes, sha256=hash_token(token), created_at_utc=iso_z(clock())
         )
-        _write(txn, [*tokens, record])
+        write_tokens(txn, [*tokens, record])
         log_event(
             txn,
             event="TOKEN_CREATE",
@@ -118,11 +92,11 @@ def list_tokens(*, store: Store) -> list[TokenInfo]:
 
 def revoke_token(*, store: Store, name: str, actor: str, clock: Clock) -> None:
     with store.transaction() as txn:
-        tokens = _read(txn)
+        tokens = read_tokens(txn)
         kept = [t for t in tokens if t.name != name]
         if len(kept) == len(tokens):
             raise NotFoundError(f"no token named {name!r}")
-        _write(txn, kept)
+        write_tokens(txn, kept)
         log_event(txn, event="TOKEN_REVOKE", payload={"name": name}, actor=actor, clock=clock)
 
 
@@ -179,14 +153,14 @@ class Authenticator:
             self._last_touch[name] = now
         try:
             with store.transaction() as txn:
-                tokens = _read(txn)
+                tokens = read_tokens(txn)
                 stamped = [
                     t.model_copy(update={"last_used_at_utc": iso_z(clock())})
                     if t.name == name
                     else t
                     for t in tokens
                 ]
-                _write(txn, stamped)
+                write_tokens(txn, stamped)
         except StorageUnavailableError as exc:
             # Bookkeeping, not the request's work: a full disk or a read-only
             # data dir must not fail a read. The stamp waits for the next

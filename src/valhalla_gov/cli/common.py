@@ -19,7 +19,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 def local_context(data_dir: Path | None) -> AppContext:
     """The same store, locks and settings a server on this data dir uses."""
-    from ..context import build_context
+    from ..compose import build_context
     from ..settings import Settings
 
     settings = Settings() if data_dir is None else Settings(data_dir=data_dir)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..compose import open_json
 from ..errors import ConflictError
-from ..storage.json_backend import JsonStore
 from ..storage.protocol import Store
 from ..transfer import TransferReport, copy_store
 from .db import UrlOption, database_url
@@ -38,10 +38,11 @@ def _run(source: Store, target: Store) -> TransferReport:
 
 
 def _database(url: str | None) -> Store:
-    from ..storage.sql_backend import SchemaOutOfDateError, SqlStore
+    from ..compose import open_sql
+    from ..storage.sql_backend import SchemaOutOfDateError
 
     try:
-        return SqlStore(database_url(url))
+        return open_sql(database_url(url))
     except SchemaOutOfDateError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -56,7 +57,7 @@ def data_import(
     if not source_dir.is_dir():
         typer.secho(f"{source_dir} is not a directory", fg="red", err=True)
         raise typer.Exit(2)
-    _run(JsonStore(source_dir), _database(url))
+    _run(open_json(source_dir), _database(url))
 
 
 @data_app.command("export")
@@ -65,4 +66,4 @@ def data_export(
     url: UrlOption = None,
 ) -> None:
     """Copy the database into a JSON data dir, then check counts and the chain."""
-    _run(_database(url), JsonStore(target_dir))
+    _run(_database(url), open_json(target_dir))

@@ -32,10 +32,11 @@ def database_url(url: str | None) -> str:
 @db_app.command("upgrade")
 def db_upgrade(url: UrlOption = None) -> None:
     """Create or migrate the schema to this version's (safe to repeat)."""
-    from ..storage.sql_backend import redact, upgrade
+    from ..compose import upgrade_database
+    from ..storage.sql_backend import redact
 
     target = database_url(url)
-    before, after = upgrade(target)
+    before, after = upgrade_database(target)
     if before == after:
         typer.echo(f"{redact(target)}: schema already at revision {after}")
     else:
@@ -45,10 +46,11 @@ def db_upgrade(url: UrlOption = None) -> None:
 @db_app.command("status")
 def db_status(url: UrlOption = None) -> None:
     """Say whether the schema matches this version (exit 1 when it does not)."""
-    from ..storage.sql_backend import SqlStore, redact
+    from ..compose import open_sql
+    from ..storage.sql_backend import redact
 
     target = database_url(url)
-    store = SqlStore(target, check_schema=False)
+    store = open_sql(target, check_schema=False)
     try:
         problem = store.schema_problem()
     finally:

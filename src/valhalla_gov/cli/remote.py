@@ -125,7 +125,7 @@ class LocalBackend:
     """The services on a data dir, as actor ``local``."""
 
     def __init__(self, ctx: AppContext) -> None:
-        from ..context import LOCAL_ACTOR
+        from ..auth.service import LOCAL_ACTOR
 
         self.ctx = ctx
         self.actor = LOCAL_ACTOR

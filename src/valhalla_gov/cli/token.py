@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..context import LOCAL_ACTOR
+from ..auth.service import LOCAL_ACTOR
 from .common import DataDirOption, JsonOption, local_context
 
 token_app = typer.Typer(help="API tokens: create, list, revoke.")

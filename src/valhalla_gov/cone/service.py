@@ -6,28 +6,16 @@ from typing import Any
 
 from ..audit.service import log_event
 from ..errors import NotFoundError
-from ..storage.errors import StorageCorruptError
-from ..storage.protocol import DOC_CONE_STATE, LOG_DECISIONS, Store, StoreTxn
+from ..storage.protocol import Reader, Store
 from ..timeutil import Clock, iso_z
 from .canon import BAND_MEANING, Action, Band, Canon
 from .models import ConeDecision, ConeState
+from .store import CONE_STATE, DECISIONS, read_state
 
 
-def _parse_state(raw: Any) -> ConeState:
-    if raw is None:
-        return ConeState()
-    try:
-        return ConeState.model_validate(raw)
-    except ValueError as exc:
-        raise StorageCorruptError("cone_state.json", f"not a valid cone state: {exc}") from exc
-
-
-def get_cone_state(*, store: Store) -> ConeState:
-    return _parse_state(store.read_document(DOC_CONE_STATE))
-
-
-def read_cone_state(txn: StoreTxn) -> ConeState:
-    return _parse_state(txn.read_document(DOC_CONE_STATE))
+def get_cone_state(*, store: Reader) -> ConeState:
+    """The current state, through the store or inside a transaction."""
+    return read_state(store)
 
 
 def set_cone_state(
@@ -40,7 +28,7 @@ def set_cone_state(
     clock: Clock,
 ) -> ConeState:
     with store.transaction() as txn:
-        before = read_cone_state(txn)
+        before = read_state(txn)
         state = ConeState(
             band=band,
             reason=reason,
@@ -48,7 +36,7 @@ def set_cone_state(
             updated_at_utc=iso_z(clock()),
             updated_by=actor,
         )
-        txn.write_document(DOC_CONE_STATE, state.model_dump())
+        txn.write_document(CONE_STATE, state.model_dump())
         log_event(
             txn,
             event="CONE_SET",
@@ -77,7 +65,7 @@ def decide(
             body={"known_engines": canon.engines()},
         )
     with store.transaction() as txn:
-        band = read_cone_state(txn).band
+        band = read_state(txn).band
         permitted = canon.allowed(band, engine_class)
         allowed = action in permitted
         meaning = BAND_MEANING[band]
@@ -100,7 +88,7 @@ def decide(
         )
         now = iso_z(clock())
         txn.append_log(
-            LOG_DECISIONS,
+            DECISIONS,
             {"ts_utc": now, "engine": engine, "action": action, "band": band, "allowed": allowed},
         )
         log_event(
@@ -111,13 +99,3 @@ def decide(
             clock=clock,
         )
     return decision
-
-
-def recent_decisions(*, store: Store, window: int) -> list[dict[str, Any]]:
-    """The last ``window`` decisions, newest first (read from the log's end)."""
-    out: list[dict[str, Any]] = []
-    for entry in store.scan_log(LOG_DECISIONS):
-        out.append(entry.record)
-        if len(out) >= window:
-            break
-    return out

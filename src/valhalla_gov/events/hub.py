@@ -25,8 +25,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..audit.store import AUDIT_LOG
 from ..storage.errors import StorageError
-from ..storage.protocol import LOG_AUDIT, Store
+from ..storage.protocol import Store
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ class EventHub:
 
     async def _version(self) -> str:
         if self.store.blocking:
-            return await run_in_threadpool(self.store.log_version, LOG_AUDIT)
-        return self.store.log_version(LOG_AUDIT)
+            return await run_in_threadpool(self.store.log_version, AUDIT_LOG)
+        return self.store.log_version(AUDIT_LOG)
 
     async def _poll(self) -> None:
         last: str | None = None

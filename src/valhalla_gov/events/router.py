@@ -38,8 +38,8 @@ T = TypeVar("T")
 
 
 def get_hub(request: Request) -> EventHub:
-    hub: EventHub = request.app.state.events
-    return hub
+    ctx: AppContext = request.app.state.ctx
+    return ctx.get(EventHub)
 
 
 def sse_event(record: dict[str, Any]) -> str:

@@ -15,7 +15,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.protocol import LOG_AUDIT, Store
+from ..audit.store import AUDIT_LOG
+from ..storage.protocol import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ def start_position(store: Store, last_event_id: int | None) -> Position:
     a reconnect costs what it missed, not the log's length. An id at or beyond
     the newest seq (beyond: the log was replaced since) starts at the end.
     """
-    entries = iter(store.scan_log(LOG_AUDIT))
+    entries = iter(store.scan_log(AUDIT_LOG))
     first = next(entries, None)
     if first is None:
         return Position(None, 0)
@@ -62,7 +63,7 @@ def read_after(
     """Up to ``limit`` records with seq above ``position.last_seq``, in order."""
     records: list[dict[str, Any]] = []
     cursor, last_seq = position.cursor, position.last_seq
-    for entry in store.scan_log_forward(LOG_AUDIT, after=cursor):
+    for entry in store.scan_log_forward(AUDIT_LOG, after=cursor):
         seq = record_seq(entry.record)
         if seq is not None and seq > last_seq:
             if len(records) == limit:

@@ -12,12 +12,12 @@ from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z
 from . import session_store
 from .models import Checklist, ChecklistStep, CompleteResult, NextStep, Playbook, StepProgress
-from .store import load_progress, read_progress, write_progress
+from .store import read_progress, write_progress
 
 
 def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -> Checklist:
     band = get_cone_state(store=store).band
-    progress = load_progress(store=store)
+    progress = read_progress(store)
     red = health.status == "red"
     steps: list[ChecklistStep] = []
     for step in playbook.steps:

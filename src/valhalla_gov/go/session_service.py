@@ -14,15 +14,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..audit.service import ChainWatcher, log_event
-from ..cone.service import read_cone_state
+from ..auth.service import LOCAL_ACTOR
+from ..cone.service import get_cone_state
 from ..errors import ConflictError, NotFoundError
 from ..health.service import get_health_status
-from ..storage.errors import StorageCorruptError
-from ..storage.protocol import DOC_GO_SESSION, Store, StoreTxn
-from ..timeutil import Clock, iso_z, new_id, parse_iso, stable_id
+from ..storage.parsing import parse_stored
+from ..storage.protocol import Store, StoreTxn
+from ..timeutil import Clock, iso_z, new_id, parse_iso
 from . import session_store
 from .session_models import GoSession, SessionPage
 
@@ -32,18 +31,15 @@ MAX_PAGE = 500
 def _model(raw: dict[str, Any] | None) -> GoSession | None:
     if raw is None:
         return None
-    try:
-        session = GoSession.model_validate(raw)
-    except ValidationError as exc:
-        raise StorageCorruptError("go_session.json", f"not a valid session: {exc}") from exc
-    if session.id is None and session.started_at_utc:
-        # Written before sessions had ids: derive one that is stable across reads.
-        session.id = stable_id(parse_iso(session.started_at_utc), session.started_at_utc)
+    session = parse_stored(GoSession, raw, where=session_store.CURRENT.file, what="session")
+    if session.id is None:
+        # Written before sessions had ids: the derived one, stable across reads.
+        session.id = session_store.session_id(raw)
     return session
 
 
 def _snapshot(txn: StoreTxn, store: Store, clock: Clock, watcher: ChainWatcher) -> dict[str, Any]:
-    cone = read_cone_state(txn)
+    cone = get_cone_state(store=txn)
     health = get_health_status(store=store, clock=clock, watcher=watcher)
     return {"cone": cone.model_dump(), "status": health.model_dump()}
 
@@ -53,13 +49,13 @@ def _given(notes: str | None) -> str | None:
 
 
 def _current(raw: Any | None) -> GoSession:
-    return _model(session_store.unwrap(raw)) or GoSession(active=False)
+    return _model(session_store.as_session(raw)) or GoSession(active=False)
 
 
 def get_session(*, store: Store) -> GoSession:
     """The current session, or the inactive default when there never was one.
     Read through the store's cache: the result is shared, do not mutate it."""
-    return store.read_cached(DOC_GO_SESSION, _current)
+    return store.read_cached(session_store.CURRENT, _current)
 
 
 def _archive_if_missing(txn: StoreTxn, session: GoSession) -> None:
@@ -72,22 +68,25 @@ def _finish_interrupted_end(txn: StoreTxn, ended: GoSession, clock: Clock) -> No
     """Complete an end that died between its history append and the
     ``go_session.json`` write (read_session already answers with the history's
     ended record): write the document and the audit line it never got."""
-    stored = session_store.unwrap(txn.read_document(DOC_GO_SESSION))
+    stored = session_store.load_session(store=txn)
     if stored is None or not stored.get("active") or stored.get("id") != ended.id:
         return
+    _save_end(txn, ended, actor=ended.ended_by or LOCAL_ACTOR, clock=clock, recovered=True)
+
+
+def _save_end(
+    txn: StoreTxn, ended: GoSession, *, actor: str, clock: Clock, recovered: bool = False
+) -> None:
+    """The ended session as the current one, and its audit line."""
     session_store.save_session(txn, ended.model_dump())
-    log_event(
-        txn,
-        event="GO_SESSION_END",
-        payload={
-            "session_id": ended.id,
-            "notes": ended.notes,
-            "duration_seconds": ended.duration_seconds,
-            "recovered": True,
-        },
-        actor=ended.ended_by or "local",
-        clock=clock,
-    )
+    payload: dict[str, Any] = {
+        "session_id": ended.id,
+        "notes": ended.notes,
+        "duration_seconds": ended.duration_seconds,
+    }
+    if recovered:
+        payload["recovered"] = True
+    log_event(txn, event="GO_SESSION_END", payload=payload, actor=actor, clock=clock)
 
 
 def start_session(
@@ -161,18 +160,7 @@ def end_session(
             }
         )
         _archive_if_missing(txn, ended)
-        session_store.save_session(txn, ended.model_dump())
-        log_event(
-            txn,
-            event="GO_SESSION_END",
-            payload={
-                "session_id": ended.id,
-                "notes": ended.notes,
-                "duration_seconds": ended.duration_seconds,
-            },
-            actor=actor,
-            clock=clock,
-        )
+        _save_end(txn, ended, actor=actor, clock=clock)
     return ended
 
 

@@ -1,37 +1,38 @@
-"""PACK H persistence: step progress in ``go_progress.json``."""
+"""PACK H persistence: step progress.
+
+``go_progress.json`` (``{"progress": {step_id: ...}}``) in a data dir; a
+generic document row on SQL.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..storage.errors import StorageCorruptError
-from ..storage.protocol import DOC_GO_PROGRESS, Store, StoreTxn
+from ..storage.parsing import parse_stored
+from ..storage.protocol import Document, Reader, Schema, StoreTxn
 from .models import StepProgress
 
+PROGRESS = Document("go_progress", file="go_progress.json", envelope="progress")
 
-def _parse(raw: Any) -> dict[str, StepProgress]:
-    if raw is None:
+SCHEMA = Schema(documents=(PROGRESS,))
+
+
+def _parse(progress: Any) -> dict[str, StepProgress]:
+    if progress is None:
         return {}
-    progress = raw.get("progress") if isinstance(raw, dict) else None
     if not isinstance(progress, dict):
-        raise StorageCorruptError("go_progress.json", 'expected {"progress": {step_id: ...}}')
-    try:
-        return {k: StepProgress.model_validate(v) for k, v in progress.items()}
-    except ValidationError as exc:
-        raise StorageCorruptError("go_progress.json", f"invalid step progress: {exc}") from exc
+        raise StorageCorruptError(PROGRESS.file, 'expected {"progress": {step_id: ...}}')
+    return {
+        step: parse_stored(StepProgress, value, where=PROGRESS.file, what="step progress")
+        for step, value in progress.items()
+    }
 
 
-def load_progress(*, store: Store) -> dict[str, StepProgress]:
-    return _parse(store.read_document(DOC_GO_PROGRESS))
-
-
-def read_progress(txn: StoreTxn) -> dict[str, StepProgress]:
-    return _parse(txn.read_document(DOC_GO_PROGRESS))
+def read_progress(reader: Reader) -> dict[str, StepProgress]:
+    """Step progress, through the store or inside a transaction."""
+    return _parse(reader.read_document(PROGRESS))
 
 
 def write_progress(txn: StoreTxn, progress: dict[str, StepProgress]) -> None:
-    txn.write_document(
-        DOC_GO_PROGRESS, {"progress": {k: v.model_dump() for k, v in progress.items()}}
-    )
+    txn.write_document(PROGRESS, {k: v.model_dump() for k, v in progress.items()})

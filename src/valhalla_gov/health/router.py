@@ -34,20 +34,7 @@ def healthz() -> Liveness:
     responses={503: {"model": Readiness, "description": "Storage is corrupt or unwritable."}},
 )
 def readyz(ctx: Ctx) -> Readiness | JSONResponse:
-    # The readers of the other features' documents; health cannot import them
-    # at module level (they import health for their snapshots).
-    from ..auth.service import load_tokens
-    from ..go.session_service import get_session
-    from ..go.store import load_progress
-
-    ready = service.get_readiness(
-        store=ctx.store,
-        readers=(
-            lambda: get_session(store=ctx.store),
-            lambda: load_progress(store=ctx.store),
-            lambda: load_tokens(store=ctx.store),
-        ),
-    )
+    ready = service.get_readiness(store=ctx.store, checks=ctx.readiness)
     if not ready.ready:
         return JSONResponse(status_code=503, content=ready.model_dump())
     return ready

@@ -11,26 +11,16 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..audit.service import ChainWatcher
 from ..cone.canon import BAND_MEANING
 from ..cone.models import ConeState
-from ..cone.service import get_cone_state, recent_decisions
+from ..cone.service import get_cone_state
+from ..cone.store import recent_decisions
 from ..storage.errors import StorageCorruptError, StorageError
-from ..storage.protocol import DOC_THRESHOLDS, LOG_SERVER_ERRORS, Store
+from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
 from .models import STATUS_RANK, CheckResult, HealthStatus, Readiness, Thresholds
-
-
-def load_thresholds(*, store: Store) -> Thresholds:
-    raw = store.read_document(DOC_THRESHOLDS)
-    if raw is None:
-        return Thresholds()
-    try:
-        return Thresholds.model_validate(raw)
-    except ValidationError as exc:
-        raise StorageCorruptError("thresholds.json", f"invalid thresholds: {exc}") from exc
+from .store import SERVER_ERRORS, load_thresholds
 
 
 def _band_check(cone: ConeState) -> CheckResult:
@@ -72,14 +62,14 @@ def _error_time(record: dict[str, Any]) -> datetime:
         except ValueError:
             pass
     raise StorageCorruptError(
-        LOG_SERVER_ERRORS, f"a record has no readable ts_utc ({raw!r}); left untouched"
+        SERVER_ERRORS.file, f"a record has no readable ts_utc ({raw!r}); left untouched"
     )
 
 
 def _errors_check(store: Store, limits: Thresholds, clock: Clock) -> CheckResult:
     since = clock() - timedelta(minutes=limits.error_window_minutes)
     count = 0
-    for entry in store.scan_log(LOG_SERVER_ERRORS):
+    for entry in store.scan_log(SERVER_ERRORS):
         if _error_time(entry.record) < since:
             break
         count += 1
@@ -139,13 +129,14 @@ def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> H
     )
 
 
-def get_readiness(*, store: Store, readers: Iterable[Callable[[], object]] = ()) -> Readiness:
-    """Ready when the store is usable and every document reads as its model:
-    a file that parses but has the wrong shape still fails its every call."""
+def get_readiness(*, store: Store, checks: Iterable[Callable[[Store], object]] = ()) -> Readiness:
+    """Ready when the store is usable and every document reads as its model
+    (each feature's checks): a file that parses but has the wrong shape still
+    fails its every call."""
     problems = store.probe()
-    for read in (lambda: get_cone_state(store=store), *readers):
+    for check in checks:
         try:
-            read()
+            check(store)
         except StorageError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))

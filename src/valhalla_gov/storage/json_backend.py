@@ -18,36 +18,10 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .protocol import (
-    DOC_CONE_STATE,
-    DOC_GO_PROGRESS,
-    DOC_GO_SESSION,
-    DOC_THRESHOLDS,
-    DOC_TOKENS,
-    KIND_FIELD,
-    LOG_AUDIT,
-    LOG_DECISIONS,
-    LOG_SERVER_ERRORS,
-    LOG_SESSIONS,
-    LogEntry,
-    T,
-)
+from .protocol import Document, Log, LogEntry, Schema, T, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_FILES = {
-    DOC_GO_SESSION: "go_session.json",
-    DOC_CONE_STATE: "cone_state.json",
-    DOC_GO_PROGRESS: "go_progress.json",
-    DOC_THRESHOLDS: "thresholds.json",
-    DOC_TOKENS: "tokens.json",
-}
-LOG_FILES = {
-    LOG_AUDIT: "audit.log",
-    LOG_SESSIONS: "go_session_history.jsonl",
-    LOG_DECISIONS: "cone_decisions.jsonl",
-    LOG_SERVER_ERRORS: "server_errors.jsonl",
-}
 LOCK_FILE = ".valhalla.lock"
 
 
@@ -59,12 +33,13 @@ def parse_cursor(cursor: str) -> int:
 
 
 class JsonStore:
-    """Documents as ``<name>.json`` and logs as JSON Lines in ``data_dir``."""
+    """Each document in its own JSON file and each log as JSON Lines, in ``data_dir``."""
 
     blocking = False
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, schema: Schema) -> None:
         self.data_dir = Path(data_dir)
+        self.schema = schema
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -75,26 +50,28 @@ class JsonStore:
     def describe(self) -> str:
         return f"json:{self.data_dir.resolve()}"
 
-    def doc_path(self, name: str) -> Path:
-        return self.data_dir / DOCUMENT_FILES[name]
+    def doc_path(self, doc: Document) -> Path:
+        return self.data_dir / doc.file
 
-    def log_path(self, log_name: str) -> Path:
-        return self.data_dir / LOG_FILES[log_name]
+    def log_path(self, log: Log) -> Path:
+        return self.data_dir / log.file
 
     # -- documents -------------------------------------------------------
-    def read_document(self, name: str) -> Any | None:
-        return json_store.read_json(self.doc_path(name))
+    def read_document(self, doc: Document) -> Any | None:
+        path = self.doc_path(doc)
+        return unwrap(doc, str(path), json_store.read_json(path))
 
-    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
+    def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
         # Keyed on the file's bytes, not its stat: a rewrite within one clock
         # tick can keep size and mtime, and a recycled inode number the inode.
-        path = self.doc_path(name)
+        path = self.doc_path(doc)
         raw = json_store.read_bytes(path)
-        key = (name, parse)
+        key = (doc.name, parse)
         hit = self._parsed.get(key)
         if hit is not None and hit[0] == raw:
             return hit[1]  # type: ignore[no-any-return]
-        value = parse(None if raw is None else json_store.parse_json_bytes(path, raw))
+        stored = None if raw is None else json_store.parse_json_bytes(path, raw)
+        value = parse(unwrap(doc, str(path), stored))
         self._parsed[key] = (raw, value)
         return value
 
@@ -134,11 +111,11 @@ class JsonStore:
         return offset
 
     def scan_log(
-        self, log: str, *, before: str | None = None, kind: str | None = None
+        self, log: Log, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:
         path = self.log_path(log)
         end = None if before is None else self._cursor_offset(path, before)
-        kind_field = KIND_FIELD.get(log) if kind is not None else None
+        kind_field = log.kind_field if kind is not None else None
         # A last line read without its newline was never acknowledged: the
         # newline is part of the one write an acknowledged append made durable.
         torn = None if end is not None else (lambda offset: log_torn(path, offset))
@@ -148,7 +125,7 @@ class JsonStore:
                 continue
             yield LogEntry(str(offset), record)
 
-    def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)
         start = 0 if after is None else self._cursor_offset(path, after)
         # Only the last line can be torn; it is skipped whether or not its
@@ -160,7 +137,7 @@ class JsonStore:
     def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
         return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))
 
-    def log_version(self, log: str) -> str:
+    def log_version(self, log: Log) -> str:
         # One stat: an append grows the file; a rollback or repair that cuts
         # it changes the size or mtime too.
         try:
@@ -173,9 +150,9 @@ class JsonStore:
 
     def probe(self) -> list[str]:
         problems: list[str] = []
-        for name in DOCUMENT_FILES:
+        for doc in self.schema.documents:
             try:
-                self.read_document(name)
+                self.read_document(doc)
             except StorageError as exc:
                 problems.append(str(exc))
         # Per thread: concurrent probes (parallel /readyz) must not unlink each other's file.
@@ -211,23 +188,23 @@ class _JsonTxn:
         # (path, old bytes or None) for documents, (path, old size) for logs.
         self._undo: list[tuple[Path, bytes | int | None]] = []
 
-    def read_document(self, name: str) -> Any | None:
-        return self._store.read_document(name)
+    def read_document(self, doc: Document) -> Any | None:
+        return self._store.read_document(doc)
 
-    def write_document(self, name: str, doc: Any) -> None:
-        path = self._store.doc_path(name)
+    def write_document(self, doc: Document, value: Any) -> None:
+        path = self._store.doc_path(doc)
         before = json_store.read_bytes(path)
-        json_store.write_json(path, doc)
+        json_store.write_json(path, wrap(doc, value))
         self._undo.append((path, before))
 
-    def append_log(self, log: str, record: dict[str, Any]) -> None:
+    def append_log(self, log: Log, record: dict[str, Any]) -> None:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         line = (json_store.canonical_json(record) + "\n").encode("utf-8")
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
 
-    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+    def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         start = json_store.file_size(path)
@@ -253,7 +230,7 @@ class _JsonTxn:
                 log.error("could not take back a write to %s: %s", path, exc)
         self._undo.clear()
 
-    def last_log_record(self, log: str) -> dict[str, Any] | None:
+    def last_log_record(self, log: Log) -> dict[str, Any] | None:
         for entry in self._store.scan_log(log):
             return entry.record
         return None

@@ -1,9 +1,13 @@
-"""The storage protocol every backend implements.
+"""The storage protocol every backend implements, and how a caller declares
+what it stores.
 
 Two kinds of data: *documents* (small JSON values replaced whole) and *logs*
-(append-only records read newest first with a cursor). Every
+(append-only records read newest first with a cursor). Whoever stores data
+declares it with a :class:`Document` or a :class:`Log` (its name, its file in
+a JSON data dir, and optionally where it lives in SQL) and passes that
+declaration to every call; the backends know nothing else about it. Every
 read-modify-write happens inside :meth:`Store.transaction`, which is
-exclusive across threads and processes, so services keep their invariants
+exclusive across threads and processes, so callers keep their invariants
 with plain reads and writes inside it.
 """
 
@@ -11,26 +15,64 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
-# Names shared by the services and every backend.
-DOC_GO_SESSION = "go_session"
-DOC_CONE_STATE = "cone_state"
-DOC_GO_PROGRESS = "go_progress"
-DOC_THRESHOLDS = "thresholds"
-DOC_TOKENS = "tokens"
-DOCUMENTS = (DOC_GO_SESSION, DOC_CONE_STATE, DOC_GO_PROGRESS, DOC_THRESHOLDS, DOC_TOKENS)
 
-LOG_AUDIT = "audit"
-LOG_SESSIONS = "go_sessions"
-LOG_DECISIONS = "cone_decisions"
-LOG_SERVER_ERRORS = "server_errors"
-LOGS = (LOG_AUDIT, LOG_SESSIONS, LOG_DECISIONS, LOG_SERVER_ERRORS)
-# The record field a log can be filtered on with ``scan_log(kind=...)``.
-KIND_FIELD = {LOG_AUDIT: "event"}
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A JSON value replaced whole.
+
+    ``envelope``: the stored shape is ``{envelope: value}`` (the callers see
+    ``value``); a stored value without that shape is corrupt. ``sql``: a
+    zero-argument factory of a :class:`~valhalla_gov.storage.sql_placement.SqlDocument`
+    when the value lives in a table of its own; by default it is a row of
+    the generic ``documents`` table. A factory, so that SQLAlchemy is only
+    imported by the SQL backend.
+    """
+
+    name: str
+    file: str
+    envelope: str | None = None
+    sql: Callable[[], Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """An append-only log of JSON objects.
+
+    ``kind_field``: the record field ``scan_log(kind=...)`` filters on (an
+    index on SQL). ``sql``: a factory of a
+    :class:`~valhalla_gov.storage.sql_placement.SqlLog` when the records live
+    in a table of their own; by default they are rows of ``log_records``.
+    """
+
+    name: str
+    file: str
+    kind_field: str | None = None
+    sql: Callable[[], Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """Every document and log one application stores (the union of what
+    its parts declare). Backends use it to check and describe the whole
+    store; reads and writes take the declarations themselves."""
+
+    documents: tuple[Document, ...] = ()
+    logs: tuple[Log, ...] = ()
+
+    def __add__(self, other: Schema) -> Schema:
+        merged = Schema(self.documents + other.documents, self.logs + other.logs)
+        for kind, items in (("document", merged.documents), ("log", merged.logs)):
+            for attr in ("name", "file"):
+                values = [getattr(item, attr) for item in items]
+                dupes = sorted({v for v in values if values.count(v) > 1})
+                if dupes:
+                    raise ValueError(f"two {kind}s declare the same {attr}: {dupes}")
+        return merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,35 +90,38 @@ class LogEntry:
     record: dict[str, Any]
 
 
-class StoreTxn(Protocol):
-    """What a service may do while it holds the store's exclusive lock."""
+class Reader(Protocol):
+    """Reads that work both inside and outside a transaction."""
 
-    def read_document(self, name: str) -> Any | None: ...
+    def read_document(self, doc: Document) -> Any | None: ...
 
-    def write_document(self, name: str, doc: Any) -> None: ...
 
-    def append_log(self, log: str, record: dict[str, Any]) -> None: ...
+class StoreTxn(Reader, Protocol):
+    """What a caller may do while it holds the store's exclusive lock."""
 
-    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+    def write_document(self, doc: Document, value: Any) -> None: ...
+
+    def append_log(self, log: Log, record: dict[str, Any]) -> None: ...
+
+    def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         """Bulk append (imports): durable once, at the end; returns the count."""
         ...
 
-    def last_log_record(self, log: str) -> dict[str, Any] | None: ...
+    def last_log_record(self, log: Log) -> dict[str, Any] | None: ...
 
 
-class Store(Protocol):
+class Store(Reader, Protocol):
     """A storage backend: JSON files, or SQL (SQLite / PostgreSQL)."""
 
-    # True when reads go over the network (SQL): async code must move them
+    # True when reads travel over the network (SQL): async code must move them
     # off the event loop. Local JSON reads are cheap enough to do inline.
     blocking: bool
+    schema: Schema
 
     def describe(self) -> str: ...
 
-    def read_document(self, name: str) -> Any | None: ...
-
-    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
-        """``parse(read_document(name))``, reusing the last result while the
+    def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
+        """``parse(read_document(doc))``, reusing the last result while the
         stored document is unchanged. The result is shared: treat it as
         read-only."""
         ...
@@ -84,17 +129,17 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
     def scan_log(
-        self, log: str, *, before: str | None = None, kind: str | None = None
+        self, log: Log, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:
         """Records newest first, starting just older than cursor ``before``;
-        with ``kind``, only records whose ``KIND_FIELD`` equals it."""
+        with ``kind``, only records whose ``kind_field`` equals it."""
         ...
 
-    def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         """Records oldest first, starting just newer than cursor ``after``."""
         ...
 
-    def log_version(self, log: str) -> str:
+    def log_version(self, log: Log) -> str:
         """A cheap token that changes whenever ``log`` gains a record (from any
         process or replica): what live readers poll before scanning."""
         ...
@@ -102,3 +147,18 @@ class Store(Protocol):
     def probe(self) -> list[str]:
         """Problems that make the store unusable now (empty when healthy)."""
         ...
+
+
+def unwrap(doc: Document, where: str, stored: Any | None) -> Any | None:
+    """The caller's value out of the stored shape (see ``Document.envelope``)."""
+    from .errors import StorageCorruptError
+
+    if stored is None or doc.envelope is None:
+        return stored
+    if not isinstance(stored, dict) or doc.envelope not in stored:
+        raise StorageCorruptError(where, f'expected {{"{doc.envelope}": ...}}')
+    return stored[doc.envelope]
+
+
+def wrap(doc: Document, value: Any) -> Any:
+    return value if doc.envelope is None else {doc.envelope: value}

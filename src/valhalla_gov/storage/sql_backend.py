@@ -3,19 +3,20 @@
 Same protocol as the JSON files, so the services do not change. Each
 :meth:`SqlStore.transaction` is one database transaction holding an exclusive
 writer lock (``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
-SQLite): the state, history and audit writes of one operation commit together
-or not at all, and replicas serialise their writers exactly like workers
-sharing a data dir do, which keeps the audit hash chain in order.
+SQLite): every document and log write of one operation commits together or
+not at all, and replicas serialise their writers exactly like workers sharing
+a data dir do, so logs whose records depend on the previous one (a hash
+chain) stay in order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +24,43 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Engine,
-    Select,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..errors import ConflictError
-from ..timeutil import parse_iso, stable_id
-from .errors import InvalidCursorError, StorageCorruptError, StorageUnavailableError
-from .json_store import canonical_json
-from .protocol import DOC_GO_SESSION, KIND_FIELD, LOG_SESSIONS, LogEntry, T
-from .sql_schema import documents, go_sessions, log_records
+from .errors import StorageCorruptError, StorageUnavailableError
+from .protocol import Document, Log, LogEntry, Schema, T
+from .sql_placement import SqlLog, document_placement, log_placement, parse_body
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ENV_DIR = Path(__file__).parent / "migrations"
 # Scans fetch in growing batches: most callers want one record (the chain's
 # last line) or one page (51 or 101 rows); walks of the whole log grow to 1000.
 _FIRST_BATCH = 64
 _MAX_BATCH = 1000
-# Cursors name a boundary between records: ``p`` splits ids below ``p`` from
-# ids at or above it. A record's backward cursor is its own id (the boundary
-# before it); its forward cursor is the boundary after it: id + 1 for log
-# rows, and id + "~" for session ids ("~" sorts after every ULID character).
-_AFTER = "~"
 # PostgreSQL NOTIFY channel for "a log gained records"; the payload is the
 # schema, so databases shared by several schemas wake only their own readers.
 LOG_CHANNEL = "valhalla_log_append"
 # An arbitrary, fixed 64-bit key: every Valhalla writer takes this one lock.
 _PG_LOCK_KEY = 0x56414C48414C4C41  # "VALHALLA"
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """An application's schema: its declarations and its Alembic revisions."""
+
+    schema: Schema
+    versions: Path
+
+    def load_tables(self) -> None:
+        """Build every declared table on the shared metadata (migrations
+        compare against it)."""
+        factories = [doc.sql for doc in self.schema.documents]
+        factories += [log.sql for log in self.schema.logs]
+        for factory in factories:
+            if factory is not None:
+                factory()
 
 
 class SchemaOutOfDateError(Exception):
@@ -73,19 +71,19 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def alembic_config(connection: Connection) -> Config:
+def alembic_config(migrations: Migrations, connection: Connection | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(ENV_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(migrations.versions))
     config.attributes["connection"] = connection
     return config
 
 
 @functools.cache
-def head_revision() -> str | None:
+def head_revision(migrations: Migrations) -> str | None:
     """The newest migration: read from the scripts once per process."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(alembic_config(migrations)).get_current_head()
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -120,13 +118,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
 
 
-def upgrade(url: str) -> tuple[str | None, str | None]:
+def upgrade(url: str, migrations: Migrations) -> tuple[str | None, str | None]:
     """Apply every migration; returns (revision before, revision after)."""
+    migrations.load_tables()
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
             before = MigrationContext.configure(conn).get_current_revision()
-            command.upgrade(alembic_config(conn), "head")
+            command.upgrade(alembic_config(migrations, conn), "head")
             after = MigrationContext.configure(conn).get_current_revision()
         return before, after
     finally:
@@ -136,8 +135,17 @@ def upgrade(url: str) -> tuple[str | None, str | None]:
 class SqlStore:
     blocking = True
 
-    def __init__(self, url: str, *, check_schema: bool = True, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        migrations: Migrations,
+        *,
+        check_schema: bool = True,
+        pool_size: int = 10,
+    ) -> None:
         self.url = url
+        self.migrations = migrations
+        self.schema = migrations.schema
         self.engine = make_engine(url, pool_size=pool_size)
         # Reads outside a transaction are single statements: on PostgreSQL
         # autocommit saves the BEGIN and ROLLBACK round trips around each.
@@ -163,7 +171,7 @@ class SqlStore:
         return StorageUnavailableError(redact(self.url), f"database error: {exc}")
 
     def schema_problem(self) -> str | None:
-        head = head_revision()
+        head = head_revision(self.migrations)
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
@@ -190,13 +198,13 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 
-    def read_document(self, name: str) -> Any | None:
+    def read_document(self, doc: Document) -> Any | None:
         with self._reader() as conn:
-            return _read_document(conn, name)
+            return document_placement(doc).read(conn)
 
-    def read_cached(self, name: str, parse: Callable[[Any | None], T]) -> T:
+    def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
         # Another replica may have written: always read (one indexed query).
-        return parse(self.read_document(name))
+        return parse(self.read_document(doc))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_SqlTxn]:
@@ -231,32 +239,31 @@ class SqlStore:
             raise self._unavailable(exc) from exc
 
     def scan_log(
-        self, log: str, *, before: str | None = None, kind: str | None = None
+        self, log: Log, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:
-        if log == LOG_SESSIONS:
-            return self._keyset(_sessions_query(), go_sessions.c.id, LOG_SESSIONS, before, True)
-        query = _log_query(log)
-        if kind is not None:
-            query = query.where(log_records.c.kind == kind)
-        bound = None if before is None else _int_cursor(before)
-        return self._keyset(query, log_records.c.id, log, bound, True)
+        placement = log_placement(log)
+        bound = None if before is None else placement.parse_cursor(before)
+        return self._keyset(placement, log.name, kind, bound, newest_first=True)
 
-    def scan_log_forward(self, log: str, *, after: str | None = None) -> Iterator[LogEntry]:
-        if log == LOG_SESSIONS:
-            return self._keyset(_sessions_query(), go_sessions.c.id, LOG_SESSIONS, after, False)
-        bound = None if after is None else _int_cursor(after)
-        return self._keyset(_log_query(log), log_records.c.id, log, bound, False)
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
+        placement = log_placement(log)
+        bound = None if after is None else placement.parse_cursor(after)
+        return self._keyset(placement, log.name, None, bound, newest_first=False)
 
     def _keyset(
         self,
-        query: Select[tuple[Any, str]],
-        key: ColumnElement[Any],
+        placement: SqlLog,
         where: str,
+        kind: str | None,
         bound: Any | None,
+        *,
         newest_first: bool,
     ) -> Iterator[LogEntry]:
-        """Keyset pages over ``key`` in growing batches. ``bound`` is a cursor
-        boundary: rows below it newest first, rows at or above it oldest first."""
+        """Keyset pages over the placement's key in growing batches. ``bound``
+        is a cursor boundary: rows below it newest first, rows at or above it
+        oldest first."""
+        key = placement.key
+        query = placement.query(kind)
         batch = _FIRST_BATCH
         while True:
             page = query
@@ -267,18 +274,17 @@ class SqlStore:
                 rows = conn.execute(page).all()
             for row_key, body in rows:
                 # Backward: the boundary before the row is its key; forward: after it.
-                cursor = row_key if newest_first else _after(row_key)
-                yield LogEntry(str(cursor), _parse_body(where, row_key, body))
+                cursor = row_key if newest_first else placement.after(row_key)
+                yield LogEntry(str(cursor), parse_body(where, row_key, body))
             if len(rows) < batch:
                 return
-            bound = rows[-1][0] if newest_first else _after(rows[-1][0])
+            bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
-    def log_version(self, log: str) -> str:
-        # The newest row id: one probe of the (log, id) index.
-        query = select(func.max(log_records.c.id)).where(log_records.c.log == log)
-        if log == LOG_SESSIONS:
-            query = select(func.count()).select_from(go_sessions)
+    def log_version(self, log: Log) -> str:
+        # The newest key: one probe of the log's index.
+        placement = log_placement(log)
+        query = placement.query(None).with_only_columns(func.max(placement.key))
         with self._reader() as conn:
             return str(conn.execute(query).scalar())
 
@@ -292,91 +298,14 @@ class SqlStore:
         problems: list[str] = []
         try:
             with self.engine.connect() as conn:
-                for name, body in conn.execute(select(documents.c.name, documents.c.body)):
+                for doc in self.schema.documents:
                     try:
-                        json.loads(body)
-                    except json.JSONDecodeError as exc:
-                        problems.append(
-                            f"{redact(self.url)}: document {name!r} does not parse ({exc})"
-                        )
+                        document_placement(doc).read(conn)
+                    except StorageCorruptError as exc:
+                        problems.append(f"{redact(self.url)}: {exc}")
         except SQLAlchemyError as exc:
             problems.append(str(self._unavailable(exc)))
         return problems
-
-
-def _after(key: Any) -> Any:
-    """The boundary just after a row key: id + 1, or a session id + "~"."""
-    return key + 1 if isinstance(key, int) else key + _AFTER
-
-
-def _log_query(log: str) -> Select[tuple[Any, str]]:
-    return select(log_records.c.id, log_records.c.body).where(log_records.c.log == log)
-
-
-def _sessions_query() -> Select[tuple[Any, str]]:
-    # The history is the ended rows; the active session is not history yet.
-    return select(go_sessions.c.id, go_sessions.c.body).where(go_sessions.c.active.is_(False))
-
-
-def _int_cursor(cursor: str) -> int:
-    if not (cursor.isascii() and cursor.isdigit()):
-        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
-    return int(cursor)
-
-
-def _parse_body(where: str, key: object, body: str) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise StorageCorruptError(f"{where} row {key}", f"does not parse as JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise StorageCorruptError(f"{where} row {key}", "is not a JSON object")
-    return value
-
-
-def _read_document(conn: Connection, name: str) -> Any | None:
-    if name == DOC_GO_SESSION:
-        row = conn.execute(
-            select(go_sessions.c.id, go_sessions.c.body).order_by(go_sessions.c.id.desc()).limit(1)
-        ).first()
-        return None if row is None else {"session": _parse_body("go_sessions", row[0], row[1])}
-    body = conn.execute(select(documents.c.body).where(documents.c.name == name)).scalar()
-    if body is None:
-        return None
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise StorageCorruptError(f"documents row {name!r}", f"does not parse ({exc})") from exc
-
-
-def _log_row(log: str, record: dict[str, Any]) -> dict[str, Any]:
-    kind_field = KIND_FIELD.get(log)
-    kind = record.get(kind_field) if kind_field else None
-    ts = record.get("ts_utc")
-    return {
-        "log": log,
-        "kind": str(kind)[:200] if kind is not None else None,
-        "ts_utc": str(ts)[:40] if ts is not None else None,
-        "body": canonical_json(record),
-    }
-
-
-def _session_row(session: dict[str, Any]) -> dict[str, Any]:
-    session_id = session.get("id")
-    started = session.get("started_at_utc")
-    if not session_id:
-        if not started:
-            raise StorageCorruptError("go_sessions", "a session without id or start time")
-        # Written before ids existed: the same stable id the service derives.
-        session_id = stable_id(parse_iso(started), started)
-        session = {**session, "id": session_id}
-    return {
-        "id": session_id,
-        "active": bool(session.get("active")),
-        "started_at_utc": started,
-        "ended_at_utc": session.get("ended_at_utc"),
-        "body": canonical_json(session),
-    }
 
 
 class _SqlTxn:
@@ -384,66 +313,34 @@ class _SqlTxn:
         self.conn = conn
         self.appended = False  # a log gained records: listeners are told at commit
 
-    def read_document(self, name: str) -> Any | None:
-        return _read_document(self.conn, name)
+    def read_document(self, doc: Document) -> Any | None:
+        return document_placement(doc).read(self.conn)
 
-    def write_document(self, name: str, doc: Any) -> None:
-        if name == DOC_GO_SESSION:
-            session = doc.get("session") if isinstance(doc, dict) else None
-            if session is not None:
-                self._upsert_session(session)
-            return
-        body = canonical_json(doc)
-        self.conn.execute(delete(documents).where(documents.c.name == name))
-        self.conn.execute(insert(documents).values(name=name, body=body))
+    def write_document(self, doc: Document, value: Any) -> None:
+        document_placement(doc).write(self.conn, value)
 
-    def _upsert_session(self, session: dict[str, Any]) -> None:
-        row = _session_row(session)
-        self.conn.execute(delete(go_sessions).where(go_sessions.c.id == row["id"]))
-        try:
-            self.conn.execute(insert(go_sessions).values(**row))
-        except IntegrityError as exc:
-            # uq_go_sessions_one_active: the database's own guard against two
-            # active sessions, should a writer ever bypass the lock.
-            raise ConflictError("a GO session is already active") from exc
-
-    def append_log(self, log: str, record: dict[str, Any]) -> None:
+    def append_log(self, log: Log, record: dict[str, Any]) -> None:
         self.appended = True
-        if log == LOG_SESSIONS:
-            self._upsert_session(record)  # the history is the ended rows
-            return
-        self.conn.execute(insert(log_records).values(**_log_row(log, record)))
+        log_placement(log).insert(self.conn, [record])
 
-    def append_many(self, log: str, records: Iterable[dict[str, Any]]) -> int:
+    def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         self.appended = True
+        placement = log_placement(log)
         count = 0
         batch: list[dict[str, Any]] = []
         for record in records:
             count += 1
-            if log == LOG_SESSIONS:
-                self._upsert_session(record)
-                continue
-            batch.append(_log_row(log, record))
+            batch.append(record)
             if len(batch) >= 1000:
-                self.conn.execute(insert(log_records), batch)
+                placement.insert(self.conn, batch)
                 batch = []
         if batch:
-            self.conn.execute(insert(log_records), batch)
+            placement.insert(self.conn, batch)
         return count
 
-    def last_log_record(self, log: str) -> dict[str, Any] | None:
-        if log == LOG_SESSIONS:
-            row = self.conn.execute(
-                select(go_sessions.c.id, go_sessions.c.body)
-                .where(go_sessions.c.active.is_(False))
-                .order_by(go_sessions.c.id.desc())
-                .limit(1)
-            ).first()
-        else:
-            row = self.conn.execute(
-                select(log_records.c.id, log_records.c.body)
-                .where(log_records.c.log == log)
-                .order_by(log_records.c.id.desc())
-                .limit(1)
-            ).first()
-        return None if row is None else _parse_body(log, row[0], row[1])
+    def last_log_record(self, log: Log) -> dict[str, Any] | None:
+        placement = log_placement(log)
+        row = self.conn.execute(
+            placement.query(None).order_by(placement.key.desc()).limit(1)
+        ).first()
+        return None if row is None else parse_body(log.name, row[0], row[1])

@@ -1,0 +1,41 @@
+"""Cone persistence: the current state, and the recent decisions health
+judges drift from.
+
+``cone_state.json`` (a ``ConeState``) and ``cone_decisions.jsonl`` in a data
+dir; a row of the generic document table and generic log rows on SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..storage.parsing import parse_stored
+from ..storage.protocol import Document, Log, Reader, Schema, Store
+from .models import ConeState
+
+CONE_STATE = Document("cone_state", file="cone_state.json")
+DECISIONS = Log("cone_decisions", file="cone_decisions.jsonl")
+
+SCHEMA = Schema(documents=(CONE_STATE,), logs=(DECISIONS,))
+
+
+def _parse_state(raw: Any) -> ConeState:
+    if raw is None:
+        return ConeState()
+    return parse_stored(ConeState, raw, where=CONE_STATE.file, what="cone state")
+
+
+def read_state(reader: Reader) -> ConeState:
+    """The stored state (the boot default when there is none), read through
+    the store or inside a transaction."""
+    return _parse_state(reader.read_document(CONE_STATE))
+
+
+def recent_decisions(*, store: Store, window: int) -> list[dict[str, Any]]:
+    """The last ``window`` decisions, newest first (read from the log's end)."""
+    out: list[dict[str, Any]] = []
+    for entry in store.scan_log(DECISIONS):
+        out.append(entry.record)
+        if len(out) >= window:
+            break
+    return out

@@ -1,0 +1,223 @@
+"""Where a document or a log lives in SQL: the generic tables by default, or
+a table the caller declares (with its own keys, columns and constraints).
+
+The SQL backend only talks to these placements, so a caller that needs its
+own table (a unique index, a lookup by key) declares it next to its code and
+hands a placement in through :attr:`Document.sql` / :attr:`Log.sql`;
+nothing here changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Connection, Select, Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from .errors import InvalidCursorError, StorageCorruptError
+from .json_store import canonical_json
+from .protocol import Document, Log, unwrap, wrap
+from .sql_schema import documents, log_records
+
+
+class SqlDocument(Protocol):
+    def read(self, conn: Connection) -> Any | None: ...
+
+    def write(self, conn: Connection, value: Any) -> None: ...
+
+
+class SqlLog(Protocol):
+    """An append-only log as rows: ``query()`` selects ``(key, body)``, the
+    key orders the log and is its cursor."""
+
+    @property
+    def key(self) -> ColumnElement[Any]: ...
+
+    def query(self, kind: str | None) -> Select[tuple[Any, str]]: ...
+
+    def parse_cursor(self, cursor: str) -> Any: ...
+
+    def after(self, key: Any) -> Any:
+        """The boundary just after ``key``."""
+        ...
+
+    def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None: ...
+
+
+def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise StorageCorruptError(f"{where} row {key}", f"does not parse as JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise StorageCorruptError(f"{where} row {key}", "is not a JSON object")
+    return value
+
+
+def int_cursor(cursor: str) -> int:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
+    if not (cursor.isascii() and cursor.isdigit()):
+        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
+    return int(cursor)
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A document as one row of the generic ``documents`` table."""
+
+    doc: Document
+
+    def read(self, conn: Connection) -> Any | None:
+        body = conn.execute(select(documents.c.body).where(documents.c.name == self.doc.name))
+        text = body.scalar()
+        if text is None:
+            return None
+        where = f"documents row {self.doc.name!r}"
+        try:
+            stored = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StorageCorruptError(where, f"does not parse ({exc})") from exc
+        return unwrap(self.doc, where, stored)
+
+    def write(self, conn: Connection, value: Any) -> None:
+        body = canonical_json(wrap(self.doc, value))
+        conn.execute(delete(documents).where(documents.c.name == self.doc.name))
+        conn.execute(insert(documents).values(name=self.doc.name, body=body))
+
+
+@dataclass(frozen=True)
+class LogRows:
+    """A log as rows of the generic ``log_records`` table, ordered by id."""
+
+    log: Log
+
+    @property
+    def key(self) -> ColumnElement[Any]:
+        return log_records.c.id
+
+    def query(self, kind: str | None) -> Select[tuple[Any, str]]:
+        query = select(log_records.c.id, log_records.c.body).where(
+            log_records.c.log == self.log.name
+        )
+        if kind is not None:
+            query = query.where(log_records.c.kind == kind)
+        return query
+
+    def parse_cursor(self, cursor: str) -> Any:
+        return int_cursor(cursor)
+
+    def after(self, key: Any) -> Any:
+        return key + 1
+
+    def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
+        conn.execute(insert(log_records), [self.row(r) for r in records])
+
+    def row(self, record: dict[str, Any]) -> dict[str, Any]:
+        field = self.log.kind_field
+        kind = record.get(field) if field else None
+        ts = record.get("ts_utc")
+        return {
+            "log": self.log.name,
+            "kind": str(kind)[:200] if kind is not None else None,
+            "ts_utc": str(ts)[:40] if ts is not None else None,
+            "body": canonical_json(record),
+        }
+
+
+# "~" sorts after every character of the string keys KeyedRows is meant for
+# (ULIDs and other ASCII ids), so key + "~" is the boundary just after key.
+_AFTER = "~"
+
+
+@dataclass(frozen=True)
+class KeyedRows:
+    """Records keyed by a sortable string, one row each, replaced whole on
+    write (an upsert): a table a caller declares with its own columns and
+    constraints. ``row_of`` maps a record to the row's values (the key and
+    ``body`` included); ``on_conflict`` turns a constraint violation into the
+    caller's own error.
+
+    :meth:`latest` views it as a document (the row with the highest key),
+    :meth:`log` as a log (the rows matching ``where``, in key order)."""
+
+    table: Table
+    row_of: Callable[[dict[str, Any]], dict[str, Any]]
+    on_conflict: Callable[[IntegrityError], Exception] | None = None
+
+    @property
+    def key(self) -> ColumnElement[Any]:
+        return self.table.c.id
+
+    def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
+        row = self.row_of(record)
+        conn.execute(delete(self.table).where(self.key == row["id"]))
+        try:
+            conn.execute(insert(self.table).values(**row))
+        except IntegrityError as exc:
+            if self.on_conflict is None:
+                raise
+            raise self.on_conflict(exc) from exc
+
+    def latest(self) -> _LatestRow:
+        return _LatestRow(self)
+
+    def log(self, where: ColumnElement[bool]) -> _FilteredRows:
+        return _FilteredRows(self, where)
+
+
+@dataclass(frozen=True)
+class _LatestRow:
+    rows: KeyedRows
+
+    def read(self, conn: Connection) -> Any | None:
+        table = self.rows.table
+        row = conn.execute(
+            select(self.rows.key, table.c.body).order_by(self.rows.key.desc()).limit(1)
+        ).first()
+        return None if row is None else parse_body(table.name, row[0], row[1])
+
+    def write(self, conn: Connection, value: Any) -> None:
+        if value is not None:  # "no current record" is the absence of rows
+            self.rows.upsert(conn, value)
+
+
+@dataclass(frozen=True)
+class _FilteredRows:
+    rows: KeyedRows
+    where: ColumnElement[bool]
+
+    @property
+    def key(self) -> ColumnElement[Any]:
+        return self.rows.key
+
+    def query(self, kind: str | None) -> Select[tuple[Any, str]]:
+        return select(self.rows.key, self.rows.table.c.body).where(self.where)
+
+    def parse_cursor(self, cursor: str) -> Any:
+        if not cursor.isascii() or not cursor.isprintable() or not cursor:
+            raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
+        return cursor
+
+    def after(self, key: Any) -> Any:
+        return key + _AFTER
+
+    def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
+        for record in records:
+            self.rows.upsert(conn, record)
+
+
+def document_placement(doc: Document) -> SqlDocument:
+    if doc.sql is None:
+        return DocumentRow(doc)
+    placement: SqlDocument = doc.sql()
+    return placement
+
+
+def log_placement(log: Log) -> SqlLog:
+    if log.sql is None:
+        return LogRows(log)
+    placement: SqlLog = log.sql()
+    return placement
