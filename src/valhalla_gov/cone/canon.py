@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, model_validator
 
-from ..textfiles import ConfigFileError, load_structured_file
+from ..textfiles import load_config
 
 Band = Literal["A", "B", "C", "D"]
 Action = Literal["run", "scale", "optimize"]
@@ -105,8 +105,4 @@ DEFAULT_CANON: dict[str, Any] = {
 
 
 def load_canon(path: Path | None) -> Canon:
-    raw = DEFAULT_CANON if path is None else load_structured_file(path)
-    try:
-        return Canon.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigFileError(f"{path or 'default canon'}: invalid canon: {exc}") from exc
+    return load_config(Canon, path, DEFAULT_CANON, what="canon")

@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from ..textfiles import ConfigFileError, load_structured_file
+from ..textfiles import load_config
 from .models import Playbook
 
 DEFAULT_PLAYBOOK: dict[str, Any] = {
@@ -89,8 +87,4 @@ DEFAULT_PLAYBOOK: dict[str, Any] = {
 
 
 def load_playbook(path: Path | None) -> Playbook:
-    raw = DEFAULT_PLAYBOOK if path is None else load_structured_file(path)
-    try:
-        return Playbook.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigFileError(f"{path or 'default playbook'}: invalid playbook: {exc}") from exc
+    return load_config(Playbook, path, DEFAULT_PLAYBOOK, what="playbook")
