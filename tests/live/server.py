@@ -53,7 +53,7 @@ class LiveServer:
         self.log_path = log_path or data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> LiveServer:
+    def start(self, timeout: float = 90.0) -> LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
         env.update(self.env)
         with open(self.log_path, "ab") as log:
