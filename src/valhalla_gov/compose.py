@@ -28,12 +28,13 @@ from .settings import Settings
 from .storage.json_backend import JsonStore
 from .storage.protocol import Schema, Store
 from .timeutil import Clock, utc_now
+from .webhooks.feature import FEATURE as WEBHOOKS
 
 if TYPE_CHECKING:
     from .storage.sql_backend import Migrations, SqlStore
 
 # In route-matching order: the GO page's hottest reads come first.
-FEATURES: tuple[Feature, ...] = (GO, HEALTH, CONE, AUDIT, AUTH, EVENTS, INSIGHTS)
+FEATURES: tuple[Feature, ...] = (GO, HEALTH, CONE, AUDIT, AUTH, EVENTS, INSIGHTS, WEBHOOKS)
 
 SCHEMA: Schema = reduce(lambda a, b: a + b, (f.schema for f in FEATURES), Schema())
 # Readiness reads each of these (every feature's documents, as their models).

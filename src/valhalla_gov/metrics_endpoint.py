@@ -20,6 +20,7 @@ from .go.session_service import get_session
 from .health.service import get_health_status
 from .observability.metrics import INSTRUMENTS
 from .storage.errors import StorageError
+from .webhooks.metrics import DELIVERIES, WebhookCollector
 
 router = APIRouter(tags=["metrics"])
 
@@ -64,13 +65,15 @@ def render(ctx: AppContext) -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        for metric in INSTRUMENTS:
+        for metric in (*INSTRUMENTS, DELIVERIES):
             registry.register(metric)
     registry.register(StateCollector(ctx))
+    registry.register(WebhookCollector(ctx.store))
     return generate_latest(registry)
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(VIEWER)])
 def metrics(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Response:
-    """Request counts and latencies, session, band, health, audit and rate-limit figures."""
+    """Request counts and latencies, session, band, health, audit, rate-limit and
+    webhook figures."""
     return Response(render(ctx), media_type=CONTENT_TYPE_LATEST)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from limits import parse
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -56,6 +56,61 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )
+
+    # Webhooks (src/valhalla_gov/webhooks, docs/WEBHOOKS.md). Times are
+    # settings so that tests (and impatient operators) can shrink them.
+    webhook_key: SecretStr | None = Field(
+        default=None,
+        description="Master key the webhook signing secrets are derived from; the same on "
+        "every replica. Default: a key file made on first use (see webhook_key_file).",
+    )
+    webhook_key_file: Path | None = Field(
+        default=None,
+        description="File holding the webhook master key (default: DATA_DIR/webhook.key).",
+    )
+    webhook_worker: bool = Field(
+        default=True, description="Run the webhook delivery task in this process."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often the sender looks for new events."
+    )
+    webhook_lease_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="How long one process holds the sender lease."
+    )
+    webhook_connect_timeout: float = Field(default=3.0, gt=0, le=60)
+    webhook_read_timeout: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_response_bytes: int = Field(default=65536, ge=0, le=1 << 20)
+    webhook_retry_base_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="The first retry's delay; it doubles each time."
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="The longest delay between two retries."
+    )
+    webhook_give_up_seconds: float = Field(
+        default=86400.0, gt=0, description="Give up on an event this long after it was written."
+    )
+    webhook_health_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often health is checked for HEALTH_CHANGED."
+    )
+
+    @field_validator("webhook_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 32:
+            raise ValueError("webhook_key must be at least 32 characters (e.g. 64 hex digits)")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # The sender renews its lease when half of it is left: one whole send
+        # (connect + read) must fit in that half, or two senders could overlap.
+        send = self.webhook_connect_timeout + self.webhook_read_timeout
+        if send >= self.webhook_lease_seconds / 2:
+            raise ValueError(
+                f"webhook_lease_seconds ({self.webhook_lease_seconds:g}) must be more than twice "
+                f"the connect + read timeouts ({send:g})"
+            )
+        return self
 
     @field_validator("rate_limit_start_session", "rate_limit_writes")
     @classmethod

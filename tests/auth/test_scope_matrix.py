@@ -36,6 +36,10 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,
     ("GET", "/metrics"): "viewer",
     ("GET", "/core/events/stream"): "viewer",
+    ("GET", "/core/webhooks"): "owner",
+    ("POST", "/core/webhooks"): "owner",
+    ("DELETE", "/core/webhooks/{name}"): "owner",
+    ("POST", "/core/webhooks/{name}/test"): "owner",
     ("GET", "/core/go/insights"): "viewer",
 }
 # FastAPI's documentation routes and the GO page's static assets: public,
@@ -48,6 +52,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/core/go/complete"): {"json": {"step_id": "preflight_view_dashboard"}},
     ("POST", "/core/go/start_session"): {"json": {}},
     ("POST", "/core/go/end_session"): {"json": {}},
+    ("POST", "/core/webhooks"): {"json": {"url": "http://127.0.0.1:9/hook"}},
 }
 RANK = {"viewer": 0, "operator": 1, "owner": 2}
 
@@ -81,7 +86,7 @@ def test_every_route_has_exactly_the_expected_guard(generous_app: FastAPI) -> No
 
 
 def _url(path: str) -> str:
-    return path.replace("{session_id}", "01NOSUCHSESSION0000000000")
+    return path.replace("{session_id}", "01NOSUCHSESSION0000000000").replace("{name}", "nosuch")
 
 
 def _cases() -> list[tuple[str, str]]:

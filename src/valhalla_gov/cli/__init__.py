@@ -13,6 +13,7 @@ from .insights import sessions_report
 from .serve import serve
 from .sessions import sessions_app
 from .token import token_app
+from .webhook import webhook_app
 
 app = typer.Typer(help="Valhalla GO: operator governance.", no_args_is_help=True)
 app.command()(serve)
@@ -24,6 +25,7 @@ sessions_app.command("report")(sessions_report)
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
+app.add_typer(webhook_app, name="webhook")
 
 
 def main() -> None:

@@ -1,0 +1,40 @@
+"""The webhooks feature: signed deliveries of audited events, from the audit log."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from ..context import AppContext
+from ..feature import Feature
+from .store import SCHEMA, load_outbox, load_webhooks
+from .worker import start_dispatcher
+
+
+def _health(ctx: AppContext) -> Callable[[], tuple[str, list[str]]]:
+    """What the sender watches to audit HEALTH_CHANGED."""
+    from ..health.service import get_health_status
+
+    def probe() -> tuple[str, list[str]]:
+        status = get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
+        return status.status, status.reasons
+
+    return probe
+
+
+@contextlib.asynccontextmanager
+async def _sending(ctx: AppContext) -> AsyncIterator[None]:
+    # Every worker runs the sender; a lease kept in the store lets one send.
+    dispatcher = start_dispatcher(
+        store=ctx.store, settings=ctx.settings, clock=ctx.clock, health=_health(ctx)
+    )
+    try:
+        yield
+    finally:
+        if dispatcher is not None:
+            await dispatcher.close()
+
+
+FEATURE = Feature(
+    __name__, schema=SCHEMA, readiness=(load_webhooks, load_outbox), lifespan=_sending
+)

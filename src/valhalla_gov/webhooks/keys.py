@@ -1,0 +1,133 @@
+"""The webhook master key, and the per-webhook signing secrets derived from it.
+
+No secret is stored anywhere: a webhook keeps a random salt, and its secret
+is HMAC-SHA256(master key, id + salt). The store (and so ``webhook list``,
+the audit log and ``valhalla data export``) never holds anything a receiver
+could be impersonated with; the master key lives outside the store, in
+``VALHALLA_WEBHOOK_KEY`` or a 0600 key file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import ServiceUnavailableError
+from ..settings import Settings
+from ..storage.errors import StorageUnavailableError
+from ..storage.json_store import fsync_dir
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "webhook.key"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix
+
+
+class SigningKey:
+    """The master key. Its ``repr`` and ``str`` never show it."""
+
+    def __init__(self, material: bytes, source: str) -> None:
+        self._material = material
+        self.source = source
+        self.key_id = hmac.new(material, b"valhalla-webhook-key-id", hashlib.sha256).hexdigest()[
+            :16
+        ]
+
+    def __repr__(self) -> str:
+        return f"SigningKey(key_id={self.key_id!r}, source={self.source!r})"
+
+    def secret(self, webhook_id: str, salt: str) -> str:
+        message = f"valhalla-webhook-secret\0{webhook_id}\0{salt}".encode()
+        digest = hmac.new(self._material, message, hashlib.sha256).digest()
+        return SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Valhalla-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def key_path(settings: Settings) -> Path:
+    return settings.webhook_key_file or settings.data_dir / KEY_FILE
+
+
+def load_key(settings: Settings, *, create: bool) -> SigningKey | None:
+    """The configured key; else the key file, made (0600) when ``create``.
+
+    None when there is no key and ``create`` is false: nothing was ever
+    signed with one, so there is no webhook to send either.
+    """
+    if settings.webhook_key is not None:
+        return SigningKey(
+            settings.webhook_key.get_secret_value().strip().encode("utf-8"), "VALHALLA_WEBHOOK_KEY"
+        )
+    path = key_path(settings)
+    material = _read(path)
+    if material is None and create:
+        if settings.database_url and settings.webhook_key_file is None:
+            # Replicas share the database but not a data dir: a key made here
+            # would sign for this host only.
+            raise ServiceUnavailableError(
+                "with a database, webhooks need a master key every replica shares: set "
+                "VALHALLA_WEBHOOK_KEY (64 hex digits, e.g. from `openssl rand -hex 32`) or "
+                "VALHALLA_WEBHOOK_KEY_FILE, the same for the server and the CLI"
+            )
+        material = _create(path)
+    return None if material is None else SigningKey(material, str(path))
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            raw = fh.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageUnavailableError(path, f"cannot read the webhook key: {exc.strerror}") from exc
+    if len(raw) < 32:
+        raise StorageUnavailableError(
+            path, "the webhook key file holds fewer than 32 characters; left untouched"
+        )
+    if mode & 0o077:
+        log.warning("%s: the webhook key file is readable by other users; chmod 600 it", path)
+    return raw
+
+
+def _create(path: Path) -> bytes:
+    """Write a new random key to a temp file, then ``link`` it into place:
+    the key file appears whole or not at all, and when two processes race
+    the loser reads the winner's key."""
+    material = secrets.token_hex(32).encode("ascii")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, material + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            existing = _read(path)
+            if existing is not None:
+                return existing
+            raise  # pragma: no cover - created and removed between two calls
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageUnavailableError(
+            path, f"cannot create the webhook key: {exc.strerror or exc}"
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    log.info("created the webhook master key at %s", path)
+    return material

@@ -1,0 +1,144 @@
+"""Webhook schemas: what is stored, what the API takes and answers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Format = Literal["json", "slack"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+EVENT_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
+ALL_EVENTS = "all"
+# What a webhook gets when no events are named: the moments operators asked
+# to hear about (a session starts or ends, the band moves, health changes).
+DEFAULT_EVENTS = ("GO_SESSION_START", "GO_SESSION_END", "CONE_SET", "HEALTH_CHANGED")
+MAX_WEBHOOKS = 50
+MAX_EVENTS = 50
+MAX_URL = 2048
+
+
+class WebhookRecord(BaseModel):
+    """A webhook as stored. No secret: it is derived from the master key and
+    ``salt`` when a delivery is signed (docs/WEBHOOKS.md, "The secret")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str
+    events: list[str]
+    format: Format = "json"
+    created_at_utc: str
+    created_by: str
+    salt: str
+    key_id: str = Field(description="Which master key the secret was derived from.")
+    start_seq: int = Field(ge=0, description="Events after this audit seq are delivered.")
+
+    def wants(self, event: str) -> bool:
+        return ALL_EVENTS in self.events or event in self.events
+
+
+class DeliveryState(BaseModel):
+    """One webhook's place in the outbox (the audit log)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    last_seq: int = Field(ge=0, description="Every event up to this audit seq is done.")
+    cursor: str | None = Field(
+        default=None, description="Where the audit log resumes after last_seq: a hint, checked."
+    )
+    attempts: int = Field(default=0, description="Failed attempts at the next event.")
+    failing: bool = False
+    next_attempt_at_utc: str | None = None
+    last_attempt_at_utc: str | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    last_success_at_utc: str | None = None
+    delivered: int = 0
+    gave_up: int = 0
+
+
+class Lease(BaseModel):
+    holder: str
+    expires_at_utc: str
+
+
+class HealthMark(BaseModel):
+    status: str
+    at_utc: str
+
+
+class Outbox(BaseModel):
+    """The ``webhook_outbox`` document: the sender lease, the cursors, and the
+    last health status announced."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lease: Lease | None = None
+    cursors: dict[str, DeliveryState] = Field(default_factory=dict)
+    health: HealthMark | None = None
+
+
+# -- API -------------------------------------------------------------------------
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=MAX_URL, description="http:// or https:// only.")
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Letters, digits, '.', '_', '-'; default: from the URL's host.",
+    )
+    events: list[str] | None = Field(
+        default=None,
+        max_length=MAX_EVENTS,
+        description=f'Audit event names, or ["all"]; default: {", ".join(DEFAULT_EVENTS)}.',
+    )
+    format: Format = Field(default="json", description="json, or slack for chat webhooks.")
+
+
+class DeliveryInfo(BaseModel):
+    last_seq: int
+    pending_attempts: int = Field(description="Failed attempts at the event now due.")
+    failing: bool
+    next_attempt_at_utc: str | None
+    last_attempt_at_utc: str | None
+    last_status: int | None
+    last_error: str | None
+    last_success_at_utc: str | None
+    delivered: int
+    gave_up: int = Field(description="Events given up on after the retry period.")
+
+
+class WebhookInfo(BaseModel):
+    """A webhook as listed: never its secret."""
+
+    id: str
+    name: str
+    url: str
+    events: list[str]
+    format: Format
+    created_at_utc: str
+    created_by: str
+    delivery: DeliveryInfo
+
+
+class WebhookCreated(BaseModel):
+    webhook: WebhookInfo
+    secret: str = Field(description="The signing secret. Shown only in this answer.")
+
+
+class WebhookRemoved(BaseModel):
+    removed: str
+
+
+class TestResult(BaseModel):
+    name: str
+    ok: bool
+    status: int | None = Field(description="The receiver's HTTP status; null when none came.")
+    error: str | None
+    delivery_id: str
+    duration_ms: float

@@ -1,0 +1,101 @@
+"""``/core/webhooks``: list, add, remove, test-send. Owner scope throughout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from starlette.concurrency import run_in_threadpool
+
+from ..auth.deps import OWNER_WRITE, Guard
+from ..auth.models import Identity
+from ..context import AppContext, get_ctx
+from . import service
+from .keys import load_key
+from .models import (
+    NAME_PATTERN,
+    TestResult,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookInfo,
+    WebhookRemoved,
+)
+from .sender import Sender
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+# Listing shows receiver URLs, which for chat webhooks are credentials.
+OWNER_READ = Guard("owner")
+Name = Annotated[str, Path(pattern=NAME_PATTERN, description="The webhook's name.")]
+
+
+@router.get("", response_model=list[WebhookInfo], dependencies=[Depends(OWNER_READ)])
+def list_webhooks(ctx: Ctx) -> list[WebhookInfo]:
+    """Every webhook with its delivery state; never a secret."""
+    return service.list_webhooks(store=ctx.store)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses={
+        409: {"description": "The name is taken, or the webhook limit is reached."},
+        503: {"description": "Storage, or the webhook key file, is unusable."},
+    },
+)
+def add_webhook(
+    body: WebhookCreate, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
+) -> WebhookCreated:
+    """Register a webhook (audited WEBHOOK_ADD). The answer carries its
+    signing secret, which is never shown again."""
+    key = load_key(ctx.settings, create=True)
+    assert key is not None  # create=True makes one
+    info, secret = service.add_webhook(
+        store=ctx.store, key=key, spec=body, actor=who.name, clock=ctx.clock
+    )
+    return WebhookCreated(webhook=info, secret=secret)
+
+
+@router.delete(
+    "/{name}",
+    response_model=WebhookRemoved,
+    responses={404: {"description": "No webhook of that name."}},
+)
+def remove_webhook(
+    name: Name, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
+) -> WebhookRemoved:
+    """Remove a webhook (audited WEBHOOK_REMOVE); its undelivered events are dropped."""
+    service.remove_webhook(store=ctx.store, name=name, actor=who.name, clock=ctx.clock)
+    return WebhookRemoved(removed=name)
+
+
+@router.post(
+    "/{name}/test",
+    response_model=TestResult,
+    responses={
+        404: {"description": "No webhook of that name."},
+        503: {
+            "description": "This process's webhook key is not the one the webhook was made with."
+        },
+    },
+)
+async def test_webhook(
+    name: Name, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
+) -> TestResult:
+    """Send a WEBHOOK_TEST event now and report the receiver's answer
+    (``ok`` false with its status or error when it did not take it)."""
+    hook = await run_in_threadpool(service.get_webhook, store=ctx.store, name=name)
+    key = await run_in_threadpool(load_key, ctx.settings, create=False)
+    settings = ctx.settings
+    sender = Sender(
+        connect=settings.webhook_connect_timeout,
+        read=settings.webhook_read_timeout,
+        max_bytes=settings.webhook_max_response_bytes,
+    )
+    try:
+        return await service.send_test(
+            hook=hook, key=key, sender=sender, actor=who.name, clock=ctx.clock
+        )
+    finally:
+        await sender.aclose()

@@ -1,0 +1,136 @@
+"""Webhook persistence: two documents, and reads of the audit log as the outbox.
+
+- ``webhooks`` (webhooks.json): ``{"webhooks": [WebhookRecord]}``, the
+  configuration; no secrets (see keys.py).
+- ``webhook_outbox`` (webhook_outbox.json): the sender lease, one
+  :class:`DeliveryState` per webhook, and the last health status announced.
+
+The events themselves are the audit log: a delivery cursor is an audit
+``seq`` (the truth) plus the log cursor just after it (a hint, checked on
+use, since log cursors change when data moves between backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..audit.store import AUDIT_LOG
+from ..storage.errors import InvalidCursorError
+from ..storage.parsing import parse_stored
+from ..storage.protocol import Document, Reader, Schema, Store, StoreTxn
+from .models import Outbox, WebhookRecord
+
+WEBHOOKS = Document("webhooks", file="webhooks.json", envelope="webhooks")
+OUTBOX = Document("webhook_outbox", file="webhook_outbox.json")
+
+SCHEMA = Schema(documents=(WEBHOOKS, OUTBOX))
+
+
+class _Webhooks(BaseModel):
+    items: list[WebhookRecord]
+
+
+def parse_webhooks(raw: Any) -> list[WebhookRecord]:
+    if raw is None:
+        return []
+    stored = parse_stored(_Webhooks, {"items": raw}, where=WEBHOOKS.file, what="webhook list")
+    return stored.items
+
+
+def parse_outbox(raw: Any) -> Outbox:
+    if raw is None:
+        return Outbox()
+    return parse_stored(Outbox, raw, where=OUTBOX.file, what="webhook outbox")
+
+
+def load_webhooks(store: Store) -> list[WebhookRecord]:
+    """Cached while the document is unchanged: the sender looks every poll."""
+    return store.read_cached(WEBHOOKS, parse_webhooks)
+
+
+def load_outbox(store: Reader) -> Outbox:
+    return parse_outbox(store.read_document(OUTBOX))
+
+
+def read_webhooks(txn: StoreTxn) -> list[WebhookRecord]:
+    return parse_webhooks(txn.read_document(WEBHOOKS))
+
+
+def write_webhooks(txn: StoreTxn, hooks: list[WebhookRecord]) -> None:
+    txn.write_document(WEBHOOKS, [h.model_dump() for h in hooks])
+
+
+def read_outbox(txn: StoreTxn) -> Outbox:
+    return load_outbox(txn)
+
+
+def write_outbox(txn: StoreTxn, outbox: Outbox) -> None:
+    txn.write_document(OUTBOX, outbox.model_dump())
+
+
+def newest_seq(store: Store) -> int:
+    for entry in store.scan_log(AUDIT_LOG):
+        seq = entry.record.get("seq")
+        return seq if isinstance(seq, int) else 0
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One audit record after a webhook's cursor."""
+
+    seq: int
+    record: dict[str, Any]
+    before: str | None  # the log boundary just before this record
+    after: str  # and just after it
+
+
+def events_after(store: Store, seq: int, hint: str | None) -> Iterator[Event]:
+    """Chained audit records with a seq above ``seq``, oldest first.
+
+    Starts at ``hint`` when the record found there is the one expected
+    (seq + 1); otherwise finds the place by walking back from the end, which
+    costs the backlog, not the log.
+    """
+    if hint is not None:
+        try:
+            entries = store.scan_log_forward(AUDIT_LOG, after=hint)
+            first = next(iter(entries), None)
+        except InvalidCursorError:
+            first = None
+        if first is None:
+            # Nothing after the hint yet, or a hint that no longer fits: the
+            # relocation below tells the two apart cheaply (newest first).
+            pass
+        elif first.record.get("seq") == seq + 1:
+            yield Event(seq + 1, first.record, hint, first.cursor)
+            yield from _chained(entries, first.cursor)
+            return
+    start = _locate(store, seq)
+    if start is None:
+        return
+    yield from _chained(store.scan_log_forward(AUDIT_LOG, after=start), start)
+
+
+def _chained(entries: Iterator[Any], before: str | None) -> Iterator[Event]:
+    for entry in entries:
+        seq = entry.record.get("seq")
+        if isinstance(seq, int):
+            yield Event(seq, entry.record, before, entry.cursor)
+        before = entry.cursor
+
+
+def _locate(store: Store, seq: int) -> str | None:
+    """The boundary before the oldest record with a seq above ``seq`` (walking
+    back from the newest); None when there is no such record."""
+    start: str | None = None
+    for entry in store.scan_log(AUDIT_LOG):
+        found = entry.record.get("seq")
+        if not isinstance(found, int) or found <= seq:
+            break
+        start = entry.cursor  # a backward cursor passed as `after` starts at this record
+    return start

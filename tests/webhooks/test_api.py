@@ -1,0 +1,177 @@
+"""``/core/webhooks`` over HTTP (in process), the key, and where secrets never go."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import FakeClock
+from tests.webhooks.receiver import Receiver
+from valhalla_gov.app import create_app
+from valhalla_gov.compose import open_json
+from valhalla_gov.errors import ServiceUnavailableError
+from valhalla_gov.settings import Settings
+from valhalla_gov.transfer import copy_store
+from valhalla_gov.webhooks.keys import load_key
+
+URL = "https://hooks.example.com/services/T000/B000/sekrit-path"
+
+
+@pytest.fixture
+def api(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
+    # No background sender here: these tests look at the routes alone.
+    app = create_app(Settings(data_dir=data_dir, webhook_worker=False), clock=clock)
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as c:
+        yield c
+
+
+def add(api: TestClient, **body: object) -> dict[str, object]:
+    resp = api.post("/core/webhooks", json={"url": URL, **body})
+    assert resp.status_code == 201, resp.text
+    created: dict[str, object] = resp.json()
+    return created
+
+
+def test_add_list_remove(api: TestClient, data_dir: Path) -> None:
+    created = add(api, name="chat", format="slack")
+    secret = created["secret"]
+    assert isinstance(secret, str)
+    assert secret.startswith("whsec_")
+    assert len(secret) > 40
+    hook = created["webhook"]
+    assert isinstance(hook, dict)
+    assert hook["events"] == ["GO_SESSION_START", "GO_SESSION_END", "CONE_SET", "HEALTH_CHANGED"]
+    assert (hook["name"], hook["url"], hook["format"]) == ("chat", URL, "slack")
+    listed = api.get("/core/webhooks")
+    assert listed.status_code == 200
+    (item,) = listed.json()
+    assert item["name"] == "chat"
+    assert item["url"] == URL
+    assert item["delivery"]["delivered"] == 0
+    assert item["delivery"]["failing"] is False
+    assert secret not in listed.text
+    assert "salt" not in item
+    assert "secret" not in item
+    # Audited, with the URL cut to its host: chat URLs are credentials.
+    events = api.get("/core/audit/events", params={"event": "WEBHOOK_ADD"}).json()["items"]
+    assert events[0]["payload"]["url"] == "https://hooks.example.com/…"
+    assert "sekrit" not in json.dumps(events)
+    assert api.delete("/core/webhooks/chat").json() == {"removed": "chat"}
+    assert api.get("/core/webhooks").json() == []
+    removed = api.get("/core/audit/events", params={"event": "WEBHOOK_REMOVE"}).json()["items"]
+    assert removed[0]["payload"]["name"] == "chat"
+    assert api.delete("/core/webhooks/chat").status_code == 404
+
+
+def test_names_are_unique_and_default_to_the_host(api: TestClient) -> None:
+    hook = add(api)["webhook"]
+    assert isinstance(hook, dict)
+    assert hook["name"] == "hooks.example.com"
+    again = api.post("/core/webhooks", json={"url": URL})
+    assert again.status_code == 409
+    assert "exists" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://example.com/x"},
+        {"url": "javascript:alert(1)"},
+        {"url": "file:///etc/passwd"},
+        {"url": "http://"},
+        {"url": "http://exa mple.com/"},
+        {"url": "http://example.com:99999/"},
+        {"url": "http://example.com/" + "a" * 2100},
+        {"url": ""},
+        {"url": URL, "events": []},
+        {"url": URL, "events": ["all", "CONE_SET"]},
+        {"url": URL, "events": ["cone_set"]},
+        {"url": URL, "events": ["X"] * 51},
+        {"url": URL, "format": "xml"},
+        {"url": URL, "name": "../etc"},
+        {"url": URL, "name": "a" * 65},
+        {"url": URL, "secret": "mine"},
+        {"events": ["all"]},
+    ],
+)
+def test_bad_input_is_422(api: TestClient, body: dict[str, object]) -> None:
+    resp = api.post("/core/webhooks", json=body)
+    assert resp.status_code == 422, resp.text
+    assert api.get("/core/webhooks").json() == []
+
+
+def test_unknown_names_are_404(api: TestClient) -> None:
+    assert api.delete("/core/webhooks/nosuch").status_code == 404
+    assert api.post("/core/webhooks/nosuch/test").status_code == 404
+    assert api.delete("/core/webhooks/..%2Fx").status_code in (404, 422)
+
+
+def test_test_send_reports_the_receiver(api: TestClient) -> None:
+    with Receiver() as rx:
+        created = api.post("/core/webhooks", json={"url": rx.url, "name": "t"}).json()
+        resp = api.post("/core/webhooks/t/test")
+        assert resp.status_code == 200
+        result = resp.json()
+        assert (result["ok"], result["status"], result["error"]) == (True, 200, None)
+        (got,) = rx.wait_for(1)
+        assert got.signed_with(created["secret"])
+        assert got.event == "WEBHOOK_TEST"
+        assert got.delivery == result["delivery_id"]
+        assert got.json["payload"]["webhook"] == "t"
+        rx.status = 500
+        failed = api.post("/core/webhooks/t/test").json()
+        assert (failed["ok"], failed["status"]) == (False, 500)
+    down = api.post("/core/webhooks/t/test").json()
+    assert down["ok"] is False
+    assert down["status"] is None
+    assert down["error"]
+
+
+def test_the_key_file_is_private_and_the_secret_is_stored_nowhere(
+    api: TestClient, data_dir: Path, tmp_path: Path
+) -> None:
+    created = add(api, name="chat")
+    secret = str(created["secret"])
+    key_file = data_dir / "webhook.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    api.post("/core/cone/state", json={"band": "C", "reason": "look for the secret"})
+    for path in data_dir.iterdir():
+        if path.name != "webhook.key":
+            assert secret not in path.read_text(errors="replace"), path
+    # An export (any store-to-store copy) carries no secret and no key.
+    target = tmp_path / "export"
+    copy_store(open_json(data_dir), open_json(target))
+    assert (target / "webhooks.json").exists()
+    assert not (target / "webhook.key").exists()
+    for path in target.iterdir():
+        assert secret not in path.read_text(errors="replace"), path
+    # The same key derives the same secret; another key does not.
+    key = load_key(Settings(data_dir=data_dir), create=False)
+    hook = json.loads((data_dir / "webhooks.json").read_text())["webhooks"][0]
+    assert key is not None
+    assert key.secret(hook["id"], hook["salt"]) == secret
+    assert secret not in repr(key)
+    other = load_key(Settings(data_dir=tmp_path, webhook_key="e" * 64), create=False)
+    assert other is not None
+    assert other.secret(hook["id"], hook["salt"]) != secret
+
+
+def test_a_database_needs_a_shared_key(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/x.sqlite")
+    with pytest.raises(ServiceUnavailableError, match="VALHALLA_WEBHOOK_KEY"):
+        load_key(settings, create=True)
+    assert not (tmp_path / "webhook.key").exists()
+    keyed = Settings(data_dir=tmp_path, database_url="sqlite:///x", webhook_key="a" * 64)
+    assert load_key(keyed, create=True) is not None
+
+
+def test_settings_refuse_a_lease_shorter_than_a_send(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        Settings(data_dir=tmp_path, webhook_lease_seconds=10, webhook_read_timeout=8)
+    with pytest.raises(ValueError, match="32"):
+        Settings(data_dir=tmp_path, webhook_key="short")

@@ -1,0 +1,154 @@
+"""The real ``valhalla serve`` with a real receiver: kill -9 between the write
+and the delivery, two workers sending each event once, the CLI over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.cli.conftest import Cli
+from tests.conftest import FakeClock
+from tests.live.server import LiveServer
+from tests.webhooks.conftest import add_hook
+from tests.webhooks.receiver import Receiver
+from valhalla_gov.compose import open_json
+from valhalla_gov.settings import Settings
+from valhalla_gov.webhooks import service
+
+pytestmark = pytest.mark.live
+
+# Quick retries and a short lease, so a takeover after kill -9 takes seconds.
+FAST = {
+    "VALHALLA_WEBHOOK_POLL_SECONDS": "0.1",
+    "VALHALLA_WEBHOOK_LEASE_SECONDS": "3",
+    "VALHALLA_WEBHOOK_CONNECT_TIMEOUT": "0.3",
+    "VALHALLA_WEBHOOK_READ_TIMEOUT": "1",
+    "VALHALLA_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "VALHALLA_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
+}
+
+
+def outbox(data_dir: Path) -> dict[str, object]:
+    raw = (data_dir / "webhook_outbox.json").read_text()
+    value: dict[str, object] = json.loads(raw)
+    return value
+
+
+def wait_until(check: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if callable(check) and check():
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def set_band(url: str, band: str, reason: str) -> None:
+    resp = httpx.post(f"{url}/core/cone/state", json={"band": band, "reason": reason}, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
+def test_kill_9_between_the_write_and_the_delivery(data_dir: Path, clock: FakeClock) -> None:
+    rx = Receiver()  # down for now
+    info, secret = add_hook(
+        open_json(data_dir), Settings(data_dir=data_dir), clock, rx.url, events=["CONE_SET"]
+    )
+    server = LiveServer(data_dir, env=FAST).start()
+    try:
+        started = time.monotonic()
+        set_band(server.url, "C", "written before the crash")
+        assert time.monotonic() - started < 2  # the write did not wait for the receiver
+
+        def attempted() -> bool:
+            cursors = outbox(data_dir)["cursors"]
+            assert isinstance(cursors, dict)
+            return bool(cursors.get(info.id, {}).get("attempts"))
+
+        wait_until(attempted)
+    finally:
+        server.kill()  # SIGKILL to the whole group: the lease is not handed back
+    rx.start()
+    try:
+        with LiveServer(data_dir, env=FAST):
+            (got,) = rx.wait_for(1, timeout=30)
+            time.sleep(0.5)
+            assert len(rx.received) == 1
+    finally:
+        rx.stop()
+    assert got.signed_with(secret)
+    assert got.json["payload"]["reason"] == "written before the crash"
+    assert got.delivery == f"{info.id}-{got.json['id']}"
+    (listed,) = service.list_webhooks(store=open_json(data_dir))
+    assert listed.delivery.delivered == 1
+    assert listed.delivery.failing is False
+
+
+def test_two_workers_send_each_event_once(data_dir: Path, clock: FakeClock) -> None:
+    with Receiver() as rx:
+        store = open_json(data_dir)
+        add_hook(store, Settings(data_dir=data_dir), clock, rx.url, events=["CONE_SET"])
+        with LiveServer(data_dir, workers=2, env=FAST) as server:
+            bands = "CDABCDABCD"
+            for n, band in enumerate(bands):
+                set_band(server.url, band, f"write {n}")
+            got = rx.wait_for(len(bands))
+            time.sleep(1.0)  # time for any duplicate to arrive
+            metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert len(rx.received) == len(bands)
+    reasons = [r.json["payload"]["reason"] for r in got]
+    assert reasons == [f"write {n}" for n in range(len(bands))]  # in log order
+    assert len({r.delivery for r in got}) == len(bands)
+    assert 'valhalla_webhook_deliveries_total{result="delivered"}' in metrics
+    assert 'valhalla_webhook_failing{webhook="ops"} 0.0' in metrics
+    # A clean stop hands the lease back, so a restart sends at once.
+    assert outbox(data_dir)["lease"] is None
+
+
+def test_the_cli_over_http(tmp_path: Path, data_dir: Path) -> None:
+    cli = Cli(data_dir)
+    # At info level, where httpx would log every request's full URL.
+    with Receiver() as rx, LiveServer(data_dir, env=FAST, log_level="info") as server:
+        remote = ("--url", server.url)
+        added = cli.run("webhook", "add", rx.url, "--name", "chat", "--format", "slack", *remote)
+        assert added.exit_code == 0, added.output
+        secret = added.output.rstrip("\n").splitlines()[-1]
+        assert secret.startswith("whsec_")
+        assert secret.strip() == secret
+        listed = cli.run("webhook", "list", *remote)
+        assert listed.exit_code == 0, listed.output
+        assert "chat" in listed.output
+        assert rx.url in listed.output
+        assert "slack" in listed.output
+        assert secret not in listed.output
+        tested = cli.run("webhook", "test", "chat", *remote)
+        assert tested.exit_code == 0, tested.output
+        assert "HTTP 200" in tested.output
+        test_delivery = next(r for r in rx.received if r.event == "WEBHOOK_TEST")
+        assert test_delivery.signed_with(secret)
+        assert set(test_delivery.json) == {"text"}
+        # The session start reaches the chat as text.
+        resp = httpx.post(f"{server.url}/core/go/start_session", json={"notes": "hi"}, timeout=10)
+        assert resp.status_code == 200
+        wait_until(lambda: any(r.event == "GO_SESSION_START" for r in rx.received))
+        chat = next(r for r in rx.received if r.event == "GO_SESSION_START")
+        assert "GO session started by local" in chat.json["text"]
+        assert chat.signed_with(secret)
+        rx.status = 503
+        failed = cli.run("webhook", "test", "chat", *remote)
+        assert failed.exit_code == 1
+        assert "HTTP 503" in failed.output
+        removed = cli.run("webhook", "remove", "chat", *remote)
+        assert removed.exit_code == 0, removed.output
+        assert cli.run("webhook", "remove", "chat", *remote).exit_code == 2
+        assert "no webhooks" in cli.run("webhook", "list", *remote).output
+    log = (data_dir.parent / f"server-{server.port}.log").read_text()
+    assert secret not in log
+    assert "HTTP Request" not in log  # httpx's per-request line, with the URL
+    assert rx.url not in log
