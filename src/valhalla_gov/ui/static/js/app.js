@@ -15,6 +15,7 @@ import {
   summarizePayload,
 } from "./format.js";
 import { subscribe } from "./live.js";
+import { barChart, stackedChart } from "./charts.js";
 
 const REFRESH_MS = 15000;
 const HISTORY_PAGE_SIZE = 10;
@@ -158,7 +159,7 @@ async function onTokenSubmit(event) {
     closeTokenPanel();
     say(`Token accepted: signed in as ${state.whoami.name}.`, "ok");
     if (state.live) state.live.restart();
-    await Promise.all([refresh(), loadHistory(0)]);
+    await Promise.all([refresh(), loadHistory(0), loadInsights()]);
   }
 }
 
@@ -601,7 +602,10 @@ function renderLive(liveState) {
   line.textContent = LIVE_TEXT[liveState] || "";
   // Back after a gap (or the first time): catch up on whatever happened
   // before the stream was open, beyond what it replays.
-  if (liveState === "live" && !wasLive) refresh({ withHistory: true });
+  if (liveState === "live" && !wasLive) {
+    refresh({ withHistory: true });
+    loadInsights();
+  }
 }
 
 function onLiveEvent(event) {
@@ -615,7 +619,182 @@ function onLiveEvent(event) {
     pending.history = false;
     pending.last = Date.now();
     refresh({ withHistory });
+    if (withHistory) loadInsights();
   }, wait);
+}
+
+// --------------------------------------------------------------- insights
+
+const BANDS = ["A", "B", "C", "D"];
+const BUCKET_WORD = { day: "day", week: "week", month: "month" };
+const dayLabel = new Intl.DateTimeFormat(undefined, {
+  day: "numeric",
+  month: "short",
+  timeZone: "UTC",
+});
+const monthLabel = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  year: "2-digit",
+  timeZone: "UTC",
+});
+
+function bucketLabel(iso, bucket) {
+  const ms = parseTime(iso);
+  if (Number.isNaN(ms)) return "?";
+  return (bucket === "month" ? monthLabel : dayLabel).format(ms);
+}
+
+async function loadInsights() {
+  const bucket = $("insights-bucket").value;
+  const seq = (state.insightsSeq = (state.insightsSeq || 0) + 1);
+  try {
+    const report = await api("GET", `/core/go/insights?bucket=${encodeURIComponent(bucket)}`);
+    if (seq !== state.insightsSeq) return;
+    renderInsights(report);
+  } catch (err) {
+    if (seq !== state.insightsSeq) return;
+    const text =
+      err instanceof ApiError && err.needsToken
+        ? "Insights need an API token."
+        : `Could not load the insights. ${err.message || ""}`;
+    $("insights-status").textContent = text;
+    $("insights-status").hidden = false;
+  }
+}
+
+function renderInsights(report) {
+  const items = Array.isArray(report.items) ? report.items : [];
+  const bucket = report.bucket || "week";
+  const word = BUCKET_WORD[bucket] || bucket;
+  const labels = items.map((i) => bucketLabel(i.start, bucket));
+  const total = items.reduce((sum, i) => sum + (i.sessions || 0), 0);
+  const range = items.length ? `${labels[0]} – ${labels[labels.length - 1]}` : "";
+  $("insights-range").textContent = items.length ? `last ${items.length} ${word}s: ${range}` : "";
+  const status = $("insights-status");
+  status.textContent = total ? "" : `No ended sessions in these ${items.length} ${word}s yet.`;
+  status.hidden = total > 0;
+
+  const sessions = items.map((i) => i.sessions || 0);
+  const busiest = sessions.indexOf(Math.max(...sessions, 0));
+  const medians = items.map((i) => (i.median_seconds === null ? null : i.median_seconds));
+  const known = medians.filter((m) => m !== null);
+  const bandTotals = Object.fromEntries(
+    BANDS.map((b) => [b, items.reduce((sum, i) => sum + ((i.bands || {})[b] || 0), 0)]),
+  );
+  const bandWords = BANDS.filter((b) => bandTotals[b]).map((b) => `${bandTotals[b]} in band ${b}`);
+
+  const charts = [
+    {
+      title: `Sessions per ${word}`,
+      desc: total
+        ? `${total} sessions in ${items.length} ${word}s (${range}); the most, ${sessions[busiest]}, ` +
+          `in the ${word} of ${labels[busiest]}.`
+        : `No sessions in ${items.length} ${word}s (${range}).`,
+      svg: (t, d) =>
+        barChart({ title: t, desc: d, labels, values: sessions, format: (v) => String(v) }),
+    },
+    {
+      title: `Median session length per ${word}`,
+      desc: known.length
+        ? `From ${formatDuration(Math.min(...known))} to ${formatDuration(Math.max(...known))}` +
+          ` in the ${known.length} ${word}s with sessions.`
+        : "No sessions, so no lengths yet.",
+      svg: (t, d) =>
+        barChart({
+          title: t,
+          desc: d,
+          labels,
+          values: medians,
+          format: formatDuration,
+          className: "chart-bar chart-bar-time",
+        }),
+    },
+    {
+      title: "Band at each start",
+      desc: total
+        ? `Sessions by cone band when they started, ${word} by ${word}: ${bandWords.join(", ")}.`
+        : "No sessions, so no bands yet.",
+      svg: (t, d) =>
+        stackedChart({
+          title: t,
+          desc: d,
+          labels,
+          series: BANDS.map((b) => ({
+            key: b,
+            label: `band ${b}`,
+            values: items.map((i) => (i.bands || {})[b] || 0),
+          })),
+        }),
+      legend: true,
+    },
+  ];
+
+  const figures = charts.map((c) =>
+    h(
+      "figure",
+      { class: "chart" },
+      h("figcaption", { class: "chart-title" }, c.title),
+      c.svg(c.title, c.desc),
+      c.legend
+        ? h(
+            "ul",
+            { class: "chart-legend", "aria-hidden": "true" },
+            BANDS.map((b) =>
+              h("li", {}, h("span", { class: `swatch chart-seg-${b}` }), `${b} ${BAND_MEANING[b]}`),
+            ),
+          )
+        : null,
+      h("p", { class: "chart-desc small" }, c.desc),
+    ),
+  );
+  $("insights-charts").replaceChildren(...figures, insightsTable(items, labels, word));
+}
+
+/** Every number behind the charts, as a table (the charts' full text alternative). */
+function insightsTable(items, labels, word) {
+  const head = ["Sessions", "Median", "Total", "Steps", "Band at start", "Health at start"];
+  const counts = (obj) =>
+    Object.entries(obj || {})
+      .filter(([, n]) => n)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ") || "–";
+  return h(
+    "details",
+    { class: "chart-numbers" },
+    h("summary", {}, "The numbers behind the charts"),
+    h(
+      "div",
+      { class: "table-scroll" },
+      h(
+        "table",
+        {},
+        h("caption", { class: "visually-hidden" }, `GO sessions per ${word}`),
+        h(
+          "thead",
+          {},
+          h("tr", {}, h("th", { scope: "col" }, word[0].toUpperCase() + word.slice(1)),
+            head.map((t) => h("th", { scope: "col" }, t))),
+        ),
+        h(
+          "tbody",
+          {},
+          items.map((item, i) =>
+            h(
+              "tr",
+              {},
+              h("th", { scope: "row" }, labels[i]),
+              h("td", {}, String(item.sessions)),
+              h("td", {}, item.median_seconds === null ? "–" : formatDuration(item.median_seconds)),
+              h("td", {}, item.sessions ? formatDuration(item.total_seconds) : "–"),
+              h("td", {}, String(item.steps_completed)),
+              h("td", {}, counts(item.bands)),
+              h("td", {}, counts(item.statuses)),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------- history
@@ -781,6 +960,7 @@ function boot() {
   $("band-select").addEventListener("change", (e) => {
     e.target.dataset.touched = "1";
   });
+  $("insights-bucket").addEventListener("change", loadInsights);
   $("history-older").addEventListener("click", onOlder);
   $("history-newer").addEventListener("click", onNewer);
 
@@ -799,6 +979,7 @@ function boot() {
   loadIdentity();
   refresh();
   loadHistory(0);
+  loadInsights();
   startLive();
 }
 
