@@ -6,6 +6,9 @@ import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 Clock = Callable[[], datetime]
 
@@ -65,3 +68,17 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        converted = as_utc(value)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+    assert converted is not None
+    return converted
+
+
+# A query-string time, converted to UTC; one that leaves the calendar in the
+# conversion (9999-12-31T23:59:59-23:59) is a 422, not an OverflowError.
+UtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from ..auth.deps import VIEWER
 from ..context import AppContext, get_ctx
-from ..timeutil import as_utc
+from ..timeutil import UtcDateTime, as_utc
 from . import service
 from .models import AuditPage, AuditVerifyResult
 
@@ -21,8 +20,8 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 def list_events(
     ctx: Ctx,
     event: Annotated[str | None, Query(max_length=200)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDateTime | None = None,
+    until: UtcDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> AuditPage:

@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from ..constants import MAX_TEXT, ensure_utf8
+from ..constants import (
+    MAX_FREE_FORM_DEPTH,
+    MAX_FREE_FORM_KEYS,
+    MAX_TEXT,
+    bounded_json,
+    ensure_utf8,
+)
 from .canon import BOOT_BAND, BOOT_REASON, Action, Band
 
 
@@ -27,8 +33,14 @@ class ConeSetRequest(BaseModel):
 
     band: Band
     reason: str = Field(min_length=1, max_length=MAX_TEXT)
-    metrics: Annotated[dict[str, Any] | None, AfterValidator(ensure_utf8)] = Field(
-        default=None, description=f"Free-form KPIs, at most {MAX_TEXT} characters as JSON."
+    metrics: Annotated[
+        dict[str, Any] | None, AfterValidator(bounded_json), AfterValidator(ensure_utf8)
+    ] = Field(
+        default=None,
+        description=(
+            f"Free-form KPIs, at most {MAX_TEXT} characters as JSON, nested at most "
+            f"{MAX_FREE_FORM_DEPTH} levels, {MAX_FREE_FORM_KEYS} keys in all; no NaN or Infinity."
+        ),
     )
 
     @field_validator("reason")
@@ -45,6 +57,13 @@ class ConeSetRequest(BaseModel):
         if value is not None and len(json.dumps(value, ensure_ascii=False)) > MAX_TEXT:
             raise ValueError(f"metrics are limited to {MAX_TEXT} characters of JSON")
         return value
+
+
+class ConeDecideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str = Field(min_length=1, max_length=200)
+    action: Action
 
 
 class ConeDecision(BaseModel):

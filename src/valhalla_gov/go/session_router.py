@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
-from ..timeutil import as_utc
+from ..timeutil import UtcDateTime, as_utc
 from . import session_service
 from .session_models import GoSession, SessionNotes, SessionPage
 
@@ -77,8 +76,8 @@ def list_sessions(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDateTime | None = None,
+    until: UtcDateTime | None = None,
 ) -> SessionPage:
     """Ended sessions, newest first; filter on start time with since/until."""
     return session_service.list_sessions(

@@ -24,3 +24,8 @@ class StorageUnavailableError(StorageError):
 
 class InvalidCursorError(ValueError):
     """A pagination cursor that this backend did not hand out (HTTP 422)."""
+
+
+class UnstorableValueError(ValueError):
+    """A value that is not standard, bounded JSON (NaN, Infinity, nesting past
+    the limit): refused before a byte is written (HTTP 422)."""

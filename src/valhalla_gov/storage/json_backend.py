@@ -27,7 +27,8 @@ LOCK_FILE = ".valhalla.lock"
 
 def parse_cursor(cursor: str) -> int:
     # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
-    if not (cursor.isascii() and cursor.isdigit()):
+    # At most 18 digits: a file offset or row id, never past a 64-bit integer.
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
     return int(cursor)
 
@@ -40,10 +41,7 @@ class JsonStore:
     def __init__(self, data_dir: Path, schema: Schema) -> None:
         self.data_dir = Path(data_dir)
         self.schema = schema
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageUnavailableError(self.data_dir, f"cannot create data dir: {exc}") from exc
+        json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
 
@@ -158,7 +156,7 @@ class JsonStore:
         # Per thread: concurrent probes (parallel /readyz) must not unlink each other's file.
         probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, b"ok\n")
             finally:

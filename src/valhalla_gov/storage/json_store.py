@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageCorruptError, StorageUnavailableError
+from .errors import StorageCorruptError, StorageUnavailableError, UnstorableValueError
 
 _CHUNK = 64 * 1024
 
@@ -32,7 +32,7 @@ class FileOps:
     Reads are not here: they change nothing.
     """
 
-    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
+    def open(self, path: Path, flags: int, mode: int = 0o600) -> int:
         return os.open(path, flags, mode)
 
     def write(self, fd: int, data: bytes | memoryview) -> int:
@@ -57,9 +57,37 @@ class FileOps:
 fs = FileOps()
 
 
+# Deeper values are refused at the storage layer whatever the caller checked:
+# every stored value must read back and serialise again (pydantic and the
+# json module both have recursion limits), or one write would break reads.
+MAX_DEPTH = 64
+
+
+def check_storable(value: Any) -> None:
+    """Raise UnstorableValueError for nesting past MAX_DEPTH (NaN and Infinity
+    are refused by the strict dumps below)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise UnstorableValueError(f"nested deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _strict_dumps(value: Any, **kwargs: Any) -> str:
+    check_storable(value)
+    try:
+        # allow_nan=False: NaN and Infinity are not JSON; other readers choke on them.
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs)
+    except ValueError as exc:
+        raise UnstorableValueError(f"not standard JSON: {exc}") from exc
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for hashing and for stored lines."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _strict_dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _unavailable(path: Path, exc: OSError) -> StorageUnavailableError:
@@ -110,14 +138,14 @@ def write_json(path: Path, data: Any) -> None:
     On any failure (ENOSPC included) the old file is left as it was and the
     temporary file is removed.
     """
-    write_bytes_atomic(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode())
+    write_bytes_atomic(path, (_strict_dumps(data, indent=2) + "\n").encode())
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _write_all(fd, payload)
             fs.fsync(fd)
@@ -150,7 +178,7 @@ def append_line(path: Path, line: bytes) -> int:
     if not line.endswith(b"\n") or b"\n" in line[:-1]:
         raise ValueError("append_line takes exactly one newline-terminated line")
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
@@ -178,7 +206,7 @@ def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) ->
     On failure the file is cut back to its old length. Returns the line count.
     """
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     count = 0
@@ -319,7 +347,7 @@ def write_new_file(path: Path, data: bytes) -> None:
     On failure the partial file is removed and nothing else is touched.
     """
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
@@ -370,6 +398,22 @@ def ends_with_newline(path: Path) -> bool:
         raise _unavailable(path, exc) from exc
 
 
+def ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` 0700 (whatever the umask); refuse one that other
+    users can write, since they could replace files or hold the lock."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = directory.stat().st_mode & 0o777
+    except OSError as exc:
+        raise StorageUnavailableError(directory, f"cannot create data dir: {exc}") from exc
+    if mode & 0o022:
+        raise StorageUnavailableError(
+            directory,
+            f"the data dir is writable by other users (mode {mode:o}), who could change "
+            f"the data or hold its lock; fix it with: chmod go-w {directory}",
+        )
+
+
 class DataDirLock:
     """Exclusive lock over a data dir: a thread lock plus ``flock`` on a file.
 
@@ -380,6 +424,10 @@ class DataDirLock:
 
     def __init__(self, lock_path: Path) -> None:
         self._lock_path = lock_path
+        # A lock file left readable by an older version could be opened, and
+        # so flock-ed, by other users: only the data's owner may hold it.
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.chmod(lock_path, 0o600)
         self._thread_lock = threading.RLock()
         self._local = threading.local()
 
@@ -395,7 +443,7 @@ class DataDirLock:
                     self._local.depth = depth
                 return
             try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
                 raise _unavailable(self._lock_path, exc) from exc
             try:

@@ -59,7 +59,8 @@ def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
 
 def int_cursor(cursor: str) -> int:
     # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
-    if not (cursor.isascii() and cursor.isdigit()):
+    # At most 18 digits: a row id, never past a 64-bit integer.
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
     return int(cursor)
 
