@@ -117,6 +117,7 @@ def test_decide_is_audited_and_logged_allow(store: Store, clock: FakeClock) -> N
         "action": "optimize",
         "band": "B",
         "allowed": True,
+        "role": "owner",
     }
 
 

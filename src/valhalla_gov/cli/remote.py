@@ -430,7 +430,7 @@ class RemoteBackend:
         return self._post(ConeState, "/core/cone/state", {"band": band, "reason": reason})
 
     def decide(self, engine: str, action: Action) -> ConeDecision:
-        return self._get(ConeDecision, "/core/cone/decide", engine=engine, action=action)
+        return self._post(ConeDecision, "/core/cone/decide", {"engine": engine, "action": action})
 
     def audit_page(self, *, limit: int, cursor: str | None, event: str | None) -> AuditPage:
         return self._get(AuditPage, "/core/audit/events", limit=limit, cursor=cursor, event=event)

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from ..auth.deps import OWNER_WRITE, VIEWER, VIEWER_AUDITED
-from ..auth.models import Identity
+from ..auth.models import SCOPE_RANK, Identity, Scope
 from ..context import AppContext, get_ctx
 from . import service
 from .canon import Action
-from .models import ConeDecision, ConeSetRequest, ConeState
+from .models import ConeDecideRequest, ConeDecision, ConeSetRequest, ConeState
 
 router = APIRouter(prefix="/cone", tags=["cone"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -37,10 +37,35 @@ def set_state(
     )
 
 
+def _role(who: Identity) -> Scope:
+    return max(who.scopes, key=SCOPE_RANK.__getitem__)
+
+
+@router.post(
+    "/decide",
+    response_model=ConeDecision,
+    responses={404: {"description": "Unknown engine; the body names the known ones."}},
+)
+def decide_post(
+    body: ConeDecideRequest, ctx: Ctx, who: Annotated[Identity, Depends(VIEWER_AUDITED)]
+) -> ConeDecision:
+    """May this engine take this action in the current band? (audited)"""
+    return service.decide(
+        store=ctx.store,
+        canon=ctx.canon,
+        engine=body.engine,
+        action=body.action,
+        actor=who.name,
+        clock=ctx.clock,
+        role=_role(who),
+    )
+
+
 @router.get(
     "/decide",
     response_model=ConeDecision,
     responses={404: {"description": "Unknown engine; the body names the known ones."}},
+    deprecated=True,
 )
 def decide(
     ctx: Ctx,
@@ -48,7 +73,8 @@ def decide(
     engine: Annotated[str, Query(min_length=1, max_length=200)],
     action: Action,
 ) -> ConeDecision:
-    """May this engine take this action in the current band? (audited)"""
+    """The same as POST /core/cone/decide, kept for existing clients. It writes
+    an audited decision, so the security gate refuses it from other sites."""
     return service.decide(
         store=ctx.store,
         canon=ctx.canon,
@@ -56,4 +82,5 @@ def decide(
         action=action,
         actor=who.name,
         clock=ctx.clock,
+        role=_role(who),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..audit.service import log_event
+from ..auth.models import Scope
 from ..errors import NotFoundError
 from ..storage.protocol import Reader, Store
 from ..timeutil import Clock, iso_z
@@ -55,9 +56,14 @@ def decide(
     action: Action,
     actor: str,
     clock: Clock,
+    role: Scope = "owner",
 ) -> ConeDecision:
     """May ``engine`` do ``action`` in the current band? Records the decision
-    (for the health deny-rate) and audits it as CONE_ALLOW or CONE_DENY."""
+    (for the health deny-rate) and audits it as CONE_ALLOW or CONE_DENY.
+
+    ``role`` is the asker's highest scope, kept with the decision: the health
+    deny rate counts only operators' and owners' decisions, so a viewer's
+    questions cannot move the light."""
     engine_class = canon.class_of(engine)
     if engine_class is None:
         raise NotFoundError(
@@ -89,7 +95,14 @@ def decide(
         now = iso_z(clock())
         txn.append_log(
             DECISIONS,
-            {"ts_utc": now, "engine": engine, "action": action, "band": band, "allowed": allowed},
+            {
+                "ts_utc": now,
+                "engine": engine,
+                "action": action,
+                "band": band,
+                "allowed": allowed,
+                "role": role,
+            },
         )
         log_event(
             txn,

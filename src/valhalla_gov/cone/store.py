@@ -31,11 +31,22 @@ def read_state(reader: Reader) -> ConeState:
     return _parse_state(reader.read_document(CONE_STATE))
 
 
+# Roles whose decisions count towards the deny rate; lines written before roles
+# were recorded (no "role") count as they always did.
+DRIFT_ROLES = frozenset({"operator", "owner", None})
+# A flood of viewer decisions may hide older counted ones, but never adds any:
+# the scan for counted decisions stops after this many lines per window.
+SCAN_FACTOR = 5
+
+
 def recent_decisions(*, store: Store, window: int) -> list[dict[str, Any]]:
-    """The last ``window`` decisions, newest first (read from the log's end)."""
+    """The last ``window`` decisions that count for drift (operators' and
+    owners'), newest first, read from the log's end; at most
+    ``window * SCAN_FACTOR`` lines are read."""
     out: list[dict[str, Any]] = []
-    for entry in store.scan_log(DECISIONS):
-        out.append(entry.record)
-        if len(out) >= window:
+    for scanned, entry in enumerate(store.scan_log(DECISIONS), start=1):
+        if entry.record.get("role") in DRIFT_ROLES:
+            out.append(entry.record)
+        if len(out) >= window or scanned >= window * SCAN_FACTOR:
             break
     return out
