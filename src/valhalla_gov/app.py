@@ -26,8 +26,9 @@ from .health.store import record_server_error
 from .metrics_endpoint import router as metrics_router
 from .observability import logs
 from .observability.middleware import ObservabilityMiddleware, RouteLabels
+from .security.gate import SecurityGate, allowed_host_names
 from .settings import Settings
-from .storage.errors import InvalidCursorError, StorageError
+from .storage.errors import InvalidCursorError, StorageError, UnstorableValueError
 from .timeutil import Clock, iso_z, utc_now
 from .ui.router import mount_ui
 
@@ -42,6 +43,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
         version=__version__,
         description="Operator governance: cone, health, audit, GO playbook and GO sessions.",
         lifespan=_lifespan(ctx),
+        # /docs and /openapi.json are served by ui/router.py: shipped Swagger UI
+        # files (no CDN) and the viewer scope on the schema.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # A trailing-slash redirect would echo the Host header in Location.
+        redirect_slashes=False,
     )
     app.state.ctx = ctx
     app.include_router(core)
@@ -62,6 +70,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
             ],
         )
     _install_error_handlers(app, ctx)
+    # Host, origin, authentication and body limits before any route runs.
+    app.add_middleware(
+        SecurityGate,
+        store=ctx.store,
+        authenticator=ctx.authenticator,
+        clock=ctx.clock,
+        allowed_hosts=allowed_host_names(settings.bind_host, settings.allowed_hosts),
+        cors_origins=settings.cors_origins,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     # Outermost of ours: it sees the final status and latency of everything.
     app.add_middleware(ObservabilityMiddleware, labels=RouteLabels(app.routes))
     problems = ctx.store.probe()
@@ -105,8 +124,18 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         # ASCII-escaped: the echoed input may hold lone surrogates, which are
         # valid JSON escapes but cannot be encoded as UTF-8.
-        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        # A body that is not text (any content type) is echoed as readable
+        # text: decoding it strictly would turn the 422 into a 500.
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _printable})
+        body = json.dumps({"detail": errors}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(UnstorableValueError)
+    async def unstorable(request: Request, exc: UnstorableValueError) -> JSONResponse:
+        # Raised by the storage layer before anything is written (the
+        # transaction takes back earlier writes): the input is at fault.
+        detail = [{"type": "value_error", "loc": ["body"], "msg": f"cannot be stored: {exc}"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(InvalidCursorError)
     async def bad_cursor(request: Request, exc: InvalidCursorError) -> JSONResponse:
@@ -139,6 +168,10 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         except StorageError as store_exc:
             log.error("could not record the server error: %s", store_exc)
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+
+def _printable(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
 
 
 def app_from_env() -> FastAPI:

@@ -56,6 +56,35 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated Host names served besides localhost, 127.0.0.1, ::1 and the "
+            "bound address; any other Host header gets 421 (DNS rebinding)."
+        ),
+    )
+    bind_host: str | None = Field(
+        default=None, description="The address `valhalla serve` bound (set by serve itself)."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated proxy addresses whose X-Forwarded-For/-Proto are believed; "
+            "none by default."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body."
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Time allowed to send a whole request body."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Time allowed to send a request's headers."
+    )
+    max_connections: int = Field(
+        default=200, ge=1, le=100_000, description="Open connections per worker before 503."
+    )
 
     # Webhooks (src/valhalla_gov/webhooks, docs/WEBHOOKS.md). Times are
     # settings so that tests (and impatient operators) can shrink them.
@@ -121,7 +150,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit such as '10/hour'") from exc
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -21,6 +21,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/core/cone/state"): "viewer",
     ("POST", "/core/cone/state"): "owner",
     ("GET", "/core/cone/decide"): "viewer",
+    ("POST", "/core/cone/decide"): "viewer",
     ("GET", "/core/status/ryg"): "viewer",
     ("GET", "/core/healthz"): None,
     ("GET", "/core/readyz"): None,
@@ -41,14 +42,17 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/core/webhooks/{name}"): "owner",
     ("POST", "/core/webhooks/{name}/test"): "owner",
     ("GET", "/core/go/insights"): "viewer",
+    # The docs page is a shell of shipped files; the schema it shows is a read.
+    ("GET", "/docs"): None,
+    ("GET", "/openapi.json"): "viewer",
 }
-# FastAPI's documentation routes and the GO page's static assets: public,
-# they carry no data.
-BUILTIN_PUBLIC = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ui"}
+# The GO page's static assets (and the shipped Swagger UI): public, no data.
+BUILTIN_PUBLIC = {"/ui"}
 
 REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/core/cone/state"): {"json": {"band": "B", "reason": "matrix test"}},
     ("GET", "/core/cone/decide"): {"params": {"engine": "flips", "action": "run"}},
+    ("POST", "/core/cone/decide"): {"json": {"engine": "flips", "action": "run"}},
     ("POST", "/core/go/complete"): {"json": {"step_id": "preflight_view_dashboard"}},
     ("POST", "/core/go/start_session"): {"json": {}},
     ("POST", "/core/go/end_session"): {"json": {}},

@@ -32,14 +32,11 @@ class Guard:
             return None
         ctx: AppContext = request.app.state.ctx
         host = request.client.host if request.client else None
-        authenticate = functools.partial(
-            ctx.authenticator.authenticate,
-            store=ctx.store,
-            clock=ctx.clock,
-            authorization=request.headers.get("authorization"),
-            client_host=host,
-        )
-        identity = await run_in_threadpool(authenticate) if ctx.store.blocking else authenticate()
+        # The security gate authenticates requests with a body before reading
+        # it, and hands the identity over; the rest are authenticated here.
+        identity = request.scope.get("state", {}).get("identity")
+        if not isinstance(identity, Identity):
+            identity = await self._authenticate(request, ctx, host)
         if not identity.allows(self.scope):
             raise ForbiddenError(
                 f"this needs the '{self.scope}' scope; {identity.name!r} has "
@@ -51,6 +48,17 @@ class Guard:
             response.headers.update(ctx.rate_limiter.hit(self.rule, key))
         request.state.actor = identity.name
         return identity
+
+    @staticmethod
+    async def _authenticate(request: Request, ctx: AppContext, host: str | None) -> Identity:
+        authenticate = functools.partial(
+            ctx.authenticator.authenticate,
+            store=ctx.store,
+            clock=ctx.clock,
+            authorization=request.headers.get("authorization"),
+            client_host=host,
+        )
+        return await run_in_threadpool(authenticate) if ctx.store.blocking else authenticate()
 
 
 PUBLIC = Guard(None)

@@ -33,6 +33,9 @@ def serve(
     if data_dir is not None:
         # Workers are separate processes: they read settings from the environment.
         os.environ["VALHALLA_DATA_DIR"] = str(data_dir.resolve())
+    # The app answers only to Host names it is configured for; the bound
+    # address is one of them.
+    os.environ["VALHALLA_BIND_HOST"] = host
     # Open everything once here, so a bad setting is one clear message instead
     # of a traceback from every worker.
     try:
@@ -48,11 +51,23 @@ def serve(
             fg="yellow",
             err=True,
         )
+    if not is_loopback(host) and not ctx.settings.allowed_hosts:
+        typer.secho(
+            f"note: only requests for localhost, 127.0.0.1, ::1"
+            f"{'' if host in ('0.0.0.0', '::') else ' and ' + host} are answered (others "
+            "get 421); list this machine's other names in VALHALLA_ALLOWED_HOSTS.",
+            fg="yellow",
+            err=True,
+        )
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their counters in files here; a fresh dir per run.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="valhalla-metrics-")
     os.environ["VALHALLA_LOG_LEVEL"] = log_level
+    os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
+    from ..security.server import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, BoundedH11Protocol
+
     logs.configure(log_level)
+    trusted = ctx.settings.trusted_proxies
     uvicorn.run(
         "valhalla_gov.app:app_from_env",
         factory=True,
@@ -62,4 +77,14 @@ def serve(
         log_level=log_level,
         log_config=None,
         access_log=False,
+        # Limits before work: bounded headers, slow headers cut off, idle
+        # connections closed, at most this many connections per worker.
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=ctx.settings.max_connections,
+        # X-Forwarded-* only from the proxies the operator lists (uvicorn
+        # would otherwise believe any client on 127.0.0.1).
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) if trusted else "",
     )
