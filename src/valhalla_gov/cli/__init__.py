@@ -12,10 +12,21 @@ from .go import go_app
 from .insights import sessions_report
 from .serve import serve
 from .sessions import sessions_app
+from .terminal import guard_output
 from .token import token_app
 from .webhook import webhook_app
 
 app = typer.Typer(help="Valhalla GO: operator governance.", no_args_is_help=True)
+
+
+@app.callback()
+def _safe_output() -> None:
+    """Valhalla GO: operator governance."""
+    # Every command, every format: stored text never reaches the terminal as
+    # a control sequence (see terminal.py).
+    guard_output()
+
+
 app.command()(serve)
 app.add_typer(go_app, name="go")
 app.add_typer(token_app, name="token")

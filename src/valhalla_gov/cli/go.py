@@ -66,7 +66,8 @@ def _print_session(session: GoSession, as_json: bool) -> None:
     else:
         typer.echo("no session has been started yet")
     if session.notes:
-        typer.echo(f"notes: {session.notes}")
+        # Continuation lines indented: a note cannot print a line of its own.
+        typer.echo("notes: " + session.notes.replace("\n", "\n       "))
     if session.steps_completed:
         typer.echo(f"steps completed: {', '.join(session.steps_completed)}")
 

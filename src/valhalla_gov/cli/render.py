@@ -15,6 +15,7 @@ from rich.text import Text
 
 from ..constants import MAX_TEXT
 from ..timeutil import parse_iso
+from .terminal import safe_json
 
 
 def valid_text(value: str | None) -> str | None:
@@ -81,9 +82,9 @@ def check_range(since: datetime | None, until: datetime | None) -> None:
 def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
     """Machine-readable output, alone on stdout."""
     if isinstance(value, BaseModel):
-        typer.echo(value.model_dump_json(indent=2))
+        typer.echo(safe_json(value.model_dump_json(indent=2)))
         return
-    typer.echo(json.dumps(_plain(value), indent=2, ensure_ascii=False))
+    typer.echo(safe_json(json.dumps(_plain(value), indent=2, ensure_ascii=False)))
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,142 @@
+"""Private by default: the data dir 0700 and its files 0600 whatever the
+umask, a data dir others can write refused at start, and the lock out of
+reach of users who cannot write the data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FakeClock
+from tests.live.server import VALHALLA
+from valhalla_gov.auth.service import create_token
+from valhalla_gov.cone.service import set_cone_state
+from valhalla_gov.storage.errors import StorageUnavailableError
+from valhalla_gov.storage.json_backend import LOCK_FILE, JsonStore
+
+NOBODY = 65534
+# The other user runs the system's Python: the venv's may live where
+# nobody can reach it (under /root).
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def open_parent() -> Iterator[Path]:
+    """A parent dir everyone may traverse (tmp_path's parents are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="valhalla-private-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_everything_is_private_under_umask_022(
+    tmp_path: Path, clock: FakeClock, umask_022: None
+) -> None:
+    data_dir = tmp_path / "fresh" / "data"
+    store = JsonStore(data_dir)
+    set_cone_state(store=store, band="C", reason="r", metrics=None, actor="a", clock=clock)
+    create_token(store=store, name="ops", scopes=["owner"], actor="a", clock=clock)
+    assert _mode(data_dir) == 0o700
+    files = [p for p in data_dir.iterdir() if p.is_file()]
+    assert {p.name for p in files} >= {"cone_state.json", "audit.log", "tokens.json", LOCK_FILE}
+    for path in files:
+        assert _mode(path) == 0o600, path.name
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777, 0o1777])
+def test_a_data_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(mode)
+    with pytest.raises(StorageUnavailableError, match=f"chmod go-w {data_dir}"):
+        JsonStore(data_dir)
+
+
+def test_serve_refuses_such_a_data_dir_with_the_command(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
+    result = subprocess.run(
+        [VALHALLA, "serve", "--port", "0", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"chmod go-w {data_dir}" in result.stderr
+
+
+def test_a_readable_data_dir_of_an_older_version_still_opens(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    (data_dir / LOCK_FILE).touch(mode=0o644)
+    (data_dir / LOCK_FILE).chmod(0o644)
+    JsonStore(data_dir)
+    assert _mode(data_dir / LOCK_FILE) == 0o600
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+    reason="needs root (to act as another user) and /usr/bin/python3",
+)
+def test_another_user_cannot_take_the_lock(open_parent: Path, clock: FakeClock) -> None:
+    """Even in a data dir left traversable by an older version (0755), the
+    lock file is 0600: another user cannot open it, so cannot flock it."""
+    data_dir = open_parent / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)
+    (data_dir / LOCK_FILE).touch()
+    (data_dir / LOCK_FILE).chmod(0o644)
+    store = JsonStore(data_dir)
+    set_cone_state(store=store, band="C", reason="r", metrics=None, actor="a", clock=clock)
+    grab = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "print('LOCKED')\n"
+    )
+
+    def run_as_nobody(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SYSTEM_PYTHON, "-I", "-c", grab, str(path)],
+            capture_output=True,
+            text=True,
+            user=NOBODY,
+            timeout=60,
+            check=False,
+        )
+
+    refused = run_as_nobody(data_dir / LOCK_FILE)
+    assert "LOCKED" not in refused.stdout
+    assert "PermissionError" in refused.stderr
+    # The control: the same program takes a lock it may open.
+    control = open_parent / "open.lock"
+    control.touch()
+    control.chmod(0o644)
+    assert run_as_nobody(control).stdout.strip() == "LOCKED"
