@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err, Ok
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
@@ -64,6 +65,10 @@ async def loopback_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", loopback_app)
+# The same operations with values that break the schema (query strings and
+# bodies alike): every answer must still be a 4xx, never a 5xx.
+negative = schemathesis.openapi.from_asgi("/openapi.json", loopback_app)
+negative.config.generation.update(modes=[GenerationMode.NEGATIVE])
 
 CASES: Counter[str] = Counter()
 STATUSES: Counter[str] = Counter()
@@ -102,12 +107,28 @@ def test_every_operation_answers_as_documented(case: Any) -> None:
     case.validate_response(response, checks=CHECKS)
 
 
+@negative.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_invalid_input_to_every_operation_is_a_4xx(case: Any) -> None:
+    response = case.call()
+    CASES[f"negative {case.operation.label}"] += 1
+    STATUSES[str(response.status_code)] += 1
+    case.validate_response(response, checks=[not_a_server_error])
+    assert response.status_code < 500, (case.operation.label, response.text)
+
+
 def test_every_operation_is_fuzzed() -> None:
     results = list(schema.get_all_operations())
     broken = [result.err() for result in results if isinstance(result, Err)]
     assert not broken, f"operations schemathesis cannot read: {broken}"
     labels = {result.ok().label for result in results if isinstance(result, Ok)}
-    assert len(labels) >= 19, sorted(labels)
+    assert len(labels) >= 21, sorted(labels)
 
 
 # -- the violations the fuzzing found once, kept as one-request regressions --
@@ -151,3 +172,29 @@ def test_an_unknown_engine_answers_a_documented_404(owner: TestClient) -> None:
     response = owner.get("/core/cone/decide", params=query)
     assert response.status_code == 404
     assert _violations("GET", "/core/cone/decide", response, query=query) is None
+
+
+# -- the three 500s of the security review (issue #10), over the same app --
+
+
+@pytest.mark.parametrize("path", ["/core/go/sessions", "/core/audit/events"])
+def test_a_time_that_overflows_in_utc_is_a_documented_422(owner: TestClient, path: str) -> None:
+    query = {"since": "9999-12-31T23:59:59-23:59"}
+    response = owner.get(path, params=query)
+    assert response.status_code == 422
+    assert _violations("GET", path, response, query=query) is None
+
+
+@pytest.mark.parametrize("path", ["/core/go/sessions", "/core/audit/events"])
+def test_a_cursor_past_64_bits_is_a_documented_422(owner: TestClient, path: str) -> None:
+    query = {"cursor": "9" * 38}
+    response = owner.get(path, params=query)
+    assert response.status_code == 422
+    assert _violations("GET", path, response, query=query) is None
+
+
+def test_a_text_plain_body_that_is_not_utf8_is_a_documented_422(owner: TestClient) -> None:
+    path = "/core/go/end_session"
+    response = owner.post(path, content=b"\xff\xfe", headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert _violations("POST", path, response, body={}) is None
