@@ -12,10 +12,10 @@ import pytest
 from tests.cli.conftest import Cli, Seeder
 from tests.conftest import FakeClock
 from valhalla_gov.cli.terminal import SafeTextStream, safe_json
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step
-from valhalla_gov.storage.json_backend import JsonStore
 
 HOSTILE = (
     "before\x1b[2J\x1b]0;pwned\x07\r\x1b[1Aaudit chain OK\x9b2J\u202eevil\u2066x\x08\x7f"
@@ -43,7 +43,7 @@ COMMANDS = [
 @pytest.fixture
 def hostile(cli: Cli, seeder: Seeder, clock: FakeClock) -> Cli:
     seeder.session(minutes=5, start_notes=HOSTILE, end_notes=HOSTILE)
-    store = JsonStore(cli.data_dir)
+    store = open_json(cli.data_dir)
     set_cone_state(
         store=store, band="C", reason=HOSTILE, metrics={HOSTILE: HOSTILE}, actor="x", clock=clock
     )

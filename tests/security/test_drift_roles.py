@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from tests.auth.conftest import make_app, make_tokens
 from tests.conftest import FakeClock
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import load_canon
-from valhalla_gov.cone.service import SCAN_FACTOR, decide, recent_decisions
-from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_DECISIONS
+from valhalla_gov.cone.service import decide
+from valhalla_gov.cone.store import DECISIONS, SCAN_FACTOR, recent_decisions
 
 LOOPBACK = ("127.0.0.1", 50000)
 DENIED = {"engine": "fx_arbitrage", "action": "scale"}  # band B denies it
@@ -33,7 +33,7 @@ def test_viewer_decisions_do_not_move_health_but_operator_ones_do(
         health = client.get("/core/status/ryg", headers=tokens.header("viewer")).json()
         assert health["checks"]["deny_rate"]["status"] == "green"
         assert "0 cone decisions so far" in health["checks"]["deny_rate"]["detail"]
-        roles = [e.record["role"] for e in JsonStore(data_dir).scan_log_forward(LOG_DECISIONS)]
+        roles = [e.record["role"] for e in open_json(data_dir).scan_log_forward(DECISIONS)]
         assert roles == ["viewer"] * 25
         for _ in range(25):
             client.get("/core/cone/decide", params=DENIED, headers=tokens.header("operator"))
@@ -42,7 +42,7 @@ def test_viewer_decisions_do_not_move_health_but_operator_ones_do(
 
 
 def test_a_viewer_flood_bounds_the_scan_and_adds_nothing(data_dir: Path, clock: FakeClock) -> None:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     canon = load_canon(None)
     for _ in range(3):
         decide(store=store, canon=canon, actor="op", clock=clock, role="operator", **DENIED)  # type: ignore[arg-type]

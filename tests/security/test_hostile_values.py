@@ -17,10 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.security.helpers import data_dir_digest
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.constants import MAX_FREE_FORM_DEPTH, MAX_FREE_FORM_KEYS
 from valhalla_gov.storage import json_store
 from valhalla_gov.storage.errors import UnstorableValueError
-from valhalla_gov.storage.protocol import DOC_CONE_STATE, LOG_AUDIT, Store
+from valhalla_gov.storage.protocol import Store
 
 POST_ROUTES = [
     "/core/cone/state",
@@ -142,20 +144,20 @@ def test_a_refused_value_takes_back_the_writes_before_it(store: Store) -> None:
     """By construction: the storage layer refuses before writing, and the
     transaction takes back what the same operation wrote earlier."""
     with store.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "A", "reason": "kept"})
+        txn.write_document(CONE_STATE, {"band": "A", "reason": "kept"})
 
     def half_saved() -> None:
         with store.transaction() as txn:
-            txn.write_document(DOC_CONE_STATE, {"band": "D", "reason": "half"})
-            txn.append_log(LOG_AUDIT, {"event": "X", "payload": {"v": math.nan}})
+            txn.write_document(CONE_STATE, {"band": "D", "reason": "half"})
+            txn.append_log(AUDIT_LOG, {"event": "X", "payload": {"v": math.nan}})
 
     with pytest.raises(UnstorableValueError):
         half_saved()
-    assert store.read_document(DOC_CONE_STATE) == {"band": "A", "reason": "kept"}
-    assert list(store.scan_log(LOG_AUDIT)) == []
+    assert store.read_document(CONE_STATE) == {"band": "A", "reason": "kept"}
+    assert list(store.scan_log(AUDIT_LOG)) == []
     with pytest.raises(UnstorableValueError), store.transaction() as txn:
-        txn.write_document(DOC_CONE_STATE, {"band": "D", "metrics": {"v": math.inf}})
-    assert store.read_document(DOC_CONE_STATE) == {"band": "A", "reason": "kept"}
+        txn.write_document(CONE_STATE, {"band": "D", "metrics": {"v": math.inf}})
+    assert store.read_document(CONE_STATE) == {"band": "A", "reason": "kept"}
 
 
 def test_stored_files_hold_standard_json(client: TestClient, data_dir: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import FakeClock
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 
 pytestmark = pytest.mark.live
 
@@ -65,7 +65,7 @@ def tokened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
     """A token exists; 127.0.0.1 is a trusted proxy; access log on."""
     data_dir = tmp_path_factory.mktemp("tokened") / "data"
     _, token = create_token(
-        store=JsonStore(data_dir), name="ops", scopes=["owner"], actor="t", clock=FakeClock()
+        store=open_json(data_dir), name="ops", scopes=["owner"], actor="t", clock=FakeClock()
     )
     env = {"VALHALLA_TRUSTED_PROXIES": "127.0.0.1"}
     with LiveServer(data_dir, env=env, log_level="info") as server:

@@ -17,9 +17,10 @@ import pytest
 from tests.conftest import FakeClock
 from tests.live.server import VALHALLA
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.storage.errors import StorageUnavailableError
-from valhalla_gov.storage.json_backend import LOCK_FILE, JsonStore
+from valhalla_gov.storage.json_backend import LOCK_FILE
 
 NOBODY = 65534
 # The other user runs the system's Python: the venv's may live where
@@ -55,7 +56,7 @@ def test_everything_is_private_under_umask_022(
     tmp_path: Path, clock: FakeClock, umask_022: None
 ) -> None:
     data_dir = tmp_path / "fresh" / "data"
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     set_cone_state(store=store, band="C", reason="r", metrics=None, actor="a", clock=clock)
     create_token(store=store, name="ops", scopes=["owner"], actor="a", clock=clock)
     assert _mode(data_dir) == 0o700
@@ -70,8 +71,8 @@ def test_a_data_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> No
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     data_dir.chmod(mode)
-    with pytest.raises(StorageUnavailableError, match=f"chmod go-w {data_dir}"):
-        JsonStore(data_dir)
+    with pytest.raises(StorageUnavailableError, match=f"chmod og-w {data_dir}"):
+        open_json(data_dir)
 
 
 def test_serve_refuses_such_a_data_dir_with_the_command(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_serve_refuses_such_a_data_dir_with_the_command(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert f"chmod go-w {data_dir}" in result.stderr
+    assert f"chmod og-w {data_dir}" in result.stderr
 
 
 def test_a_readable_data_dir_of_an_older_version_still_opens(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_a_readable_data_dir_of_an_older_version_still_opens(tmp_path: Path) -> 
     data_dir.chmod(0o755)
     (data_dir / LOCK_FILE).touch(mode=0o644)
     (data_dir / LOCK_FILE).chmod(0o644)
-    JsonStore(data_dir)
+    open_json(data_dir)
     assert _mode(data_dir / LOCK_FILE) == 0o600
 
 
@@ -113,7 +114,7 @@ def test_another_user_cannot_take_the_lock(open_parent: Path, clock: FakeClock) 
     data_dir.chmod(0o755)
     (data_dir / LOCK_FILE).touch()
     (data_dir / LOCK_FILE).chmod(0o644)
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     set_cone_state(store=store, band="C", reason="r", metrics=None, actor="a", clock=clock)
     grab = (
         "import fcntl, os, sys\n"

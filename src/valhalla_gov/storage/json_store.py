@@ -410,7 +410,7 @@ def ensure_private_dir(directory: Path) -> None:
         raise StorageUnavailableError(
             directory,
             f"the data dir is writable by other users (mode {mode:o}), who could change "
-            f"the data or hold its lock; fix it with: chmod go-w {directory}",
+            f"the data or hold its lock; fix it with: chmod og-w {directory}",
         )
 
 
