@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.auth.conftest import Tokens
 from valhalla_gov.auth.deps import Guard
+from valhalla_gov.events.hub import EventHub
 
 # The rule for every route, written out here independently of the code. A new
 # route fails test_every_route_has_exactly_the_expected_guard until it is added.
@@ -106,7 +107,7 @@ def test_route_answers_by_scope(
     if path == "/core/events/stream":
         # A live stream never ends, and the test client waits for the end:
         # with the hub closing, a request that passes the guard gets 503.
-        local_client.app.state.events.close()  # type: ignore[attr-defined]
+        local_client.app.state.ctx.get(EventHub).close()  # type: ignore[attr-defined]
     url = _url(path)
     anonymous = local_client.request(method, url, **kwargs)
     bad = local_client.request(
