@@ -87,4 +87,8 @@ def serve(
         # would otherwise believe any client on 127.0.0.1).
         proxy_headers=bool(trusted),
         forwarded_allow_ips=",".join(trusted) if trusted else "",
+        # uvicorn kills a worker that has not answered its supervisor in this
+        # time; importing the app on a busy machine can take longer than the
+        # 5 s default, and the killed workers would be restarted in a loop.
+        timeout_worker_healthcheck=60,
     )
