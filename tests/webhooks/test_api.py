@@ -158,7 +158,8 @@ def test_the_key_file_is_private_and_the_secret_is_stored_nowhere(
     assert secret not in repr(key)
     # The key file's content as VALHALLA_WEBHOOK_KEY (a move to a database) is the same key.
     moved = load_key(Settings(data_dir=tmp_path, webhook_key=key_file.read_text()), create=False)
-    assert moved is not None and moved.secret(hook["id"], hook["salt"]) == secret
+    assert moved is not None
+    assert moved.secret(hook["id"], hook["salt"]) == secret
     other = load_key(Settings(data_dir=tmp_path, webhook_key="e" * 64), create=False)
     assert other is not None
     assert other.secret(hook["id"], hook["salt"]) != secret

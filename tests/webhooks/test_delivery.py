@@ -338,3 +338,36 @@ def test_health_change_is_recorded_once(store: Store, tmp_path: Path, clock: Fak
         t.join()
     assert sorted(results) == [False, False, False, True]
     assert [e["payload"]["to"] for e in events_named(store, "HEALTH_CHANGED")] == ["green", "red"]
+
+
+async def test_a_pass_moves_every_cursor_in_one_transaction(
+    store: Store,
+    settings: Settings,
+    clock: FakeClock,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sender's writes do not grow with webhooks x events: the writes of
+    the service keep the store lock to themselves as far as possible."""
+    for name in ("a", "b", "c"):
+        add_hook(store, settings, clock, receiver.url, name=name)
+    await dispatcher.tick()  # takes the lease; nothing to send yet
+    for band in "CDACD":
+        cone(store, clock, band)
+    opened = []
+    real = store.transaction
+
+    def counting() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "transaction", counting)
+    await dispatcher.tick()
+    assert len(receiver.wait_for(15)) == 15
+    assert len(opened) == 1
+    assert {h.name: h.delivery.delivered for h in service.list_webhooks(store=store)} == {
+        "a": 5,
+        "b": 5,
+        "c": 5,
+    }

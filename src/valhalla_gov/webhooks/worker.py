@@ -22,9 +22,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 
@@ -32,7 +33,7 @@ from ..audit.service import log_event
 from ..errors import ServiceUnavailableError
 from ..settings import Settings
 from ..storage.errors import StorageError
-from ..storage.protocol import Store, StoreTxn
+from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
 from . import store as hook_store
 from .keys import SigningKey, load_key
@@ -44,8 +45,9 @@ from .service import build, secret_for
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
-# Per webhook and pass: a backlog drains in bounded steps between lease checks.
-BATCH = 50
+# Per webhook and pass: the cursor moves once per pass, so a crash re-sends at
+# most this many events to a webhook (with the same delivery ids).
+BATCH = 20
 # Audit records read past a webhook's cursor looking for an event it wants.
 SCAN_LIMIT = 5000
 
@@ -73,18 +75,44 @@ def wanted(hook: WebhookRecord, record: dict[str, object]) -> bool:
     )
 
 
-def find_next(
-    store: Store, hook: WebhookRecord, state: DeliveryState
-) -> tuple[hook_store.Event | None, hook_store.Event | None]:
-    """(the next event this webhook wants, the last one skipped before it)."""
-    skipped: hook_store.Event | None = None
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one pass may send to one webhook, in order."""
+
+    events: list[hook_store.Event]
+    # The last event read when every wanted one in reach is in ``events``:
+    # once they are delivered the cursor may move past the unwanted rest.
+    scanned: hook_store.Event | None
+
+
+def plan_batch(store: Store, hook: WebhookRecord, state: DeliveryState) -> Plan:
+    """Up to BATCH wanted events after the webhook's cursor, oldest first."""
+    events: list[hook_store.Event] = []
+    scanned: hook_store.Event | None = None
     for count, event in enumerate(hook_store.events_after(store, state.last_seq, state.cursor)):
         if wanted(hook, event.record):
-            return event, skipped
-        skipped = event
+            events.append(event)
+            if len(events) >= BATCH:
+                return Plan(events, None)
+        scanned = event
         if count >= SCAN_LIMIT:
             break
-    return None, skipped
+    return Plan(events, scanned)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one pass did for one webhook: attempts in order (only the last
+    may have failed), and whether the cursor may skip to ``plan.scanned``."""
+
+    hook: WebhookRecord
+    expected: DeliveryState
+    plan: Plan
+    attempts: list[tuple[hook_store.Event, Attempt]]
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.attempts) or self.plan.scanned is not None
 
 
 def claim_lease(store: Store, *, holder: str, clock: Clock, seconds: float) -> datetime | None:
@@ -126,107 +154,114 @@ def backoff(attempts: int, settings: Settings) -> float:
     )
 
 
-def record_skip(
-    store: Store, hook: WebhookRecord, expected: DeliveryState, skipped: hook_store.Event
-) -> DeliveryState | None:
-    """Move the cursor past events this webhook does not want."""
+def record_pass(
+    store: Store, outcomes: list[Outcome], *, clock: Clock, settings: Settings
+) -> dict[str, DeliveryState]:
+    """Move every webhook's cursor after a pass, in one transaction (so the
+    sender's writes do not grow with the webhooks or the events: the writes
+    of the service come first). Audits the failing / recovered / gave-up
+    transitions. A webhook whose cursor someone else moved meanwhile is left
+    to them; its events were sent twice at worst (at least once)."""
+    counts = {"delivered": 0, "failed": 0, "gave_up": 0}
+    saved: dict[str, DeliveryState] = {}
     with store.transaction() as txn:
-        current = _current(txn, hook, expected)
-        if current is None:
-            return None
-        moved = current.model_copy(update={"last_seq": skipped.seq, "cursor": skipped.after})
-        _save(txn, hook, moved)
-        return moved
+        live = {h.id for h in hook_store.read_webhooks(txn)}
+        outbox = hook_store.read_outbox(txn)
+        now = clock()
+        for outcome in outcomes:
+            hook = outcome.hook
+            current = outbox.cursors.get(hook.id) or _initial(hook)
+            expected = outcome.expected
+            if hook.id not in live or (current.last_seq, current.attempts) != (
+                expected.last_seq,
+                expected.attempts,
+            ):
+                continue  # removed meanwhile, or another sender moved it
+            state = current
+            for event, attempt in outcome.attempts:
+                state, notes, result = apply_attempt(state, hook, event, attempt, now, settings)
+                counts[result] += 1
+                for name, payload in notes:
+                    log_event(txn, event=name, payload=payload, actor=SYSTEM_ACTOR, clock=clock)
+            scanned = outcome.plan.scanned
+            all_sent = all(a.ok for _, a in outcome.attempts)
+            if scanned is not None and all_sent and scanned.seq > state.last_seq:
+                state = state.model_copy(update={"last_seq": scanned.seq, "cursor": scanned.after})
+            outbox.cursors[hook.id] = state
+            saved[hook.id] = state
+        if saved:
+            hook_store.write_outbox(txn, outbox)
+    for result, count in counts.items():
+        if count:
+            DELIVERIES.labels(result=result).inc(count)
+    return saved
 
 
-def record_attempt(
-    store: Store,
+def apply_attempt(
+    current: DeliveryState,
     hook: WebhookRecord,
-    expected: DeliveryState,
     event: hook_store.Event,
     attempt: Attempt,
-    *,
-    clock: Clock,
+    now: datetime,
     settings: Settings,
-) -> DeliveryState | None:
-    """Move the cursor after a delivery, or schedule the retry; audits the
-    failing / recovered / gave-up transitions. None when another sender got
-    there first (the state is left to it)."""
-    with store.transaction() as txn:
-        current = _current(txn, hook, expected)
-        if current is None:
-            return None
-        now = clock()
-        base = {"webhook_id": hook.id, "name": hook.name, "seq": event.seq}
-        base["event"] = event.record.get("event")
-        common = {
-            "last_attempt_at_utc": iso_z(now),
-            "last_status": attempt.status,
-            "last_error": attempt.error,
-        }
-        if attempt.ok:
-            new = current.model_copy(
-                update={
-                    **common,
-                    "last_seq": event.seq,
-                    "cursor": event.after,
-                    "attempts": 0,
-                    "failing": False,
-                    "next_attempt_at_utc": None,
-                    "last_success_at_utc": iso_z(now),
-                    "delivered": current.delivered + 1,
-                }
-            )
-            if current.failing:
-                log_event(
-                    txn, event="WEBHOOK_RECOVERED", payload=base, actor=SYSTEM_ACTOR, clock=clock
-                )
-            result = "delivered"
-        else:
-            attempts = current.attempts + 1
-            failure = {
-                **base,
-                "attempts": attempts,
-                "status": attempt.status,
-                "error": attempt.error,
+) -> tuple[DeliveryState, list[tuple[str, dict[str, Any]]], str]:
+    """The state after one attempt, the audit events it calls for, and its
+    result (delivered, failed, gave_up)."""
+    base: dict[str, Any] = {
+        "webhook_id": hook.id,
+        "name": hook.name,
+        "seq": event.seq,
+        "event": event.record.get("event"),
+    }
+    common = {
+        "last_attempt_at_utc": iso_z(now),
+        "last_status": attempt.status,
+        "last_error": attempt.error,
+    }
+    if attempt.ok:
+        new = current.model_copy(
+            update={
+                **common,
+                "last_seq": event.seq,
+                "cursor": event.after,
+                "attempts": 0,
+                "failing": False,
+                "next_attempt_at_utc": None,
+                "last_success_at_utc": iso_z(now),
+                "delivered": current.delivered + 1,
             }
-            if not current.failing:
-                log_event(
-                    txn, event="WEBHOOK_FAILING", payload=failure, actor=SYSTEM_ACTOR, clock=clock
-                )
-            if _too_old(event, now, settings):
-                new = current.model_copy(
-                    update={
-                        **common,
-                        "last_seq": event.seq,
-                        "cursor": event.after,
-                        "attempts": 0,
-                        "failing": True,
-                        "next_attempt_at_utc": None,
-                        "gave_up": current.gave_up + 1,
-                    }
-                )
-                log_event(
-                    txn, event="WEBHOOK_GAVE_UP", payload=failure, actor=SYSTEM_ACTOR, clock=clock
-                )
-                result = "gave_up"
-            else:
-                retry_at = now + timedelta(seconds=backoff(attempts, settings))
-                new = current.model_copy(
-                    update={
-                        **common,
-                        # The cursor stops just before the event being retried.
-                        "last_seq": event.seq - 1,
-                        "cursor": event.before,
-                        "attempts": attempts,
-                        "failing": True,
-                        "next_attempt_at_utc": iso_z(retry_at),
-                    }
-                )
-                result = "failed"
-        _save(txn, hook, new)
-    DELIVERIES.labels(result=result).inc()
-    return new
+        )
+        notes = [("WEBHOOK_RECOVERED", base)] if current.failing else []
+        return new, notes, "delivered"
+    attempts = current.attempts + 1
+    failure = {**base, "attempts": attempts, "status": attempt.status, "error": attempt.error}
+    notes = [] if current.failing else [("WEBHOOK_FAILING", failure)]
+    if _too_old(event, now, settings):
+        new = current.model_copy(
+            update={
+                **common,
+                "last_seq": event.seq,
+                "cursor": event.after,
+                "attempts": 0,
+                "failing": True,
+                "next_attempt_at_utc": None,
+                "gave_up": current.gave_up + 1,
+            }
+        )
+        return new, [*notes, ("WEBHOOK_GAVE_UP", failure)], "gave_up"
+    retry_at = now + timedelta(seconds=backoff(attempts, settings))
+    new = current.model_copy(
+        update={
+            **common,
+            # The cursor stops just before the event being retried.
+            "last_seq": event.seq - 1,
+            "cursor": event.before,
+            "attempts": attempts,
+            "failing": True,
+            "next_attempt_at_utc": iso_z(retry_at),
+        }
+    )
+    return new, notes, "failed"
 
 
 def _too_old(event: hook_store.Event, now: datetime, settings: Settings) -> bool:
@@ -236,21 +271,6 @@ def _too_old(event: hook_store.Event, now: datetime, settings: Settings) -> bool
     except ValueError:
         return True  # an undatable event cannot be judged fresh: one try only
     return (now - written).total_seconds() >= settings.webhook_give_up_seconds
-
-
-def _current(txn: StoreTxn, hook: WebhookRecord, expected: DeliveryState) -> DeliveryState | None:
-    if not any(h.id == hook.id for h in hook_store.read_webhooks(txn)):
-        return None  # removed meanwhile
-    current = hook_store.read_outbox(txn).cursors.get(hook.id) or _initial(hook)
-    if (current.last_seq, current.attempts) != (expected.last_seq, expected.attempts):
-        return None
-    return current
-
-
-def _save(txn: StoreTxn, hook: WebhookRecord, state: DeliveryState) -> None:
-    outbox = hook_store.read_outbox(txn)
-    outbox.cursors[hook.id] = state
-    hook_store.write_outbox(txn, outbox)
 
 
 def record_health(store: Store, status: str, reasons: list[str], *, clock: Clock) -> bool:
@@ -308,8 +328,9 @@ class Dispatcher:
     async def run(self) -> None:
         last_problem: str | None = None
         while not self._stop.is_set():
+            more = False
             try:
-                await self.tick()
+                more = await self.tick()
                 last_problem = None
             except StorageError as exc:
                 # Logged once per distinct problem, not once per poll.
@@ -318,6 +339,8 @@ class Dispatcher:
                 last_problem = str(exc)
             except Exception:
                 log.exception("webhooks: unexpected error in the delivery loop")
+            if more:
+                continue  # a backlog: the next pass at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.webhook_poll_seconds)
 
@@ -343,12 +366,15 @@ class Dispatcher:
             await self._sender.aclose()
             self._sender = None
 
-    async def tick(self) -> None:
+    async def tick(self) -> bool:
+        """One pass: every due webhook's next events, sent concurrently across
+        webhooks and in order within one, then one transaction for all the
+        cursors. True when a webhook has more waiting than one pass sends."""
         hooks = await self._io(hook_store.load_webhooks, self.store)
         if not hooks:
-            return  # nothing to send: no lease, no writes
+            return False  # nothing to send: no lease, no writes
         if not await self._hold_lease():
-            return
+            return False
         await self._watch_health()
         key = await self._io(load_key, self.settings, create=False)
         outbox = await self._io(hook_store.load_outbox, self.store)
@@ -358,8 +384,15 @@ class Dispatcher:
             state = outbox.cursors.get(hook.id) or _initial(hook)
             retry_at = state.next_attempt_at_utc
             if retry_at is None or parse_iso(retry_at) <= now:
-                due.append(self._drain(hook, state, key))
-        await asyncio.gather(*due)
+                due.append(self._send(hook, state, key))
+        outcomes = [o for o in await asyncio.gather(*due) if o.moved]
+        if outcomes:
+            await self._io(
+                record_pass, self.store, outcomes, clock=self.clock, settings=self.settings
+            )
+        return any(
+            len(o.plan.events) >= BATCH and all(a.ok for _, a in o.attempts) for o in outcomes
+        )
 
     async def _hold_lease(self) -> bool:
         now = self.clock()
@@ -382,43 +415,29 @@ class Dispatcher:
         status, reasons = await self._io(self.health)
         await self._io(record_health, self.store, status, reasons, clock=self.clock)
 
-    async def _drain(
+    async def _send(
         self, hook: WebhookRecord, state: DeliveryState, key: SigningKey | None
-    ) -> None:
-        """Send this webhook's due events in order until one fails."""
-        for _ in range(BATCH):
-            if self._stop.is_set():
-                return
-            event, skipped = await self._io(find_next, self.store, hook, state)
-            if event is None:
-                if skipped is not None:
-                    await self._io(record_skip, self.store, hook, state, skipped)
-                return
+    ) -> Outcome:
+        """Send this webhook's planned events in order until one fails."""
+        plan = await self._io(plan_batch, self.store, hook, state)
+        sent: list[tuple[hook_store.Event, Attempt]] = []
+        for event in plan.events:
             # Renewed before each send: a send fits in half a lease (settings).
-            if not await self._hold_lease():
-                return
+            if self._stop.is_set() or not await self._hold_lease():
+                break
             attempt = await self._deliver(hook, event, key)
-            moved = await self._io(
-                record_attempt,
-                self.store,
-                hook,
-                state,
-                event,
-                attempt,
-                clock=self.clock,
-                settings=self.settings,
-            )
-            if moved is None or not attempt.ok:
-                if not attempt.ok:
-                    log.warning(
-                        "webhooks: delivery of seq %d to %s (%s) failed: %s",
-                        event.seq,
-                        hook.name,
-                        redact_url(hook.url),
-                        attempt.error,
-                    )
-                return
-            state = moved
+            sent.append((event, attempt))
+            if not attempt.ok:
+                log.warning(
+                    "webhooks: delivery of seq %d to %s (%s) failed: %s",
+                    event.seq,
+                    hook.name,
+                    redact_url(hook.url),
+                    attempt.error,
+                )
+                break
+        complete = len(sent) == len(plan.events)
+        return Outcome(hook, state, plan if complete else Plan(plan.events, None), sent)
 
     async def _deliver(
         self, hook: WebhookRecord, event: hook_store.Event, key: SigningKey | None
