@@ -64,6 +64,8 @@ def test_files_are_the_documented_ones(jstore: JsonStore) -> None:
         "go_progress": "go_progress.json",
         "thresholds": "thresholds.json",
         "tokens": "tokens.json",
+        "webhooks": "webhooks.json",
+        "webhook_outbox": "webhook_outbox.json",
     }
     assert {log.name: log.file for log in SCHEMA.logs} == {
         "audit": "audit.log",
