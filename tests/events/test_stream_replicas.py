@@ -25,8 +25,7 @@ def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_
     }
     one = LiveServer(tmp_path / "a", workers=2, env=env)
     two = LiveServer(tmp_path / "b", env=env)
-    # Generous start-up: a loaded machine takes a while to import the migrations.
-    with one.start(timeout=120), two.start(timeout=120):
+    with one, two:  # each starts on entry and stops (its whole process group) on exit
         watchers = [Stream(f"{one.url}/core/events/stream").start() for _ in range(3)]
         try:
             with httpx.Client(base_url=two.url, timeout=30) as http:

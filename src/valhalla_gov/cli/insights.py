@@ -35,7 +35,9 @@ CSV_COLUMNS = (
 
 
 def write_csv(report: Insights) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\r\n")
+    # Newline line ends: stdout escapes carriage returns (terminal safety), and
+    # every cell here is a number or a timestamp, so nothing needs CRLF.
+    writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for item in report.items:
         writer.writerow(
