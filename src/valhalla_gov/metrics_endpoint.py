@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from .audit.metrics import AuditHeadCollector
 from .auth.deps import VIEWER
 from .cone.canon import BANDS
 from .context import AppContext, get_ctx
@@ -69,6 +70,7 @@ def render(ctx: AppContext) -> bytes:
             registry.register(metric)
     registry.register(StateCollector(ctx))
     registry.register(WebhookCollector(ctx.store))
+    registry.register(AuditHeadCollector(ctx.store))
     return generate_latest(registry)
 
 

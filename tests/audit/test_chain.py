@@ -143,6 +143,9 @@ def test_a_torn_tail_is_not_part_of_the_chain(jstore: JsonStore, clock: FakeCloc
         "legacy_events": 0,
         "first_bad_seq": None,
         "detail": None,
+        "head_seq": 4,
+        "head_hash": event.hash,
+        "anchored": False,
     }
 
 
@@ -168,6 +171,9 @@ def test_verify_a_clean_log(store: Store, clock: FakeClock) -> None:
         "legacy_events": 0,
         "first_bad_seq": None,
         "detail": None,
+        "head_seq": 7,
+        "head_hash": scan_records(store)[-1]["hash"],
+        "anchored": False,
     }
 
 
@@ -284,6 +290,9 @@ def test_legacy_lines_are_counted_and_the_chain_starts_after_them(
         "legacy_events": 3,
         "first_bad_seq": None,
         "detail": None,
+        "head_seq": 2,
+        "head_hash": records[1]["hash"],
+        "anchored": False,
     }
 
 

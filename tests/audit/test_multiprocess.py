@@ -54,5 +54,8 @@ def test_concurrent_processes_keep_the_chain_valid(
         "legacy_events": 0,
         "first_bad_seq": None,
         "detail": None,
+        "head_seq": PROCESSES * EACH,
+        "head_hash": records[-1]["hash"],
+        "anchored": False,
     }
     assert ChainWatcher().check(store) is None

@@ -18,6 +18,7 @@ from valhalla_gov.events.hub import EventHub
 EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/core/audit/events"): "viewer",
     ("GET", "/core/audit/verify"): "viewer",
+    ("GET", "/core/audit/head"): "viewer",
     ("GET", "/core/whoami"): "viewer",
     ("GET", "/core/cone/state"): "viewer",
     ("POST", "/core/cone/state"): "owner",

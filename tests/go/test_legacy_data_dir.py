@@ -84,6 +84,9 @@ def test_reads_change_no_byte_of_a_legacy_data_dir(client: TestClient, data_dir:
         "legacy_events": 2,
         "first_bad_seq": None,
         "detail": None,
+        "head_seq": 0,
+        "head_hash": None,
+        "anchored": False,
     }
     assert {name: (data_dir / name).read_bytes() for name in LEGACY_FILES} == before
 

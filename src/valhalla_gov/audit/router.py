@@ -10,7 +10,7 @@ from ..auth.deps import VIEWER
 from ..context import AppContext, get_ctx
 from ..timeutil import UtcDateTime, as_utc
 from . import service
-from .models import AuditPage, AuditVerifyResult
+from .models import AuditHead, AuditPage, AuditVerifyResult
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -37,6 +37,23 @@ def list_events(
 
 
 @router.get("/verify", response_model=AuditVerifyResult, dependencies=[Depends(VIEWER)])
-def verify(ctx: Ctx) -> AuditVerifyResult:
+def verify(
+    ctx: Ctx,
+    anchor: Annotated[
+        str | None,
+        Query(
+            pattern=service.ANCHOR_PATTERN,
+            description="`SEQ:HASH` from `/core/audit/head`, kept apart from the log: "
+            "the log must still hold that event (catches a truncated tail).",
+        ),
+    ] = None,
+) -> AuditVerifyResult:
     """Walk the whole hash chain and report the first broken link."""
-    return service.verify_chain(store=ctx.store)
+    parsed = None if anchor is None else service.parse_anchor(anchor)
+    return service.verify_chain(store=ctx.store, anchor=parsed)
+
+
+@router.get("/head", response_model=AuditHead, dependencies=[Depends(VIEWER)])
+def head(ctx: Ctx) -> AuditHead:
+    """The newest chained event's seq and hash: an anchor to keep apart from the log."""
+    return service.chain_head(store=ctx.store)

@@ -10,12 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..errors import InvalidInputError
 from ..observability.metrics import AUDIT_EVENTS
 from ..storage.errors import InvalidCursorError, StorageCorruptError
 from ..storage.json_store import canonical_json
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
-from .models import AuditEvent, AuditPage, AuditVerifyResult
+from .models import AuditEvent, AuditHead, AuditPage, AuditVerifyResult
 from .store import AUDIT_LOG
 
 GENESIS = "0" * 64
@@ -58,8 +59,15 @@ def log_event(
         seq = int(last.get("seq") or 0) + 1
     else:
         prev, seq = GENESIS, 1
+    # Never earlier than the event before it, whatever the clock (stepped
+    # back, or another replica's running late): time order is seq order, so
+    # the `since` filter may stop at the first older event.
+    now = clock()
+    before = None if last is None else _event_time(last)
+    if before is not None and now < before:
+        now = before
     body: dict[str, Any] = {
-        "ts_utc": iso_z(clock()),
+        "ts_utc": iso_z(now),
         "event": event,
         "payload": payload,
         "seq": seq,
@@ -107,8 +115,9 @@ def query_events(
     limit: int = 100,
     cursor: str | None = None,
 ) -> AuditPage:
-    """Events newest first. Appends are ordered in time under the lock, so the
-    scan stops at the first event older than ``since``."""
+    """Events newest first. Stored times never decrease along the chain
+    (:func:`log_event` clamps them), so the scan stops at the first event
+    older than ``since``."""
     limit = max(1, min(limit, MAX_PAGE))
     items: list[AuditEvent] = []
     last_cursor: str | None = None
@@ -153,13 +162,54 @@ def _check(record: dict[str, Any], state: _ChainState, *, anchored: bool) -> str
     return None
 
 
-def verify_chain(*, store: Store) -> AuditVerifyResult:
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head (seq and hash) kept apart from the log: the log must still
+    hold that event, with that hash. It is what reveals lines cut from the tail."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+ANCHOR_PATTERN = r"^[0-9]{1,18}:[0-9a-f]{64}$"
+
+
+def parse_anchor(text: str) -> Anchor:
+    """``SEQ:HASH`` as printed by ``valhalla audit head``."""
+    seq, sep, digest = text.strip().partition(":")
+    if not (sep and seq.isascii() and seq.isdigit() and len(digest) == 64 and int(seq) >= 1):
+        raise InvalidInputError(f"invalid anchor {text!r}: expected SEQ:HASH (valhalla audit head)")
+    if any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidInputError(f"invalid anchor {text!r}: the hash is 64 lowercase hex digits")
+    return Anchor(int(seq), digest)
+
+
+def chain_head(*, store: Store) -> AuditHead:
+    """The newest chained event's seq and hash, read from the end of the log."""
+    for entry in store.scan_log(AUDIT_LOG):
+        record = entry.record
+        seq, digest = record.get("seq"), record.get("hash")
+        if is_chained(record) and isinstance(seq, int) and isinstance(digest, str):
+            return AuditHead(seq=seq, hash=digest, ts_utc=record.get("ts_utc"))
+        break
+    return AuditHead(seq=0, hash=None, ts_utc=None)
+
+
+def verify_chain(*, store: Store, anchor: Anchor | None = None) -> AuditVerifyResult:
     """Walk the whole log and check every link. Catches edited, dropped and
-    reordered lines; legacy lines before the chain are counted, not failed."""
+    reordered lines; legacy lines before the chain are counted, not failed.
+    With an ``anchor`` it also catches lines cut from the tail (or a log
+    rewritten from some point on), which no walk of the log alone can see."""
     state = _ChainState()
+    anchored_hash: str | None = None
     try:
         for entry in store.scan_log_forward(AUDIT_LOG):
             problem = _check(entry.record, state, anchored=True)
+            if problem is None and anchor is not None and state.seq == anchor.seq:
+                anchored_hash = state.prev
             if problem is not None:
                 # The next seq the chain expected, whatever the bad line claims:
                 # every event before it verified (an edited, dropped or moved
@@ -179,7 +229,35 @@ def verify_chain(*, store: Store) -> AuditVerifyResult:
             first_bad_seq=state.seq + 1,
             detail=str(exc),
         )
-    return AuditVerifyResult(ok=True, events=state.events, legacy_events=state.legacy)
+    head = {"head_seq": state.seq, "head_hash": state.prev if state.events else None}
+    if anchor is not None and anchored_hash != anchor.hash:
+        if anchored_hash is None:
+            problem = (
+                f"the log ends at seq {state.seq} but the anchor says seq {anchor.seq} "
+                f"({anchor.hash[:12]}...) existed: events were cut from the tail"
+            )
+            first_bad = state.seq + 1
+        else:
+            problem = (
+                f"seq {anchor.seq} has hash {anchored_hash[:12]}... but the anchor says "
+                f"{anchor.hash[:12]}...: the log was rewritten up to there"
+            )
+            first_bad = anchor.seq
+        return AuditVerifyResult(
+            ok=False,
+            events=state.events,
+            legacy_events=state.legacy,
+            first_bad_seq=first_bad,
+            detail=problem,
+            **head,
+        )
+    return AuditVerifyResult(
+        ok=True,
+        events=state.events,
+        legacy_events=state.legacy,
+        anchored=anchor is not None,
+        **head,
+    )
 
 
 class ChainWatcher:

@@ -68,20 +68,31 @@ def audit_tail(
 
 @audit_app.command("verify")
 def audit_verify(
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SEQ:HASH",
+            help="A head printed earlier by `valhalla audit head` and kept apart from the "
+            "log: fails if the log no longer holds it (a cut tail).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Walk the whole hash chain; exit 1 if a line was edited, dropped or reordered."""
+    """Walk the whole hash chain; exit 1 if a line was edited, dropped or reordered,
+    or (with --anchor) cut from the tail."""
     with reported(), open_backend(data_dir, url, token) as backend:
-        result = backend.verify()
+        result = backend.verify(anchor)
     if as_json:
         print_json(result)
     elif result.ok:
         typer.echo(
             f"audit chain OK: {result.events} chained events verified"
             f", {result.legacy_events} legacy lines before the chain"
+            + (f"; anchor {anchor} found" if anchor else "")
         )
     else:
         typer.echo(
@@ -91,3 +102,22 @@ def audit_verify(
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("head")
+def audit_head(
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the chain head as SEQ:HASH. Keep it apart from the log (a backup, a
+    ticket, monitoring) and check it later with `valhalla audit verify --anchor`."""
+    with reported(), open_backend(data_dir, url, token) as backend:
+        head = backend.head()
+    if as_json:
+        print_json(head)
+    elif head.anchor is None:
+        typer.echo("no chained audit events yet")
+    else:
+        typer.echo(head.anchor)

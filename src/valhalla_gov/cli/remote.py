@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from ..audit.models import AuditEvent, AuditPage, AuditVerifyResult
+from ..audit.models import AuditEvent, AuditHead, AuditPage, AuditVerifyResult
 from ..cone.canon import Action, Band
 from ..cone.models import ConeDecision, ConeState
 from ..go.models import Checklist, CompleteResult, NextStep
@@ -107,7 +107,9 @@ class Backend(Protocol):
 
     def audit_page(self, *, limit: int, cursor: str | None, event: str | None) -> AuditPage: ...
 
-    def verify(self) -> AuditVerifyResult: ...
+    def verify(self, anchor: str | None = None) -> AuditVerifyResult: ...
+
+    def head(self) -> AuditHead: ...
 
     def insights(
         self, *, since: datetime | None, until: datetime | None, bucket: Bucket
@@ -280,10 +282,19 @@ class LocalBackend:
             lambda: query_events(store=self.ctx.store, event=event, limit=limit, cursor=cursor)
         )
 
-    def verify(self) -> AuditVerifyResult:
-        from ..audit.service import verify_chain
+    def verify(self, anchor: str | None = None) -> AuditVerifyResult:
+        from ..audit.service import parse_anchor, verify_chain
 
-        return self._run(lambda: verify_chain(store=self.ctx.store))
+        return self._run(
+            lambda: verify_chain(
+                store=self.ctx.store, anchor=None if anchor is None else parse_anchor(anchor)
+            )
+        )
+
+    def head(self) -> AuditHead:
+        from ..audit.service import chain_head
+
+        return self._run(lambda: chain_head(store=self.ctx.store))
 
     def insights(
         self, *, since: datetime | None, until: datetime | None, bucket: Bucket
@@ -435,8 +446,13 @@ class RemoteBackend:
     def audit_page(self, *, limit: int, cursor: str | None, event: str | None) -> AuditPage:
         return self._get(AuditPage, "/core/audit/events", limit=limit, cursor=cursor, event=event)
 
-    def verify(self) -> AuditVerifyResult:
-        return self._get(AuditVerifyResult, "/core/audit/verify")
+    def verify(self, anchor: str | None = None) -> AuditVerifyResult:
+        if anchor is None:
+            return self._get(AuditVerifyResult, "/core/audit/verify")
+        return self._get(AuditVerifyResult, "/core/audit/verify", anchor=anchor)
+
+    def head(self) -> AuditHead:
+        return self._get(AuditHead, "/core/audit/head")
 
     def insights(
         self, *, since: datetime | None, until: datetime | None, bucket: Bucket

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, Schema, T
-from .sql_placement import SqlLog, document_placement, log_placement, parse_body
+from .sql_placement import SqlLog, document_placement, log_placement
 
 log = logging.getLogger(__name__)
 
@@ -272,10 +272,11 @@ class SqlStore:
             page = page.order_by(key.desc() if newest_first else key.asc()).limit(batch)
             with self._reader() as conn:
                 rows = conn.execute(page).all()
-            for row_key, body in rows:
+            for row in rows:
+                row_key = row[0]
                 # Backward: the boundary before the row is its key; forward: after it.
                 cursor = row_key if newest_first else placement.after(row_key)
-                yield LogEntry(str(cursor), parse_body(where, row_key, body))
+                yield LogEntry(str(cursor), placement.record(where, row))
             if len(rows) < batch:
                 return
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
@@ -343,4 +344,4 @@ class _SqlTxn:
         row = self.conn.execute(
             placement.query(None).order_by(placement.key.desc()).limit(1)
         ).first()
-        return None if row is None else parse_body(log.name, row[0], row[1])
+        return None if row is None else placement.record(log.name, row)

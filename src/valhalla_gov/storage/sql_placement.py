@@ -36,7 +36,11 @@ class SqlLog(Protocol):
     @property
     def key(self) -> ColumnElement[Any]: ...
 
-    def query(self, kind: str | None) -> Select[tuple[Any, str]]: ...
+    def query(self, kind: str | None) -> Select[Any]: ...
+
+    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
+        """The record of one row ``query()`` selected (its key first)."""
+        ...
 
     def parse_cursor(self, cursor: str) -> Any: ...
 
@@ -99,13 +103,31 @@ class LogRows:
     def key(self) -> ColumnElement[Any]:
         return log_records.c.id
 
-    def query(self, kind: str | None) -> Select[tuple[Any, str]]:
-        query = select(log_records.c.id, log_records.c.body).where(
+    def query(self, kind: str | None) -> Select[Any]:
+        # The kind column comes along, to be checked against the body.
+        query = select(log_records.c.id, log_records.c.body, log_records.c.kind).where(
             log_records.c.log == self.log.name
         )
         if kind is not None:
             query = query.where(log_records.c.kind == kind)
         return query
+
+    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
+        """The body, checked against the ``kind`` column: the column is what
+        ``scan_log(kind=...)`` filters on, the body is what callers (the audit
+        chain) hash. A row whose column says otherwise was edited outside the
+        application and would hide or forge records in a filtered read: it is
+        corruption, named like any other."""
+        key, body, kind = row
+        record = parse_body(where, key, body)
+        expected = self.row(record)["kind"]
+        if kind != expected:
+            raise StorageCorruptError(
+                f"{where} row {key}",
+                f"its kind column {kind!r} does not match the record's {expected!r}; "
+                "left untouched",
+            )
+        return record
 
     def parse_cursor(self, cursor: str) -> Any:
         return int_cursor(cursor)
@@ -194,8 +216,11 @@ class _FilteredRows:
     def key(self) -> ColumnElement[Any]:
         return self.rows.key
 
-    def query(self, kind: str | None) -> Select[tuple[Any, str]]:
+    def query(self, kind: str | None) -> Select[Any]:
         return select(self.rows.key, self.rows.table.c.body).where(self.where)
+
+    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
+        return parse_body(where, row[0], row[1])
 
     def parse_cursor(self, cursor: str) -> Any:
         if not cursor.isascii() or not cursor.isprintable() or not cursor:
