@@ -83,6 +83,7 @@ def build_context(settings: Settings, *, clock: Clock = utc_now) -> AppContext:
             start_session=settings.rate_limit_start_session,
             writes=settings.rate_limit_writes,
             redis_url=settings.redis_url,
+            shared_dir=settings.rate_limit_dir,
             fail_open=settings.rate_limit_fail_open,
         ),
         clock=clock,

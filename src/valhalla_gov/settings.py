@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     rate_limit_writes: str = Field(
         default="120/minute", description="Limit on every other write per identity."
     )
+    rate_limit_dir: Path | None = Field(
+        default=None,
+        description="Directory for rate-limit counters shared by worker processes on this "
+        "host (a SQLite file); `valhalla serve --workers N` sets a fresh one when no Redis "
+        "is configured.",
+    )
     rate_limit_fail_open: bool = Field(
         default=False, description="Allow writes (true) or refuse them (false) without Redis."
     )

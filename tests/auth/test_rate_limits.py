@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -15,8 +16,10 @@ from fastapi.testclient import TestClient
 from tests.auth.conftest import REMOTE, make_app, make_tokens
 from tests.conftest import FakeClock, join_all, need
 from tests.live.server import LiveServer
+from valhalla_gov.auth.ratelimit import RULE_START_SESSION, RateLimiter
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.compose import open_json
+from valhalla_gov.errors import RateLimitedError
 from valhalla_gov.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -130,3 +133,89 @@ def test_redis_limit_is_shared_by_two_server_processes(tmp_path: Path, clock: Fa
             t.start()
         join_all(threads)
         assert results == [429, 429]
+
+
+# -- worker processes without Redis ---------------------------------------------
+
+
+def test_limiters_sharing_a_dir_count_together(tmp_path: Path) -> None:
+    """What each worker process builds: two limiters, one SQLite file."""
+    one, two = (
+        RateLimiter(start_session="5/hour", writes="1000/minute", shared_dir=tmp_path)
+        for _ in range(2)
+    )
+    allowed = 0
+    for n in range(8):
+        try:
+            (one if n % 2 else two).hit(RULE_START_SESSION, "token:x")
+            allowed += 1
+        except RateLimitedError:
+            pass
+    assert allowed == 5
+    # Another identity has its own budget in the same file.
+    assert one.hit(RULE_START_SESSION, "token:y")["RateLimit-Remaining"] == "4"
+
+
+def test_the_shared_file_never_gives_out_more_than_the_limit_under_contention(
+    tmp_path: Path,
+) -> None:
+    limiters = [
+        RateLimiter(start_session="25/hour", writes="1/minute", shared_dir=tmp_path)
+        for _ in range(4)
+    ]
+    allowed: list[int] = []
+    lock = threading.Lock()
+
+    def hammer(limiter: RateLimiter) -> None:
+        for _ in range(15):
+            try:
+                limiter.hit(RULE_START_SESSION, "token:busy")
+            except RateLimitedError:
+                continue
+            with lock:
+                allowed.append(1)
+
+    threads = [threading.Thread(target=hammer, args=(limiter,)) for limiter in limiters]
+    for t in threads:
+        t.start()
+    join_all(threads)
+    assert len(allowed) == 25
+
+
+@pytest.mark.live
+def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path) -> None:
+    """``--workers 3``, no Redis: 429 at the configured count, not at 3 times it.
+    Requests go out concurrently on fresh connections so every worker takes
+    some; the JSON access log shows which ones did."""
+    limit, extra = 12, 6
+    env = {"VALHALLA_RATE_LIMIT_START_SESSION": f"{limit}/hour"}
+    with LiveServer(tmp_path / "data", workers=3, env=env, log_level="info") as server:
+        codes: list[int] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(limit + extra)
+
+        def start() -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                barrier.wait(30)
+                resp = http.post("/core/go/start_session", json={"notes": "burst"})
+            with lock:
+                codes.append(resp.status_code)
+
+        threads = [threading.Thread(target=start) for _ in range(limit + extra)]
+        for t in threads:
+            t.start()
+        join_all(threads)
+        assert sorted(codes) == sorted([200] + [409] * (limit - 1) + [429] * extra), codes
+        after = httpx.post(f"{server.url}/core/go/start_session", json={})
+        assert after.status_code == 429
+    lines = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    pids = {
+        x["pid"]
+        for x in lines
+        if x.get("logger") == "valhalla_gov.access" and x.get("route") == "/core/go/start_session"
+    }
+    assert len(pids) >= 2, "one worker took every request: the test proved nothing"

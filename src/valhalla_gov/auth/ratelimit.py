@@ -1,20 +1,27 @@
 """Per-identity rate limits on writes, with the `limits` library.
 
-Counters live in memory (per process) by default, or in Redis when
-``VALHALLA_REDIS_URL`` is set so every worker and replica counts together.
+Counters live in memory for a single process, in Redis when
+``VALHALLA_REDIS_URL`` is set (every worker and replica counts together), or,
+with ``--workers N`` and no Redis, in one SQLite file in a run directory
+shared by the workers (``VALHALLA_RATE_LIMIT_DIR``, set by ``valhalla serve``),
+so the enforced limit is the configured one and never N times it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.errors import StorageError as LimitsStorageError
-from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.storage import MemoryStorage, MovingWindowSupport, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import RateLimitedError, ServiceUnavailableError
@@ -24,6 +31,132 @@ log = logging.getLogger(__name__)
 
 RULE_START_SESSION = "start_session"
 RULE_WRITES = "writes"
+
+
+RATE_LIMIT_DB = "ratelimit.sqlite"
+
+
+class SharedFileStorage(Storage, MovingWindowSupport):
+    """A `limits` storage in one SQLite file, for worker processes on one host.
+
+    Each hit is a row (key, time); a moving-window check deletes the expired
+    rows of its key, counts the rest and inserts, all in one ``BEGIN
+    IMMEDIATE`` transaction, so processes never both take the last slot.
+    Counters are not data: no fsync (``synchronous=OFF``); a power cut forgets
+    them, as a restart of the memory storage does.
+    """
+
+    STORAGE_SCHEME = ["valhalla+sqlite"]  # noqa: RUF012 - the base class declares it so
+
+    def __init__(self, path: Path, wrap_exceptions: bool = True) -> None:
+        self.path = path
+        self._local = threading.local()
+        super().__init__(f"valhalla+sqlite://{path}", wrap_exceptions=wrap_exceptions)
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL)")
+        conn.execute("CREATE INDEX IF NOT EXISTS hits_key_at ON hits (key, at)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, "
+            "expires REAL NOT NULL)"
+        )
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return sqlite3.Error
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE below.
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- the moving window (what the rate limiter uses) -----------------------
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        with self._exclusive() as conn:
+            conn.execute("DELETE FROM hits WHERE key = ? AND at <= ?", (key, now - expiry))
+            (count,) = conn.execute("SELECT count(*) FROM hits WHERE key = ?", (key,)).fetchone()
+            if count + amount > limit:
+                return False
+            conn.executemany("INSERT INTO hits (key, at) VALUES (?, ?)", [(key, now)] * amount)
+            return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = time.time()
+        oldest, count = (
+            self._conn()
+            .execute(
+                "SELECT min(at), count(*) FROM hits WHERE key = ? AND at > ?", (key, now - expiry)
+            )
+            .fetchone()
+        )
+        return (now if oldest is None else float(oldest)), int(count)
+
+    # -- fixed-window counters (the rest of the `limits` storage interface) ---
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with self._exclusive() as conn:
+            conn.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))
+            conn.execute(
+                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                (key, amount, now + expiry),
+            )
+            (value,) = conn.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+            return int(value)
+
+    def get(self, key: str) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT value FROM counters WHERE key = ? AND expires > ?", (key, time.time()))
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    def get_expiry(self, key: str) -> float:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT expires FROM counters WHERE key = ? AND expires > ?", (key, time.time())
+            )
+            .fetchone()
+        )
+        return time.time() if row is None else float(row[0])
+
+    def check(self) -> bool:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        with self._exclusive() as conn:
+            removed = conn.execute("DELETE FROM hits").rowcount
+            removed += conn.execute("DELETE FROM counters").rowcount
+        return removed
+
+    def clear(self, key: str) -> None:
+        with self._exclusive() as conn:
+            conn.execute("DELETE FROM hits WHERE key = ?", (key,))
+            conn.execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
 def _redacted(url: str) -> str:
@@ -38,6 +171,7 @@ class RateLimiter:
         start_session: str,
         writes: str,
         redis_url: str | None = None,
+        shared_dir: Path | None = None,
         fail_open: bool = False,
     ) -> None:
         self.rules: dict[str, RateLimitItem] = {
@@ -45,11 +179,21 @@ class RateLimiter:
             RULE_WRITES: parse(writes),
         }
         self.fail_open = fail_open
-        self.backend = "memory" if redis_url is None else _redacted(redis_url)
         storage: Storage
-        if redis_url is None:
+        if redis_url is None and shared_dir is not None:
+            path = shared_dir / RATE_LIMIT_DB
+            self.backend = f"sqlite:{path}"
+            try:
+                storage = SharedFileStorage(path)
+            except sqlite3.Error as exc:
+                raise ServiceUnavailableError(
+                    f"cannot open the shared rate-limit counters {path}: {exc}"
+                ) from exc
+        elif redis_url is None:
+            self.backend = "memory"
             storage = MemoryStorage()
         else:
+            self.backend = _redacted(redis_url)
             storage = RedisStorage(
                 redis_url, wrap_exceptions=True, socket_timeout=2, socket_connect_timeout=2
             )

@@ -62,6 +62,10 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their counters in files here; a fresh dir per run.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="valhalla-metrics-")
+    if workers > 1 and ctx.settings.redis_url is None and ctx.settings.rate_limit_dir is None:
+        # Without Redis the workers share their rate-limit counters in one SQLite
+        # file, so the enforced limit is the configured one, not N times it.
+        os.environ["VALHALLA_RATE_LIMIT_DIR"] = tempfile.mkdtemp(prefix="valhalla-ratelimit-")
     os.environ["VALHALLA_LOG_LEVEL"] = log_level
     os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
     from ..security.server import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, BoundedH11Protocol
