@@ -24,6 +24,7 @@ def serve(
     """Serve the HTTP API (docs at /docs)."""
     import uvicorn
 
+    from ..auth.ratelimit import RATE_LIMIT_DB, SharedFileStorage
     from ..auth.service import is_loopback, protected_mode
     from ..observability import logs
     from ..storage.errors import StorageError
@@ -65,7 +66,9 @@ def serve(
     if workers > 1 and ctx.settings.redis_url is None and ctx.settings.rate_limit_dir is None:
         # Without Redis the workers share their rate-limit counters in one SQLite
         # file, so the enforced limit is the configured one, not N times it.
-        os.environ["VALHALLA_RATE_LIMIT_DIR"] = tempfile.mkdtemp(prefix="valhalla-ratelimit-")
+        shared = tempfile.mkdtemp(prefix="valhalla-ratelimit-")
+        SharedFileStorage(Path(shared) / RATE_LIMIT_DB)  # the schema, once, before the workers
+        os.environ["VALHALLA_RATE_LIMIT_DIR"] = shared
     os.environ["VALHALLA_LOG_LEVEL"] = log_level
     os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
     from ..security.server import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, BoundedH11Protocol
