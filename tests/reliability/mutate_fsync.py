@@ -107,8 +107,9 @@ def run_tests(src: Path, basetemp: Path, tests: list[str]) -> tuple[bool, str]:
         check=False,
     )
     output = result.stdout + result.stderr
-    failed = [line for line in output.splitlines() if line.startswith("E ")]
-    return result.returncode == 0, (failed[0] if failed else output.strip().splitlines()[-1])
+    # The assertion's first lines: where the power cut was and what broke.
+    failed = [line[1:].strip() for line in output.splitlines() if line.startswith("E ")][:3]
+    return result.returncode == 0, (" | ".join(failed) or output.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -138,7 +139,7 @@ def main() -> int:
                 f"({time.monotonic() - started:.0f} s)"
             )
             if not passed:
-                print(f"      {detail[:300]}")
+                print(f"      {detail[:500]}")
         print(f"{len(sites)} fsync calls removed one at a time: a test failed for {killed}")
     return 0 if killed == len(sites) else 1
 
