@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 from tests.cli.conftest import Cli, Seeder
 from tests.live.server import VALHALLA, LiveServer
 from valhalla_gov.auth.service import create_token
+from valhalla_gov.compose import open_json
 from valhalla_gov.go.session_service import MAX_PAGE, list_sessions
-from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.protocol import LOG_SESSIONS, Store
+from valhalla_gov.go.session_store import HISTORY
+from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import new_id, utc_now
 
 # Astral-plane characters (4 bytes in UTF-8, surrogate pairs in UTF-16 and in
@@ -106,7 +107,7 @@ def seed_history(store: Store, count: int) -> list[str]:
             }
         )
     with store.transaction() as txn:
-        txn.append_many(LOG_SESSIONS, sessions)
+        txn.append_many(HISTORY, sessions)
     return [str(s["id"]) for s in sessions]
 
 
@@ -151,7 +152,7 @@ def test_history_pages_of_an_exact_multiple_of_a_small_limit(store: Store) -> No
 
 
 def test_history_over_http_past_500(client: TestClient, data_dir: Path) -> None:
-    ids = seed_history(JsonStore(data_dir), 2 * MAX_PAGE + 3)
+    ids = seed_history(open_json(data_dir), 2 * MAX_PAGE + 3)
     seen: list[str] = []
     params: dict[str, Any] = {"limit": MAX_PAGE}
     while True:
@@ -187,7 +188,7 @@ def test_a_revoked_token_is_refused_by_every_worker_and_replica_on_the_next_requ
     worker has served the token (its tokens cache is warm); the CLI revokes it
     beside them; the very next request anywhere is 401."""
     data_dir = tmp_path / "data"
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     create_token(store=store, name="admin", scopes=["owner"], actor="t", clock=utc_now)
     _, victim = create_token(
         store=store, name="victim", scopes=["viewer"], actor="t", clock=utc_now

@@ -34,11 +34,13 @@ from tests.reliability.conftest import Record
 from tests.reliability.powerloss import Fault, Recorder, crash_states, materialise, state_key
 from tests.reliability.storm import Ack, Ledger, check_files_parse, check_store
 from tests.reliability.test_crash_points import acknowledge, request_of, run_op
+from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.compose import open_json
 from valhalla_gov.errors import ConflictError
+from valhalla_gov.health.store import SERVER_ERRORS
 from valhalla_gov.storage import json_store
 from valhalla_gov.storage.errors import StorageUnavailableError
-from valhalla_gov.storage.json_backend import LOG_FILES, JsonStore
-from valhalla_gov.storage.protocol import LOG_SERVER_ERRORS
+from valhalla_gov.storage.json_backend import JsonStore
 
 pytestmark = [pytest.mark.reliability]
 
@@ -46,7 +48,7 @@ BULK = 3  # records per bulk append
 # Half an audit line an earlier crash left: set aside, it must never be lost.
 TORN = b'{"event":"GO_SESSION_START","payload":{"notes":"torn'
 
-AUDIT, ERRORS = LOG_FILES["audit"], LOG_FILES[LOG_SERVER_ERRORS]
+AUDIT, ERRORS = AUDIT_LOG.file, SERVER_ERRORS.file
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,13 @@ def bulk(store: JsonStore, token: str) -> None:
         for n in range(BULK)
     ]
     with store.transaction() as txn:
-        txn.append_many(LOG_SERVER_ERRORS, records)
+        txn.append_many(SERVER_ERRORS, records)
 
 
 def run_scenario(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Recorder, list[Ack], list[Outcome]]:
-    store = JsonStore(data_dir)
+    store = open_json(data_dir)
     before = Ledger()
     for n, kind in enumerate(["cone", "start", "end"]):
         acknowledge(store, before, kind, f"prefix-{n}")
@@ -149,7 +151,7 @@ def check_state(
     directory: Path, ledger: Ledger, done: list[Outcome], running: Outcome | None
 ) -> None:
     check_files_parse(directory)
-    check_store(JsonStore(directory), ledger, atomic=False)
+    check_store(open_json(directory), ledger, atomic=False)
     # The torn bytes are at the end of the log still, or in a side copy.
     kept = (directory / AUDIT).read_bytes().endswith(TORN) or any(
         path.read_bytes() == TORN for path in directory.glob(f"{AUDIT}.torn-*")
@@ -192,7 +194,7 @@ def visit_power_cuts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
                 label += f" (during {running.step})"
             try:
                 check_state(directory, ledger, done, running)
-                store = JsonStore(directory)
+                store = open_json(directory)
                 for n, kind in enumerate(NEXT):
                     acknowledge(store, ledger, kind, f"after-{n}")
                 check_state(directory, ledger, done, running)
