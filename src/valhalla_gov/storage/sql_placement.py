@@ -114,8 +114,8 @@ class LogRows:
 
     def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
         """The body, checked against the ``kind`` column: the column is what
-        ``scan_log(kind=...)`` filters on, the body is what callers (the audit
-        chain) hash. A row whose column says otherwise was edited outside the
+        ``scan_log(kind=...)`` filters on, the body is what callers (a hash
+        chain) check. A row whose column says otherwise was edited outside the
         application and would hide or forge records in a filtered read: it is
         corruption, named like any other."""
         key, body, kind = row
