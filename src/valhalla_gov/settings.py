@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     events_poll_seconds: float | None = Field(
         default=None,
         gt=0,
-        le=10,
+        le=60,
         description="How often streams look for new audit events (default: 0.2 s on files, "
         "0.5 s on SQLite, 2 s on PostgreSQL where LISTEN/NOTIFY wakes them at once).",
     )

@@ -19,9 +19,10 @@ def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_
     env = {
         "VALHALLA_DATABASE_URL": pg_url,
         "VALHALLA_RATE_LIMIT_FAIL_OPEN": "true",
-        # The safety-net poll is slower than the wait below: only LISTEN/NOTIFY
-        # can deliver in time, so this proves the notification path.
-        "VALHALLA_EVENTS_POLL_SECONDS": "10",
+        # The safety-net poll (60 s) and the keep-alive read (15 s) are both
+        # slower than the wait below: only LISTEN/NOTIFY can deliver in time,
+        # so this proves the notification path.
+        "VALHALLA_EVENTS_POLL_SECONDS": "60",
     }
     one = LiveServer(tmp_path / "a", workers=2, env=env)
     two = LiveServer(tmp_path / "b", env=env)
@@ -36,7 +37,7 @@ def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_
                 )
                 assert http.post("/core/go/end_session", json={"notes": "r"}).status_code == 200
             for watcher in watchers:
-                events = watcher.take(3, timeout=5)
+                events = watcher.take(3, timeout=8)
                 assert [e.event for e in events] == [
                     "GO_SESSION_START",
                     "CONE_SET",
