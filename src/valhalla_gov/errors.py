@@ -53,3 +53,4 @@ class RateLimitedError(DomainError):
 
 class ServiceUnavailableError(DomainError):
     status_code = 503
+

@@ -140,7 +140,9 @@ def test_playbook_endpoints(client: TestClient) -> None:
     client.post("/core/cone/state", json={"band": "D", "reason": "cash crunch"})
     refused = client.post("/core/go/complete", json={"step_id": "intake_ready"})
     assert refused.status_code == 409
-    assert "health is red" in refused.json()["detail"]
+    # Unfit in band D (it needs B) and blocked by red health: the band is the
+    # real reason, since fixing the health would not make it doable.
+    assert "needs band B or better; the cone is at D" in refused.json()["detail"]
     missing = client.post("/core/go/complete", json={"step_id": "nope"})
     assert missing.status_code == 404
     assert "unknown step" in missing.json()["detail"]

@@ -20,6 +20,9 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/core/audit/verify"): "viewer",
     ("GET", "/core/audit/head"): "viewer",
     ("GET", "/core/whoami"): "viewer",
+    ("GET", "/core/tokens"): "owner",
+    ("POST", "/core/tokens"): "owner",
+    ("DELETE", "/core/tokens/{name}"): "owner",
     ("GET", "/core/cone/state"): "viewer",
     ("POST", "/core/cone/state"): "owner",
     ("GET", "/core/cone/decide"): "viewer",
@@ -59,6 +62,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/core/go/start_session"): {"json": {}},
     ("POST", "/core/go/end_session"): {"json": {}},
     ("POST", "/core/webhooks"): {"json": {"url": "http://127.0.0.1:9/hook"}},
+    ("POST", "/core/tokens"): {"json": {"name": "matrix", "scopes": ["viewer"]}},
 }
 RANK = {"viewer": 0, "operator": 1, "owner": 2}
 

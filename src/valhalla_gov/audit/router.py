@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -13,13 +14,33 @@ from . import service
 from .models import AuditHead, AuditPage, AuditVerifyResult
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+# The app names its events in upper snake case (GO_SESSION_START): a name in
+# that shape is matched in any case; anything else exactly as given.
+EVENT_STYLE = re.compile(r"[A-Za-z]+(?:_[A-Za-z]+)+")
+
+
+def _event_name(event: str | None) -> str | None:
+    if event is None:
+        return None
+    name = event.strip()
+    return name.upper() if EVENT_STYLE.fullmatch(name) else event
+
+
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
 @router.get("/events", response_model=AuditPage, dependencies=[Depends(VIEWER)])
 def list_events(
     ctx: Ctx,
-    event: Annotated[str | None, Query(max_length=200)] = None,
+    event: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only this event type; the app's names (GO_SESSION_START ...) "
+            "match in any case.",
+            examples=["GO_SESSION_START"],
+        ),
+    ] = None,
     since: UtcDateTime | None = None,
     until: UtcDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
@@ -28,7 +49,7 @@ def list_events(
     """Audit events, newest first; pass `next_cursor` back as `cursor` for older ones."""
     return service.query_events(
         store=ctx.store,
-        event=event,
+        event=_event_name(event),
         since=as_utc(since),
         until=as_utc(until),
         limit=limit,

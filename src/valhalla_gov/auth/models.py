@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 Scope = Literal["viewer", "operator", "owner"]
 # Each scope includes the ones below it.
@@ -30,6 +30,38 @@ class TokenInfo(BaseModel):
     scopes: list[Scope]
     created_at_utc: str
     last_used_at_utc: str | None
+
+
+class TokenList(RootModel[list[TokenInfo]]):
+    """What ``GET /core/tokens`` answers."""
+
+
+class TokenCreate(BaseModel):
+    """A new token's name and scopes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "phone", "scopes": ["operator"]}]}
+    )
+
+    name: str = Field(
+        pattern=TOKEN_NAME_PATTERN,
+        description="Who or what uses the token: letters, digits, '.', '_' or '-', up to 64.",
+    )
+    scopes: list[Scope] = Field(
+        min_length=1,
+        max_length=3,
+        description="viewer (every GET), operator (viewer + sessions and steps), "
+        "owner (everything).",
+    )
+
+
+class TokenCreated(TokenInfo):
+    """A token just created: ``token`` is shown here once and never again."""
+
+    token: str = Field(description="Send it as 'Authorization: Bearer <token>'.")
+    ended_protected_mode: bool = Field(
+        description="True for the first token: from now on every client needs a token."
+    )
 
 
 class Identity(BaseModel):

@@ -90,14 +90,16 @@ def list_tokens(*, store: Store) -> list[TokenInfo]:
     return [_info(t) for t in load_tokens(store=store)]
 
 
-def revoke_token(*, store: Store, name: str, actor: str, clock: Clock) -> None:
+def revoke_token(*, store: Store, name: str, actor: str, clock: Clock) -> TokenInfo:
+    """Revoke a token by name; returns what it was."""
     with store.transaction() as txn:
         tokens = read_tokens(txn)
-        kept = [t for t in tokens if t.name != name]
-        if len(kept) == len(tokens):
+        gone = [t for t in tokens if t.name == name]
+        if not gone:
             raise NotFoundError(f"no token named {name!r}")
-        write_tokens(txn, kept)
+        write_tokens(txn, [t for t in tokens if t.name != name])
         log_event(txn, event="TOKEN_REVOKE", payload={"name": name}, actor=actor, clock=clock)
+    return _info(gone[0])
 
 
 def is_loopback(host: str | None) -> bool:

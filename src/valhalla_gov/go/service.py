@@ -113,7 +113,7 @@ def complete_step(
         )
         step = next(s for s in checklist.steps if s.id == step_id)
         if not step.done and (step.blocked or not step.fits):
-            reason = step.blocked_reason if step.blocked else step.fit_reason
+            reason = step.fit_reason if not step.fits else step.blocked_reason
             raise ConflictError(f"step {step_id!r} cannot be done now: {reason}")
     with store.transaction() as txn:
         progress = read_progress(txn)

@@ -61,14 +61,25 @@ def start_session(
     )
 
 
+# Set to "true" on an answer whose write changed nothing (an end with no
+# active session), so a client can tell the operator their notes were not saved.
+NOOP_HEADER = "Valhalla-Noop"
+
+
 @router.post("/end_session", response_model=GoSession)
 def end_session(
-    body: SessionNotes, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_WRITE)]
+    body: SessionNotes,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(OPERATOR_WRITE)],
+    response: Response,
 ) -> GoSession:
     """End the active session (idempotent: an ended session comes back unchanged)."""
-    return session_service.end_session(
+    session, ended = session_service.end_session_outcome(
         store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
     )
+    if not ended:
+        response.headers[NOOP_HEADER] = "true"
+    return session
 
 
 @router.get("/sessions", response_model=SessionPage, dependencies=[Depends(VIEWER)])

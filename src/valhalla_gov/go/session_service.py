@@ -137,13 +137,23 @@ def end_session(
 ) -> GoSession:
     """End the active session. With none ever started: the inactive default.
     With the last one already ended: that session, unchanged."""
+    return end_session_outcome(
+        store=store, clock=clock, actor=actor, notes=notes, watcher=watcher
+    )[0]
+
+
+def end_session_outcome(
+    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+) -> tuple[GoSession, bool]:
+    """:func:`end_session`, and whether it ended one (False: nothing changed,
+    so the caller can say the notes were not saved)."""
     with store.transaction() as txn:
         current = _model(session_store.read_session(txn))
         if current is None:
-            return GoSession(active=False)
+            return GoSession(active=False), False
         if not current.active:
             _finish_interrupted_end(txn, current, clock)
-            return current
+            return current, False
         now = clock()
         started = parse_iso(current.started_at_utc) if current.started_at_utc else now
         now = max(now, started)
@@ -161,7 +171,7 @@ def end_session(
         )
         _archive_if_missing(txn, ended)
         _save_end(txn, ended, actor=actor, clock=clock)
-    return ended
+    return ended, True
 
 
 def list_sessions(

@@ -18,4 +18,17 @@ def parse_stored(model: type[M], value: Any, *, where: str, what: str) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise StorageCorruptError(where, f"not a valid {what}: {exc}") from exc
+        raise StorageCorruptError(where, f"not a valid {what}: {brief(exc)}") from exc
+
+
+def brief(exc: ValidationError) -> str:
+    """A validation error on one line: ``band: Input should be 'A' ... (+1 more)``.
+    pydantic's own text spans lines and links to its docs, which a message
+    naming a broken file does not need."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return " ".join(str(exc).split())
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"])
+    text = f"{where}: {first['msg']}" if where else first["msg"]
+    return text + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
