@@ -49,8 +49,9 @@ def migrations() -> Migrations:
     return Migrations(SCHEMA, MIGRATIONS_DIR)
 
 
-def open_json(data_dir: Path) -> JsonStore:
-    return JsonStore(data_dir, SCHEMA)
+def open_json(data_dir: Path, *, create: bool = True) -> JsonStore:
+    """``create=False``: a missing data dir is an error, not a new empty one."""
+    return JsonStore(data_dir, SCHEMA, create=create)
 
 
 def open_sql(url: str, *, check_schema: bool = True, pool_size: int = 10) -> SqlStore:

@@ -53,4 +53,3 @@ class RateLimitedError(DomainError):
 
 class ServiceUnavailableError(DomainError):
     status_code = 503
-

@@ -1,5 +1,6 @@
 """Choosing local or remote, paging, and how each HTTP answer maps to an exit
-code (with a mock transport: no server needed)."""
+code (with a mock transport: no server needed). Local and remote are one
+client on the same API, so the mapping is tested once."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ import pytest
 
 from tests.cli.conftest import Cli, Seeder
 from tests.live.server import free_port
-from valhalla_gov.cli.common import local_context
-from valhalla_gov.cli.remote import (
+from valhalla_gov.audit.models import AuditPage
+from valhalla_gov.cli.client import (
+    END_HINT,
     USAGE,
     CliError,
-    LocalBackend,
-    RemoteBackend,
+    Service,
     check_url,
-    iter_events,
-    iter_sessions,
+    iter_pages,
+    remote_service,
 )
-from valhalla_gov.go.session_models import GoSession
+from valhalla_gov.cli.go import iter_sessions
+from valhalla_gov.cli.local import local_service
+from valhalla_gov.go.session_models import GoSession, SessionPage
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -62,19 +65,19 @@ def test_valhalla_url_from_the_environment_unless_a_data_dir_is_given(cli: Cli) 
 
 def test_paging_follows_the_cursor(seeder: Seeder, data_dir: Path) -> None:
     made = [seeder.session(minutes=1) for _ in range(5)]
-    backend = LocalBackend(local_context(data_dir))
-    assert [s.id for s in iter_sessions(backend, page_size=2)] == [s.id for s in reversed(made)]
+    service = local_service(data_dir)
+    assert [s.id for s in iter_sessions(service, page_size=2)] == [s.id for s in reversed(made)]
     since = datetime(2026, 1, 3, tzinfo=UTC)
-    assert [s.id for s in iter_sessions(backend, since=since, page_size=1)] == [
+    assert [s.id for s in iter_sessions(service, since=since, page_size=1)] == [
         s.id for s in reversed(made[2:])
     ]
-    seqs = [e.seq or 0 for e in iter_events(backend, page_size=3)]
+    seqs = [e.seq or 0 for e in iter_pages(service, AuditPage, "/core/audit/events", limit=3)]
     assert seqs == sorted(seqs, reverse=True)
     assert len(seqs) == 10  # a start and an end per session
 
 
-def _remote(handler: Handler, token: str | None = "vgo_t") -> RemoteBackend:
-    return RemoteBackend(
+def _remote(handler: Handler, token: str | None = "vgo_t") -> Service:
+    return remote_service(
         "http://valhalla.test:8000/", token, transport=httpx.MockTransport(handler)
     )
 
@@ -90,7 +93,7 @@ def _answer(status: int, body: Any = None, **headers: str) -> Handler:
 
 def _failure(handler: Handler) -> CliError:
     with pytest.raises(CliError) as caught:
-        _remote(handler).session()
+        _remote(handler).get(GoSession, "/core/go/session")
     return caught.value
 
 
@@ -101,8 +104,13 @@ def test_remote_sends_the_token_and_the_query() -> None:
         seen.append(request)
         return httpx.Response(200, json={"items": [], "next_cursor": None})
 
-    page = _remote(handler).sessions_page(
-        limit=5, cursor=None, since=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), until=None
+    page = _remote(handler).get(
+        SessionPage,
+        "/core/go/sessions",
+        limit=5,
+        cursor=None,
+        since=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        until=None,
     )
     assert page.items == []
     request = seen[0]
@@ -119,7 +127,7 @@ def _sent_headers(token: str | None) -> dict[str, str]:
         seen.append(request)
         return httpx.Response(200, json=GoSession().model_dump())
 
-    _remote(handler, token).session()
+    _remote(handler, token).get(GoSession, "/core/go/session")
     return dict(seen[0].headers)
 
 
@@ -136,7 +144,7 @@ def _sent_headers(token: str | None) -> dict[str, str]:
             USAGE,
             "notes: too long",
         ),
-        (429, {"detail": "too many starts"}, 1, "retry in 7 s"),
+        (429, {"detail": "too many starts"}, 1, "retry in 7s"),
         (
             503,
             {"detail": "storage unavailable: x", "file": "cone_state.json"},
@@ -171,6 +179,8 @@ def test_a_timeout_is_unreachable() -> None:
 def test_start_conflict_names_the_way_out() -> None:
     body = {"detail": "a GO session is already active; end it first", "session": {}}
     with pytest.raises(CliError) as caught:
-        _remote(_answer(409, body)).start("x")
+        _remote(_answer(409, body)).post(
+            GoSession, "/core/go/start_session", {"notes": "x"}, conflict_hint=END_HINT
+        )
     assert caught.value.message.endswith("(`valhalla go end` ends it)")
     assert caught.value.code == 1

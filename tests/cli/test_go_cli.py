@@ -48,10 +48,12 @@ def test_start_then_a_second_start_is_refused(cli: Cli, data_dir: Path) -> None:
     assert "notes: weekly review" in human.stdout
 
 
-def test_end_is_idempotent_and_keeps_the_steps(cli: Cli) -> None:
-    none_yet = cli.local("go", "end", "--json")
-    assert none_yet.exit_code == 0
-    assert json.loads(none_yet.stdout)["active"] is False
+def test_end_with_nothing_active_says_so_and_keeps_the_steps(cli: Cli) -> None:
+    none_yet = cli.local("go", "end", "--notes", "lost?", "--json")
+    assert none_yet.exit_code == 1
+    assert none_yet.stdout == ""
+    assert "no active session; your notes were not saved" in none_yet.stderr
+    assert "none has been started yet" in none_yet.stderr
 
     session_id = json.loads(cli.local("go", "start", "--json").stdout)["id"]
     assert cli.local("go", "complete", FIRST).exit_code == 0
@@ -66,8 +68,15 @@ def test_end_is_idempotent_and_keeps_the_steps(cli: Cli) -> None:
     assert body["duration_seconds"] >= 0
 
     again = cli.local("go", "end", "--notes", "ignored", "--json")
-    assert again.exit_code == 0
-    assert json.loads(again.stdout) == body
+    assert again.exit_code == 1
+    assert again.stdout == ""
+    assert "no active session; your notes were not saved" in again.stderr
+    assert f"the last one, {session_id}, ended {body['ended_at_utc']}" in again.stderr
+    assert json.loads(cli.local("go", "status", "--json").stdout) == body  # unchanged
+    bare = cli.local("go", "end")
+    assert bare.exit_code == 1
+    assert "not saved" not in bare.stderr  # no notes given, none lost
+    assert "refused: no active session" in bare.stderr
     human = cli.local("go", "status")
     assert f"no active session; last {session_id} ended" in human.stdout
     assert f"steps completed: {FIRST}" in human.stdout

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from tests.cli.conftest import Cli
@@ -186,3 +187,53 @@ def test_an_unreachable_server_exits_1(cli: Cli) -> None:
     assert result.exit_code == 1
     assert f"cannot reach {url}" in result.stderr
     assert "is `valhalla serve` running?" in result.stderr
+
+
+def test_token_commands_against_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' flow: VALHALLA_URL exported, tokens made where the server reads them."""
+    data_dir = tmp_path / "data"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a ./data here must never be created or used
+    cli = Cli(tmp_path / "unused")
+    with LiveServer(data_dir) as server:
+        env: dict[str, str | None] = {"VALHALLA_URL": server.url}
+        # Protected mode: loopback is the local owner, so the first token needs none.
+        first = cli.run("token", "create", "--name", "ops", "--scopes", "owner", env=env)
+        assert first.exit_code == 0, first.output
+        assert "Protected mode is over" in first.stdout
+        owner = first.stdout.strip().splitlines()[-1]
+        assert not (elsewhere / "data").exists()
+        # The server knows it at once, and now refuses anonymous clients.
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.get("/core/go/session").status_code == 401
+            assert (
+                http.get("/core/whoami", headers={"Authorization": f"Bearer {owner}"}).json()[
+                    "name"
+                ]
+                == "ops"
+            )
+        env["VALHALLA_TOKEN"] = owner
+        second = cli.run("token", "create", "--name", "phone", "--scopes", "viewer", env=env)
+        assert second.exit_code == 0, second.output
+        assert "Protected mode is over" not in second.stdout
+        viewer = second.stdout.strip().splitlines()[-1]
+        listed = cli.run("token", "list", "--json", env=env)
+        assert listed.exit_code == 0, listed.output
+        assert [t["name"] for t in json.loads(listed.stdout)] == ["ops", "phone"]
+        assert owner not in listed.stdout
+        # A viewer may not manage tokens.
+        denied = cli.run("token", "list", env={**env, "VALHALLA_TOKEN": viewer})
+        assert denied.exit_code == 1
+        assert "forbidden" in denied.stderr
+        assert cli.run("token", "revoke", "phone", env=env).exit_code == 0
+        gone = cli.run("token", "revoke", "phone", env=env)
+        assert gone.exit_code == 1
+        assert "no token named 'phone'" in gone.stderr
+        events = json.loads(cli.run("audit", "tail", "--json", env=env).stdout)
+        assert [(e["event"], e["actor"]) for e in events] == [
+            ("TOKEN_CREATE", "local"),
+            ("TOKEN_CREATE", "ops"),
+            ("TOKEN_REVOKE", "ops"),
+        ]
+    assert not (elsewhere / "data").exists()

@@ -8,12 +8,23 @@ from typing import Annotated
 
 import typer
 
-from .common import DataDirOption, JsonOption
-from .remote import PAGE_MAX, TokenOption, UrlOption, iter_events, open_backend, reported
+from .client import (
+    PAGE_MAX,
+    DataDirOption,
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    iter_pages,
+    open_service,
+    plural,
+    reported,
+)
 from .render import cell, print_json, short_time, show, table, valid_text
 
 audit_app = typer.Typer(
-    help="The audit log: every state change, in a SHA-256 hash chain.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The audit log: every state change, in a SHA-256 hash chain.",
+    no_args_is_help=True,
 )
 PAYLOAD_WIDTH = 120
 
@@ -26,12 +37,14 @@ def _payload(payload: object) -> str:
 @audit_app.command("tail")
 def audit_tail(
     lines: Annotated[
-        int, typer.Option("-n", "--lines", min=1, help="How many of the newest events.")
+        int,
+        typer.Option("-n", "--lines", min=1, metavar="N", help="How many of the newest events."),
     ] = 20,
     event: Annotated[
         str | None,
         typer.Option(
             callback=valid_text,
+            metavar="EVENT",
             help="Only this event type, e.g. GO_SESSION_START.",
             show_default=False,
         ),
@@ -42,10 +55,13 @@ def audit_tail(
     as_json: JsonOption = False,
 ) -> None:
     """The newest N events, oldest of them first (as `tail` prints a file)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        newest = list(
-            islice(iter_events(backend, event=event, page_size=min(lines, PAGE_MAX)), lines)
+    from ..audit.models import AuditEvent, AuditPage
+
+    with reported(), open_service(data_dir, url, token) as service:
+        pages = iter_pages(
+            service, AuditPage, "/core/audit/events", limit=min(lines, PAGE_MAX), event=event
         )
+        newest: list[AuditEvent] = list(islice(pages, lines))
     events = list(reversed(newest))
     if as_json:
         print_json(events)
@@ -84,21 +100,24 @@ def audit_verify(
 ) -> None:
     """Walk the whole hash chain; exit 1 if a line was edited, dropped or reordered,
     or (with --anchor) cut from the tail."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        result = backend.verify(anchor)
+    from ..audit.models import AuditVerifyResult
+
+    with reported(), open_service(data_dir, url, token) as service:
+        result = service.get(AuditVerifyResult, "/core/audit/verify", anchor=anchor)
     if as_json:
         print_json(result)
     elif result.ok:
         typer.echo(
-            f"audit chain OK: {result.events} chained events verified"
-            f", {result.legacy_events} legacy lines before the chain"
+            f"audit chain OK: {plural(result.events, 'chained event')} verified"
+            f", {plural(result.legacy_events, 'legacy line')} before the chain"
             + (f"; anchor {anchor} found" if anchor else "")
         )
     else:
         typer.echo(
             f"audit chain BROKEN at seq {result.first_bad_seq}: {result.detail}\n"
-            f"every event before seq {result.first_bad_seq} verified ({result.events} events, "
-            f"{result.legacy_events} legacy lines); compare audit.log with a backup from there on"
+            f"every event before seq {result.first_bad_seq} verified "
+            f"({plural(result.events, 'event')}, {plural(result.legacy_events, 'legacy line')}); "
+            "compare audit.log with a backup from there on"
         )
     if not result.ok:
         raise typer.Exit(1)
@@ -113,8 +132,10 @@ def audit_head(
 ) -> None:
     """Print the chain head as SEQ:HASH. Keep it apart from the log (a backup, a
     ticket, monitoring) and check it later with `valhalla audit verify --anchor`."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        head = backend.head()
+    from ..audit.models import AuditHead
+
+    with reported(), open_service(data_dir, url, token) as service:
+        head = service.get(AuditHead, "/core/audit/head")
     if as_json:
         print_json(head)
     elif head.anchor is None:

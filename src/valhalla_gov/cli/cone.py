@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..cone.canon import ACTIONS, BAND_MEANING, BANDS, Action, Band
-from ..cone.models import ConeState
-from .common import DataDirOption, JsonOption
-from .remote import TokenOption, UrlOption, open_backend, reported
+from .client import DataDirOption, JsonOption, TokenOption, UrlOption, open_service, reported
 from .render import cell, note_text, print_json, short_time, show, table, valid_text
 
+if TYPE_CHECKING:
+    from ..cone.models import ConeState
+
+# The canon's names, written out so `--help` needs no import of the models;
+# tests/cli check that they match the canon.
+BANDS = ("A", "B", "C", "D")
+BAND_MEANING = {"A": "expansion", "B": "caution", "C": "stabilize", "D": "survival"}
+ACTIONS = ("run", "scale", "optimize")
+
 cone_app = typer.Typer(
+    rich_markup_mode=None,
     help="The cone: the current band (A expansion, B caution, C stabilize, D survival) and "
     "which engines may run, scale or optimize in it.",
     no_args_is_help=True,
@@ -58,8 +65,10 @@ def cone_show(
     as_json: JsonOption = False,
 ) -> None:
     """The current band, its reason, who set it and when."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        state = backend.cone_state()
+    from ..cone.models import ConeState
+
+    with reported(), open_service(data_dir, url, token) as service:
+        state = service.get(ConeState, "/core/cone/state")
     if as_json:
         print_json(state)
     else:
@@ -76,7 +85,12 @@ def cone_set(
     ],
     reason: Annotated[
         str,
-        typer.Option(callback=_reason, help="Why the band moves (audited).", show_default=False),
+        typer.Option(
+            callback=_reason,
+            metavar="TEXT",
+            help="Why the band moves (audited).",
+            show_default=False,
+        ),
     ],
     data_dir: DataDirOption = None,
     url: UrlOption = None,
@@ -84,8 +98,10 @@ def cone_set(
     as_json: JsonOption = False,
 ) -> None:
     """Move the cone to another band (audited CONE_SET; a server needs an owner token)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        state = backend.set_cone(cast(Band, band), reason)
+    from ..cone.models import ConeState
+
+    with reported(), open_service(data_dir, url, token) as service:
+        state = service.post(ConeState, "/core/cone/state", {"band": band, "reason": reason})
     if as_json:
         print_json(state)
     else:
@@ -96,7 +112,10 @@ def cone_set(
 @cone_app.command("decide")
 def cone_decide(
     engine: Annotated[
-        str, typer.Argument(callback=valid_text, help="Engine name, e.g. storage_units.")
+        str,
+        typer.Argument(
+            callback=valid_text, metavar="ENGINE", help="Engine name, e.g. storage_units."
+        ),
     ],
     action: Annotated[
         str,
@@ -109,8 +128,12 @@ def cone_decide(
 ) -> None:
     """May ENGINE take ACTION in the current band? Recorded and audited. Exit 0
     either way: the answer is in `allowed`."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        decision = backend.decide(engine, cast(Action, action))
+    from ..cone.models import ConeDecision
+
+    with reported(), open_service(data_dir, url, token) as service:
+        decision = service.post(
+            ConeDecision, "/core/cone/decide", {"engine": engine, "action": action}
+        )
     if as_json:
         print_json(decision)
         return

@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..compose import open_json
-from ..errors import ConflictError
-from ..storage.protocol import Store
-from ..transfer import TransferReport, copy_store
+from .client import CliError, fail
 from .db import UrlOption, database_url
 
-data_app = typer.Typer(help="Move data between a JSON data dir and the configured database.")
+if TYPE_CHECKING:
+    from ..storage.protocol import Store
+    from ..transfer import TransferReport
+
+data_app = typer.Typer(
+    rich_markup_mode=None, help="Move data between a JSON data dir and the configured database."
+)
 
 
 def _run(source: Store, target: Store) -> TransferReport:
+    from ..errors import ConflictError
+    from ..storage.errors import StorageError
+    from ..transfer import copy_store
+
     try:
         report = copy_store(source, target)
     except ConflictError as exc:
-        typer.secho(f"refused: {exc.detail}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        fail(CliError(f"refused: {exc.detail}"))
+    except StorageError as exc:
+        fail(CliError(f"storage error: {exc}; it is left as it was: repair it or move it aside"))
     except ValueError as exc:
-        typer.secho(f"the copy does not check out: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        fail(CliError(f"the copy does not check out: {exc}"))
     typer.echo(f"copied {source.describe()} -> {target.describe()}")
     for log, count in report.records.items():
         typer.echo(f"  {log}: {count} records")
@@ -50,20 +57,28 @@ def _database(url: str | None) -> Store:
 
 @data_app.command("import")
 def data_import(
-    source_dir: Annotated[Path, typer.Option("--from", help="JSON data dir to read.")],
+    source_dir: Annotated[
+        Path, typer.Option("--from", metavar="DIR", help="JSON data dir to read.")
+    ],
     url: UrlOption = None,
 ) -> None:
     """Copy a JSON data dir into the (empty) database, then check counts and the chain."""
     if not source_dir.is_dir():
         typer.secho(f"{source_dir} is not a directory", fg="red", err=True)
         raise typer.Exit(2)
-    _run(open_json(source_dir), _database(url))
+    from ..compose import open_json
+
+    _run(open_json(source_dir, create=False), _database(url))
 
 
 @data_app.command("export")
 def data_export(
-    target_dir: Annotated[Path, typer.Option("--to", help="Empty or new directory to write.")],
+    target_dir: Annotated[
+        Path, typer.Option("--to", metavar="DIR", help="Empty or new directory to write.")
+    ],
     url: UrlOption = None,
 ) -> None:
     """Copy the database into a JSON data dir, then check counts and the chain."""
+    from ..compose import open_json
+
     _run(_database(url), open_json(target_dir))

@@ -6,18 +6,22 @@ from typing import Annotated
 
 import typer
 
-from ..settings import Settings
-
-db_app = typer.Typer(help="SQL backend schema (VALHALLA_DATABASE_URL).")
+db_app = typer.Typer(rich_markup_mode=None, help="SQL backend schema (VALHALLA_DATABASE_URL).")
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--database-url", help="Database URL (default: $VALHALLA_DATABASE_URL)."),
+    typer.Option(
+        "--database-url", metavar="URL", help="Database URL (default: $VALHALLA_DATABASE_URL)."
+    ),
 ]
 
 
 def database_url(url: str | None) -> str:
-    resolved = url or Settings().database_url
+    from .client import reported
+    from .local import load_settings
+
+    with reported():
+        resolved = url or load_settings(None).database_url
     if not resolved:
         typer.secho(
             "no database configured: set VALHALLA_DATABASE_URL "

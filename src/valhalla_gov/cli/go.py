@@ -3,15 +3,27 @@ store and locks as a running server) or against a server with ``--url``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from itertools import islice
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..go.models import Checklist, ChecklistStep, CompleteResult, NextStep
-from ..go.session_models import GoSession
-from .common import DataDirOption, JsonOption
-from .remote import PAGE_MAX, TokenOption, UrlOption, iter_sessions, open_backend, reported
+from .client import (
+    END_HINT,
+    PAGE_MAX,
+    REFUSED,
+    CliError,
+    DataDirOption,
+    JsonOption,
+    Service,
+    TokenOption,
+    UrlOption,
+    iter_pages,
+    open_service,
+    reported,
+)
 from .render import (
     SinceOption,
     UntilOption,
@@ -26,11 +38,34 @@ from .render import (
     valid_text,
 )
 
+if TYPE_CHECKING:
+    from ..go.models import Checklist, ChecklistStep, CompleteResult, NextStep
+    from ..go.session_models import GoSession
+
 go_app = typer.Typer(
+    rich_markup_mode=None,
     help="GO sessions and the playbook: on a data dir (the same store and locks as a running "
     "server) or on a server with --url.",
     no_args_is_help=True,
 )
+
+
+NOOP_HEADER = "Valhalla-Noop"  # "true" when a write changed nothing
+
+
+def iter_sessions(
+    service: Service,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page_size: int = PAGE_MAX,
+) -> Iterator[GoSession]:
+    """Every ended session whose start is in [since, until], newest first."""
+    from ..go.session_models import SessionPage
+
+    yield from iter_pages(
+        service, SessionPage, "/core/go/sessions", limit=page_size, since=since, until=until
+    )
 
 
 def _snapshot_value(snapshot: dict[str, object] | None, part: str, key: str) -> str | None:
@@ -80,15 +115,18 @@ def go_status(
     as_json: JsonOption = False,
 ) -> None:
     """Show the current session (or the last ended one)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        session = backend.session()
+    from ..go.session_models import GoSession
+
+    with reported(), open_service(data_dir, url, token) as service:
+        session = service.get(GoSession, "/core/go/session")
     _print_session(session, as_json)
 
 
 @go_app.command("start")
 def go_start(
     notes: Annotated[
-        str | None, typer.Option(callback=note_text, help="What this session is for.")
+        str | None,
+        typer.Option(callback=note_text, metavar="TEXT", help="What this session is for."),
     ] = None,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
@@ -96,30 +134,49 @@ def go_start(
     as_json: JsonOption = False,
 ) -> None:
     """Start a session, snapshotting cone and health (exit 1 while one is active)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        session = backend.start(notes)
+    from ..go.session_models import GoSession
+
+    with reported(), open_service(data_dir, url, token) as service:
+        session = service.post(
+            GoSession, "/core/go/start_session", {"notes": notes}, conflict_hint=END_HINT
+        )
     _print_session(session, as_json)
 
 
 @go_app.command("end")
 def go_end(
-    notes: Annotated[str | None, typer.Option(callback=note_text, help="How it went.")] = None,
+    notes: Annotated[
+        str | None, typer.Option(callback=note_text, metavar="TEXT", help="How it went.")
+    ] = None,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """End the active session (with none active: shows the last one, exit 0)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        session = backend.end(notes)
+    """End the active session (with none active: says so, exit 1; the notes are not saved)."""
+    from ..go.session_models import GoSession
+
+    with reported(), open_service(data_dir, url, token) as service:
+        resp = service.request("POST", "/core/go/end_session", body={"notes": notes})
+        session = service.parse(GoSession, resp.json())
+        if resp.headers.get(NOOP_HEADER) == "true":
+            # Nothing was ended: the answer is the last session, unchanged.
+            lost = "; your notes were not saved" if notes else ""
+            raise CliError(f"refused: no active session{lost} ({_last(session)})", REFUSED)
     _print_session(session, as_json)
+
+
+def _last(session: GoSession) -> str:
+    if session.ended_at_utc:
+        return f"the last one, {session.id}, ended {session.ended_at_utc}"
+    return "none has been started yet; `valhalla go start` starts one"
 
 
 @go_app.command("history")
 def go_history(
     since: SinceOption = None,
     until: UntilOption = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many sessions at most.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many sessions at most.")] = 20,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -127,11 +184,11 @@ def go_history(
 ) -> None:
     """Ended sessions, newest first (the active one is `go status`)."""
     check_range(since, until)
-    with reported(), open_backend(data_dir, url, token) as backend:
+    with reported(), open_service(data_dir, url, token) as service:
         found = list(
             islice(
                 iter_sessions(
-                    backend, since=since, until=until, page_size=min(limit + 1, PAGE_MAX)
+                    service, since=since, until=until, page_size=min(limit + 1, PAGE_MAX)
                 ),
                 limit + 1,
             )
@@ -172,12 +229,13 @@ def bands_of(band_min: str) -> str:
 
 
 def _state(step: ChecklistStep) -> str:
+    # A step that does not fit the band is unfit whatever the health says.
     if step.done:
         return "done"
-    if step.blocked:
-        return "blocked (health red)"
     if not step.fits:
         return f"needs band {step.band_min} or better"
+    if step.blocked:
+        return "blocked (health red)"
     return "ready"
 
 
@@ -227,8 +285,10 @@ def go_next(
     as_json: JsonOption = False,
 ) -> None:
     """The next playbook step: not done, fitting the band, not blocked."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        nxt = backend.next_step()
+    from ..go.models import NextStep
+
+    with reported(), open_service(data_dir, url, token) as service:
+        nxt = service.get(NextStep, "/core/go/next_step")
     if as_json:
         print_json(nxt)
     else:
@@ -243,8 +303,10 @@ def go_checklist(
     as_json: JsonOption = False,
 ) -> None:
     """Every playbook step with its state (done, ready, blocked, needs a better band)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        checklist = backend.checklist()
+    from ..go.models import Checklist
+
+    with reported(), open_service(data_dir, url, token) as service:
+        checklist = service.get(Checklist, "/core/go/checklist")
     if as_json:
         print_json(checklist)
     else:
@@ -255,9 +317,13 @@ def go_checklist(
 def go_complete(
     step: Annotated[
         str,
-        typer.Argument(callback=valid_text, help="Step id, as `valhalla go checklist` shows."),
+        typer.Argument(
+            callback=valid_text, metavar="STEP", help="Step id, as `valhalla go checklist` shows."
+        ),
     ],
-    notes: Annotated[str | None, typer.Option(callback=note_text, help="What you found.")] = None,
+    notes: Annotated[
+        str | None, typer.Option(callback=note_text, metavar="TEXT", help="What you found.")
+    ] = None,
     undo: Annotated[bool, typer.Option("--undo", help="Mark the step not done again.")] = False,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
@@ -265,8 +331,11 @@ def go_complete(
     as_json: JsonOption = False,
 ) -> None:
     """Mark a playbook step done (recorded in the active session, if any)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        result = backend.complete(step, done=not undo, notes=notes)
+    from ..go.models import CompleteResult
+
+    body = {"step_id": step, "done": not undo, "notes": notes}
+    with reported(), open_service(data_dir, url, token) as service:
+        result = service.post(CompleteResult, "/core/go/complete", body)
     if as_json:
         print_json(result)
     else:

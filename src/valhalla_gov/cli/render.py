@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from ..constants import MAX_TEXT
-from ..timeutil import parse_iso
 from .terminal import safe_json
+
+if TYPE_CHECKING:  # rich and pydantic load when a command prints, not for --help
+    from pydantic import BaseModel
+    from rich.table import Table
+    from rich.text import Text
 
 
 def valid_text(value: str | None) -> str | None:
@@ -34,6 +33,8 @@ def valid_text(value: str | None) -> str | None:
 
 def note_text(value: str | None) -> str | None:
     """Parameter callback for notes and reasons: valid text, at most MAX_TEXT."""
+    from ..constants import MAX_TEXT
+
     value = valid_text(value)
     if value is not None and len(value) > MAX_TEXT:
         raise typer.BadParameter(f"is {len(value)} characters; at most {MAX_TEXT} are kept")
@@ -43,6 +44,8 @@ def note_text(value: str | None) -> str | None:
 def parse_time(text: str) -> datetime:
     """ISO-8601, with or without ``Z`` or an offset (no zone means UTC); a
     date alone is midnight UTC at its start."""
+    from ..timeutil import parse_iso
+
     try:
         return parse_iso(text.strip())
     except ValueError:
@@ -81,6 +84,8 @@ def check_range(since: datetime | None, until: datetime | None) -> None:
 
 def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
     """Machine-readable output, alone on stdout."""
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         typer.echo(safe_json(value.model_dump_json(indent=2)))
         return
@@ -88,6 +93,8 @@ def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
 
 
 def _plain(value: Any) -> Any:
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list):
@@ -98,15 +105,21 @@ def _plain(value: Any) -> Any:
 
 
 def show(table: Table) -> None:
+    from rich.console import Console
+
     Console(highlight=False).print(table)
 
 
 def table(*columns: str, title: str | None = None) -> Table:
+    from rich.table import Table
+
     return Table(*columns, title=title, title_justify="left")
 
 
 def cell(value: object) -> Text:
     """User text shown literally: brackets in notes are not rich markup."""
+    from rich.text import Text
+
     if value is None or value == "":
         return Text("-")
     return Text(str(value))
@@ -116,6 +129,8 @@ def short_time(iso: str | None) -> str:
     """``2026-01-31T09:00:00.123456Z`` → ``2026-01-31 09:00:00Z``."""
     if not iso:
         return "-"
+    from ..timeutil import parse_iso
+
     try:
         moment = parse_iso(iso)
     except ValueError:

@@ -1,35 +1,130 @@
-"""``valhalla serve``."""
+"""``valhalla serve`` and ``valhalla init``: the only commands that create a
+data dir, and both say so."""
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import local_context
+from .client import CliError, fail, plural
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..storage.protocol import Store
+
+
+def init(
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]",
+            help="The data dir to create (default: $VALHALLA_DATA_DIR or ./data).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Create an empty data dir (a dir that exists already is left as it is)."""
+    from .local import load_settings
+
+    settings = load_settings(data_dir)
+    path = settings.data_dir
+    if settings.database_url and data_dir is None:
+        fail(
+            CliError(
+                "error: VALHALLA_DATABASE_URL is set, so there is no data dir to create; "
+                "`valhalla db upgrade` prepares the database"
+            )
+        )
+    if path.is_dir():
+        typer.echo(f"data dir {path.resolve()} exists; left as it is")
+        return
+    _create(path)
+    typer.echo(f"created data dir {path.resolve()}")
+
+
+def _create(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as the store wants
+    except OSError as exc:
+        fail(CliError(f"error: cannot create data dir {path}: {exc.strerror or exc}"))
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails because something listens there."""
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # The same option uvicorn sets: a port in TIME_WAIT is not "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _access(store: Store) -> str:
+    from ..auth.service import list_tokens
+    from ..storage.errors import StorageError
+
+    try:
+        tokens = list_tokens(store=store)
+    except StorageError as exc:
+        return f"tokens unreadable ({exc}); readiness is false"
+    if not tokens:
+        return "protected mode (no token: loopback clients act as the owner)"
+    return f"{plural(len(tokens), 'token')}: every client needs one"
+
+
+def start_line(
+    settings: Settings, *, host: str, port: int, workers: int, access: str, created: bool
+) -> str:
+    from .local import describe
+
+    shown = f"[{host}]" if ":" in host else host
+    where = (
+        f"database {describe(settings)}"
+        if settings.database_url
+        else f"data dir {settings.data_dir.resolve()}" + (" (created now)" if created else "")
+    )
+    return (
+        f"valhalla: serving http://{shown}:{port} (page /, API docs /docs); {where}; "
+        f"{access}; {plural(workers, 'worker')}"
+    )
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port.", min=0, max=65535)] = 8000,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data dir (default: $VALHALLA_DATA_DIR or ./data).")
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Data dir (default: $VALHALLA_DATA_DIR or ./data); created if missing.",
+            show_default=False,
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[int, typer.Option(metavar="N", help="Worker processes.", min=1, max=64)] = 1,
+    log_level: Annotated[str, typer.Option(metavar="LEVEL", help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the HTTP API (docs at /docs)."""
+    """Serve the HTTP API, the GO page and /docs."""
     import uvicorn
 
     from ..auth.ratelimit import RATE_LIMIT_DB, SharedFileStorage
     from ..auth.service import is_loopback, protected_mode
+    from ..compose import build_context
     from ..observability import logs
     from ..storage.errors import StorageError
     from ..storage.sql_backend import SchemaOutOfDateError
     from ..textfiles import ConfigFileError
+    from .local import load_settings
 
     if data_dir is not None:
         # Workers are separate processes: they read settings from the environment.
@@ -37,13 +132,27 @@ def serve(
     # The app answers only to Host names it is configured for; the bound
     # address is one of them.
     os.environ["VALHALLA_BIND_HOST"] = host
+    try:
+        settings = load_settings(data_dir)
+    except CliError as exc:
+        fail(CliError(f"cannot start: {exc.message.removeprefix('error: ')}"))
+    created = False
+    if not settings.database_url and not settings.data_dir.is_dir():
+        _create(settings.data_dir)
+        created = True
+    if _port_in_use(host, port):
+        fail(
+            CliError(
+                f"cannot start: port {port} on {host} is in use (another `valhalla serve`?); "
+                "stop it, or pick another port with --port"
+            )
+        )
     # Open everything once here, so a bad setting is one clear message instead
     # of a traceback from every worker.
     try:
-        ctx = local_context(data_dir)
+        ctx = build_context(settings)
     except (SchemaOutOfDateError, ConfigFileError, StorageError) as exc:
-        typer.secho(f"cannot start: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        fail(CliError(f"cannot start: {exc}"))
     if not is_loopback(host) and protected_mode(store=ctx.store):
         typer.secho(
             f"warning: binding to {host} with no API token: only loopback clients are "
@@ -60,6 +169,17 @@ def serve(
             fg="yellow",
             err=True,
         )
+    typer.echo(
+        start_line(
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            access=_access(ctx.store),
+            created=created,
+        ),
+        err=True,
+    )
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their counters in files here; a fresh dir per run.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="valhalla-metrics-")

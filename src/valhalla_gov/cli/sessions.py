@@ -11,18 +11,29 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import typer
 
-from ..go.session_models import GoSession
-from ..timeutil import parse_iso
-from .common import DataDirOption
-from .go import end_band, end_status
-from .remote import CliError, TokenOption, UrlOption, fail, iter_sessions, open_backend, reported
+from .client import (
+    CliError,
+    DataDirOption,
+    TokenOption,
+    UrlOption,
+    fail,
+    open_service,
+    plural,
+    reported,
+)
+from .go import end_band, end_status, iter_sessions
+
+if TYPE_CHECKING:
+    from ..go.session_models import GoSession
 from .render import SinceOption, UntilOption, check_range
 
-sessions_app = typer.Typer(help="The history of ended GO sessions.", no_args_is_help=True)
+sessions_app = typer.Typer(
+    rich_markup_mode=None, help="The history of ended GO sessions.", no_args_is_help=True
+)
 
 COLUMNS = (
     "id",
@@ -48,6 +59,8 @@ def _duration(session: GoSession) -> float | None:
     if session.duration_seconds is not None:
         return session.duration_seconds
     if session.started_at_utc and session.ended_at_utc:
+        from ..timeutil import parse_iso
+
         # Sessions from the earlier implementation carry no duration.
         seconds = parse_iso(session.ended_at_utc) - parse_iso(session.started_at_utc)
         return round(seconds.total_seconds(), 6)
@@ -128,7 +141,11 @@ def _destination(output: Path | None) -> Iterator[TextIO]:
 def sessions_export(
     fmt: Annotated[
         Literal["csv", "json"],
-        typer.Option("--format", help="csv (a header row, then one row a session) or json."),
+        typer.Option(
+            "--format",
+            metavar="csv|json",
+            help="csv (a header row, then one row a session) or json.",
+        ),
     ] = "csv",
     since: SinceOption = None,
     until: UntilOption = None,
@@ -137,6 +154,7 @@ def sessions_export(
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="Write to this file (replaced whole) instead of stdout.",
             show_default=False,
             dir_okay=False,
@@ -149,10 +167,10 @@ def sessions_export(
     """Every ended session that started in the range, oldest first, with its
     duration in seconds; steps completed are joined with ';' in CSV."""
     check_range(since, until)
-    with reported(), open_backend(data_dir, url, token) as backend:
+    with reported(), open_service(data_dir, url, token) as service:
         # The history pages newest first; the export reads it all, then
         # writes oldest first, as a spreadsheet expects.
-        rows = [export_row(s) for s in iter_sessions(backend, since=since, until=until)]
+        rows = [export_row(s) for s in iter_sessions(service, since=since, until=until)]
     rows.reverse()
     buffer = io.StringIO(newline="")
     (write_csv if fmt == "csv" else write_json)(rows, buffer)
@@ -162,4 +180,4 @@ def sessions_export(
     except OSError as exc:
         fail(CliError(f"cannot write {output}: {exc.strerror or exc}"))
     if output is not None:
-        typer.echo(f"exported {len(rows)} sessions to {output}", err=True)
+        typer.echo(f"exported {plural(len(rows), 'session')} to {output}", err=True)

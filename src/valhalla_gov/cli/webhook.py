@@ -1,7 +1,7 @@
 """``valhalla webhook ...``: signed notifications of audited events.
 
-Thin on purpose: each command is one call through :class:`_Hooks`, which
-maps it onto the services (local data dir) or the HTTP API (``--url``).
+Thin on purpose: each command is one call to ``/core/webhooks``, on the data
+dir's own app or on a server (``--url``), like every command.
 """
 
 from __future__ import annotations
@@ -10,137 +10,32 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import DataDirOption, JsonOption
-from .remote import (
+from .client import (
     REFUSED,
-    Backend,
-    CliError,
-    LocalBackend,
-    RemoteBackend,
+    DataDirOption,
+    JsonOption,
     TokenOption,
     UrlOption,
-    open_backend,
+    open_service,
     reported,
 )
 from .render import cell, print_json, short_time, show, table
 
 if TYPE_CHECKING:
-    from ..webhooks.models import TestResult, WebhookCreated, WebhookInfo
+    from ..webhooks.models import WebhookInfo
 
 webhook_app = typer.Typer(
+    rich_markup_mode=None,
     help="Webhooks: signed POSTs of audited events (session start/end, band moves, health "
     "changes ...) to your chat or tooling, retried until delivered.",
     no_args_is_help=True,
 )
 
 
-class _Hooks:
-    """The four webhook operations, locally or over HTTP."""
+def _path(name: str) -> str:
+    from urllib.parse import quote
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def add(self, body: dict[str, Any]) -> WebhookCreated:
-        from ..webhooks.models import WebhookCreate, WebhookCreated
-
-        b = self.backend
-        if isinstance(b, RemoteBackend):
-            return b._parse(WebhookCreated, b._request("POST", "/core/webhooks", body=body))
-        local = _local(b)
-
-        def call() -> WebhookCreated:
-            from ..webhooks.keys import load_key
-            from ..webhooks.service import add_webhook
-
-            key = load_key(local.ctx.settings, create=True)
-            assert key is not None  # create=True makes one
-            info, secret = add_webhook(
-                store=local.ctx.store,
-                key=key,
-                spec=WebhookCreate.model_validate(body),
-                actor=local.actor,
-                clock=local.ctx.clock,
-            )
-            return WebhookCreated(webhook=info, secret=secret)
-
-        return local._run(call)
-
-    def list(self) -> list[WebhookInfo]:
-        from pydantic import TypeAdapter
-
-        from ..webhooks.models import WebhookInfo
-
-        b = self.backend
-        if isinstance(b, RemoteBackend):
-            raw = b._request("GET", "/core/webhooks")
-            try:
-                return TypeAdapter(list[WebhookInfo]).validate_python(raw)
-            except ValueError:
-                raise CliError(f"{b.url} answered with an unexpected webhook list") from None
-        from ..webhooks.service import list_webhooks
-
-        local = _local(b)
-        return local._run(lambda: list_webhooks(store=local.ctx.store))
-
-    def remove(self, name: str) -> None:
-        from urllib.parse import quote
-
-        b = self.backend
-        if isinstance(b, RemoteBackend):
-            b._request("DELETE", f"/core/webhooks/{quote(name, safe='')}")
-            return
-        from ..webhooks.service import remove_webhook
-
-        local = _local(b)
-        local._run(
-            lambda: remove_webhook(
-                store=local.ctx.store, name=name, actor=local.actor, clock=local.ctx.clock
-            )
-        )
-
-    def test(self, name: str) -> TestResult:
-        from urllib.parse import quote
-
-        from ..webhooks.models import TestResult
-
-        b = self.backend
-        if isinstance(b, RemoteBackend):
-            path = f"/core/webhooks/{quote(name, safe='')}/test"
-            return b._parse(TestResult, b._request("POST", path))
-        local = _local(b)
-
-        def call() -> TestResult:
-            import asyncio
-
-            from ..webhooks.keys import load_key
-            from ..webhooks.sender import Sender
-            from ..webhooks.service import get_webhook, send_test
-
-            settings = local.ctx.settings
-            hook = get_webhook(store=local.ctx.store, name=name)
-            key = load_key(settings, create=False)
-
-            async def send() -> TestResult:
-                sender = Sender(
-                    connect=settings.webhook_connect_timeout,
-                    read=settings.webhook_read_timeout,
-                    max_bytes=settings.webhook_max_response_bytes,
-                )
-                try:
-                    return await send_test(
-                        hook=hook, key=key, sender=sender, actor=local.actor, clock=local.ctx.clock
-                    )
-                finally:
-                    await sender.aclose()
-
-            return asyncio.run(send())
-
-        return local._run(call)
-
-
-def _local(backend: Backend) -> LocalBackend:
-    assert isinstance(backend, LocalBackend)
-    return backend
+    return f"/core/webhooks/{quote(name, safe='')}"
 
 
 def _events(value: str | None) -> list[str] | None:
@@ -176,8 +71,10 @@ def webhook_add(
     if fmt not in ("json", "slack"):
         raise typer.BadParameter(f"{fmt!r}: choose json or slack", param_hint="'--format'")
     body: dict[str, Any] = {"url": url, "name": name, "events": _events(events), "format": fmt}
-    with reported(), open_backend(data_dir, url_, token) as backend:
-        created = _Hooks(backend).add(body)
+    from ..webhooks.models import WebhookCreated
+
+    with reported(), open_service(data_dir, url_, token) as service:
+        created = service.post(WebhookCreated, "/core/webhooks", body)
     hook = created.webhook
     if as_json:
         print_json(created)
@@ -199,8 +96,10 @@ def webhook_list(
     as_json: JsonOption = False,
 ) -> None:
     """Webhooks with their last delivery and failures (never the secrets)."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        hooks = _Hooks(backend).list()
+    from ..webhooks.models import WebhookList
+
+    with reported(), open_service(data_dir, url, token) as service:
+        hooks: list[WebhookInfo] = service.get(WebhookList, "/core/webhooks").root
     if as_json:
         print_json(hooks)
         return
@@ -240,8 +139,10 @@ def webhook_remove(
     token: TokenOption = None,
 ) -> None:
     """Remove a webhook; events not yet delivered to it are dropped."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        _Hooks(backend).remove(name)
+    from ..webhooks.models import WebhookRemoved
+
+    with reported(), open_service(data_dir, url, token) as service:
+        service.call(WebhookRemoved, "DELETE", _path(name))
     typer.echo(f"removed webhook {name!r}")
 
 
@@ -254,8 +155,10 @@ def webhook_test(
     as_json: JsonOption = False,
 ) -> None:
     """Send a signed WEBHOOK_TEST event now and print the receiver's answer."""
-    with reported(), open_backend(data_dir, url, token) as backend:
-        result = _Hooks(backend).test(name)
+    from ..webhooks.models import TestResult
+
+    with reported(), open_service(data_dir, url, token) as service:
+        result = service.call(TestResult, "POST", f"{_path(name)}/test")
     if as_json:
         print_json(result)
     elif result.ok:

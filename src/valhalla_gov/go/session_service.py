@@ -137,9 +137,9 @@ def end_session(
 ) -> GoSession:
     """End the active session. With none ever started: the inactive default.
     With the last one already ended: that session, unchanged."""
-    return end_session_outcome(
-        store=store, clock=clock, actor=actor, notes=notes, watcher=watcher
-    )[0]
+    return end_session_outcome(store=store, clock=clock, actor=actor, notes=notes, watcher=watcher)[
+        0
+    ]
 
 
 def end_session_outcome(

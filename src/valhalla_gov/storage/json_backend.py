@@ -38,9 +38,12 @@ class JsonStore:
 
     blocking = False
 
-    def __init__(self, data_dir: Path, schema: Schema) -> None:
+    def __init__(self, data_dir: Path, schema: Schema, *, create: bool = True) -> None:
+        """``create=False`` refuses a missing data dir instead of making one."""
         self.data_dir = Path(data_dir)
         self.schema = schema
+        if not create and not self.data_dir.is_dir():
+            raise StorageUnavailableError(self.data_dir, "no such data dir")
         json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}

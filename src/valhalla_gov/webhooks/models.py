@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 Format = Literal["json", "slack"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -142,3 +142,7 @@ class TestResult(BaseModel):
     error: str | None
     delivery_id: str
     duration_ms: float
+
+
+class WebhookList(RootModel[list[WebhookInfo]]):
+    """What ``GET /core/webhooks`` answers."""
