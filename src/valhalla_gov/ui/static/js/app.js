@@ -77,6 +77,58 @@ function canOperate() {
   return scopes.includes("operator") || scopes.includes("owner");
 }
 
+// ----------------------------------------------------------- panel states
+
+// Each panel shows only what it has read from the server. Until then, and
+// whenever it cannot read, a status line says why (loading, no access, an
+// error) instead of a default that could be mistaken for the truth.
+const PANELS = {
+  band: { id: "band-card", what: "cone band" },
+  health: { id: "health-card", what: "health" },
+  session: { id: "session-card", what: "session" },
+  playbook: { id: "playbook", what: "playbook" },
+  history: { id: "history", what: "history" },
+  audit: { id: "audit", what: "audit tail" },
+};
+
+function panelReady(name) {
+  return $(PANELS[name].id).dataset.state === "ready";
+}
+
+/** status: "loading" | "ready" | "error" | "unauthorised" */
+function setPanel(name, status, err = null) {
+  const { id, what } = PANELS[name];
+  const panel = $(id);
+  const line = panel.querySelector(".panel-status");
+  panel.dataset.state = status;
+  line.dataset.kind = status;
+  if (status === "ready") {
+    panel.dataset.read = formatTime(serverNow());
+    line.textContent = "";
+    line.hidden = true;
+    return;
+  }
+  let text = "Loading…";
+  if (status === "unauthorised") {
+    text =
+      err && err.status === 403
+        ? `Your token may not read the ${what}${err.detail ? `: ${err.detail}` : ""}.`
+        : `Can't read the ${what} until you enter a token.`;
+  } else if (status === "error") {
+    const why =
+      err instanceof ApiError ? err.message : `The page hit a problem (${err && err.message}).`;
+    const kept = panel.dataset.read ? ` Showing what was read at ${panel.dataset.read}.` : "";
+    text = `Could not read the ${what}. ${why}${kept}`;
+  }
+  line.textContent = text;
+  line.hidden = false;
+}
+
+function panelFailed(name, err) {
+  const denied = err instanceof ApiError && (err.status === 401 || err.status === 403);
+  setPanel(name, denied ? "unauthorised" : "error", err);
+}
+
 // --------------------------------------------------------------- messages
 
 function say(text, kind = "info") {
@@ -230,12 +282,23 @@ async function refresh({ withHistory = false } = {}) {
     if (summary.status === "fulfilled") {
       state.summary = summary.value;
       renderSummary(summary.value);
+      for (const name of ["session", "health", "playbook"]) setPanel(name, "ready");
+    } else {
+      for (const name of ["session", "health", "playbook"]) panelFailed(name, summary.reason);
     }
     if (cone.status === "fulfilled") {
       state.cone = cone.value;
       renderCone(cone.value);
+      setPanel("band", "ready");
+    } else {
+      panelFailed("band", cone.reason);
     }
-    if (audit.status === "fulfilled") renderAudit(audit.value.items || []);
+    if (audit.status === "fulfilled") {
+      renderAudit(audit.value.items || []);
+      setPanel("audit", "ready");
+    } else {
+      panelFailed("audit", audit.reason);
+    }
   } catch (err) {
     report(err, "Could not show the latest state");
     return;
@@ -814,7 +877,9 @@ async function loadHistory(index, { quiet = false } = {}) {
     history.cursors.length = index + 1;
     history.nextCursor = page.next_cursor || null;
     renderHistory(page.items || []);
+    setPanel("history", "ready");
   } catch (err) {
+    if (seq === history.seq) panelFailed("history", err);
     if (!quiet) report(err, "Could not load the history");
   } finally {
     if (seq === history.seq) {
@@ -863,6 +928,8 @@ async function busy(controls, work) {
 
 async function onSessionSubmit(event) {
   event.preventDefault();
+  // The form is only shown once the session has been read; never act on a guess.
+  if (!panelReady("session")) return;
   const active = Boolean(state.summary && state.summary.session && state.summary.session.active);
   const action = (event.submitter && event.submitter.value) || (active ? "end" : "start");
   const box = $("session-notes");
