@@ -116,8 +116,10 @@ def test_cli_beside_a_running_server_shares_the_invariants(tmp_path: Path) -> No
             text=True,
             check=False,
         )
-        assert again.returncode == 0
-        assert json.loads(again.stdout) == ended
+        # Ended over HTTP: the CLI sees it and refuses to end it again.
+        assert again.returncode == 1
+        assert again.stdout == ""
+        assert f"the last one, {ended['id']}, ended {ended['ended_at_utc']}" in again.stderr
         refused = subprocess.run(
             [VALHALLA, "go", "start", "--data-dir", str(data_dir)],
             capture_output=True,
