@@ -10,7 +10,7 @@ from playwright.sync_api import Page, Route, expect
 
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token
-from valhalla_gov.storage.json_backend import JsonStore
+from valhalla_gov.compose import open_json
 from valhalla_gov.timeutil import utc_now
 
 pytestmark = pytest.mark.live
@@ -33,7 +33,7 @@ def status(page: Page, panel: str) -> str:
 def test_without_a_token_no_panel_guesses(page: Page, server: LiveServer) -> None:
     # A session is active and a token exists: a client without one may read nothing.
     _, token = create_token(
-        store=JsonStore(server.data_dir), name="ops", scopes=["owner"], actor="t", clock=utc_now
+        store=open_json(server.data_dir), name="ops", scopes=["owner"], actor="t", clock=utc_now
     )
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.url, timeout=10, headers=auth) as http:
