@@ -22,7 +22,7 @@ import httpx2 as httpx
 
 from ..auth.ratelimit import RateLimiter
 from ..auth.service import LOCAL_OWNER, Authenticator
-from .client import CliError, Service
+from .service import CliError, Service
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
