@@ -18,6 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .auth.ratelimit import RateLimiter
+from .auth.service import Authenticator
 from .compose import FEATURES, build_context
 from .context import AppContext
 from .core_router import core
@@ -35,9 +37,19 @@ from .ui.router import mount_ui
 log = logging.getLogger("valhalla_gov")
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utc_now,
+    authenticator: Authenticator | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> FastAPI:
+    """The app on ``settings``; ``authenticator`` and ``rate_limiter`` are
+    for the CLI's in-process app (see :func:`compose.build_context`)."""
     settings = settings or Settings()
-    ctx = build_context(settings, clock=clock)
+    ctx = build_context(
+        settings, clock=clock, authenticator=authenticator, rate_limiter=rate_limiter
+    )
     app = FastAPI(
         title="Valhalla GO",
         version=__version__,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .audit.feature import FEATURE as AUDIT
 from .auth.feature import FEATURE as AUTH
 from .auth.ratelimit import RateLimiter
+from .auth.service import Authenticator
 from .cone.canon import load_canon
 from .cone.feature import FEATURE as CONE
 from .context import AppContext
@@ -74,13 +75,22 @@ def open_store(settings: Settings) -> Store:
     return open_json(settings.data_dir)
 
 
-def build_context(settings: Settings, *, clock: Clock = utc_now) -> AppContext:
+def build_context(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    authenticator: Authenticator | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> AppContext:
+    """``authenticator`` and ``rate_limiter`` replace the ones the settings
+    make: the CLI's in-process app serves the local owner, without limits."""
     ctx = AppContext(
         settings=settings,
         store=open_store(settings),
         canon=load_canon(settings.canon_file),
         playbook=load_playbook(settings.playbook_file),
-        rate_limiter=RateLimiter(
+        rate_limiter=rate_limiter
+        or RateLimiter(
             start_session=settings.rate_limit_start_session,
             writes=settings.rate_limit_writes,
             redis_url=settings.redis_url,
@@ -89,6 +99,7 @@ def build_context(settings: Settings, *, clock: Clock = utc_now) -> AppContext:
         ),
         clock=clock,
         readiness=READINESS,
+        authenticator=authenticator or Authenticator(),
     )
     for feature in FEATURES:
         for extension in feature.build(ctx) if feature.build is not None else ():

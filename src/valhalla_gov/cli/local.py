@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio.from_thread
 import httpx2 as httpx
@@ -142,7 +142,7 @@ def local_app(settings: Settings) -> FastAPI:
     from ..textfiles import ConfigFileError
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, authenticator=LocalOwner(), rate_limiter=NoLimits())
     except (StorageError, ConfigFileError) as exc:
         raise CliError(f"error: {exc}") from None
     except Exception as exc:
@@ -154,9 +154,6 @@ def local_app(settings: Settings) -> FastAPI:
         if isinstance(exc, SchemaOutOfDateError | SQLAlchemyError):
             raise CliError(f"error: {describe(settings)}: {_first_line(exc)}") from None
         raise
-    ctx: Any = app.state.ctx
-    ctx.authenticator = LocalOwner()
-    ctx.rate_limiter = NoLimits()
     return app
 
 
