@@ -114,3 +114,9 @@ def test_off_a_terminal_nothing_passes() -> None:
     plain = io.StringIO()
     SafeTextStream(plain).write("\x1b[31mred\x1b[0m")
     assert plain.getvalue() == "\\u001b[31mred\\u001b[0m"
+
+
+def test_a_line_ending_cr_lf_is_kept_a_lone_cr_is_not() -> None:
+    plain = io.StringIO()
+    SafeTextStream(plain).write("a,b\r\nfake\roverwrite\n")
+    assert plain.getvalue() == "a,b\r\nfake\\u000doverwrite\n"

@@ -17,12 +17,13 @@ import sys
 from typing import TextIO
 
 # C0 controls except newline and tab, DEL, C1 controls, line/paragraph
-# separators, bidi embeddings, overrides and isolates.
-_DANGEROUS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# separators, bidi embeddings, overrides and isolates; a carriage return only
+# where it does not end a line (CSV output ends lines with CR LF, harmless).
+_DANGEROUS = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
 _SGR_PARAM = r"(?:0|1|2|3|4|22|23|24|3[1-79]|9[0-7])"
 _SGR = rf"\x1b\[(?:{_SGR_PARAM}(?:;{_SGR_PARAM})*)?m"
-_ESCAPE = re.compile(f"[{_DANGEROUS}]")
-_ESCAPE_KEEPING_SGR = re.compile(f"({_SGR})|[{_DANGEROUS}]")
+_ESCAPE = re.compile(_DANGEROUS)
+_ESCAPE_KEEPING_SGR = re.compile(f"({_SGR})|{_DANGEROUS}")
 # In JSON text, C0 controls are already escaped by the encoder.
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
