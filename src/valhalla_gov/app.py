@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .api_docs import document
 from .auth.ratelimit import RateLimiter
 from .auth.service import Authenticator
 from .compose import FEATURES, build_context
@@ -67,11 +69,12 @@ def create_app(
     app.include_router(core)
     app.include_router(metrics_router)
     mount_ui(app)
+    document(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=[
                 "Retry-After",
@@ -79,6 +82,7 @@ def create_app(
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
                 "X-Request-ID",
+                "Valhalla-Noop",
             ],
         )
     _install_error_handlers(app, ctx)
@@ -139,7 +143,7 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         # A body that is not text (any content type) is echoed as readable
         # text: decoding it strictly would turn the 422 into a 500.
         errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _printable})
-        body = json.dumps({"detail": errors}, ensure_ascii=True)
+        body = json.dumps({"detail": [_capped(e) for e in errors]}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(UnstorableValueError)
@@ -184,6 +188,21 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
 def _printable(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
+
+
+# A 422 echoes what was refused; a 10,000-character note is not worth
+# sending back whole.
+ECHO_LIMIT = 200
+
+
+def _capped(error: dict[str, Any]) -> dict[str, Any]:
+    value = error.get("input")
+    if value is None or isinstance(value, bool | int | float):
+        return error
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) <= ECHO_LIMIT:
+        return error
+    return {**error, "input": f"{text[:ECHO_LIMIT]}... ({len(text):,} characters)"}
 
 
 def app_from_env() -> FastAPI:

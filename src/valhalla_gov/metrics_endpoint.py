@@ -74,7 +74,12 @@ def render(ctx: AppContext) -> bytes:
     return generate_latest(registry)
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    dependencies=[Depends(VIEWER)],
+)
 def metrics(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Response:
     """Request counts and latencies, session, band, health, audit, rate-limit and
     webhook figures."""

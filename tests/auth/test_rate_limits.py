@@ -187,8 +187,10 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
     """``--workers 3``, no Redis: 429 at the configured count, not at 3 times it.
     Requests go out concurrently on fresh connections so every worker takes
     some; the JSON access log shows which ones did."""
+    # Cone decisions: every one counts (a refused session start does not).
     limit, extra = 12, 6
-    env = {"VALHALLA_RATE_LIMIT_START_SESSION": f"{limit}/hour"}
+    env = {"VALHALLA_RATE_LIMIT_WRITES": f"{limit}/hour"}
+    decide = {"engine": "flips", "action": "run"}
     with LiveServer(tmp_path / "data", workers=3, env=env, log_level="info") as server:
         codes: list[int] = []
         lock = threading.Lock()
@@ -197,7 +199,7 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
         def start() -> None:
             with httpx.Client(base_url=server.url, timeout=30) as http:
                 barrier.wait(30)
-                resp = http.post("/core/go/start_session", json={"notes": "burst"})
+                resp = http.post("/core/cone/decide", json=decide)
             with lock:
                 codes.append(resp.status_code)
 
@@ -205,8 +207,8 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
         for t in threads:
             t.start()
         join_all(threads)
-        assert sorted(codes) == sorted([200] + [409] * (limit - 1) + [429] * extra), codes
-        after = httpx.post(f"{server.url}/core/go/start_session", json={})
+        assert sorted(codes) == sorted([200] * limit + [429] * extra), codes
+        after = httpx.post(f"{server.url}/core/cone/decide", json=decide)
         assert after.status_code == 429
     lines = [
         json.loads(line)
@@ -216,6 +218,6 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
     pids = {
         x["pid"]
         for x in lines
-        if x.get("logger") == "valhalla_gov.access" and x.get("route") == "/core/go/start_session"
+        if x.get("logger") == "valhalla_gov.access" and x.get("route") == "/core/cone/decide"
     }
     assert len(pids) >= 2, "one worker took every request: the test proved nothing"

@@ -29,7 +29,12 @@ def _event_name(event: str | None) -> str | None:
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/events", response_model=AuditPage, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/events",
+    response_model=AuditPage,
+    summary="Audit events, newest first",
+    dependencies=[Depends(VIEWER)],
+)
 def list_events(
     ctx: Ctx,
     event: Annotated[
@@ -57,7 +62,12 @@ def list_events(
     )
 
 
-@router.get("/verify", response_model=AuditVerifyResult, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/verify",
+    response_model=AuditVerifyResult,
+    summary="Verify the audit hash chain",
+    dependencies=[Depends(VIEWER)],
+)
 def verify(
     ctx: Ctx,
     anchor: Annotated[

@@ -37,6 +37,8 @@ class Guard:
         identity = request.scope.get("state", {}).get("identity")
         if not isinstance(identity, Identity):
             identity = await self._authenticate(request, ctx, host)
+        # Known from here on: a refusal below is logged with who was refused.
+        request.state.actor = identity.name
         if not identity.allows(self.scope):
             raise ForbiddenError(
                 f"this needs the '{self.scope}' scope; {identity.name!r} has "
@@ -45,8 +47,15 @@ class Guard:
             )
         if self.rule is not None:
             key = f"token:{identity.name}" if identity.via == "token" else f"addr:{host}"
-            response.headers.update(ctx.rate_limiter.hit(self.rule, key))
-        request.state.actor = identity.name
+            if self.rule == RULE_START_SESSION:
+                # Checked now, counted only once a session has started: a
+                # start refused (409, 503) must not use up the hour's starts.
+                response.headers.update(ctx.rate_limiter.check(self.rule, key))
+                request.state.count_start = functools.partial(
+                    ctx.rate_limiter.record, self.rule, key
+                )
+            else:
+                response.headers.update(ctx.rate_limiter.hit(self.rule, key))
         return identity
 
     @staticmethod

@@ -203,9 +203,26 @@ class RateLimiter:
 
     def hit(self, rule: str, key: str) -> dict[str, str]:
         """Count one request; return RateLimit headers, or raise 429 / 503."""
+        return self._count(rule, key, consume=True)
+
+    def check(self, rule: str, key: str) -> dict[str, str]:
+        """Like :meth:`hit`, without counting: is there room for one more?"""
+        return self._count(rule, key, consume=False)
+
+    def record(self, rule: str, key: str) -> dict[str, str]:
+        """Count a request that has already been served: never refuses it."""
+        try:
+            return self.hit(rule, key)
+        except (RateLimitedError, ServiceUnavailableError):
+            return {}
+
+    def _count(self, rule: str, key: str, *, consume: bool) -> dict[str, str]:
         item = self.rules[rule]
         try:
-            allowed = self._limiter.hit(item, rule, key)
+            if consume:
+                allowed = self._limiter.hit(item, rule, key)
+            else:
+                allowed = self._limiter.test(item, rule, key)
             stats = self._limiter.get_window_stats(item, rule, key)
         except LimitsStorageError as exc:
             return self._outage(exc)

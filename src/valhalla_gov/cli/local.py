@@ -54,7 +54,7 @@ class NoLimits(RateLimiter):
         self.fail_open = True
         self.backend = "none"
 
-    def hit(self, rule: str, key: str) -> dict[str, str]:
+    def _count(self, rule: str, key: str, *, consume: bool) -> dict[str, str]:
         return {}
 
 

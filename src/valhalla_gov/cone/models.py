@@ -29,10 +29,26 @@ class ConeState(BaseModel):
 
 
 class ConeSetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Where the cone moves, and why (both go into the audit log)."""
 
-    band: Band
-    reason: str = Field(min_length=1, max_length=MAX_TEXT)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"band": "C", "reason": "cash runway under 6 months"}]},
+    )
+
+    band: Band = Field(
+        description="A (expansion), B (caution), C (stabilize) or D (survival); any case."
+    )
+    reason: str = Field(
+        min_length=1, max_length=MAX_TEXT, description="Why the band moves; not blank."
+    )
+
+    @field_validator("band", mode="before")
+    @classmethod
+    def _band_any_case(cls, value: object) -> object:
+        # "c" is band C, as on the command line.
+        return value.strip().upper() if isinstance(value, str) else value
+
     metrics: Annotated[
         dict[str, Any] | None, AfterValidator(bounded_json), AfterValidator(ensure_utf8)
     ] = Field(
@@ -60,10 +76,21 @@ class ConeSetRequest(BaseModel):
 
 
 class ConeDecideRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Which engine wants to take which action."""
 
-    engine: str = Field(min_length=1, max_length=200)
-    action: Action
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"engine": "flips", "action": "run"}]}
+    )
+
+    engine: str = Field(
+        min_length=1, max_length=200, description="The engine's name, as the canon lists it."
+    )
+    action: Action = Field(description="run, scale or optimize; any case.")
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class ConeDecision(BaseModel):

@@ -66,10 +66,19 @@ class NextStep(BaseModel):
 
 
 class CompleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A playbook step to mark done (or not done again)."""
 
-    step_id: str = Field(min_length=1, max_length=200)
-    done: bool = True
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"step_id": "preflight_view_dashboard", "notes": "band B, yellow"}]
+        },
+    )
+
+    step_id: str = Field(
+        min_length=1, max_length=200, description="The step's id, as the checklist lists it."
+    )
+    done: bool = Field(default=True, description="False marks the step not done again.")
     notes: Text | None = Field(
         default=None,
         description="Left out: the step's notes stay as they are; null clears them.",

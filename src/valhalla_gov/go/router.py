@@ -17,15 +17,29 @@ router = APIRouter(prefix="/go", tags=["GO playbook"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/checklist", response_model=Checklist, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/checklist",
+    response_model=Checklist,
+    summary="The playbook checklist",
+    dependencies=[Depends(VIEWER)],
+)
 def checklist(ctx: Ctx) -> Checklist:
+    """Every playbook step with its state: done, its notes, whether it fits
+    the current band and whether red health blocks it."""
     return service.get_checklist(
         store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
     )
 
 
-@router.get("/next_step", response_model=NextStep, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/next_step",
+    response_model=NextStep,
+    summary="The next playbook step",
+    dependencies=[Depends(VIEWER)],
+)
 def next_step(ctx: Ctx) -> NextStep:
+    """The first step not done that fits the band and is not blocked (or
+    null), with a message saying why when there is none."""
     return service.get_next_step(
         store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
     )
@@ -34,14 +48,20 @@ def next_step(ctx: Ctx) -> NextStep:
 @router.post(
     "/complete",
     response_model=CompleteResult,
+    summary="Mark a playbook step done (or not)",
     responses={
-        404: {"description": "Unknown step"},
-        409: {"description": "The step is blocked or needs a better band"},
+        404: {"description": "Unknown step; the detail lists the known ones."},
+        409: {
+            "description": "The step needs a better band, or red health blocks it (the "
+            "detail says which)."
+        },
     },
 )
 def complete(
     body: CompleteRequest, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_WRITE)]
 ) -> CompleteResult:
+    """Mark a step done, or not done again (audited `GO_STEP_SET`); the
+    active session, if any, records it in `steps_completed`."""
     return service.complete_step(
         store=ctx.store,
         playbook=ctx.playbook,
@@ -55,6 +75,13 @@ def complete(
     )
 
 
-@router.get("/summary", response_model=GoSummary, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/summary",
+    response_model=GoSummary,
+    summary="Session, next step, checklist and health in one call",
+    dependencies=[Depends(VIEWER)],
+)
 def summary(ctx: Ctx) -> GoSummary:
+    """What the GO page shows: the current session, the next step, the
+    checklist and the health (with the cone state)."""
     return get_summary(store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher)

@@ -14,6 +14,10 @@ from ..timeutil import UtcDateTime, as_utc
 from . import session_service
 from .session_models import GoSession, SessionNotes, SessionPage
 
+# Set to "true" on an answer whose write changed nothing (an end with no
+# active session), so a client can tell the operator their notes were not saved.
+NOOP_HEADER = "Valhalla-Noop"
+
 router = APIRouter(prefix="/go", tags=["GO session"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -30,6 +34,7 @@ class _LastBody:
     "/session",
     response_model=GoSession,
     response_class=Response,
+    summary="The current GO session",
     dependencies=[Depends(VIEWER)],
 )
 async def get_session(request: Request) -> Response:
@@ -50,23 +55,49 @@ async def get_session(request: Request) -> Response:
 @router.post(
     "/start_session",
     response_model=GoSession,
-    responses={409: {"description": "A session is already active; it is returned unchanged."}},
+    summary="Start a GO session",
+    responses={
+        409: {
+            "description": "A session is already active; `session` in the body is that "
+            "session, unchanged."
+        }
+    },
 )
 def start_session(
-    body: SessionNotes, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_START)]
+    body: SessionNotes,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(OPERATOR_START)],
+    request: Request,
+    response: Response,
 ) -> GoSession:
-    """Start a work session with a snapshot of cone and health."""
-    return session_service.start_session(
+    """Start a work session with a snapshot of cone and health. Only a start
+    that happened counts against the start limit."""
+    session = session_service.start_session(
         store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
     )
+    count = getattr(request.state, "count_start", None)
+    if count is not None:
+        response.headers.update(count())
+    return session
 
 
-# Set to "true" on an answer whose write changed nothing (an end with no
-# active session), so a client can tell the operator their notes were not saved.
-NOOP_HEADER = "Valhalla-Noop"
-
-
-@router.post("/end_session", response_model=GoSession)
+@router.post(
+    "/end_session",
+    response_model=GoSession,
+    summary="End the GO session",
+    responses={
+        200: {
+            "description": "The ended session; with none active, the last one (or the "
+            "inactive default) unchanged, and the header `Valhalla-Noop: true`.",
+            "headers": {
+                NOOP_HEADER: {
+                    "schema": {"type": "string"},
+                    "description": '"true" when no session was active, so nothing changed.',
+                }
+            },
+        }
+    },
+)
 def end_session(
     body: SessionNotes,
     ctx: Ctx,
@@ -82,7 +113,12 @@ def end_session(
     return session
 
 
-@router.get("/sessions", response_model=SessionPage, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/sessions",
+    response_model=SessionPage,
+    summary="Ended GO sessions, newest first",
+    dependencies=[Depends(VIEWER)],
+)
 def list_sessions(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
@@ -103,8 +139,10 @@ def list_sessions(
 @router.get(
     "/sessions/{session_id}",
     response_model=GoSession,
-    responses={404: {}},
+    summary="One GO session by id",
+    responses={404: {"description": "No session has that id."}},
     dependencies=[Depends(VIEWER)],
 )
 def get_session_by_id(session_id: str, ctx: Ctx) -> GoSession:
+    """A session, the current one or one from the history."""
     return session_service.get_session_by_id(store=ctx.store, session_id=session_id)

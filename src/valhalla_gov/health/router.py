@@ -16,12 +16,19 @@ router = APIRouter(tags=["health"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/status/ryg", response_model=HealthStatus, dependencies=[Depends(VIEWER)])
+@router.get(
+    "/status/ryg",
+    response_model=HealthStatus,
+    summary="The red / yellow / green health light",
+    dependencies=[Depends(VIEWER)],
+)
 def status_ryg(ctx: Ctx) -> HealthStatus:
+    """The light with its reasons and each check behind it (band, deny rate,
+    storage, audit chain, recent server errors)."""
     return service.get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
 
 
-@router.get("/healthz", response_model=Liveness, dependencies=[Depends(PUBLIC)])
+@router.get("/healthz", response_model=Liveness, summary="Liveness", dependencies=[Depends(PUBLIC)])
 def healthz() -> Liveness:
     """The process is up and answering."""
     return Liveness(ok=True)
@@ -30,10 +37,13 @@ def healthz() -> Liveness:
 @router.get(
     "/readyz",
     response_model=Readiness,
+    summary="Readiness",
     dependencies=[Depends(PUBLIC)],
     responses={503: {"model": Readiness, "description": "Storage is corrupt or unwritable."}},
 )
 def readyz(ctx: Ctx) -> Readiness | JSONResponse:
+    """Whether every stored document reads as its model and storage is
+    writable; 503 with the reasons otherwise. Public: it carries no data."""
     ready = service.get_readiness(store=ctx.store, checks=ctx.readiness)
     if not ready.ready:
         return JSONResponse(status_code=503, content=ready.model_dump())

@@ -84,7 +84,21 @@ class Outbox(BaseModel):
 
 
 class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A receiver to notify, and of what."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/valhalla",
+                    "name": "ops-chat",
+                    "events": ["GO_SESSION_START", "GO_SESSION_END"],
+                    "format": "json",
+                }
+            ]
+        },
+    )
 
     url: str = Field(min_length=1, max_length=MAX_URL, description="http:// or https:// only.")
     name: str | None = Field(
