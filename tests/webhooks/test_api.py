@@ -179,3 +179,16 @@ def test_settings_refuse_a_lease_shorter_than_a_send(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, webhook_lease_seconds=10, webhook_read_timeout=8)
     with pytest.raises(ValueError, match="32"):
         Settings(data_dir=tmp_path, webhook_key="short")
+
+
+def test_the_cli_refuses_a_bad_url_locally(data_dir: Path) -> None:
+    from tests.cli.conftest import Cli
+
+    cli = Cli(data_dir)
+    result = cli.local("webhook", "add", "ftp://example.com/x")
+    assert result.exit_code == 2, result.output
+    assert "only http:// and https://" in result.output
+    added = cli.local("webhook", "add", "http://127.0.0.1:9/x", "--events", "all,CONE_SET")
+    assert added.exit_code == 2
+    assert "'all' stands alone" in added.output
+    assert "no webhooks" in cli.local("webhook", "list").output

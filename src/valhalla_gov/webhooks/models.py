@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 Format = Literal["json", "slack"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -112,6 +114,52 @@ class WebhookCreate(BaseModel):
         description=f'Audit event names, or ["all"]; default: {", ".join(DEFAULT_EVENTS)}.',
     )
     format: Format = Field(default="json", description="json, or slack for chat webhooks.")
+
+    # Checked here, so a bad value is the documented 422 over HTTP.
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str) -> str:
+        return valid_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _event_names(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else valid_events(value)
+
+
+def valid_url(url: str) -> str:
+    """A webhook URL we are willing to send to (http or https, with a host)."""
+    text = url.strip()
+    if len(text) > MAX_URL or any(ord(c) < 33 or ord(c) == 127 for c in text):
+        raise ValueError("the URL must be at most 2048 characters without spaces")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL: {exc}") from None
+    if parts.scheme not in {"http", "https"}:
+        raise ValueError("only http:// and https:// webhook URLs are allowed")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    return text
+
+
+def valid_events(events: list[str]) -> list[str]:
+    """Event names as given (deduplicated, in order), or ``["all"]``."""
+    names = list(dict.fromkeys(e.strip() for e in events if e.strip()))
+    if not names:
+        raise ValueError("name at least one event, or 'all'")
+    if ALL_EVENTS in names:
+        if len(names) > 1:
+            raise ValueError("'all' stands alone: it already takes every event")
+        return [ALL_EVENTS]
+    bad = [n for n in names if not re.match(EVENT_PATTERN, n)]
+    if bad:
+        raise ValueError(
+            f"not event names: {', '.join(repr(b) for b in bad[:5])}; "
+            "use audit event names such as GO_SESSION_START, or 'all'"
+        )
+    return names
 
 
 class DeliveryInfo(BaseModel):

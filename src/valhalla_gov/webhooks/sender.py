@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ..errors import InvalidInputError
-from .models import MAX_URL
-
 if TYPE_CHECKING:  # imported when the first sender is made: workers start faster
     pass
 
@@ -33,23 +30,6 @@ class Attempt:
     status: int | None
     error: str | None
     duration_ms: float
-
-
-def check_url(url: str) -> str:
-    """A webhook URL we are willing to send to, or InvalidInputError."""
-    text = url.strip()
-    if len(text) > MAX_URL or any(ord(c) < 33 or ord(c) == 127 for c in text):
-        raise InvalidInputError("the URL must be at most 2048 characters without spaces")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise InvalidInputError(f"not a usable URL: {exc}") from None
-    if parts.scheme not in {"http", "https"}:
-        raise InvalidInputError("only http:// and https:// webhook URLs are allowed")
-    if not parts.hostname:
-        raise InvalidInputError("the URL has no host")
-    return text
 
 
 def redact_url(url: str) -> str:
