@@ -8,13 +8,12 @@ import hashlib
 import hmac
 import http.server
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-
-from tests.live.server import free_port
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,12 @@ class Receiver:
     """``with Receiver() as rx: ... rx.url ... rx.received``."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        # Until start(), the port is held bound but not listening: connections
+        # are refused, and no other process on this busy machine can take it.
+        self._hold: socket.socket | None = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._hold.bind(("127.0.0.1", port or 0))
+        self.port: int = self._hold.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.status = 200
         self.location: str | None = None  # answered with 3xx statuses
@@ -79,6 +83,9 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -86,6 +93,9 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
