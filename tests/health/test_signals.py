@@ -488,3 +488,11 @@ def test_reasons_list_every_non_green_check(
     assert health.reasons == [health.checks["band"].detail, health.checks["server_errors"].detail]
     assert "waiting for KPIs" in health.reasons[0]
     assert "all signals green" not in health.reasons
+
+
+def test_one_decision_is_singular(tmp_path: Path) -> None:
+    from valhalla_gov.health.service import _decisions
+
+    assert _decisions(1) == "1 cone decision"
+    assert _decisions(0) == "0 cone decisions"
+    assert _decisions(2) == "2 cone decisions"

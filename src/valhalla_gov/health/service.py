@@ -39,12 +39,12 @@ def _deny_rate_check(store: Store, limits: Thresholds) -> CheckResult:
         return CheckResult(
             status="green",
             detail=(
-                f"{total} cone decisions so far; drift is judged from {limits.deny_min_decisions}"
+                f"{_decisions(total)} so far; drift is judged from {limits.deny_min_decisions}"
             ),
         )
     denied = sum(1 for d in decisions if not d.get("allowed"))
     rate = denied / total
-    text = f"deny rate {rate:.0%} over the last {total} cone decisions"
+    text = f"deny rate {rate:.0%} over the last {_decisions(total)}"
     if rate >= limits.deny_rate_red:
         return CheckResult(status="red", detail=f"{text} (red from {limits.deny_rate_red:.0%})")
     if rate >= limits.deny_rate_yellow:
@@ -141,3 +141,7 @@ def get_readiness(*, store: Store, checks: Iterable[Callable[[Store], object]] =
             if str(exc) not in problems:
                 problems.append(str(exc))
     return Readiness(ready=not problems, reasons=problems)
+
+
+def _decisions(count: int) -> str:
+    return f"{count} cone decision" + ("" if count == 1 else "s")
