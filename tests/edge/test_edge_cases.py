@@ -66,7 +66,11 @@ def test_emoji_notes_over_http_in_history_and_in_exports(
 def test_every_csv_injection_prefix_is_neutralised(cli: Cli, seeder: Seeder, prefix: str) -> None:
     start, end = f"{prefix}1+2", f'{prefix}HYPERLINK("http://evil.example")'
     seeder.session(minutes=1, start_notes=start, end_notes=end)
-    row = _csv(cli.local("sessions", "export").stdout)[0]
+    # To a file: what a spreadsheet opens (stdout escapes control characters
+    # for the terminal, so a tab or CR would not show as itself there).
+    out = seeder.data_dir.parent / f"export-{ord(prefix)}.csv"
+    assert cli.local("sessions", "export", "--output", str(out)).exit_code == 0
+    row = _csv(out.read_bytes().decode("utf-8"))[0]
     # A leading apostrophe: the spreadsheet shows text, never runs a formula.
     assert row["start_notes"] == "'" + start
     assert row["end_notes"] == "'" + end
