@@ -31,6 +31,12 @@ def read_state(reader: Reader) -> ConeState:
     return _parse_state(reader.read_document(CONE_STATE))
 
 
+def cached_state(store: Store) -> ConeState:
+    """:func:`read_state` through the store's cache (parsed once per stored
+    value). The result is shared: read-only."""
+    return store.read_cached(CONE_STATE, _parse_state)
+
+
 # Roles whose decisions count towards the deny rate; lines written before roles
 # were recorded (no "role") count as they always did.
 DRIFT_ROLES = frozenset({"operator", "owner", None})

@@ -3,24 +3,34 @@
 Every check reads a bounded amount (a few documents, the newest lines of two
 logs, the audit lines appended since the last look), so the cost does not
 grow with the audit log.
+
+Health is also taken inside writes (a GO session's snapshot), so nothing here
+writes, and what was already judged is not judged again: documents are parsed
+once per stored value (``read_cached``), the deny rate and the error count are
+kept per store with the version of the log they were counted from
+(``log_version``, which every append from any worker or replica changes) and
+the thresholds they used, and the error count also with the moment its oldest
+counted error leaves the window. The chain watcher is incremental already.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit.service import ChainWatcher
 from ..cone.canon import BAND_MEANING
 from ..cone.models import ConeState
-from ..cone.service import get_cone_state
-from ..cone.store import recent_decisions
+from ..cone.store import DECISIONS, cached_state, recent_decisions
 from ..storage.errors import StorageCorruptError, StorageError
 from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
 from .models import STATUS_RANK, CheckResult, HealthStatus, Readiness, Thresholds
-from .store import SERVER_ERRORS, load_thresholds
+from .store import SERVER_ERRORS, cached_thresholds
 
 
 def _band_check(cone: ConeState) -> CheckResult:
@@ -32,7 +42,48 @@ def _band_check(cone: ConeState) -> CheckResult:
     return CheckResult(status="red", detail=f"cone band {cone.band} ({meaning}): {cone.reason}")
 
 
-def _deny_rate_check(store: Store, limits: Thresholds) -> CheckResult:
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """A check result and what it was computed from."""
+
+    version: str  # the log's version, read before the log was
+    limits: Thresholds
+    result: CheckResult
+    at: datetime | None = None  # the clock then (error count only)
+    until: datetime | None = None  # when the oldest counted error leaves the window
+
+
+class _Memo:
+    def __init__(self) -> None:
+        self.deny: _Counted | None = None
+        self.errors: _Counted | None = None
+
+
+_MEMOS: weakref.WeakKeyDictionary[Store, _Memo] = weakref.WeakKeyDictionary()
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo(store: Store) -> _Memo:
+    with _MEMOS_LOCK:
+        memo = _MEMOS.get(store)
+        if memo is None:
+            memo = _MEMOS[store] = _Memo()
+        return memo
+
+
+def _deny_rate_check(store: Store, limits: Thresholds, memo: _Memo) -> CheckResult:
+    # The version first: an append racing the scan leaves an older version
+    # beside a newer count, which the next call recounts (never the reverse).
+    version = store.log_version(DECISIONS)
+    hit = memo.deny
+    if hit is not None and hit.version == version and hit.limits == limits:
+        return hit.result
+    result = _count_denials(store, limits)
+    memo.deny = _Counted(version, limits, result)
+    return result
+
+
+def _count_denials(store: Store, limits: Thresholds) -> CheckResult:
     decisions = recent_decisions(store=store, window=limits.deny_window)
     total = len(decisions)
     if total < limits.deny_min_decisions:
@@ -66,13 +117,38 @@ def _error_time(record: dict[str, Any]) -> datetime:
     )
 
 
-def _errors_check(store: Store, limits: Thresholds, clock: Clock) -> CheckResult:
-    since = clock() - timedelta(minutes=limits.error_window_minutes)
+def _errors_check(store: Store, limits: Thresholds, clock: Clock, memo: _Memo) -> CheckResult:
+    now = clock()
+    version = store.log_version(SERVER_ERRORS)
+    hit = memo.errors
+    if (
+        hit is not None
+        and hit.version == version
+        and hit.limits == limits
+        and hit.at is not None
+        and hit.at <= now  # a clock stepped back may bring older errors in
+        and (hit.until is None or now <= hit.until)
+    ):
+        return hit.result
+    span = timedelta(minutes=limits.error_window_minutes)
+    since = now - span
     count = 0
+    oldest: datetime | None = None
     for entry in store.scan_log(SERVER_ERRORS):
-        if _error_time(entry.record) < since:
+        moment = _error_time(entry.record)
+        if moment < since:
             break
         count += 1
+        oldest = moment if oldest is None else min(oldest, moment)
+    result = _errors_result(count, limits)
+    # The count holds until its oldest error ages out: the window's start
+    # moves forward only, so no error it stopped at comes back in.
+    until = None if oldest is None else oldest + span
+    memo.errors = _Counted(version, limits, result, at=now, until=until)
+    return result
+
+
+def _errors_result(count: int, limits: Thresholds) -> CheckResult:
     window = f"{limits.error_window_minutes:g} minutes"
     if count >= limits.errors_red:
         return CheckResult(
@@ -91,16 +167,19 @@ def _guard(name: str, checks: dict[str, CheckResult], fn: Any, *args: Any) -> An
 
 
 def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
+    memo = _memo(store)
     checks: dict[str, CheckResult] = {}
-    cone: ConeState | None = _guard("band", checks, lambda: get_cone_state(store=store))
+    cone: ConeState | None = _guard("band", checks, lambda: cached_state(store))
     if cone is not None:
         checks["band"] = _band_check(cone)
-    limits: Thresholds | None = _guard("thresholds", checks, lambda: load_thresholds(store=store))
+    limits: Thresholds | None = _guard("thresholds", checks, lambda: cached_thresholds(store=store))
     effective = limits or Thresholds()
-    deny = _guard("deny_rate", checks, _deny_rate_check, store, effective)
+    deny = _guard("deny_rate", checks, _deny_rate_check, store, effective, memo)
     if deny is not None:
         checks["deny_rate"] = deny
-    problems = store.probe()
+    # Asked without writing a probe file: this runs on the request path and
+    # inside writes; readiness still makes the test write.
+    problems = store.probe(write=False)
     checks["storage"] = (
         CheckResult(status="red", detail="; ".join(problems))
         if problems
@@ -115,7 +194,7 @@ def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> H
         if broken
         else CheckResult(status="green", detail="audit chain intact")
     )
-    errors = _guard("server_errors", checks, _errors_check, store, effective, clock)
+    errors = _guard("server_errors", checks, _errors_check, store, effective, clock, memo)
     if errors is not None:
         checks["server_errors"] = errors
     worst = max(checks.values(), key=lambda c: STATUS_RANK[c.status]).status

@@ -19,11 +19,19 @@ SERVER_ERRORS = Log("server_errors", file="server_errors.jsonl")
 SCHEMA = Schema(documents=(THRESHOLDS,), logs=(SERVER_ERRORS,))
 
 
-def load_thresholds(*, store: Store) -> Thresholds:
-    raw = store.read_document(THRESHOLDS)
+def _parse_thresholds(raw: Any | None) -> Thresholds:
     if raw is None:
         return Thresholds()
     return parse_stored(Thresholds, raw, where=THRESHOLDS.file, what="set of thresholds")
+
+
+def load_thresholds(*, store: Store) -> Thresholds:
+    return _parse_thresholds(store.read_document(THRESHOLDS))
+
+
+def cached_thresholds(*, store: Store) -> Thresholds:
+    """:func:`load_thresholds` through the store's cache (shared: read-only)."""
+    return store.read_cached(THRESHOLDS, _parse_thresholds)
 
 
 def record_server_error(*, store: Store, record: dict[str, Any]) -> None:

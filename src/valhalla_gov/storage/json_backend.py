@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -149,13 +150,23 @@ class JsonStore:
             raise StorageUnavailableError(self.log_path(log), f"cannot stat: {exc}") from exc
         return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
-    def probe(self) -> list[str]:
+    def probe(self, *, write: bool = True) -> list[str]:
         problems: list[str] = []
         for doc in self.schema.documents:
             try:
-                self.read_document(doc)
+                if write:
+                    self.read_document(doc)
+                else:
+                    # Parsed once per content: the bytes are the cache key.
+                    self.read_cached(doc, _parses)
             except StorageError as exc:
                 problems.append(str(exc))
+        problem = self._write_probe() if write else self._writable_problem()
+        if problem is not None:
+            problems.append(f"{self.data_dir}: data dir is not writable ({problem})")
+        return problems
+
+    def _write_probe(self) -> str | None:
         # Per thread: concurrent probes (parallel /readyz) must not unlink each other's file.
         probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
         try:
@@ -165,11 +176,36 @@ class JsonStore:
             finally:
                 os.close(fd)
         except OSError as exc:
-            problems.append(f"{self.data_dir}: data dir is not writable ({exc.strerror or exc})")
+            return exc.strerror or str(exc)
         finally:
             with contextlib.suppress(OSError):  # also when the write failed (disk full)
                 probe.unlink()
-        return problems
+        return None
+
+    def _writable_problem(self) -> str | None:
+        """What would refuse a small new file in the data dir, asked without
+        writing one: permission or a read-only mount (``access`` answers
+        EROFS for those, root included), no free block or no free inode."""
+        try:
+            if not os.access(self.data_dir, os.W_OK | os.X_OK):
+                return os.strerror(errno.EROFS if _read_only(self.data_dir) else errno.EACCES)
+            fs = os.statvfs(self.data_dir)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        if fs.f_bavail == 0 or (fs.f_files and fs.f_favail == 0):
+            return os.strerror(errno.ENOSPC)
+        return None
+
+
+def _parses(_value: Any | None) -> None:
+    """A parse step for :meth:`JsonStore.read_cached` that keeps nothing."""
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def log_torn(path: Path, offset: int) -> None:

@@ -144,8 +144,14 @@ class Store(Reader, Protocol):
         process or replica): what live readers poll before scanning."""
         ...
 
-    def probe(self) -> list[str]:
-        """Problems that make the store unusable now (empty when healthy)."""
+    def probe(self, *, write: bool = True) -> list[str]:
+        """Problems that make the store unusable now (empty when healthy).
+
+        ``write=False`` asks the same questions without writing anything (for
+        checks on the request path): writability is judged from what the
+        system reports (permissions, read-only mounts, free space) instead of
+        by a test write, and unchanged documents are not parsed again.
+        """
         ...
 
 

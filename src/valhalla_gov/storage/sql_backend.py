@@ -289,7 +289,8 @@ class SqlStore:
         with self._reader() as conn:
             return str(conn.execute(query).scalar())
 
-    def probe(self) -> list[str]:
+    def probe(self, *, write: bool = True) -> list[str]:
+        del write  # nothing is written either way: the database answers reads
         try:
             problem = self.schema_problem()
         except StorageUnavailableError as exc:
