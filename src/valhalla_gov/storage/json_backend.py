@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import json
 import logging
@@ -48,6 +49,7 @@ class JsonStore:
         json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
+        self._held = threading.local()
 
     def describe(self) -> str:
         return f"json:{self.data_dir.resolve()}"
@@ -59,15 +61,25 @@ class JsonStore:
         return self.data_dir / log.file
 
     # -- documents -------------------------------------------------------
+    def _doc_bytes(self, path: Path) -> bytes | None:
+        known: _Known | None = getattr(self._held, "known", None)
+        if known is None:
+            return json_store.read_bytes(path)
+        # This thread holds the lock (inside a transaction): what it last
+        # read or wrote is still what is stored.
+        return known.doc_bytes(path)
+
     def read_document(self, doc: Document) -> Any | None:
         path = self.doc_path(doc)
-        return unwrap(doc, str(path), json_store.read_json(path))
+        raw = self._doc_bytes(path)
+        stored = None if raw is None else json_store.parse_json_bytes(path, raw)
+        return unwrap(doc, str(path), stored)
 
     def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
         # Keyed on the file's bytes, not its stat: a rewrite within one clock
         # tick can keep size and mtime, and a recycled inode number the inode.
         path = self.doc_path(doc)
-        raw = json_store.read_bytes(path)
+        raw = self._doc_bytes(path)
         key = (doc.name, parse)
         hit = self._parsed.get(key)
         if hit is not None and hit[0] == raw:
@@ -80,7 +92,13 @@ class JsonStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:
         with self._lock.hold():
-            txn = _JsonTxn(self)
+            # What the lock holder has read or written is known until it lets
+            # go: nobody else writes meanwhile. Nested transactions (a service
+            # calling another) share it, so neither sees the other's past.
+            outer: _Known | None = getattr(self._held, "known", None)
+            known = outer if outer is not None else _Known()
+            self._held.known = known
+            txn = _JsonTxn(self, known)
             try:
                 yield txn
             except BaseException:
@@ -88,6 +106,8 @@ class JsonStore:
                 # full) takes back the earlier ones of the same operation.
                 txn.rollback()
                 raise
+            finally:
+                self._held.known = outer
 
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
@@ -216,34 +236,71 @@ def log_torn(path: Path, offset: int) -> None:
     )
 
 
+class _Known:
+    """Files as the lock holder last read or wrote them (the lock keeps them so)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[Path, bytes | None] = {}  # a document's bytes (None: absent)
+        self.tails: dict[Path, dict[str, Any] | None] = {}  # a log's last record
+        self.terminated: set[Path] = set()  # logs known to end with a newline
+
+    def doc_bytes(self, path: Path) -> bytes | None:
+        if path not in self.docs:
+            self.docs[path] = json_store.read_bytes(path)
+        return self.docs[path]
+
+    def forget(self) -> None:
+        self.docs.clear()
+        self.tails.clear()
+        self.terminated.clear()
+
+
 class _JsonTxn:
     """Operations under the data-dir lock; each write is durable on return,
-    and remembered so that :meth:`rollback` can take it back."""
+    and remembered so that :meth:`rollback` can take it back.
 
-    def __init__(self, store: JsonStore) -> None:
+    Each file is read at most once per lock hold: a document's bytes and a
+    log's last record are kept from the first read (or this holder's own
+    write) on, since no other writer can change them meanwhile.
+    """
+
+    def __init__(self, store: JsonStore, known: _Known) -> None:
         self._store = store
+        self._known = known
         # (path, old bytes or None) for documents, (path, old size) for logs.
         self._undo: list[tuple[Path, bytes | int | None]] = []
 
     def read_document(self, doc: Document) -> Any | None:
-        return self._store.read_document(doc)
+        path = self._store.doc_path(doc)
+        raw = self._known.doc_bytes(path)
+        # Parsed afresh each time: the caller owns (and may change) what it gets.
+        stored = None if raw is None else json_store.parse_json_bytes(path, raw)
+        return unwrap(doc, str(path), stored)
 
     def write_document(self, doc: Document, value: Any) -> None:
         path = self._store.doc_path(doc)
-        before = json_store.read_bytes(path)
-        json_store.write_json(path, wrap(doc, value))
+        before = self._known.doc_bytes(path)
+        payload = json_store.encode_document(wrap(doc, value))
+        self._known.docs.pop(path, None)  # unknown if the write fails half-way
+        json_store.write_bytes_atomic(path, payload)
+        self._known.docs[path] = payload
         self._undo.append((path, before))
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         line = (json_store.canonical_json(record) + "\n").encode("utf-8")
+        self._forget_log(path)
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
+        # The record as a reader will parse it (not the caller's own dict).
+        self._known.tails[path] = json.loads(line)
+        self._known.terminated.add(path)
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
+        self._forget_log(path)
         start = json_store.file_size(path)
         count = json_store.append_lines(
             path, ((json_store.canonical_json(r) + "\n").encode("utf-8") for r in records)
@@ -251,10 +308,15 @@ class _JsonTxn:
         self._undo.append((path, start))
         return count
 
+    def _forget_log(self, path: Path) -> None:
+        self._known.tails.pop(path, None)
+        self._known.terminated.discard(path)
+
     def rollback(self) -> None:
         """Undo this transaction's writes, newest first (log cuts free space
         before documents are restored). A crash mid-rollback is covered by
         the services' write order."""
+        self._known.forget()  # files change under what was known
         for path, before in reversed(self._undo):
             try:
                 if isinstance(before, int):
@@ -268,9 +330,13 @@ class _JsonTxn:
         self._undo.clear()
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        for entry in self._store.scan_log(log):
-            return entry.record
-        return None
+        path = self._store.log_path(log)
+        tails = self._known.tails
+        if path not in tails:
+            tails[path] = next((e.record for e in self._store.scan_log(log)), None)
+        tail = tails[path]
+        # A copy: the caller owns what it gets, as with a fresh read.
+        return None if tail is None else copy.deepcopy(tail)
 
     def _set_aside_torn_tail(self, path: Path) -> None:
         """Move an unfinished last line into a side file before appending.
@@ -278,7 +344,10 @@ class _JsonTxn:
         Appending after it would glue two records into one corrupt line; the
         torn bytes are kept (never dropped in silence) next to the log.
         """
+        if path in self._known.terminated:
+            return
         if json_store.ends_with_newline(path):
+            self._known.terminated.add(path)
             return
         size = json_store.file_size(path)
         tail = json_store.last_line(path)

@@ -21,6 +21,8 @@ from typing import Any
 from .errors import StorageCorruptError, StorageUnavailableError, UnstorableValueError
 
 _CHUNK = 64 * 1024
+# Backward scans start small: most want one record (a chain's last line).
+_FIRST_CHUNK = 4 * 1024
 
 
 class FileOps:
@@ -138,7 +140,12 @@ def write_json(path: Path, data: Any) -> None:
     On any failure (ENOSPC included) the old file is left as it was and the
     temporary file is removed.
     """
-    write_bytes_atomic(path, (_strict_dumps(data, indent=2) + "\n").encode())
+    write_bytes_atomic(path, encode_document(data))
+
+
+def encode_document(data: Any) -> bytes:
+    """A document's bytes as :func:`write_json` stores them."""
+    return (_strict_dumps(data, indent=2) + "\n").encode()
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -267,8 +274,10 @@ def iter_lines_backward(
         pos = size if end is None else min(end, size)
         drop_last = on_unterminated is not None
         tail = b""
+        chunk = _FIRST_CHUNK
         while pos > 0:
-            step = min(_CHUNK, pos)
+            step = min(chunk, pos)
+            chunk = min(chunk * 4, _CHUNK)
             pos -= step
             fh.seek(pos)
             block = fh.read(step) + tail
