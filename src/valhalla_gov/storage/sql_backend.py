@@ -12,9 +12,11 @@ chain) stay in order.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,8 @@ _MAX_BATCH = 1000
 # PostgreSQL NOTIFY channel for "a log gained records"; the payload is the
 # schema, so databases shared by several schemas wake only their own readers.
 LOG_CHANNEL = "valhalla_log_append"
+# Health re-reads the schema revision at most this often (readiness always).
+SCHEMA_RECHECK_S = 5.0
 # An arbitrary, fixed 64-bit key: every Valhalla writer takes this one lock.
 _PG_LOCK_KEY = 0x56414C48414C4C41  # "VALHALLA"
 
@@ -155,6 +159,7 @@ class SqlStore:
             else self.engine
         )
         self._local = threading.local()
+        self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
             if problem is not None:
@@ -199,6 +204,9 @@ class SqlStore:
             raise self._unavailable(exc) from exc
 
     def read_document(self, doc: Document) -> Any | None:
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            return txn.read_document(doc)
         with self._reader() as conn:
             return document_placement(doc).read(conn)
 
@@ -290,43 +298,68 @@ class SqlStore:
             return str(conn.execute(query).scalar())
 
     def probe(self, *, write: bool = True) -> list[str]:
-        del write  # nothing is written either way: the database answers reads
-        try:
-            problem = self.schema_problem()
-        except StorageUnavailableError as exc:
-            return [str(exc)]
-        if problem is not None:
-            return [f"{redact(self.url)}: {problem}"]
+        # Nothing is written either way. ``write=False`` (health, also inside
+        # writes) re-reads the schema revision at most every few seconds (it
+        # changes only by `valhalla db upgrade`) and reads the documents on
+        # the caller's connection (its transaction's, inside one).
+        fresh = self._schema_ok_at is not None and (
+            time.monotonic() - self._schema_ok_at < SCHEMA_RECHECK_S
+        )
+        if write or not fresh:
+            try:
+                problem = self.schema_problem()
+            except StorageUnavailableError as exc:
+                self._schema_ok_at = None
+                return [str(exc)]
+            if problem is not None:
+                self._schema_ok_at = None
+                return [f"{redact(self.url)}: {problem}"]
+            self._schema_ok_at = time.monotonic()
         problems: list[str] = []
         try:
-            with self.engine.connect() as conn:
-                for doc in self.schema.documents:
-                    try:
-                        document_placement(doc).read(conn)
-                    except StorageCorruptError as exc:
-                        problems.append(f"{redact(self.url)}: {exc}")
-        except SQLAlchemyError as exc:
-            problems.append(str(self._unavailable(exc)))
+            for doc in self.schema.documents:
+                try:
+                    self.read_document(doc)
+                except StorageCorruptError as exc:
+                    problems.append(f"{redact(self.url)}: {exc}")
+        except StorageUnavailableError as exc:
+            problems.append(str(exc))
         return problems
 
 
+_ABSENT = object()
+
+
 class _SqlTxn:
+    """One write transaction. Every writer holds the one writer lock, so what
+    this one has read stays true until it writes it: a document and a log's
+    last record are read once (handed out as copies), and read again after
+    this transaction writes them."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.appended = False  # a log gained records: listeners are told at commit
+        self._docs: dict[str, Any] = {}
+        self._tails: dict[str, Any] = {}
 
     def read_document(self, doc: Document) -> Any | None:
-        return document_placement(doc).read(self.conn)
+        value = self._docs.get(doc.name, _ABSENT)
+        if value is _ABSENT:
+            value = self._docs[doc.name] = document_placement(doc).read(self.conn)
+        return copy.deepcopy(value)
 
     def write_document(self, doc: Document, value: Any) -> None:
+        self._docs.pop(doc.name, None)
         document_placement(doc).write(self.conn, value)
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         self.appended = True
+        self._tails.pop(log.name, None)
         log_placement(log).insert(self.conn, [record])
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         self.appended = True
+        self._tails.pop(log.name, None)
         placement = log_placement(log)
         count = 0
         batch: list[dict[str, Any]] = []
@@ -341,8 +374,11 @@ class _SqlTxn:
         return count
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        placement = log_placement(log)
-        row = self.conn.execute(
-            placement.query(None).order_by(placement.key.desc()).limit(1)
-        ).first()
-        return None if row is None else placement.record(log.name, row)
+        tail = self._tails.get(log.name, _ABSENT)
+        if tail is _ABSENT:
+            placement = log_placement(log)
+            row = self.conn.execute(
+                placement.query(None).order_by(placement.key.desc()).limit(1)
+            ).first()
+            tail = self._tails[log.name] = None if row is None else placement.record(log.name, row)
+        return copy.deepcopy(tail)  # type: ignore[no-any-return]
