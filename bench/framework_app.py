@@ -1,0 +1,45 @@
+"""A framework-only FastAPI app: the floor a Valhalla route cannot beat.
+
+No middleware, no auth, no storage: a GET and a POST that answer a constant
+the size of a GO session (``bench.bench_app.BARE_BODY``), served by uvicorn
+exactly like ``valhalla serve`` (one worker). ``bench.bench_writes`` runs it
+beside the real server and divides by it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+BODY: dict[str, Any] = {
+    "active": False,
+    "route": "framework-only",
+    "detail": "a constant body the size of the inactive session default",
+    "started_at_utc": None,
+    "ended_at_utc": None,
+    "cone_band": None,
+    "status": None,
+    "notes": None,
+    "snapshot": None,
+    "id": None,
+    "padding": "x" * 40,
+}
+
+
+class Notes(BaseModel):
+    notes: str | None = None
+
+
+app = FastAPI()
+
+
+@app.get("/read")
+def read() -> dict[str, Any]:
+    return BODY
+
+
+@app.post("/write")
+def write(body: Notes) -> dict[str, Any]:
+    return {**BODY, "notes": body.notes}
