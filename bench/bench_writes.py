@@ -65,8 +65,16 @@ def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) >= 2 else []
 
 
+def _cpu_ms(pid: int) -> float:
+    """A process's user + system CPU time in ms (-1 for pid 0: not a server)."""
+    if pid == 0:
+        return -1.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def _served(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+def _served(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[int]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -80,7 +88,7 @@ def _served(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterat
             time.sleep(0.1)
         else:
             raise RuntimeError(f"no answer on port {port}: {log.read_text()[-2000:]}")
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -94,9 +102,21 @@ class Client:
     """One keep-alive connection; each call returns its wall time in ms."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.conn = http.client.HTTPConnection(HOST, port, timeout=60)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> float:
+        try:
+            return self._call(method, path, body)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection while the other
+            # blocks ran: reconnect, and time the request again.
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
+            self.conn.connect()
+            return self._call(method, path, body)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> float:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         start = time.perf_counter_ns()
@@ -142,12 +162,79 @@ class Floor:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def timed(*steps: Callable[[], None]) -> float:
-        start = time.perf_counter_ns()
-        for step in steps:
-            step()
-        return (time.perf_counter_ns() - start) / 1e6
+
+def _measure(
+    args: argparse.Namespace,
+    v: Client,
+    v_pid: int,
+    f: Client,
+    f_pid: int,
+    floor: Floor,
+    samples: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+) -> None:
+    def pair() -> None:
+        # Each half is reported too (a start alone would meet its own 409).
+        samples.setdefault("start", []).append(v.call("POST", "/core/go/start_session", {}))
+        samples.setdefault("end", []).append(v.call("POST", "/core/go/end_session", {}))
+
+    def complete() -> None:
+        v.call("POST", "/core/go/complete", {"step_id": STEP})
+
+    def get_session() -> None:
+        v.call("GET", "/core/go/session")
+
+    def get_ryg() -> None:
+        v.call("GET", "/core/status/ryg")
+
+    def fw_post() -> None:
+        f.call("POST", "/write", {"notes": "b"})
+
+    def fw_pair() -> None:
+        fw_post()
+        fw_post()
+
+    def fw_get() -> None:
+        f.call("GET", "/read")
+
+    def raw_pair() -> None:
+        floor.replace()
+        floor.append()
+        floor.append()
+        floor.replace()
+        floor.append()
+
+    def raw_complete() -> None:
+        floor.replace()
+        floor.append()
+
+    def block(pid: int, name: str, op: Callable[[], None]) -> None:
+        """``iterations`` x ``op``: its wall times, and the server's CPU per op
+        (CPU time counts what the server itself spent, however busy the
+        machine is)."""
+        before = _cpu_ms(pid)
+        for _ in range(args.iterations):
+            began = time.perf_counter_ns()
+            op()
+            samples.setdefault(name, []).append((time.perf_counter_ns() - began) / 1e6)
+        if pid:
+            cpu.setdefault(name, []).append((_cpu_ms(pid) - before) / args.iterations)
+
+    for _ in range(args.warmup):  # imports, caches, connection pools
+        for op in (pair, complete, get_session, get_ryg, fw_pair, fw_get):
+            op()
+    for _ in range(args.rounds):
+        for name, op in (
+            ("pair", pair),
+            ("complete", complete),
+            ("get_session", get_session),
+            ("get_ryg", get_ryg),
+        ):
+            block(v_pid, name, op)
+        for name, op in (("fw_pair", fw_pair), ("fw_post", fw_post), ("fw_get", fw_get)):
+            block(f_pid, name, op)
+        block(0, "raw_pair", raw_pair)
+        block(0, "raw_complete", raw_complete)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,50 +259,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if len(_pin(1)):
         os.sched_setaffinity(0, {1})
     samples: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        samples.setdefault(name, []).append(value)
-
+    cpu: dict[str, list[float]] = {}  # server CPU ms per operation, per block
     with (
-        _served(_pin(0) + valhalla, env, v_port, work / "valhalla.log"),
-        _served(_pin(0) + framework, {**env, "PYTHONPATH": str(ROOT)}, f_port, work / "fw.log"),
+        _served(_pin(0) + valhalla, env, v_port, work / "valhalla.log") as v_pid,
+        _served(
+            _pin(0) + framework, {**env, "PYTHONPATH": str(ROOT)}, f_port, work / "fw.log"
+        ) as f_pid,
     ):
-        v, f = Client(v_port), Client(f_port)
-        for _ in range(args.warmup):  # imports, caches, connection pools
-            v.call("POST", "/core/go/start_session", {"notes": "w"})
-            v.call("POST", "/core/go/end_session", {"notes": "w"})
-            v.call("GET", "/core/go/session")
-            v.call("GET", "/core/status/ryg")
-            f.call("POST", "/write", {"notes": "w"})
-            f.call("GET", "/read")
-        for _ in range(args.rounds):
-            for _ in range(args.iterations):
-                start = v.call("POST", "/core/go/start_session", {"notes": "b"})
-                end = v.call("POST", "/core/go/end_session", {"notes": "b"})
-                add("start", start)
-                add("end", end)
-                add("pair", start + end)
-                add("complete", v.call("POST", "/core/go/complete", {"step_id": STEP}))
-                add("get_session", v.call("GET", "/core/go/session"))
-                add("get_ryg", v.call("GET", "/core/status/ryg"))
-            for _ in range(args.iterations):
-                add(
-                    "fw_pair",
-                    f.call("POST", "/write", {"notes": "b"})
-                    + f.call("POST", "/write", {"notes": "b"}),
-                )
-                add("fw_post", f.call("POST", "/write", {"notes": "b"}))
-                add("fw_get", f.call("GET", "/read"))
-            for _ in range(args.iterations):
-                add(
-                    "raw_pair",
-                    floor.timed(
-                        floor.replace, floor.append, floor.append, floor.replace, floor.append
-                    ),
-                )
-                add("raw_complete", floor.timed(floor.replace, floor.append))
+        _measure(args, Client(v_port), v_pid, Client(f_port), f_pid, floor, samples, cpu)
     shutil.rmtree(work, ignore_errors=True)
     p50 = {name: statistics.median(values) for name, values in samples.items()}
+    cpu_ms = {name: statistics.median(values) for name, values in cpu.items()}
     ratios = {
         "pair / floor (2 framework POSTs + raw start+end writes)": p50["pair"]
         / (p50["fw_pair"] + p50["raw_pair"]),
@@ -232,6 +286,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "iterations": args.iterations,
         "p50_ms": {k: round(val, 3) for k, val in sorted(p50.items())},
         "ratios": {k: round(val, 3) for k, val in ratios.items()},
+        "server_cpu_ms_per_op": {k: round(val, 3) for k, val in sorted(cpu_ms.items())},
+        "cpu_ratios": {
+            "pair CPU / 2 framework POSTs' CPU": round(cpu_ms["pair"] / cpu_ms["fw_pair"], 3),
+            "GET session CPU / framework GET CPU": round(
+                cpu_ms["get_session"] / cpu_ms["fw_get"], 3
+            ),
+            "GET ryg CPU / GET session CPU": round(cpu_ms["get_ryg"] / cpu_ms["get_session"], 3),
+        },
     }
 
 
