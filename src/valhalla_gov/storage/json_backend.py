@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import json
 import logging
@@ -241,7 +240,9 @@ class _Known:
 
     def __init__(self) -> None:
         self.docs: dict[Path, bytes | None] = {}  # a document's bytes (None: absent)
-        self.tails: dict[Path, dict[str, Any] | None] = {}  # a log's last record
+        # A log's last record as its JSON line (None: the log is empty): each
+        # caller gets its own parse, which costs less than a deep copy.
+        self.tails: dict[Path, bytes | None] = {}
         self.terminated: set[Path] = set()  # logs known to end with a newline
 
     def doc_bytes(self, path: Path) -> bytes | None:
@@ -293,8 +294,7 @@ class _JsonTxn:
         self._forget_log(path)
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
-        # The record as a reader will parse it (not the caller's own dict).
-        self._known.tails[path] = json.loads(line)
+        self._known.tails[path] = line
         self._known.terminated.add(path)
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
@@ -332,11 +332,12 @@ class _JsonTxn:
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
         path = self._store.log_path(log)
         tails = self._known.tails
-        if path not in tails:
-            tails[path] = next((e.record for e in self._store.scan_log(log)), None)
-        tail = tails[path]
-        # A copy: the caller owns what it gets, as with a fresh read.
-        return None if tail is None else copy.deepcopy(tail)
+        if path in tails:
+            line = tails[path]
+            return None if line is None else self._store._parse_line(path, 0, line)
+        record = next((e.record for e in self._store.scan_log(log)), None)
+        tails[path] = None if record is None else json_store.canonical_json(record).encode()
+        return record
 
     def _set_aside_torn_tail(self, path: Path) -> None:
         """Move an unfinished last line into a side file before appending.
