@@ -91,8 +91,8 @@ class JsonStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:
         with self._lock.hold():
-            # What the lock holder has read or written is known until it lets
-            # go: nobody else writes meanwhile. Nested transactions (a service
+            # What the lock holder has read or written stays known until it
+            # releases the lock: nobody else writes meanwhile. Nested transactions (a service
             # calling another) share it, so neither sees the other's past.
             outer: _Known | None = getattr(self._held, "known", None)
             known = outer if outer is not None else _Known()

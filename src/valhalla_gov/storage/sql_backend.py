@@ -44,7 +44,7 @@ _MAX_BATCH = 1000
 # PostgreSQL NOTIFY channel for "a log gained records"; the payload is the
 # schema, so databases shared by several schemas wake only their own readers.
 LOG_CHANNEL = "valhalla_log_append"
-# Health re-reads the schema revision at most this often (readiness always).
+# ``probe(write=False)`` re-reads the schema revision at most this often.
 SCHEMA_RECHECK_S = 5.0
 # An arbitrary, fixed 64-bit key: every Valhalla writer takes this one lock.
 _PG_LOCK_KEY = 0x56414C48414C4C41  # "VALHALLA"
@@ -298,7 +298,7 @@ class SqlStore:
             return str(conn.execute(query).scalar())
 
     def probe(self, *, write: bool = True) -> list[str]:
-        # Nothing is written either way. ``write=False`` (health, also inside
+        # Nothing is written either way. ``write=False`` (request-path checks, also inside
         # writes) re-reads the schema revision at most every few seconds (it
         # changes only by `valhalla db upgrade`) and reads the documents on
         # the caller's connection (its transaction's, inside one).
