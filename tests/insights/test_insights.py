@@ -220,6 +220,9 @@ def test_insights_route(client: TestClient) -> None:
         {"since": "yesterday"},
         {"since": "2026-03-05T00:00:00.000000Z", "until": "2026-03-01T00:00:00.000000Z"},
         {"since": "1900-01-01T00:00:00.000000Z", "bucket": "day"},
+        # Buckets that would reach past year 1 or year 9999 (found by the fuzz).
+        {"until": "0001-01-01T00:00:00Z"},
+        {"since": "9999-12-01T00:00:00Z", "until": "9999-12-31T00:00:00Z", "bucket": "month"},
     ):
         resp = client.get("/core/go/insights", params=params)
         assert resp.status_code == 422, params

@@ -174,7 +174,8 @@ class Anchor:
         return f"{self.seq}:{self.hash}"
 
 
-ANCHOR_PATTERN = r"^[0-9]{1,18}:[0-9a-f]{64}$"
+# Seq 1 is the first chained event; a seq of 0 names none.
+ANCHOR_PATTERN = r"^[1-9][0-9]{0,17}:[0-9a-f]{64}$"
 
 
 def parse_anchor(text: str) -> Anchor:

@@ -113,7 +113,20 @@ def _facts(record: dict[str, Any], cursor: str) -> _Facts | None:
 def resolve_range(
     *, since: datetime | None, until: datetime | None, bucket: Bucket, now: datetime
 ) -> tuple[datetime, datetime, list[datetime]]:
-    """The range and its bucket starts; 422 when it is inverted or too wide."""
+    """The range and its bucket starts; 422 when it is inverted, too wide, or
+    reaches past the years a date can hold."""
+    try:
+        return _resolve_range(since=since, until=until, bucket=bucket, now=now)
+    except (OverflowError, ValueError):  # timedelta past year 1, replace() past 9999
+        raise InvalidInputError(
+            "the range's buckets reach past the years a date can hold (1 to 9999); "
+            "move since/until inside them"
+        ) from None
+
+
+def _resolve_range(
+    *, since: datetime | None, until: datetime | None, bucket: Bucket, now: datetime
+) -> tuple[datetime, datetime, list[datetime]]:
     end = until or now
     first = bucket_start(since, bucket) if since is not None else bucket_start(end, bucket)
     if since is None:
