@@ -46,7 +46,7 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed before later packages start their own event loops
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     need(
