@@ -64,7 +64,8 @@ from valhalla_gov.auth.service import LOCAL_ACTOR
 from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.go import session_service
 from valhalla_gov.go.session_store import CURRENT
-from valhalla_gov.storage.json_store import canonical_json, read_json, write_json
+from valhalla_gov.storage.encoding import canonical_json
+from valhalla_gov.storage.json_store import read_json, write_json
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.timeutil import utc_now

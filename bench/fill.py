@@ -44,8 +44,9 @@ from valhalla_gov.compose import open_json
 from valhalla_gov.go import session_service
 from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_store import CURRENT, HISTORY
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.json_store import canonical_json, read_json, write_json
+from valhalla_gov.storage.json_store import read_json, write_json
 from valhalla_gov.timeutil import iso_z, new_id, utc_now
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -42,8 +42,8 @@ from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.go.session_service import list_sessions
 from valhalla_gov.go.session_store import HISTORY
 from valhalla_gov.go.tables import SESSIONS
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.json_store import canonical_json
 from valhalla_gov.storage.sql_placement import LogRows
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/valhalla_bench"

@@ -11,7 +11,7 @@ from typing import Any
 from tests.conftest import FakeClock
 from valhalla_gov.audit.service import GENESIS, chain_hash, record_event
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.storage.json_store import canonical_json
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.protocol import Store
 
 LEGACY_LINES = [

@@ -32,9 +32,9 @@ from valhalla_gov.audit.service import (
 )
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cone.store import CONE_STATE
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.errors import StorageCorruptError
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.json_store import canonical_json
 from valhalla_gov.storage.protocol import Store
 
 

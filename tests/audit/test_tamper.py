@@ -36,8 +36,8 @@ from valhalla_gov.audit.service import (
 from valhalla_gov.cli import app as cli_app
 from valhalla_gov.errors import InvalidInputError
 from valhalla_gov.settings import Settings
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.errors import StorageCorruptError
-from valhalla_gov.storage.json_store import canonical_json
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import parse_iso
 

@@ -26,7 +26,7 @@ from valhalla_gov.audit.service import chain_hash, record_event, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.go.session_store import HISTORY
-from valhalla_gov.storage import json_store
+from valhalla_gov.storage import encoding, json_store
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Log
 from valhalla_gov.timeutil import utc_now
@@ -69,7 +69,7 @@ def _half_appended(store: JsonStore, log: Log, record: dict[str, Any]) -> tuple[
     """Write the first half of ``record``'s line, as an append in progress
     has; return the path and the half still to come."""
     path = store.log_path(log)
-    line = (json_store.canonical_json(record) + "\n").encode()
+    line = (encoding.canonical_json(record) + "\n").encode()
     with open(path, "ab") as fh:
         fh.write(line[: len(line) // 2])
     return path, line[len(line) // 2 :]

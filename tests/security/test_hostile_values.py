@@ -20,7 +20,7 @@ from tests.security.helpers import data_dir_digest
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.constants import MAX_FREE_FORM_DEPTH, MAX_FREE_FORM_KEYS
-from valhalla_gov.storage import json_store
+from valhalla_gov.storage import encoding
 from valhalla_gov.storage.errors import UnstorableValueError
 from valhalla_gov.storage.protocol import Store
 
@@ -132,12 +132,12 @@ def test_metrics_at_the_limits_are_kept(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [math.nan, math.inf, -math.inf, {"a": [math.nan]}, _nested(json_store.MAX_DEPTH + 1)],
+    [math.nan, math.inf, -math.inf, {"a": [math.nan]}, _nested(encoding.MAX_DEPTH + 1)],
     ids=["nan", "inf", "-inf", "nested-nan", "too-deep"],
 )
 def test_storage_refuses_non_standard_json(value: Any) -> None:
     with pytest.raises(UnstorableValueError):
-        json_store.canonical_json({"v": value})
+        encoding.canonical_json({"v": value})
 
 
 def test_a_refused_value_takes_back_the_writes_before_it(store: Store) -> None:

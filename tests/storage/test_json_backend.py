@@ -18,13 +18,13 @@ from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import SCHEMA, open_json
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.errors import (
     InvalidCursorError,
     StorageCorruptError,
     StorageUnavailableError,
 )
 from valhalla_gov.storage.json_backend import JsonStore
-from valhalla_gov.storage.json_store import canonical_json
 from valhalla_gov.storage.protocol import Document
 
 BACKEND_LOGGER = "valhalla_gov.storage.json_backend"

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInputError
 from ..observability.metrics import AUDIT_EVENTS
+from ..storage.encoding import canonical_json
 from ..storage.errors import InvalidCursorError, StorageCorruptError
-from ..storage.json_store import canonical_json
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
 from .models import AuditEvent, AuditHead, AuditPage, AuditVerifyResult

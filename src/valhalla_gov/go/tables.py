@@ -14,8 +14,8 @@ from sqlalchemy import Boolean, Column, Index, String, Table, Text, text
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConflictError
+from ..storage.encoding import canonical_json
 from ..storage.errors import StorageCorruptError
-from ..storage.json_store import canonical_json
 from ..storage.sql_placement import KeyedRows
 from ..storage.sql_schema import metadata
 from .legacy import session_id

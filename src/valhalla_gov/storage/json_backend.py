@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import json_store
+from . import encoding, json_store
 from .errors import (
     InvalidCursorError,
     StorageCorruptError,
@@ -111,7 +111,7 @@ class JsonStore:
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
         try:
-            value = json.loads(line)
+            value = encoding.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StorageCorruptError(
                 path, f"line at byte {offset} does not parse as JSON ({exc}); left untouched"
@@ -290,7 +290,7 @@ class _JsonTxn:
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
-        line = (json_store.canonical_json(record) + "\n").encode("utf-8")
+        line = encoding.canonical_bytes(record) + b"\n"
         self._forget_log(path)
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
@@ -303,7 +303,7 @@ class _JsonTxn:
         self._forget_log(path)
         start = json_store.file_size(path)
         count = json_store.append_lines(
-            path, ((json_store.canonical_json(r) + "\n").encode("utf-8") for r in records)
+            path, (encoding.canonical_bytes(r) + b"\n" for r in records)
         )
         self._undo.append((path, start))
         return count
@@ -336,7 +336,7 @@ class _JsonTxn:
             line = tails[path]
             return None if line is None else self._store._parse_line(path, 0, line)
         record = next((e.record for e in self._store.scan_log(log)), None)
-        tails[path] = None if record is None else json_store.canonical_json(record).encode()
+        tails[path] = None if record is None else encoding.canonical_bytes(record)
         return record
 
     def _set_aside_torn_tail(self, path: Path) -> None:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageCorruptError, StorageUnavailableError, UnstorableValueError
+from .encoding import document_bytes, loads
+from .errors import StorageCorruptError, StorageUnavailableError
 
 _CHUNK = 64 * 1024
 # Backward scans start small: most want one record (a chain's last line).
@@ -59,39 +60,6 @@ class FileOps:
 fs = FileOps()
 
 
-# Deeper values are refused at the storage layer whatever the caller checked:
-# every stored value must read back and serialise again (pydantic and the
-# json module both have recursion limits), or one write would break reads.
-MAX_DEPTH = 64
-
-
-def check_storable(value: Any) -> None:
-    """Raise UnstorableValueError for nesting past MAX_DEPTH (NaN and Infinity
-    are refused by the strict dumps below)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                raise UnstorableValueError(f"nested deeper than {MAX_DEPTH} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-
-
-def _strict_dumps(value: Any, **kwargs: Any) -> str:
-    check_storable(value)
-    try:
-        # allow_nan=False: NaN and Infinity are not JSON; other readers choke on them.
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs)
-    except ValueError as exc:
-        raise UnstorableValueError(f"not standard JSON: {exc}") from exc
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for hashing and for stored lines."""
-    return _strict_dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def _unavailable(path: Path, exc: OSError) -> StorageUnavailableError:
     if exc.errno == errno.ENOSPC:
         return StorageUnavailableError(path, "no space left on device; nothing was written")
@@ -100,7 +68,7 @@ def _unavailable(path: Path, exc: OSError) -> StorageUnavailableError:
 
 def parse_json_bytes(path: Path, raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StorageCorruptError(
             path, f"does not parse as JSON ({exc}); left untouched, fix or move it aside"
@@ -145,7 +113,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def encode_document(data: Any) -> bytes:
     """A document's bytes as :func:`write_json` stores them."""
-    return (_strict_dumps(data, indent=2) + "\n").encode()
+    return document_bytes(data)
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:

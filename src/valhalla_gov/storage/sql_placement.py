@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, Connection, Select, Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from .encoding import canonical_json, loads
 from .errors import InvalidCursorError, StorageCorruptError
-from .json_store import canonical_json
 from .protocol import Document, Log, unwrap, wrap
 from .sql_schema import documents, log_records
 
@@ -53,7 +53,7 @@ class SqlLog(Protocol):
 
 def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
     try:
-        value = json.loads(body)
+        value = loads(body)
     except json.JSONDecodeError as exc:
         raise StorageCorruptError(f"{where} row {key}", f"does not parse as JSON ({exc})") from exc
     if not isinstance(value, dict):
@@ -82,7 +82,7 @@ class DocumentRow:
             return None
         where = f"documents row {self.doc.name!r}"
         try:
-            stored = json.loads(text)
+            stored = loads(text)
         except json.JSONDecodeError as exc:
             raise StorageCorruptError(where, f"does not parse ({exc})") from exc
         return unwrap(self.doc, where, stored)
