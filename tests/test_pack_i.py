@@ -7,8 +7,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from valhalla_gov.compose import open_json
 from valhalla_gov.core_router import core
 from valhalla_gov.go.session_models import GoSession
+from valhalla_gov.go.session_reads import get_session
 from valhalla_gov.go.session_router import router
-from valhalla_gov.go.session_service import end_session, get_session, start_session
+from valhalla_gov.go.session_service import end_session, start_session
 from valhalla_gov.go.session_store import load_session, save_session
 
 

@@ -25,7 +25,7 @@ from .auth.service import Authenticator
 from .compose import FEATURES, build_context
 from .context import AppContext
 from .core_router import core
-from .errors import DomainError
+from .errors import DomainError, storage_unavailable
 from .health.store import record_server_error
 from .metrics_endpoint import router as metrics_router
 from .observability import logs
@@ -125,7 +125,7 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
             status_code=503,
-            content={"detail": f"storage unavailable: {exc}", "file": exc.path},
+            content=storage_unavailable(exc),
         )
 
     @app.exception_handler(DomainError)

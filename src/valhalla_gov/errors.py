@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .storage.errors import StorageError
 
 
 class DomainError(Exception):
@@ -53,3 +56,9 @@ class RateLimitedError(DomainError):
 
 class ServiceUnavailableError(DomainError):
     status_code = 503
+
+
+def storage_unavailable(exc: StorageError) -> dict[str, Any]:
+    """The 503 body for a storage error: what the app answers, and what the
+    CLI's direct reads answer in its place (so one mapping reads both)."""
+    return {"detail": f"storage unavailable: {exc}", "file": exc.path}

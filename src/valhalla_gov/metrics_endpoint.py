@@ -17,7 +17,7 @@ from .audit.metrics import AuditHeadCollector
 from .auth.deps import VIEWER
 from .cone.canon import BANDS
 from .context import AppContext, get_ctx
-from .go.session_service import get_session
+from .go.session_reads import get_session
 from .health.service import get_health_status
 from .observability.metrics import INSTRUMENTS
 from .storage.errors import StorageError

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from limits import parse
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -149,7 +148,13 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_start_session", "rate_limit_writes")
     @classmethod
-    def _limit_notation(cls, value: str) -> str:
+    def _limit_notation(cls, value: str, info: ValidationInfo) -> str:
+        # The defaults are known good (tests/auth/test_rate_limits.py parses them):
+        # importing `limits` for them would cost every CLI command ~0.05 s.
+        if info.field_name and value == cls.model_fields[info.field_name].default:
+            return value
+        from limits import parse
+
         try:
             parse(value)
         except ValueError as exc:

@@ -221,3 +221,19 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
         if x.get("logger") == "valhalla_gov.access" and x.get("route") == "/core/cone/decide"
     }
     assert len(pids) >= 2, "one worker took every request: the test proved nothing"
+
+
+@pytest.mark.parametrize("name", ["rate_limit_start_session", "rate_limit_writes"])
+def test_default_limits_parse_and_bad_ones_are_refused(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Settings skip parsing their own defaults (to keep `limits` out of the
+    # CLI's start-up): the defaults must be valid notation.
+    from limits import parse
+    from pydantic import ValidationError
+
+    default = Settings.model_fields[name].default
+    assert parse(default).amount > 0
+    monkeypatch.setenv(f"VALHALLA_{name.upper()}", "ten per hour")
+    with pytest.raises(ValidationError, match="is not a rate limit"):
+        Settings()

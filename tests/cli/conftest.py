@@ -30,6 +30,8 @@ CLEAN_ENV: dict[str, str | None] = {
     "VALHALLA_DATABASE_URL": None,
     "VALHALLA_PLAYBOOK_FILE": None,
     "VALHALLA_CANON_FILE": None,
+    # Set by tests/conftest.py for the test client; a shell has none of these.
+    "VALHALLA_ALLOWED_HOSTS": None,
 }
 
 

@@ -21,11 +21,8 @@ from .client import (
 )
 from .render import cell, print_json, short_time, show, table, valid_text
 
-audit_app = typer.Typer(
-    rich_markup_mode=None,
-    help="The audit log: every state change, in a SHA-256 hash chain.",
-    no_args_is_help=True,
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+audit_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 PAYLOAD_WIDTH = 120
 
 

@@ -18,12 +18,8 @@ BANDS = ("A", "B", "C", "D")
 BAND_MEANING = {"A": "expansion", "B": "caution", "C": "stabilize", "D": "survival"}
 ACTIONS = ("run", "scale", "optimize")
 
-cone_app = typer.Typer(
-    rich_markup_mode=None,
-    help="The cone: the current band (A expansion, B caution, C stabilize, D survival) and "
-    "which engines may run, scale or optimize in it.",
-    no_args_is_help=True,
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+cone_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 BAND_HELP = ", ".join(f"{b} ({BAND_MEANING[b]})" for b in BANDS)
 

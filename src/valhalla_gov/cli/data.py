@@ -14,9 +14,8 @@ if TYPE_CHECKING:
     from ..storage.protocol import Store
     from ..transfer import TransferReport
 
-data_app = typer.Typer(
-    rich_markup_mode=None, help="Move data between a JSON data dir and the configured database."
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+data_app = typer.Typer(rich_markup_mode=None)
 
 
 def _run(source: Store, target: Store) -> TransferReport:

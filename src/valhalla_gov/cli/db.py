@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-db_app = typer.Typer(rich_markup_mode=None, help="SQL backend schema (VALHALLA_DATABASE_URL).")
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+db_app = typer.Typer(rich_markup_mode=None)
 
 UrlOption = Annotated[
     str | None,

@@ -42,12 +42,8 @@ if TYPE_CHECKING:
     from ..go.models import Checklist, ChecklistStep, CompleteResult, NextStep
     from ..go.session_models import GoSession
 
-go_app = typer.Typer(
-    rich_markup_mode=None,
-    help="GO sessions and the playbook: on a data dir (the same store and locks as a running "
-    "server) or on a server with --url.",
-    no_args_is_help=True,
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+go_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 
 NOOP_HEADER = "Valhalla-Noop"  # "true" when a write changed nothing

@@ -1,11 +1,18 @@
-"""Local mode: the service's own FastAPI app, driven in this process.
+"""Local mode: a command on the data dir (or the configured database), in
+this process.
 
-A local command builds the app on the data dir (or the configured database)
-and sends it real HTTP requests over an in-process transport, so it runs the
-very routes, validation, error mapping and audit a server runs, under the
-same store and locks. The operator at the data dir is the owner, as ``local``:
-no token and no rate limit (those protect a server from its clients; whoever
-can run this can already write the files).
+A local command builds the server's own app on the settings and sends it
+real HTTP requests over an in-process transport (:mod:`.inprocess`), so it
+runs the very routes, validation, error mapping and audit a server runs,
+under the same store and locks. The operator at the data dir is the owner,
+as ``local``: no token and no rate limit (those protect a server from its
+clients; whoever can run this can already write the files).
+
+One narrow exception, :data:`DIRECT_READS`: a GET that a command answers
+from the feature's own read function, the one the route calls, without
+building the app (importing FastAPI alone takes longer than a
+``valhalla go status`` should). Its errors become the same answer the app
+would send, so :func:`.service.failure` still maps every error.
 
 Nothing here creates a data dir: only ``valhalla init`` and ``valhalla serve``
 do, so a typo in ``--data-dir`` is an error, never a new empty world.
@@ -13,81 +20,19 @@ do, so a typo in ``--data-dir`` is an error, never a new empty world.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio.from_thread
-import httpx2 as httpx
-
-from ..auth.ratelimit import RateLimiter
-from ..auth.service import LOCAL_OWNER, Authenticator
-from .service import CliError, Service
+from .service import CliError, DirectReply, Service
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    import httpx2 as httpx
+    from pydantic import BaseModel
 
-    from fastapi import FastAPI
-
-    from ..auth.models import Identity
     from ..settings import Settings
     from ..storage.protocol import Store
-    from ..timeutil import Clock
-
-LOCAL_BASE = "http://localhost"  # a Host the security gate always answers
-
-
-class LocalOwner(Authenticator):
-    """Every request is the operator at the data dir: ``local``, owner."""
-
-    def authenticate(
-        self, *, store: Store, clock: Clock, authorization: str | None, client_host: str | None
-    ) -> Identity:
-        return LOCAL_OWNER
-
-
-class NoLimits(RateLimiter):
-    """No rate limit in process (and no Redis round trip per command)."""
-
-    def __init__(self) -> None:
-        self.rules = {}
-        self.fail_open = True
-        self.backend = "none"
-
-    def _count(self, rule: str, key: str, *, consume: bool) -> dict[str, str]:
-        return {}
-
-
-class InProcessTransport(httpx.BaseTransport):
-    """httpx's ASGI transport is async; a blocking portal (one event-loop
-    thread for the life of the command) lets the synchronous CLI use it."""
-
-    def __init__(self, app: FastAPI) -> None:
-        # Errors the app does not handle come back as its 500 answer, as a
-        # server would send them.
-        self._inner = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal()
-        )
-        self._portal = self._portal_cm.__enter__()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-
-        async def send() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-            inner = httpx.Request(
-                request.method, request.url, headers=request.headers, content=body
-            )
-            resp = await self._inner.handle_async_request(inner)
-            content = await resp.aread()
-            return resp.status_code, resp.headers.raw, content
-
-        call: Callable[[], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]] = send
-        status, headers, content = self._portal.call(call)
-        return httpx.Response(status, headers=headers, content=content, request=request)
-
-    def close(self) -> None:
-        self._portal_cm.__exit__(None, None, None)
 
 
 def load_settings(data_dir: Path | None) -> Settings:
@@ -117,13 +62,77 @@ def missing_data_dir(path: Path, flag: bool) -> CliError:
 
 def check_data_dir(settings: Settings, *, flag: bool) -> None:
     """Refuse a data dir that does not exist (a local command never creates one)."""
-    if settings.database_url:
-        return
-    path = settings.data_dir
+    if not settings.database_url:
+        check_dir(settings.data_dir, flag=flag)
+
+
+def check_dir(path: Path, *, flag: bool) -> None:
     if not path.exists():
         raise missing_data_dir(path, flag)
     if not path.is_dir():
         raise CliError(f"error: the data dir {path.resolve()} is not a directory")
+
+
+# The fields of Settings, named here so that deciding on direct reads imports
+# no pydantic-settings (tests/cli/test_direct_reads.py keeps the two equal).
+SETTING_FIELDS = frozenset(
+    [
+        "allowed_hosts",
+        "bind_host",
+        "body_timeout_seconds",
+        "canon_file",
+        "cors_origins",
+        "data_dir",
+        "database_pool_size",
+        "database_url",
+        "events_keepalive_seconds",
+        "events_max_streams",
+        "events_poll_seconds",
+        "header_timeout_seconds",
+        "log_level",
+        "max_body_bytes",
+        "max_connections",
+        "playbook_file",
+        "rate_limit_dir",
+        "rate_limit_fail_open",
+        "rate_limit_start_session",
+        "rate_limit_writes",
+        "redis_url",
+        "trusted_proxies",
+        "webhook_connect_timeout",
+        "webhook_give_up_seconds",
+        "webhook_health_seconds",
+        "webhook_key",
+        "webhook_key_file",
+        "webhook_lease_seconds",
+        "webhook_max_response_bytes",
+        "webhook_poll_seconds",
+        "webhook_read_timeout",
+        "webhook_retry_base_seconds",
+        "webhook_retry_max_seconds",
+        "webhook_worker",
+    ]
+)
+
+
+def plain_data_dir(data_dir: Path | None) -> Path | None:
+    """The data dir when the environment sets no setting but the data dir:
+    then every other setting is its default (no database, canon or playbook
+    file; all valid), and building :class:`Settings` would say nothing more
+    (pydantic-settings' imports alone cost ~0.15 s). None when any other
+    setting is set: the settings decide."""
+    env_dir: str | None = None
+    for name, value in os.environ.items():
+        key = name.lower()  # pydantic-settings matches names in any case
+        if not key.startswith("valhalla_") or key[9:] not in SETTING_FIELDS:
+            continue
+        if key == "valhalla_data_dir" and name == "VALHALLA_DATA_DIR" and value:
+            env_dir = value
+            continue
+        return None
+    if data_dir is not None:
+        return data_dir
+    return Path(env_dir) if env_dir is not None else Path("data")
 
 
 def describe(settings: Settings) -> str:
@@ -135,35 +144,62 @@ def describe(settings: Settings) -> str:
     return str(settings.data_dir)
 
 
-def local_app(settings: Settings) -> FastAPI:
-    """The server's app on these settings, as the local owner."""
-    from ..app import create_app
-    from ..storage.errors import StorageError
-    from ..textfiles import ConfigFileError
+def _go_session(store: Store) -> BaseModel:
+    from ..go.session_reads import get_session
 
-    try:
-        app = create_app(settings, authenticator=LocalOwner(), rate_limiter=NoLimits())
-    except (StorageError, ConfigFileError) as exc:
-        raise CliError(f"error: {exc}") from None
-    except Exception as exc:
-        # The SQL backend: a schema out of date or a database that is down.
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from ..storage.sql_backend import SchemaOutOfDateError
-
-        if isinstance(exc, SchemaOutOfDateError | SQLAlchemyError):
-            raise CliError(f"error: {describe(settings)}: {_first_line(exc)}") from None
-        raise
-    return app
+    return get_session(store=store)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+# GET path (without a query) -> the read its route serves, on the JSON
+# store. Only reads that need nothing from the app's start-up belong here.
+DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {"/core/go/session": _go_session}
+
+
+class DirectReads:
+    """Answers the paths of :data:`DIRECT_READS` on a JSON data dir; every
+    other request goes to the app."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._store: Store | None = None
+
+    def __call__(self, path: str) -> DirectReply | None:
+        from ..errors import storage_unavailable
+        from ..storage.errors import StorageError
+
+        read = DIRECT_READS.get(path)
+        if read is None:
+            return None
+        try:
+            model = read(self._open())
+        except StorageError as exc:
+            return DirectReply(503, storage_unavailable(exc))
+        return DirectReply(200, model.model_dump(mode="json"))
+
+    def _open(self) -> Store:
+        if self._store is None:
+            from ..go.session_store import SCHEMA
+            from ..storage.json_backend import JsonStore
+
+            # The documents and logs these reads touch; a read needs no more.
+            self._store = JsonStore(self.data_dir, SCHEMA, create=False)
+        return self._store
 
 
 def local_service(data_dir: Path | None) -> Service:
+    flag = data_dir is not None
+    path = plain_data_dir(data_dir)
+    if path is not None:
+        check_dir(path, flag=flag)
+
+        def connect() -> httpx.Client:
+            from .inprocess import app_client
+
+            return app_client(load_settings(data_dir))
+
+        return Service(connect, where=str(path), local=True, direct=DirectReads(path))
     settings = load_settings(data_dir)
-    check_data_dir(settings, flag=data_dir is not None)
-    app = local_app(settings)
-    client = httpx.Client(base_url=LOCAL_BASE, transport=InProcessTransport(app))
-    return Service(client, where=describe(settings), local=True)
+    check_data_dir(settings, flag=flag)
+    from .inprocess import app_client
+
+    return Service(lambda: app_client(settings), where=describe(settings), local=True)

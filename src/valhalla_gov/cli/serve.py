@@ -3,10 +3,7 @@ data dir, and both say so."""
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,6 +54,9 @@ def _create(path: Path) -> None:
 
 def _port_in_use(host: str, port: int) -> bool:
     """Whether binding ``host:port`` fails because something listens there."""
+    import errno
+    import socket
+
     if port == 0:
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -180,6 +180,8 @@ def serve(
         ),
         err=True,
     )
+    import tempfile
+
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their counters in files here; a fresh dir per run.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="valhalla-metrics-")

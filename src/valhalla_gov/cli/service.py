@@ -6,9 +6,11 @@ refused or unreachable, 2 usage error)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import httpx2 as httpx
@@ -37,14 +39,62 @@ class CliError(Exception):
         self.code = code
 
 
+class Reply(Protocol):
+    """What a command reads of an answer: an httpx response, or a
+    :class:`DirectReply`."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def json(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DirectReply:
+    """The answer of a read served without the app (see :mod:`.local`): the
+    status and JSON body the app's route would have sent."""
+
+    status_code: int
+    payload: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return self.payload
+
+
 class Service:
     """An HTTP client on the API, local (in process) or remote: the commands
-    do not know which."""
+    do not know which. ``client`` may be a function that makes it, called on
+    the first request that needs it; ``direct`` answers some GETs in its place."""
 
-    def __init__(self, client: httpx.Client, *, where: str, local: bool) -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: httpx.Client | Callable[[], httpx.Client],
+        *,
+        where: str,
+        local: bool,
+        direct: Callable[[str], DirectReply | None] | None = None,
+    ) -> None:
+        self._client = client
         self.where = where  # the URL, or the data dir / database, for messages
         self.local = local
+        self.direct = direct
+
+    @property
+    def client(self) -> httpx.Client:
+        if callable(self._client):
+            self._client = self._client()
+        return self._client
 
     def request(
         self,
@@ -55,14 +105,28 @@ class Service:
         body: dict[str, Any] | None = None,
         conflict_hint: str | None = None,
         exit_codes: dict[int, int] | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         """Send one request; a failure becomes a :class:`CliError`.
         ``exit_codes`` overrides the exit code for some statuses."""
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        direct = self.direct
+        resp: Reply | None = None
+        if direct is not None and method == "GET" and not query and body is None:
+            resp = direct(path)
+        if resp is None:
+            resp = self._send(method, path, query, body)
+        if not resp.is_success or _json(resp) is None:
+            message, code = failure(self, resp, conflict_hint)
+            raise CliError(message, (exit_codes or {}).get(resp.status_code, code))
+        return resp
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any], body: dict[str, Any] | None
+    ) -> httpx.Response:
         import httpx2 as httpx
 
-        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         try:
-            resp = self.client.request(method, path, params=query or None, json=body)
+            return self.client.request(method, path, params=query or None, json=body)
         except httpx.TimeoutException as exc:
             raise CliError(f"cannot reach {self.where}: timed out ({exc}); {SERVE_HINT}") from None
         except httpx.InvalidURL as exc:
@@ -70,10 +134,6 @@ class Service:
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             raise CliError(f"cannot reach {self.where}: {reason}; {SERVE_HINT}") from None
-        if not resp.is_success or _json(resp) is None:
-            message, code = failure(self, resp, conflict_hint)
-            raise CliError(message, (exit_codes or {}).get(resp.status_code, code))
-        return resp
 
     def call(
         self,
@@ -116,7 +176,8 @@ class Service:
             ) from None
 
     def close(self) -> None:
-        self.client.close()
+        if not callable(self._client):
+            self._client.close()
 
 
 def _query_value(value: Any) -> Any:
@@ -127,7 +188,7 @@ def _query_value(value: Any) -> Any:
     return value
 
 
-def _json(resp: httpx.Response) -> Any:
+def _json(resp: Reply) -> Any:
     try:
         return resp.json()
     except ValueError:
@@ -186,7 +247,7 @@ def _storage(service: Service, payload: dict[str, Any]) -> str:
 
 
 def failure(  # noqa: PLR0911 - one return per status family reads best
-    service: Service, resp: httpx.Response, conflict_hint: str | None = None
+    service: Service, resp: Reply, conflict_hint: str | None = None
 ) -> tuple[str, int]:
     """The message and exit code for an answer that is not a JSON success."""
     status = resp.status_code

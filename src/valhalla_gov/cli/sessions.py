@@ -26,14 +26,14 @@ from .client import (
     reported,
 )
 from .go import end_band, end_status, iter_sessions
+from .insights import sessions_report
 
 if TYPE_CHECKING:
     from ..go.session_models import GoSession
 from .render import SinceOption, UntilOption, check_range
 
-sessions_app = typer.Typer(
-    rich_markup_mode=None, help="The history of ended GO sessions.", no_args_is_help=True
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+sessions_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 COLUMNS = (
     "id",
@@ -181,3 +181,6 @@ def sessions_export(
         fail(CliError(f"cannot write {output}: {exc.strerror or exc}"))
     if output is not None:
         typer.echo(f"exported {plural(len(rows), 'session')} to {output}", err=True)
+
+
+sessions_app.command("report")(sessions_report)

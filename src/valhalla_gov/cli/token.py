@@ -20,12 +20,8 @@ from .client import (
 )
 from .render import valid_text
 
-token_app = typer.Typer(
-    rich_markup_mode=None,
-    help="API tokens: create, list, revoke (on a data dir, or on a server with --url and an "
-    "owner token).",
-    no_args_is_help=True,
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+token_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 SCOPE_NAMES = ("viewer", "operator", "owner")
 
 

@@ -24,12 +24,8 @@ from .render import cell, print_json, short_time, show, table
 if TYPE_CHECKING:
     from ..webhooks.models import WebhookInfo
 
-webhook_app = typer.Typer(
-    rich_markup_mode=None,
-    help="Webhooks: signed POSTs of audited events (session start/end, band moves, health "
-    "changes ...) to your chat or tooling, retried until delivered.",
-    no_args_is_help=True,
-)
+# Its help is in cli/__init__.py (GROUPS), shown without importing this module.
+webhook_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
 
 
 def _path(name: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from ..feature import Feature, TransferHooks
 from ..storage.protocol import Document, Log, Store
 from . import session_store
-from .session_service import get_session
+from .session_reads import get_session
 from .store import SCHEMA, read_progress
 
 

@@ -11,7 +11,7 @@ from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
 from ..timeutil import UtcDateTime, as_utc
-from . import session_service
+from . import session_reads, session_service
 from .session_models import GoSession, SessionNotes, SessionPage
 
 # Set to "true" on an answer whose write changed nothing (an end with no
@@ -43,9 +43,9 @@ async def get_session(request: Request) -> Response:
     # backend and no re-serialisation while the file is unchanged.
     ctx: AppContext = request.app.state.ctx
     if ctx.store.blocking:
-        session = await run_in_threadpool(session_service.get_session, store=ctx.store)
+        session = await run_in_threadpool(session_reads.get_session, store=ctx.store)
     else:
-        session = session_service.get_session(store=ctx.store)
+        session = session_reads.get_session(store=ctx.store)
     last = _LastBody
     if last.session is not session:
         last.body, last.session = session.model_dump_json().encode(), session

@@ -19,23 +19,16 @@ from ..auth.service import LOCAL_ACTOR
 from ..cone.service import get_cone_state
 from ..errors import ConflictError, NotFoundError
 from ..health.service import get_health_status
-from ..storage.parsing import parse_stored
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, new_id, parse_iso
 from . import session_store
 from .session_models import GoSession, SessionPage
 
+# The read of the current session lives apart: the CLI reads it without the
+# write path's imports.
+from .session_reads import get_session, session_model
+
 MAX_PAGE = 500
-
-
-def _model(raw: dict[str, Any] | None) -> GoSession | None:
-    if raw is None:
-        return None
-    session = parse_stored(GoSession, raw, where=session_store.CURRENT.file, what="session")
-    if session.id is None:
-        # Written before sessions had ids: the derived one, stable across reads.
-        session.id = session_store.session_id(raw)
-    return session
 
 
 def _snapshot(txn: StoreTxn, store: Store, clock: Clock, watcher: ChainWatcher) -> dict[str, Any]:
@@ -46,16 +39,6 @@ def _snapshot(txn: StoreTxn, store: Store, clock: Clock, watcher: ChainWatcher) 
 
 def _given(notes: str | None) -> str | None:
     return notes if notes is not None and notes.strip() else None
-
-
-def _current(raw: Any | None) -> GoSession:
-    return _model(session_store.as_session(raw)) or GoSession(active=False)
-
-
-def get_session(*, store: Store) -> GoSession:
-    """The current session, or the inactive default when there never was one.
-    Read through the store's cache: the result is shared, do not mutate it."""
-    return store.read_cached(session_store.CURRENT, _current)
 
 
 def _archive_if_missing(txn: StoreTxn, session: GoSession) -> None:
@@ -95,7 +78,7 @@ def start_session(
     """Start a session. Raises ConflictError (carrying the active session)
     while one is active; that session is left untouched."""
     with store.transaction() as txn:
-        current = _model(session_store.read_session(txn))
+        current = session_model(session_store.read_session(txn))
         if current is not None and not current.active:
             _finish_interrupted_end(txn, current, clock)
         if current is not None and current.active:
@@ -148,7 +131,7 @@ def end_session_outcome(
     """:func:`end_session`, and whether it ended one (False: nothing changed,
     so the caller can say the notes were not saved)."""
     with store.transaction() as txn:
-        current = _model(session_store.read_session(txn))
+        current = session_model(session_store.read_session(txn))
         if current is None:
             return GoSession(active=False), False
         if not current.active:
@@ -189,7 +172,7 @@ def list_sessions(
     items: list[GoSession] = []
     last_cursor: str | None = None
     for entry in session_store.scan_history(store=store, before=cursor):
-        session = _model(entry.record)
+        session = session_model(entry.record)
         if session is None or session.started_at_utc is None:
             continue
         started = parse_iso(session.started_at_utc)
@@ -211,7 +194,7 @@ def get_session_by_id(*, store: Store, session_id: str) -> GoSession:
     if current.id == session_id:
         return current
     for entry in session_store.scan_history(store=store):
-        found = _model(entry.record)
+        found = session_model(entry.record)
         if found is None or found.id is None:
             continue
         if found.id == session_id:

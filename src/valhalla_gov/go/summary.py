@@ -15,7 +15,7 @@ from ..timeutil import Clock
 from .models import Checklist, NextStep, Playbook
 from .service import build_checklist, next_step_of
 from .session_models import GoSession
-from .session_service import get_session
+from .session_reads import get_session
 
 
 class SummaryHealth(BaseModel):

@@ -1,0 +1,164 @@
+"""The local CLI's one direct read (``go status`` without building the app):
+it is taken only when the settings could not change its answer, it answers
+exactly what the app's route answers (errors included), and the commands
+that do not need a library do not import it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Seeder
+from valhalla_gov.cli.inprocess import app_client
+from valhalla_gov.cli.local import (
+    DIRECT_READS,
+    SETTING_FIELDS,
+    DirectReads,
+    load_settings,
+    local_service,
+    plain_data_dir,
+)
+from valhalla_gov.cli.service import CliError, Service
+from valhalla_gov.go.playbook import load_playbook
+from valhalla_gov.settings import Settings
+
+PLAYBOOK = load_playbook(None)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.upper().startswith("VALHALLA_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_the_setting_names_are_the_settings_fields() -> None:
+    assert set(Settings.model_fields) == SETTING_FIELDS
+
+
+@pytest.mark.parametrize(
+    ("env_dir", "flag"),
+    [(None, None), ("from-env", None), (None, "from-flag"), ("from-env", "from-flag")],
+)
+def test_plain_data_dir_is_the_settings_data_dir(
+    env_dir: str | None, flag: str | None, clean_env: pytest.MonkeyPatch
+) -> None:
+    if env_dir is not None:
+        clean_env.setenv("VALHALLA_DATA_DIR", env_dir)
+    clean_env.setenv("VALHALLA_TEST_SOMETHING", "1")  # not a setting: no matter
+    given = None if flag is None else Path(flag)
+    settings = Settings() if given is None else Settings(data_dir=given)
+    assert plain_data_dir(given) == settings.data_dir
+    # Nothing else is set, so the app would start with these defaults.
+    assert (settings.database_url, settings.canon_file, settings.playbook_file) == (None,) * 3
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VALHALLA_DATABASE_URL", "sqlite:///x.db"),
+        ("VALHALLA_CANON_FILE", "canon.yaml"),
+        ("valhalla_playbook_file", "playbook.yaml"),  # any case, as pydantic-settings reads it
+        ("VALHALLA_MAX_BODY_BYTES", "not a number"),  # a bad setting must still be reported
+        ("VALHALLA_DATA_DIR", ""),
+    ],
+)
+def test_any_other_setting_lets_the_settings_decide(
+    name: str, value: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv(name, value)
+    assert plain_data_dir(Path("d")) is None
+
+
+def test_a_bad_setting_is_reported_as_before(data_dir: Path, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("VALHALLA_MAX_BODY_BYTES", "lots")
+    with pytest.raises(CliError, match="bad setting: VALHALLA_MAX_BODY_BYTES"):
+        local_service(data_dir)
+
+
+def _both(data_dir: Path, path: str) -> tuple[object, object]:
+    """The answer (or refusal) of the direct read and of the app, for one GET."""
+    direct = local_service(data_dir)
+    assert direct.direct is not None
+    assert direct.direct(path) is not None
+    settings = load_settings(data_dir)
+    app = Service(lambda: app_client(settings), where=str(data_dir), local=True)
+    answers: list[object] = []
+    for service in (direct, app):
+        try:
+            answers.append(service.request("GET", path).json())
+        except CliError as exc:
+            answers.append((exc.message, exc.code))
+        finally:
+            service.close()
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize("path", sorted(DIRECT_READS))
+def test_a_direct_read_answers_what_the_app_answers(
+    path: str, data_dir: Path, seeder: Seeder, clean_env: pytest.MonkeyPatch
+) -> None:
+    direct, app = _both(data_dir, path)  # never started
+    assert direct == app
+    seeder.session(minutes=5, start_notes="a", end_notes="b", steps=[PLAYBOOK.steps[0].id])
+    direct, app = _both(data_dir, path)  # the last, ended
+    assert direct == app
+    assert isinstance(direct, dict)
+    assert direct["end_notes"] == "b"
+
+
+def test_a_direct_read_reports_a_corrupt_file_as_the_app_does(
+    data_dir: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    corrupt = b'{"session": {"active": "very"'
+    (data_dir / "go_session.json").write_bytes(corrupt)
+    direct, app = _both(data_dir, "/core/go/session")
+    assert direct == app
+    assert isinstance(direct, tuple)
+    assert direct[1] == 1
+    assert str(data_dir / "go_session.json") in str(direct[0])
+    assert (data_dir / "go_session.json").read_bytes() == corrupt
+
+
+def test_other_requests_still_go_to_the_app(data_dir: Path, clean_env: pytest.MonkeyPatch) -> None:
+    reads = DirectReads(data_dir)
+    assert reads("/core/go/sessions") is None
+    assert reads("/core/go/summary") is None
+
+
+def _imported(args: list[str], modules: list[str]) -> dict[str, bool]:
+    """Which of ``modules`` a fresh ``valhalla ARGS`` process imported."""
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['valhalla', *{args!r}]\n"
+        "from valhalla_gov.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(json.dumps({{m: m in sys.modules for m in {modules!r}}}), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VALHALLA_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    result: dict[str, bool] = json.loads(done.stderr.strip().splitlines()[-1])
+    return result
+
+
+HEAVY = ["fastapi", "httpx2", "pydantic_settings", "limits", "sqlalchemy", "valhalla_gov.app"]
+
+
+def test_go_status_on_a_data_dir_imports_no_app(data_dir: Path) -> None:
+    imported = _imported(["go", "status", "--data-dir", str(data_dir)], HEAVY)
+    assert imported == dict.fromkeys(HEAVY, False)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_help_and_version_import_no_command_group(args: list[str]) -> None:
+    groups = [f"valhalla_gov.cli.{name}" for name in ("go", "audit", "token", "sessions")]
+    modules = ["pydantic", *groups]
+    assert _imported(args, modules) == dict.fromkeys(modules, False)
