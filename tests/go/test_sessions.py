@@ -12,9 +12,9 @@ from valhalla_gov.go import session_store
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step
 from valhalla_gov.go.session_models import GoSession
+from valhalla_gov.go.session_reads import get_session
 from valhalla_gov.go.session_service import (
     end_session,
-    get_session,
     get_session_by_id,
     list_sessions,
     start_session,
