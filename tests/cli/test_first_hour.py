@@ -4,12 +4,15 @@ accident, no silent no-ops, a version, clear refusals."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import typer
 
 from tests.cli.conftest import Cli
 from valhalla_gov import __version__
+from valhalla_gov.cli import app
 from valhalla_gov.compose import open_json
 from valhalla_gov.storage.errors import StorageUnavailableError
 
@@ -83,20 +86,59 @@ def test_a_file_where_the_data_dir_should_be_is_refused(cli: Cli, tmp_path: Path
     assert "is not a directory" in result.stderr
 
 
+def _every_command() -> list[tuple[str, ...]]:
+    """The path of every command, group by group (``("go", "complete")``)."""
+    from typer._click import Context
+    from typer.core import TyperGroup
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    ctx = Context(root)
+    paths: list[tuple[str, ...]] = []
+    for name in root.list_commands(ctx):
+        command = root.get_command(ctx, name)
+        if isinstance(command, TyperGroup):
+            paths += [(name, sub) for sub in command.list_commands(ctx)]
+        else:
+            paths.append((name,))
+    return paths
+
+
 def test_version_and_help(cli: Cli) -> None:
     version = cli.run("--version")
     assert version.exit_code == 0
     assert version.stdout.strip() == f"valhalla {__version__}"
-    # Metavars in one case, and no Python type names on options.
-    for command in (("go", "complete"), ("cone", "set"), ("audit", "tail"), ("token", "create")):
-        helped = cli.run(*command, "--help")
-        assert helped.exit_code == 0
-        assert "<bool>" not in helped.stdout
-        options = [line for line in helped.stdout.splitlines() if line.lstrip().startswith("--")]
-        assert options
-        assert not [line for line in options if "<" in line.split("  ")[1]], options
-    assert "{STEP}" in cli.run("go", "complete", "--help").stdout
-    assert "{BAND}" in cli.run("cone", "set", "--help").stdout
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_help_is_in_one_style(command: tuple[str, ...], cli: Cli) -> None:
+    # Arguments and values by upper-case names (STEP, --name NAME), optional
+    # ones in brackets, choices as a|b: no Python types, no braces.
+    helped = cli.run(*command, "--help")
+    assert helped.exit_code == 0, helped.output
+    text = helped.stdout
+    assert not re.findall(r"<[a-z|]+>", text), text
+    assert "[[" not in text
+    usage = text.splitlines()[0]
+    assert usage.endswith(f" {' '.join(command)} [OPTIONS]") or (
+        f" {' '.join(command)} [OPTIONS] " in usage
+    ), usage
+    pieces = usage.split("[OPTIONS]", 1)[1].split()
+    assert all(re.fullmatch(r"\[?[A-Z][A-Z0-9_]*(\.\.\.)?\]?", p) for p in pieces), usage
+    listed = re.findall(r"^  ([A-Z][A-Z0-9_]*)  ", text.split("Options:")[0], re.MULTILINE)
+    assert listed == [p.strip("[]") for p in pieces], text
+    value = r"( [A-Z][A-Z0-9_:-]*| [a-z]+(\|[a-z]+)+)?"  # NAME, or a|b|c, or a flag
+    for line in text.split("Options:")[1].splitlines():
+        option = line.strip().split("  ")[0]
+        if option.startswith("--"):
+            assert re.fullmatch(rf"--[a-z-]+{value}", option), line
+
+
+def test_missing_arguments_are_named_as_in_the_help(cli: Cli) -> None:
+    for command, name in ((("go", "complete"), "STEP"), (("webhook", "add"), "URL")):
+        result = cli.run(*command)
+        assert result.exit_code == 2
+        assert f"Missing argument '{name}'" in result.output
 
 
 def test_first_token_ends_protected_mode_and_shows_the_header(cli: Cli) -> None:

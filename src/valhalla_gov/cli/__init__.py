@@ -17,6 +17,7 @@ import typer.main
 from typer._click import Context, HelpFormatter
 from typer._click.core import Command
 
+from .helpstyle import App
 from .serve import init, serve
 from .terminal import guard_output
 
@@ -94,7 +95,7 @@ class LazyGroup(typer.core.TyperGroup):
             formatter.write_dl(rows)
 
 
-app = typer.Typer(
+app = App(
     cls=LazyGroup,
     rich_markup_mode=None,
     help="Valhalla GO: operator governance. Commands work on a data dir (the same files and "

@@ -19,10 +19,11 @@ from .client import (
     plural,
     reported,
 )
+from .helpstyle import App
 from .render import cell, print_json, short_time, show, table, valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-audit_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+audit_app = App(rich_markup_mode=None, no_args_is_help=True)
 PAYLOAD_WIDTH = 120
 
 

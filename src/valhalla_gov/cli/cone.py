@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .client import DataDirOption, JsonOption, TokenOption, UrlOption, open_service, reported
+from .helpstyle import App
 from .render import cell, note_text, print_json, short_time, show, table, valid_text
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ BAND_MEANING = {"A": "expansion", "B": "caution", "C": "stabilize", "D": "surviv
 ACTIONS = ("run", "scale", "optimize")
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-cone_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+cone_app = App(rich_markup_mode=None, no_args_is_help=True)
 
 BAND_HELP = ", ".join(f"{b} ({BAND_MEANING[b]})" for b in BANDS)
 

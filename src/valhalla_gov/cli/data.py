@@ -9,13 +9,14 @@ import typer
 
 from .client import CliError, fail
 from .db import UrlOption, database_url
+from .helpstyle import App
 
 if TYPE_CHECKING:
     from ..storage.protocol import Store
     from ..transfer import TransferReport
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-data_app = typer.Typer(rich_markup_mode=None)
+data_app = App(rich_markup_mode=None)
 
 
 def _run(source: Store, target: Store) -> TransferReport:

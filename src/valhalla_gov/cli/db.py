@@ -6,8 +6,10 @@ from typing import Annotated
 
 import typer
 
+from .helpstyle import App
+
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-db_app = typer.Typer(rich_markup_mode=None)
+db_app = App(rich_markup_mode=None)
 
 UrlOption = Annotated[
     str | None,

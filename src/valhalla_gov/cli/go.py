@@ -24,6 +24,7 @@ from .client import (
     open_service,
     reported,
 )
+from .helpstyle import App
 from .render import (
     SinceOption,
     UntilOption,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ..go.session_models import GoSession
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-go_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+go_app = App(rich_markup_mode=None, no_args_is_help=True)
 
 
 NOOP_HEADER = "Valhalla-Noop"  # "true" when a write changed nothing

@@ -20,7 +20,7 @@ def init(
     data_dir: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[DIR]",
+            metavar="DIR",
             help="The data dir to create (default: $VALHALLA_DATA_DIR or ./data).",
             show_default=False,
         ),

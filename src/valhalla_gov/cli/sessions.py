@@ -26,6 +26,7 @@ from .client import (
     reported,
 )
 from .go import end_band, end_status, iter_sessions
+from .helpstyle import App
 from .insights import sessions_report
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 from .render import SinceOption, UntilOption, check_range
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-sessions_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+sessions_app = App(rich_markup_mode=None, no_args_is_help=True)
 
 COLUMNS = (
     "id",

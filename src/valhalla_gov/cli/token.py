@@ -18,10 +18,11 @@ from .client import (
     open_service,
     reported,
 )
+from .helpstyle import App
 from .render import valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-token_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+token_app = App(rich_markup_mode=None, no_args_is_help=True)
 SCOPE_NAMES = ("viewer", "operator", "owner")
 
 

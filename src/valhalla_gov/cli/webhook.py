@@ -19,13 +19,14 @@ from .client import (
     open_service,
     reported,
 )
+from .helpstyle import App
 from .render import cell, print_json, short_time, show, table
 
 if TYPE_CHECKING:
     from ..webhooks.models import WebhookInfo
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
-webhook_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True)
+webhook_app = App(rich_markup_mode=None, no_args_is_help=True)
 
 
 def _path(name: str) -> str:
@@ -42,7 +43,9 @@ def _events(value: str | None) -> list[str] | None:
 
 @webhook_app.command("add")
 def webhook_add(
-    url: Annotated[str, typer.Argument(help="The receiver: an http:// or https:// URL.")],
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="The receiver: an http:// or https:// URL.")
+    ],
     name: Annotated[
         str | None, typer.Option(help="A name for it (default: from the URL's host).")
     ] = None,
@@ -129,7 +132,7 @@ def webhook_list(
 
 @webhook_app.command("remove")
 def webhook_remove(
-    name: Annotated[str, typer.Argument(help="The webhook's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The webhook's name.")],
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -144,7 +147,7 @@ def webhook_remove(
 
 @webhook_app.command("test")
 def webhook_test(
-    name: Annotated[str, typer.Argument(help="The webhook's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The webhook's name.")],
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,

@@ -1,0 +1,74 @@
+"""Help in one style for every command, as most Unix manuals write it:
+arguments and option values by upper-case names (``valhalla go complete
+STEP``, ``--name NAME``), a required argument bare and an optional one in
+brackets (``[DIR]``), choices as ``day|week|month``. Typer's own style shows
+Python types (``<str>``) and braces (``{STEP}``, ``{url}``).
+
+Every command group is an :class:`App`, whose commands are :class:`Command`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from typer._click import Context, HelpFormatter
+from typer.core import TyperArgument, TyperCommand, TyperOption
+from typer.models import CommandFunctionType
+
+
+def argument_name(param: TyperArgument) -> str:
+    name = param.metavar or (param.name or "").upper()
+    return name if param.nargs == 1 else f"{name}..."
+
+
+def _option_record(param: TyperOption, ctx: Context, opts: str) -> str:
+    """``--name <str>`` as ``--name NAME``; a choice as ``--bucket day|week|month``."""
+    if param.metavar is not None or param.is_flag or param.count:
+        return opts
+    shown = param.display_type_rich(ctx=ctx)
+    if not shown or not opts.endswith(f" {shown}"):
+        return opts
+    inner = shown.removeprefix("<").removesuffix(">")
+    value = inner if "|" in inner else (param.name or "").upper()
+    return f"{opts.removesuffix(shown)}{value}"
+
+
+class Command(TyperCommand):
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
+        args: list[tuple[str, str]] = []
+        opts: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, TyperArgument):
+                args.append((argument_name(param), record[1]))
+            elif isinstance(param, TyperOption):
+                opts.append((_option_record(param, ctx, record[0]), record[1]))
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        if opts:
+            with formatter.section("Options"):
+                formatter.write_dl(opts)
+
+
+class App(typer.Typer):
+    """A Typer whose commands are :class:`Command` unless told otherwise."""
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(name, cls=cls or Command, **kwargs)
