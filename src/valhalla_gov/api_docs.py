@@ -69,6 +69,19 @@ RATE_HEADERS = {
 }
 
 
+# FastAPI's own 422 schemas, described like ours.
+FRAMEWORK_FIELDS: dict[str, dict[str, str]] = {
+    "HTTPValidationError": {"detail": "Every problem found in the request, one item each."},
+    "ValidationError": {
+        "loc": 'Where: "body", "query" or "path", then the field (and list index).',
+        "msg": "What is wrong, in words.",
+        "type": "The kind of problem, e.g. missing, string_too_long, json_invalid.",
+        "input": "The value given (a long one cut, with its length).",
+        "ctx": "Details of the rule broken, e.g. the maximum length.",
+    },
+}
+
+
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
 
@@ -141,6 +154,11 @@ def document(app: FastAPI) -> None:
             schemas[model.__name__] = model.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+        for name, fields in FRAMEWORK_FIELDS.items():
+            for field, text in fields.items():
+                properties = schemas.get(name, {}).get("properties", {})
+                if field in properties:
+                    properties[field].setdefault("description", text)
         for context in iter_route_contexts(app.routes):
             route = context.original_route
             if not isinstance(route, APIRoute) or not route.include_in_schema:

@@ -26,10 +26,10 @@ class TokenRecord(BaseModel):
 class TokenInfo(BaseModel):
     """A token as listed to operators (no hash)."""
 
-    name: str
-    scopes: list[Scope]
-    created_at_utc: str
-    last_used_at_utc: str | None
+    name: str = Field(description="The token's name: what the audit log records as actor.")
+    scopes: list[Scope] = Field(description="What it may do: viewer, operator, owner.")
+    created_at_utc: str = Field(description="When it was created (UTC, Z).")
+    last_used_at_utc: str | None = Field(description="When it was last used; null if never.")
 
 
 class TokenList(RootModel[list[TokenInfo]]):
@@ -74,9 +74,12 @@ class Identity(BaseModel):
 
 
 class WhoAmI(BaseModel):
-    name: str
-    scopes: list[Scope]
-    via: Literal["token", "local"]
+    name: str = Field(description="Who the request acts as (a token name, or local).")
+    scopes: list[Scope] = Field(description="What it may do: viewer, operator, owner.")
+    via: Literal["token", "local"] = Field(
+        description="token: a bearer token; local: the local owner (a loopback client while no "
+        "token exists)."
+    )
     protected_mode: bool = Field(
         description="True while no token exists: loopback clients act as the local owner."
     )

@@ -21,11 +21,18 @@ class ConeState(BaseModel):
     # Unknown keys from older files are kept, not dropped.
     model_config = ConfigDict(extra="allow")
 
-    band: Band = BOOT_BAND
-    reason: str = BOOT_REASON
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    updated_at_utc: str | None = None
-    updated_by: str | None = None
+    band: Band = Field(
+        default=BOOT_BAND,
+        description="A (expansion), B (caution), C (stabilize) or D (survival).",
+    )
+    reason: str = Field(default=BOOT_REASON, description="Why the cone is in this band.")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form KPIs given with the last move."
+    )
+    updated_at_utc: str | None = Field(
+        default=None, description="When the band last moved; null before the first move."
+    )
+    updated_by: str | None = Field(default=None, description="Who moved it last (a token name).")
 
 
 class ConeSetRequest(BaseModel):
@@ -94,10 +101,12 @@ class ConeDecideRequest(BaseModel):
 
 
 class ConeDecision(BaseModel):
-    allowed: bool
-    band: Band
-    engine: str
-    action: Action
-    reason: str
-    engine_class: str
-    hard_cap_usd: int | None = None
+    allowed: bool = Field(description="Whether the engine may take the action in this band.")
+    band: Band = Field(description="The band the decision was made in.")
+    engine: str = Field(description="The engine asked about.")
+    action: Action = Field(description="run, scale or optimize.")
+    reason: str = Field(description="Why, in one sentence.")
+    engine_class: str = Field(description="The engine's class in the canon.")
+    hard_cap_usd: int | None = Field(
+        default=None, description="The engine's spending cap in the canon; null for none."
+    )

@@ -11,11 +11,18 @@ from ..constants import Text
 class PlaybookStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[a-z0-9_]+$")
-    title: str = Field(min_length=1)
-    why: str = ""
-    band_min: Band
-    blocked_if_red: bool = True
+    id: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[a-z0-9_]+$",
+        description="The step's id: lower-case letters, digits and underscores.",
+    )
+    title: str = Field(min_length=1, description="What to do, in a few words.")
+    why: str = Field(default="", description="Why the step matters (may be empty).")
+    band_min: Band = Field(
+        description="The worst band the step fits: A is best, D worst (B fits in A and B)."
+    )
+    blocked_if_red: bool = Field(default=True, description="The step waits while health is red.")
 
 
 class Playbook(BaseModel):
@@ -41,28 +48,34 @@ class StepProgress(BaseModel):
 
 
 class ChecklistStep(PlaybookStep):
-    done: bool
-    notes: str | None
+    done: bool = Field(description="Marked done.")
+    notes: str | None = Field(description="The notes given when it was marked; null for none.")
     fits: bool = Field(description="The current band is no worse than band_min.")
     blocked: bool = Field(description="Health is red and the step is blocked_if_red.")
-    blocked_reason: str | None = None
+    blocked_reason: str | None = Field(
+        default=None, description="Why the step is blocked (health red, and its reasons)."
+    )
     fit_reason: str | None = Field(default=None, description="Why the step does not fit.")
 
 
 class Checklist(BaseModel):
-    cone_band: Band
-    status: str
-    steps: list[ChecklistStep]
-    blocked_reasons: list[str]
-    done_count: int
-    total: int
+    cone_band: Band = Field(description="The cone's band now.")
+    status: str = Field(description="The health light now: green, yellow or red.")
+    steps: list[ChecklistStep] = Field(description="Every playbook step, in playbook order.")
+    blocked_reasons: list[str] = Field(
+        description="Why steps cannot be done now (red health, a worse band); empty if none."
+    )
+    done_count: int = Field(description="Steps marked done.")
+    total: int = Field(description="Steps in the playbook.")
 
 
 class NextStep(BaseModel):
-    cone_band: Band
-    status: str
-    next_step: ChecklistStep | None
-    message: str
+    cone_band: Band = Field(description="The cone's band now.")
+    status: str = Field(description="The health light now: green, yellow or red.")
+    next_step: ChecklistStep | None = Field(
+        description="The first step not done that fits the band and is not blocked; null if none."
+    )
+    message: str = Field(description="The next step, or why there is none, in one sentence.")
 
 
 class CompleteRequest(BaseModel):
@@ -86,8 +99,10 @@ class CompleteRequest(BaseModel):
 
 
 class CompleteResult(BaseModel):
-    ok: bool
-    step_id: str
-    done: bool
-    notes: str | None
-    session_id: str | None = None
+    ok: bool = Field(description="Always true: a refusal is an error status instead.")
+    step_id: str = Field(description="The step's id.")
+    done: bool = Field(description="The step's state now.")
+    notes: str | None = Field(description="The step's notes now; null for none.")
+    session_id: str | None = Field(
+        default=None, description="The active session it was recorded in; null if none."
+    )

@@ -22,20 +22,20 @@ class SummaryHealth(BaseModel):
     """The shape the earlier GO page binds to: ``health.status`` is the RYG
     string and ``health.cone`` the cone state object (``health.cone.band``)."""
 
-    status: Status
+    status: Status = Field(description="The health light: green, yellow or red.")
     cone: ConeState = Field(description="The cone state: band, reason, metrics, updated_at_utc.")
     cone_band: Band = Field(
         description="The band alone (what `cone` held before it was the state)."
     )
-    reasons: list[str]
+    reasons: list[str] = Field(description="Why health is not green; empty when it is.")
     cone_state: ConeState = Field(description="Same as `cone`; kept for existing clients.")
 
 
 class GoSummary(BaseModel):
-    session: GoSession
-    next: NextStep
-    checklist: Checklist
-    health: SummaryHealth
+    session: GoSession = Field(description="The current session, or the inactive default.")
+    next: NextStep = Field(description="What GET /core/go/next_step answers.")
+    checklist: Checklist = Field(description="What GET /core/go/checklist answers.")
+    health: SummaryHealth = Field(description="The health light, its reasons, and the cone.")
 
 
 def get_summary(

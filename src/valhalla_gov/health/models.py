@@ -33,22 +33,26 @@ class Thresholds(BaseModel):
 
 
 class CheckResult(BaseModel):
-    status: Status
-    detail: str
+    status: Status = Field(description="This signal's light: green, yellow or red.")
+    detail: str = Field(description="What was found, in words.")
 
 
 class HealthStatus(BaseModel):
-    status: Status
-    reasons: list[str]
-    checks: dict[str, CheckResult]
-    cone_band: str | None = None
-    checked_at_utc: str
+    status: Status = Field(description="The worst light of the checks.")
+    reasons: list[str] = Field(description="The details of the checks that are not green.")
+    checks: dict[str, CheckResult] = Field(
+        description="Each signal by name (band, deny rate, storage, audit, errors ...)."
+    )
+    cone_band: str | None = Field(
+        default=None, description="The cone's band; null when the cone state cannot be read."
+    )
+    checked_at_utc: str = Field(description="When health was judged (UTC, Z).")
 
 
 class Liveness(BaseModel):
-    ok: bool
+    ok: bool = Field(description="Always true: the process answers.")
 
 
 class Readiness(BaseModel):
-    ready: bool
-    reasons: list[str]
+    ready: bool = Field(description="Storage answers and every feature's documents can be read.")
+    reasons: list[str] = Field(description="What is not ready; empty when ready.")

@@ -12,7 +12,7 @@ Bucket = Literal["day", "week", "month"]
 class InsightBucket(BaseModel):
     start: str = Field(description="Start of the bucket (UTC midnight; weeks start on Monday).")
     sessions: int = Field(description="Ended sessions that started in the bucket.")
-    total_seconds: float
+    total_seconds: float = Field(description="The sessions' durations added up.")
     median_seconds: float | None = Field(description="Null when the bucket has no session.")
     steps_completed: int = Field(description="Steps completed during those sessions.")
     bands: dict[str, int] = Field(description="Sessions by cone band at their start.")
@@ -20,7 +20,7 @@ class InsightBucket(BaseModel):
 
 
 class Insights(BaseModel):
-    bucket: Bucket
+    bucket: Bucket = Field(description="day, week or month.")
     since: str = Field(description="Start of the first bucket.")
     until: str = Field(description="The range's end (inclusive).")
     items: list[InsightBucket] = Field(description="One per bucket, oldest first, empty ones too.")

@@ -163,47 +163,51 @@ def valid_events(events: list[str]) -> list[str]:
 
 
 class DeliveryInfo(BaseModel):
-    last_seq: int
+    last_seq: int = Field(description="Every audit event up to this seq is delivered or given up.")
     pending_attempts: int = Field(description="Failed attempts at the event now due.")
-    failing: bool
-    next_attempt_at_utc: str | None
-    last_attempt_at_utc: str | None
-    last_status: int | None
-    last_error: str | None
-    last_success_at_utc: str | None
-    delivered: int
+    failing: bool = Field(description="The last attempt failed; the event is being retried.")
+    next_attempt_at_utc: str | None = Field(description="When the next retry is due; null if none.")
+    last_attempt_at_utc: str | None = Field(description="When it was last tried; null if never.")
+    last_status: int | None = Field(
+        description="The receiver's HTTP status at the last attempt; null if none came."
+    )
+    last_error: str | None = Field(description="What went wrong at the last attempt; null if ok.")
+    last_success_at_utc: str | None = Field(
+        description="When a delivery last succeeded; null if never."
+    )
+    delivered: int = Field(description="Events delivered.")
     gave_up: int = Field(description="Events given up on after the retry period.")
 
 
 class WebhookInfo(BaseModel):
     """A webhook as listed: never its secret."""
 
-    id: str
-    name: str
-    url: str
-    events: list[str]
-    format: Format
-    created_at_utc: str
-    created_by: str
-    delivery: DeliveryInfo
+    id: str = Field(description="Unique id; part of every delivery id.")
+    name: str = Field(description="Its name (unique).")
+    url: str = Field(description="The receiver's URL.")
+    events: list[str] = Field(description="The audit events it receives.")
+    format: Format = Field(description="json (the audit record) or slack (readable text).")
+    created_at_utc: str = Field(description="When it was added (UTC, Z).")
+    created_by: str = Field(description="Who added it (a token name).")
+    delivery: DeliveryInfo = Field(description="How delivery to it is going.")
 
 
 class WebhookCreated(BaseModel):
-    webhook: WebhookInfo
+    webhook: WebhookInfo = Field(description="The webhook as listed from now on.")
     secret: str = Field(description="The signing secret. Shown only in this answer.")
 
 
 class WebhookRemoved(BaseModel):
-    removed: str
+    removed: str = Field(description="The removed webhook's name.")
 
 
 class TestResult(BaseModel):
-    name: str
-    ok: bool
+    name: str = Field(description="The webhook's name.")
+    ok: bool = Field(description="The receiver answered with a 2xx status.")
     status: int | None = Field(description="The receiver's HTTP status; null when none came.")
-    error: str | None
-    delivery_id: str
-    duration_ms: float
+    error: str | None = Field(description="What went wrong; null when ok.")
+    delivery_id: str = Field(description="The test delivery's id, as sent in its headers.")
+    duration_ms: float = Field(description="How long the receiver took, in milliseconds.")
 
 
 class WebhookList(RootModel[list[WebhookInfo]]):
