@@ -122,6 +122,10 @@ def test_scans_skip_a_torn_last_line_and_warn(
     assert entries[-1].cursor == str(cut)
     assert len(caplog.records) == 1
     assert f"at byte {cut}" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=BACKEND_LOGGER):
+        assert [r for _t, r in jstore.scan_log_bulk(AUDIT_LOG)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [f"at byte {cut}" in r.getMessage() for r in caplog.records] == [True]
     with jstore.transaction() as txn:
         assert txn.last_log_record(AUDIT_LOG) == {"n": 2}
     assert path.read_bytes() == raw  # reading never changes the file
@@ -199,7 +203,30 @@ def test_a_corrupt_line_inside_the_log_fails_the_scan_naming_the_file(
     assert next(oldest_first).record == {"n": 0}
     with pytest.raises(StorageCorruptError, match=r"audit\.log"):
         next(oldest_first)
+
+    bulk = jstore.scan_log_bulk(AUDIT_LOG)
+    assert next(bulk) == (b'{"n":0}', {"n": 0})
+    with pytest.raises(StorageCorruptError, match=rf"audit\.log.*byte {bad_at}\b"):
+        next(bulk)
     assert path.read_bytes() == raw
+
+
+def test_the_bulk_scan_reads_lines_as_the_other_scans_do(jstore: JsonStore) -> None:
+    path = jstore.log_path(AUDIT_LOG)
+    # Blank lines, spaces, a NaN (the standard library reads it, orjson does
+    # not) and a line that is not canonical: each read as scan_log_forward reads it.
+    path.write_bytes(b'{"n":0}\n\n   \n{ "n" : 1 }\n{"n":NaN}\n\t\n{"n":3}\n{"n":0}\n{"n":"torn')
+    expected = [e.record for e in jstore.scan_log_forward(AUDIT_LOG)]
+    got = list(jstore.scan_log_bulk(AUDIT_LOG))
+    assert [text for text, _r in got] == [
+        b'{"n":0}',
+        b'{ "n" : 1 }',
+        b'{"n":NaN}',
+        b'{"n":3}',
+        b'{"n":0}',
+    ]
+    assert repr([r for _t, r in got]) == repr(expected)  # NaN != NaN: compare spellings
+    assert len(expected) == 5
 
 
 def test_a_corrupt_complete_last_line_is_corrupt_not_torn(jstore: JsonStore) -> None:

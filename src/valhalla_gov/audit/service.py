@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from ..errors import InvalidInputError
 from ..observability.metrics import AUDIT_EVENTS
-from ..storage.encoding import canonical_json
+from ..storage.encoding import canonical_bytes, loads
 from ..storage.errors import InvalidCursorError, StorageCorruptError
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
@@ -28,10 +30,8 @@ HEALTH_WINDOW = 1000
 
 def chain_hash(prev: str, body: dict[str, Any]) -> str:
     """SHA-256 over the previous hash and the record's canonical JSON."""
-    digest = hashlib.sha256()
-    digest.update(prev.encode("ascii"))
-    digest.update(b"\n")
-    digest.update(canonical_json(body).encode("utf-8"))
+    digest = hashlib.sha256(prev.encode("ascii") + b"\n")
+    digest.update(canonical_bytes(body))
     return digest.hexdigest()
 
 
@@ -199,29 +199,82 @@ def chain_head(*, store: Store) -> AuditHead:
     return AuditHead(seq=0, hash=None, ts_utc=None)
 
 
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _walk(
+    records: Iterable[tuple[bytes | str, dict[str, Any]]],
+    state: _ChainState,
+    anchor_seq: int | None,
+) -> tuple[str | None, str | None]:
+    """Check ``records`` in order from ``state`` on; stop at the first break.
+
+    Returns the problem (None when every link holds) and the hash of the
+    event at ``anchor_seq`` when the walk passed it.
+
+    The fast path is the whole check for a well-formed line: orjson's sorted
+    spelling of the body *is* the canonical one, except for a few float and
+    long-integer spellings (see ``storage/encoding.py``); a line holding one
+    of those, or one that fails here for any reason, is checked again by
+    :func:`_check` on the exactly parsed record, which decides. A hash that
+    only matches orjson's spelling would have to be computed by whoever
+    forged it, who could as well have written the canonical one: the fast
+    path accepts no chain that tells a different story.
+    """
+    sha = hashlib.sha256
+    dumps = orjson.dumps
+    prev, seq, events = state.prev, state.seq, state.events
+    prefix = prev.encode("ascii") + b"\n"
+    anchored_hash: str | None = None
+    try:
+        for raw, record in records:
+            digest = record.pop("hash", None)
+            if (
+                type(digest) is str
+                and record.get("prev") == prev
+                and record.get("seq") == seq + 1
+                and type(record["seq"]) is int
+                and sha(prefix + dumps(record, option=_SORTED)).hexdigest() == digest
+            ):
+                prev, seq, events = digest, seq + 1, events + 1
+                prefix = digest.encode("ascii") + b"\n"
+                if seq == anchor_seq:
+                    anchored_hash = digest
+                continue
+            state.prev, state.seq, state.events = prev, seq, events
+            problem = _check(loads(raw), state, anchored=True)
+            if problem is not None:
+                return problem, anchored_hash
+            prev, seq, events = state.prev, state.seq, state.events
+            prefix = prev.encode("ascii") + b"\n"
+            if events and seq == anchor_seq:
+                anchored_hash = prev
+    finally:
+        state.prev, state.seq, state.events = prev, seq, events
+    return None, anchored_hash
+
+
 def verify_chain(*, store: Store, anchor: Anchor | None = None) -> AuditVerifyResult:
     """Walk the whole log and check every link. Catches edited, dropped and
     reordered lines; legacy lines before the chain are counted, not failed.
     With an ``anchor`` it also catches lines cut from the tail (or a log
     rewritten from some point on), which no walk of the log alone can see."""
     state = _ChainState()
-    anchored_hash: str | None = None
     try:
-        for entry in store.scan_log_forward(AUDIT_LOG):
-            problem = _check(entry.record, state, anchored=True)
-            if problem is None and anchor is not None and state.seq == anchor.seq:
-                anchored_hash = state.prev
-            if problem is not None:
-                # The next seq the chain expected, whatever the bad line claims:
-                # every event before it verified (an edited, dropped or moved
-                # line all break the chain at the same place).
-                return AuditVerifyResult(
-                    ok=False,
-                    events=state.events,
-                    legacy_events=state.legacy,
-                    first_bad_seq=state.seq + 1,
-                    detail=problem,
-                )
+        problem, anchored_hash = _walk(
+            store.scan_log_bulk(AUDIT_LOG), state, None if anchor is None else anchor.seq
+        )
+        if problem is not None:
+            # The next seq the chain expected, whatever the bad line claims:
+            # every event before it verified (an edited, dropped or moved
+            # line all break the chain at the same place).
+            return AuditVerifyResult(
+                ok=False,
+                events=state.events,
+                legacy_events=state.legacy,
+                first_bad_seq=state.seq + 1,
+                detail=problem,
+            )
     except StorageCorruptError as exc:
         return AuditVerifyResult(
             ok=False,

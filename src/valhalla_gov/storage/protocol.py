@@ -139,6 +139,16 @@ class Store(Reader, Protocol):
         """Records oldest first, starting just newer than cursor ``after``."""
         ...
 
+    def scan_log_bulk(self, log: Log) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+        """Every record oldest first, each with its stored JSON text: for walks
+        of a whole log (a hash-chain check). Read in large batches, without
+        cursors. Parsed for speed: an integer past 64 bits may come back as a
+        float, so a caller that needs such a value exact parses the text again
+        with :func:`~valhalla_gov.storage.encoding.loads`. A record that does
+        not parse raises StorageCorruptError once every record before it has
+        been yielded, as the other scans do."""
+        ...
+
     def log_version(self, log: Log) -> str:
         """A cheap token that changes whenever ``log`` gains a record (from any
         process or replica): what live readers poll before scanning."""

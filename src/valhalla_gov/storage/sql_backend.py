@@ -17,11 +17,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -41,6 +43,8 @@ ENV_DIR = Path(__file__).parent / "migrations"
 # last line) or one page (51 or 101 rows); walks of the whole log grow to 1000.
 _FIRST_BATCH = 64
 _MAX_BATCH = 1000
+# Walks of a whole log (scan_log_bulk) stream rows in batches of this many.
+_BULK_BATCH = 20_000
 # PostgreSQL NOTIFY channel for "a log gained records"; the payload is the
 # schema, so databases shared by several schemas wake only their own readers.
 LOG_CHANNEL = "valhalla_log_append"
@@ -290,6 +294,24 @@ class SqlStore:
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
+    def scan_log_bulk(self, log: Log) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+        placement = log_placement(log)
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            # Inside this thread's transaction: read what it has written.
+            query = placement.query(None).order_by(placement.key.asc())
+            yield from _bulk_records(placement, log.name, txn.conn.execute(query))
+            return
+        try:
+            with self._read_engine.connect() as conn:
+                for rows in _prefetched(_key_pages(conn, placement, _BULK_BATCH)):
+                    yield from _bulk_records(placement, log.name, rows)
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            # The driver's own cursor: its errors come unwrapped.
+            raise self._unavailable(exc) from exc
+
     def log_version(self, log: Log) -> str:
         # The newest key: one probe of the log's index.
         placement = log_placement(log)
@@ -325,6 +347,61 @@ class SqlStore:
         except StorageUnavailableError as exc:
             problems.append(str(exc))
         return problems
+
+
+def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[Any]]:
+    """Keyset pages of ``size`` rows in key order, fetched by the driver's own
+    cursor: SQLAlchemy's per-row work would cost more than the walk itself."""
+    key = placement.key
+    bound: Any | None = None
+    while True:
+        query = placement.query(None)
+        if bound is not None:
+            query = query.where(key >= bound)
+        compiled = query.order_by(key.asc()).limit(size).compile(dialect=conn.dialect)
+        params: Any = compiled.params
+        if compiled.positional and compiled.positiontup is not None:
+            params = tuple(params[name] for name in compiled.positiontup)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(str(compiled), params)
+            rows = list(cursor.fetchall())
+        finally:
+            cursor.close()
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        bound = placement.after(rows[-1][0])
+
+
+def _prefetched(pages: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    """``pages``, with the next one fetched in a thread while the caller works
+    on this one: the database and the caller's CPU overlap (the driver
+    releases the GIL while it waits)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="valhalla-prefetch") as pool:
+        ahead = pool.submit(next, pages, None)
+        while True:
+            page = ahead.result()
+            if page is None:
+                return
+            ahead = pool.submit(next, pages, None)
+            yield page
+
+
+def _bulk_records(
+    placement: SqlLog, where: str, rows: Iterable[Sequence[Any]]
+) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    fast = orjson.loads
+    for row in rows:
+        body = row[1]
+        try:
+            parsed = fast(body)
+        except orjson.JSONDecodeError:
+            parsed = None  # parsed again by the placement: it names the row
+        if type(parsed) is not dict:
+            parsed = None
+        yield body, placement.record(where, row, parsed)
 
 
 _ABSENT = object()

@@ -38,8 +38,12 @@ class SqlLog(Protocol):
 
     def query(self, kind: str | None) -> Select[Any]: ...
 
-    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
-        """The record of one row ``query()`` selected (its key first)."""
+    def record(
+        self, where: str, row: Sequence[Any], parsed: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The record of one row ``query()`` selected (its key first, its
+        body second); ``parsed``: the body already parsed by the caller
+        (bulk reads parse it faster), to be checked as a parse here would be."""
         ...
 
     def parse_cursor(self, cursor: str) -> Any: ...
@@ -112,15 +116,17 @@ class LogRows:
             query = query.where(log_records.c.kind == kind)
         return query
 
-    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
+    def record(
+        self, where: str, row: Sequence[Any], parsed: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The body, checked against the ``kind`` column: the column is what
         ``scan_log(kind=...)`` filters on, the body is what callers (a hash
         chain) check. A row whose column says otherwise was edited outside the
         application and would hide or forge records in a filtered read: it is
         corruption, named like any other."""
         key, body, kind = row
-        record = parse_body(where, key, body)
-        expected = self.row(record)["kind"]
+        record = parse_body(where, key, body) if parsed is None else parsed
+        expected = self.kind(record)
         if kind != expected:
             raise StorageCorruptError(
                 f"{where} row {key}",
@@ -138,13 +144,17 @@ class LogRows:
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
         conn.execute(insert(log_records), [self.row(r) for r in records])
 
-    def row(self, record: dict[str, Any]) -> dict[str, Any]:
+    def kind(self, record: dict[str, Any]) -> str | None:
+        """The ``kind`` column of a record's row."""
         field = self.log.kind_field
         kind = record.get(field) if field else None
+        return str(kind)[:200] if kind is not None else None
+
+    def row(self, record: dict[str, Any]) -> dict[str, Any]:
         ts = record.get("ts_utc")
         return {
             "log": self.log.name,
-            "kind": str(kind)[:200] if kind is not None else None,
+            "kind": self.kind(record),
             "ts_utc": str(ts)[:40] if ts is not None else None,
             "body": canonical_json(record),
         }
@@ -219,8 +229,10 @@ class _FilteredRows:
     def query(self, kind: str | None) -> Select[Any]:
         return select(self.rows.key, self.rows.table.c.body).where(self.where)
 
-    def record(self, where: str, row: Sequence[Any]) -> dict[str, Any]:
-        return parse_body(where, row[0], row[1])
+    def record(
+        self, where: str, row: Sequence[Any], parsed: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return parse_body(where, row[0], row[1]) if parsed is None else parsed
 
     def parse_cursor(self, cursor: str) -> Any:
         if not cursor.isascii() or not cursor.isprintable() or not cursor:
