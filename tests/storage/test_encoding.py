@@ -43,7 +43,9 @@ _numbers = st.one_of(
 _scalars = st.one_of(st.none(), st.booleans(), _numbers, _text)
 _values = st.recursive(
     _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(_text, inner, max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(_text, inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
