@@ -43,9 +43,7 @@ _numbers = st.one_of(
 _scalars = st.one_of(st.none(), st.booleans(), _numbers, _text)
 _values = st.recursive(
     _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=5), st.dictionaries(_text, inner, max_size=5)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(_text, inner, max_size=5)),
     max_leaves=30,
 )
 
@@ -91,7 +89,10 @@ def test_random_bit_patterns_of_floats_agree() -> None:
             assert encoding.canonical_bytes([f]) == _reference_canonical([f]), f
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, [1, [math.nan]], {"a": math.inf}])
+@pytest.mark.parametrize(
+    "bad",
+    [math.nan, math.inf, -math.inf, [1, [math.nan]], {"a": math.inf}, {"a": None, "b": math.nan}],
+)
 def test_nan_and_infinity_are_refused_not_written_as_null(bad: Any) -> None:
     with pytest.raises(UnstorableValueError, match="not standard JSON"):
         encoding.canonical_bytes(bad)
@@ -107,3 +108,28 @@ def test_loads_takes_what_orjson_refuses() -> None:
     assert encoding.loads(b'{"a": 1, "a": 2}') == {"a": 2}
     with pytest.raises(json.JSONDecodeError):
         encoding.loads(b"{not json")
+
+
+def test_depth_past_the_limit_is_refused_however_it_is_encoded() -> None:
+    deep: Any = []
+    for _ in range(encoding.MAX_DEPTH):
+        deep = [deep]
+    with pytest.raises(UnstorableValueError, match="nested deeper"):
+        encoding.canonical_bytes(deep)
+    with pytest.raises(UnstorableValueError, match="nested deeper"):
+        encoding.document_bytes({"a": deep})
+    # Many brackets but shallow: the slow path, the same bytes.
+    wide = {"k": [[] for _ in range(200)], "n": None}
+    assert encoding.canonical_bytes(wide) == _reference_canonical(wide)
+
+
+def test_what_the_standard_library_refuses_stays_refused() -> None:
+    import datetime
+
+    with pytest.raises(UnstorableValueError):
+        encoding.canonical_bytes({"at": datetime.datetime(2026, 1, 1)})
+    # Integer keys orjson refuses; the standard library writes them as strings.
+    assert encoding.document_bytes({1: "a", "x": {2: 3}}) == _reference_document(
+        {1: "a", "x": {2: 3}}
+    )
+    assert encoding.canonical_bytes({"t": (1, None)}) == b'{"t":[1,null]}'

@@ -21,7 +21,6 @@ before either encoder runs.
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -40,54 +39,71 @@ MAX_DEPTH = 64
 _MAY_DIFFER = re.compile(rb"e-\d(?!\d)|0\.0000\d")
 
 # orjson reads an integer past 64 bits as a float, silently; every such
-# integer has 19 or more digits, so text holding a run that long is read by
-# the standard library (a hex hash may hold one too: that only costs time).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# integer has 19 or more digits. Digits are mapped to "0" and the run looked
+# for with a substring search (a regex costs ten times more); a hex hash may
+# hold such a run too, which only costs time.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
-_SORTED = orjson.OPT_SORT_KEYS
-_INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+# Types the standard library refuses (datetimes, dataclasses, subclasses such
+# as enums) make orjson refuse too, so they reach the slow path and its error.
+_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_SORTED = orjson.OPT_SORT_KEYS | _STRICT
+_INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | _STRICT
 
 
 def check_storable(value: Any) -> None:
-    """Raise UnstorableValueError for nesting past MAX_DEPTH, NaN or Infinity."""
+    """Raise UnstorableValueError for nesting past MAX_DEPTH (NaN and Infinity
+    are refused by the encoders)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise UnstorableValueError(f"nested deeper than {MAX_DEPTH} levels")
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-            elif isinstance(child, float) and not math.isfinite(child):
-                # NaN and Infinity are not JSON; other readers choke on them.
-                raise UnstorableValueError(f"not standard JSON: {child!r} is not a JSON number")
-
-
-def _checked(value: Any) -> None:
-    if isinstance(value, dict | list):
-        check_storable(value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise UnstorableValueError(f"not standard JSON: {value!r} is not a JSON number")
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise UnstorableValueError(f"nested deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _stdlib(value: Any, **kwargs: Any) -> bytes:
+    check_storable(value)
     try:
         return json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")
     except (ValueError, TypeError) as exc:
         raise UnstorableValueError(f"not standard JSON: {exc}") from exc
 
 
+def _fast(value: Any, option: int) -> bytes | None:
+    """orjson's bytes when they are exactly the standard library's, else None.
+
+    The checks cost less than one more encoding: every bracket counted is at
+    most one level, so few brackets prove the depth; NaN and Infinity come
+    out as ``null``, so a value that holds a ``null`` must read back equal
+    (NaN equals nothing, a tuple no list: both take the slow path).
+    """
+    try:
+        out = orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:  # past 64 bits, too deep, not JSON at all
+        return None
+    if out.count(b"{") + out.count(b"[") > MAX_DEPTH:
+        return None
+    if b"null" in out and orjson.loads(out) != value:
+        return None
+    if (b"e-" in out or b"0.0000" in out) and _MAY_DIFFER.search(out) is not None:
+        return None
+    return out
+
+
 def canonical_bytes(value: Any) -> bytes:
     """The one JSON spelling used for hashing and for stored lines, as UTF-8."""
-    _checked(value)
-    try:
-        out = orjson.dumps(value, option=_SORTED)
-    except orjson.JSONEncodeError:
+    out = _fast(value, _SORTED)
+    if out is None:
         return _stdlib(value, sort_keys=True, separators=(",", ":"))
-    if _MAY_DIFFER.search(out) is None:
-        return out
-    return _stdlib(value, sort_keys=True, separators=(",", ":"))
+    return out
 
 
 def canonical_json(value: Any) -> str:
@@ -97,14 +113,10 @@ def canonical_json(value: Any) -> str:
 
 def document_bytes(value: Any) -> bytes:
     """A document as it is stored: indented two spaces, newline at the end."""
-    _checked(value)
-    try:
-        out = orjson.dumps(value, option=_INDENTED)
-    except orjson.JSONEncodeError:
+    out = _fast(value, _INDENTED)
+    if out is None:
         return _stdlib(value, indent=2) + b"\n"
-    if _MAY_DIFFER.search(out) is None:
-        return out
-    return _stdlib(value, indent=2) + b"\n"
+    return out
 
 
 def loads(raw: bytes | str) -> Any:
@@ -112,7 +124,7 @@ def loads(raw: bytes | str) -> Any:
     refuses (NaN literals in hand-edited files, lone surrogates) and keeps
     integers past 64 bits exact."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_DIGITS.search(data) is not None:
+    if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
         return json.loads(raw)
     try:
         return orjson.loads(data)
