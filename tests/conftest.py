@@ -201,6 +201,8 @@ def _truncate(url: str) -> None:
     try:
         with store.engine.begin() as conn:
             conn.exec_driver_sql("TRUNCATE documents, log_records, go_sessions RESTART IDENTITY")
+            # As any change made outside Valhalla must: running stores' caches see it.
+            conn.exec_driver_sql("UPDATE store_generation SET n = n + 1")
     finally:
         store.close()
 

@@ -40,9 +40,9 @@ def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path: Pat
     assert "valhalla db upgrade" in served.stderr
     first = _cli("db", "upgrade", "--database-url", url)
     assert first.returncode == 0
-    assert "upgraded from empty to 0001" in first.stdout
+    assert "upgraded from empty to 0002" in first.stdout
     again = _cli("db", "upgrade", "--database-url", url)
-    assert "already at revision 0001" in again.stdout
+    assert "already at revision 0002" in again.stdout
     assert _cli("db", "status", "--database-url", url).returncode == 0
 
 

@@ -119,7 +119,7 @@ def test_depth_past_the_limit_is_refused_however_it_is_encoded() -> None:
     with pytest.raises(UnstorableValueError, match="nested deeper"):
         encoding.document_bytes({"a": deep})
     # Many brackets but shallow: the slow path, the same bytes.
-    wide = {"k": [[] for _ in range(200)], "n": None}
+    wide: dict[str, Any] = {"k": [[] for _ in range(200)], "n": None}
     assert encoding.canonical_bytes(wide) == _reference_canonical(wide)
 
 

@@ -56,8 +56,9 @@ def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -
 def get_checklist(
     *, store: Store, playbook: Playbook, clock: Clock, watcher: ChainWatcher
 ) -> Checklist:
-    health = get_health_status(store=store, clock=clock, watcher=watcher)
-    return build_checklist(store=store, playbook=playbook, health=health)
+    with store.reading():  # one consistency check for every read below (SQL)
+        health = get_health_status(store=store, clock=clock, watcher=watcher)
+        return build_checklist(store=store, playbook=playbook, health=health)
 
 
 def next_step_of(checklist: Checklist) -> NextStep:

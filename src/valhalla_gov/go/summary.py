@@ -41,11 +41,13 @@ class GoSummary(BaseModel):
 def get_summary(
     *, store: Store, playbook: Playbook, clock: Clock, watcher: ChainWatcher
 ) -> GoSummary:
-    health = get_health_status(store=store, clock=clock, watcher=watcher)
-    checklist = build_checklist(store=store, playbook=playbook, health=health)
-    cone = get_cone_state(store=store)
+    with store.reading():  # one consistency check for every read below (SQL)
+        health = get_health_status(store=store, clock=clock, watcher=watcher)
+        checklist = build_checklist(store=store, playbook=playbook, health=health)
+        cone = get_cone_state(store=store)
+        session = get_session(store=store)
     return GoSummary(
-        session=get_session(store=store),
+        session=session,
         next=next_step_of(checklist),
         checklist=checklist,
         health=SummaryHealth(

@@ -167,6 +167,11 @@ def _guard(name: str, checks: dict[str, CheckResult], fn: Any, *args: Any) -> An
 
 
 def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
+    with store.reading():  # one consistency check for every read below (SQL)
+        return _health_status(store=store, clock=clock, watcher=watcher)
+
+
+def _health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
     memo = _memo(store)
     checks: dict[str, CheckResult] = {}
     cone: ConeState | None = _guard("band", checks, lambda: cached_state(store))

@@ -91,6 +91,11 @@ class JsonStore:
         return value
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        # Each read checks its own file's bytes already: nothing to share.
+        yield
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:
         with self._lock.hold():
             # What the lock holder has read or written stays known until it

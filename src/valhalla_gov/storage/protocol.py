@@ -128,6 +128,11 @@ class Store(Reader, Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
+    def reading(self) -> AbstractContextManager[None]:
+        """A scope whose reads share one check that nothing changed (one
+        round trip on SQL, where each read outside it makes its own)."""
+        ...
+
     def scan_log(
         self, log: Log, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:

@@ -2,11 +2,17 @@
 
 Same protocol as the JSON files, so the services do not change. Each
 :meth:`SqlStore.transaction` is one database transaction holding an exclusive
-writer lock (``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
+writer lock (the row lock of ``store_generation``, plus ``BEGIN IMMEDIATE`` on
 SQLite): every document and log write of one operation commits together or
 not at all, and replicas serialise their writers exactly like workers sharing
 a data dir do, so logs whose records depend on the previous one (a hash
 chain) stay in order.
+
+Every write transaction bumps the store generation in the statement that
+takes the lock. Reads cache documents per generation (:class:`_ReadCache`):
+one small query tells whether anything was written since, by any worker or
+replica. A change made outside Valhalla (psql) must bump it too:
+``UPDATE store_generation SET n = n + 1``.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, Schema, T
-from .sql_placement import SqlLog, document_placement, log_placement
+from .sql_placement import LogRows, SqlLog, cache_scope, document_placement, log_placement
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +57,52 @@ _BULK_BATCH = 20_000
 LOG_CHANNEL = "valhalla_log_append"
 # ``probe(write=False)`` re-reads the schema revision at most this often.
 SCHEMA_RECHECK_S = 5.0
-# An arbitrary, fixed 64-bit key: every Valhalla writer takes this one lock.
-_PG_LOCK_KEY = 0x56414C48414C4C41  # "VALHALLA"
+# A write transaction's first statement: it takes the writer lock (the
+# generation row's lock, held to commit: writers on every replica queue on
+# it), bumps the generation and, on PostgreSQL, queues the wake-up that
+# listening replicas get at commit. One round trip for all three.
+_BEGIN_WRITE_PG = text(
+    "WITH wake AS (SELECT pg_notify(:channel, current_schema())) "
+    "UPDATE store_generation SET n = n + 1 FROM wake WHERE id = 1 RETURNING n"
+)
+_BEGIN_WRITE = text("UPDATE store_generation SET n = n + 1 WHERE id = 1 RETURNING n")
+_GENERATION = text("SELECT n FROM store_generation WHERE id = 1")
+_MISS = object()
+_NOTHING_DIRTY: set[str] = set()
+
+
+class _ReadCache:
+    """Documents as read outside a transaction, each tagged with the store
+    generation it was read at and the scope (table or row set) it lives in.
+
+    A hit needs the generation the caller has just read, so a write on any
+    worker or replica (which bumps it) is seen by the next read anywhere. A
+    transaction that committed tells :meth:`advance` which scopes it wrote:
+    what it did not write is still true at the new generation, so a GET after
+    a write re-reads only what that write changed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, object], tuple[int, str, Any]] = {}
+
+    def get(self, key: tuple[str, object], generation: int, dirty: set[str]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != generation or entry[1] in dirty:
+            return _MISS
+        return entry[2]
+
+    def put(self, key: tuple[str, object], generation: int, scope: str, value: Any) -> None:
+        with self._lock:
+            old = self._entries.get(key)
+            if old is None or old[0] <= generation:
+                self._entries[key] = (generation, scope, value)
+
+    def advance(self, before: int, after: int, dirty: set[str]) -> None:
+        with self._lock:
+            for key, (generation, scope, value) in list(self._entries.items()):
+                if generation == before and scope not in dirty:
+                    self._entries[key] = (after, scope, value)
 
 
 @dataclass(frozen=True)
@@ -163,6 +214,7 @@ class SqlStore:
             else self.engine
         )
         self._local = threading.local()
+        self._cache = _ReadCache()
         self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
@@ -207,16 +259,61 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 
+    def _generation(self, conn: Connection) -> int | None:
+        """The store generation, read once per :meth:`reading` scope."""
+        scoped: int | None = getattr(self._local, "generation", None)
+        if scoped is not None:
+            return scoped
+        value = conn.execute(_GENERATION).scalar()
+        return None if value is None else int(value)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads in this scope share one generation check (one round trip)."""
+        if getattr(self._local, "txn", None) is not None or hasattr(self._local, "generation"):
+            yield
+            return
+        with self._reader() as conn:
+            self._local.generation = self._generation(conn)
+        try:
+            yield
+        finally:
+            del self._local.generation
+
+    def _cached(
+        self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]
+    ) -> Any:
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            return txn.cached(key, scope, load)
+        with self._reader() as conn:
+            generation = self._generation(conn)
+            if generation is None:  # no generation row: nothing can be trusted
+                return load(conn)
+            value = self._cache.get(key, generation, _NOTHING_DIRTY)
+            if value is _MISS:
+                value = load(conn)
+                self._cache.put(key, generation, scope, value)
+            return value
+
     def read_document(self, doc: Document) -> Any | None:
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
             return txn.read_document(doc)
-        with self._reader() as conn:
-            return document_placement(doc).read(conn)
+        placement = document_placement(doc)
+        value = self._cached(("doc", doc.name), cache_scope(placement), placement.read)
+        # The caller owns what it gets (the cached value stays as read).
+        return copy.deepcopy(value)
 
     def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
-        # Another replica may have written: always read (one indexed query).
-        return parse(self.read_document(doc))
+        # Parsed once per generation; the result is shared, not to be mutated.
+        placement = document_placement(doc)
+
+        def load(conn: Connection) -> T:
+            return parse(placement.read(conn))
+
+        result: T = self._cached(("parsed", (doc.name, parse)), cache_scope(placement), load)
+        return result
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_SqlTxn]:
@@ -228,27 +325,36 @@ class SqlStore:
             with self.engine.connect() as raw:
                 conn = raw.execution_options(valhalla_write=True)
                 with conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-                    txn = _SqlTxn(conn)
+                    generation = self._begin_write(conn)
+                    txn = _SqlTxn(conn, self._cache, generation)
                     self._local.txn = txn
                     try:
                         yield txn
                     finally:
                         self._local.txn = None
-                    if txn.appended and conn.dialect.name == "postgresql":
-                        # Delivered at commit, to every listening replica: live
-                        # readers wake at once instead of at their next poll.
-                        conn.execute(
-                            text("SELECT pg_notify(:channel, current_schema())"),
-                            {"channel": LOG_CHANNEL},
-                        )
+            # Committed: what this transaction did not write is still true.
+            self._cache.advance(txn.base_generation, generation, txn.dirty)
+            for key, (scope, value) in txn.fresh.items():
+                self._cache.put(key, generation, scope, value)
         except IntegrityError as exc:
             raise StorageUnavailableError(
                 redact(self.url), f"refused by the database: {exc.orig}"
             ) from exc
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
+
+    def _begin_write(self, conn: Connection) -> int:
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(_BEGIN_WRITE_PG, {"channel": LOG_CHANNEL}).first()
+        else:
+            row = conn.execute(_BEGIN_WRITE).first()
+        if row is None:
+            raise StorageCorruptError(
+                f"{redact(self.url)} table store_generation",
+                "its row is missing; restore it with "
+                "INSERT INTO store_generation (id, n) VALUES (1, 0)",
+            )
+        return int(row[0])
 
     def scan_log(
         self, log: Log, *, before: str | None = None, kind: str | None = None
@@ -313,11 +419,15 @@ class SqlStore:
             raise self._unavailable(exc) from exc
 
     def log_version(self, log: Log) -> str:
-        # The newest key: one probe of the log's index.
+        # The newest key: one probe of the log's index, once per generation.
         placement = log_placement(log)
         query = placement.query(None).with_only_columns(func.max(placement.key))
-        with self._reader() as conn:
+
+        def read(conn: Connection) -> str:
             return str(conn.execute(query).scalar())
+
+        version: str = self._cached(("version", log.name), cache_scope(placement), read)
+        return version
 
     def probe(self, *, write: bool = True) -> list[str]:
         # Nothing is written either way. ``write=False`` (request-path checks, also inside
@@ -409,35 +519,65 @@ _ABSENT = object()
 
 class _SqlTxn:
     """One write transaction. Every writer holds the one writer lock, so what
-    this one has read stays true until it writes it: a document and a log's
-    last record are read once (handed out as copies), and read again after
-    this transaction writes them."""
+    this one has read stays true until it writes there: each read is made
+    once (documents and records handed out as copies), and made again after
+    this transaction writes its scope. What it has not written comes from the
+    store's read cache when that is at the generation this one began from."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, cache: _ReadCache, generation: int) -> None:
         self.conn = conn
-        self.appended = False  # a log gained records: listeners are told at commit
-        self._docs: dict[str, Any] = {}
-        self._tails: dict[str, Any] = {}
+        self.base_generation = generation - 1
+        self.dirty: set[str] = set()  # scopes this transaction wrote
+        # Known true at commit (a log's last record, just appended), for the cache.
+        self.fresh: dict[tuple[str, object], tuple[str, Any]] = {}
+        self._cache = cache
+        self._reads: dict[tuple[str, object], Any] = {}
+
+    def cached(self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]) -> Any:
+        value = self._reads.get(key, _MISS)
+        if value is not _MISS:
+            return value
+        value = self._cache.get(key, self.base_generation, self.dirty)
+        if value is _MISS:
+            value = load(self.conn)
+            if scope not in self.dirty:
+                # Unwritten by this transaction, under the writer lock: what
+                # was committed at the generation it began from.
+                self._cache.put(key, self.base_generation, scope, value)
+        self._reads[key] = value
+        return value
+
+    def _wrote(self, scope: str) -> None:
+        self.dirty.add(scope)
+        # Views over the same rows (a table's latest row, a filtered log) change too.
+        self._reads.clear()
+        self.fresh = {k: v for k, v in self.fresh.items() if v[0] != scope}
 
     def read_document(self, doc: Document) -> Any | None:
-        value = self._docs.get(doc.name, _ABSENT)
-        if value is _ABSENT:
-            value = self._docs[doc.name] = document_placement(doc).read(self.conn)
+        placement = document_placement(doc)
+        value = self.cached(("doc", doc.name), cache_scope(placement), placement.read)
         return copy.deepcopy(value)
 
     def write_document(self, doc: Document, value: Any) -> None:
-        self._docs.pop(doc.name, None)
-        document_placement(doc).write(self.conn, value)
+        placement = document_placement(doc)
+        self._wrote(cache_scope(placement))
+        placement.write(self.conn, value)
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
-        self.appended = True
-        self._tails.pop(log.name, None)
-        log_placement(log).insert(self.conn, [record])
+        placement = log_placement(log)
+        scope = cache_scope(placement)
+        self._wrote(scope)
+        placement.insert(self.conn, [record])
+        if isinstance(placement, LogRows):
+            # Rows in append order: the last record is this one, as a read
+            # would parse it back (the canonical JSON it was stored as).
+            key = ("tail", log.name)
+            self._reads[key] = stored = loads(canonical_bytes(record))
+            self.fresh[key] = (scope, stored)
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
-        self.appended = True
-        self._tails.pop(log.name, None)
         placement = log_placement(log)
+        self._wrote(cache_scope(placement))
         count = 0
         batch: list[dict[str, Any]] = []
         for record in records:
@@ -451,11 +591,13 @@ class _SqlTxn:
         return count
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        tail = self._tails.get(log.name, _ABSENT)
-        if tail is _ABSENT:
-            placement = log_placement(log)
-            row = self.conn.execute(
+        placement = log_placement(log)
+
+        def load(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(
                 placement.query(None).order_by(placement.key.desc()).limit(1)
             ).first()
-            tail = self._tails[log.name] = None if row is None else placement.record(log.name, row)
+            return None if row is None else placement.record(log.name, row)
+
+        tail = self.cached(("tail", log.name), cache_scope(placement), load)
         return copy.deepcopy(tail)  # type: ignore[no-any-return]

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, delete, insert, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .encoding import canonical_json, loads
@@ -24,6 +25,12 @@ from .sql_schema import documents, log_records
 
 
 class SqlDocument(Protocol):
+    @property
+    def scope(self) -> str:
+        """The rows it lives in: a write there changes every placement of
+        the same scope (read caches are kept per scope)."""
+        ...
+
     def read(self, conn: Connection) -> Any | None: ...
 
     def write(self, conn: Connection, value: Any) -> None: ...
@@ -35,6 +42,9 @@ class SqlLog(Protocol):
 
     @property
     def key(self) -> ColumnElement[Any]: ...
+
+    @property
+    def scope(self) -> str: ...
 
     def query(self, kind: str | None) -> Select[Any]: ...
 
@@ -79,6 +89,10 @@ class DocumentRow:
 
     doc: Document
 
+    @property
+    def scope(self) -> str:
+        return f"documents/{self.doc.name}"
+
     def read(self, conn: Connection) -> Any | None:
         body = conn.execute(select(documents.c.body).where(documents.c.name == self.doc.name))
         text = body.scalar()
@@ -93,8 +107,11 @@ class DocumentRow:
 
     def write(self, conn: Connection, value: Any) -> None:
         body = canonical_json(wrap(self.doc, value))
-        conn.execute(delete(documents).where(documents.c.name == self.doc.name))
-        conn.execute(insert(documents).values(name=self.doc.name, body=body))
+        conn.execute(
+            upsert(conn, documents)
+            .values(name=self.doc.name, body=body)
+            .on_conflict_do_update(index_elements=[documents.c.name], set_={"body": body})
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,10 @@ class LogRows:
     @property
     def key(self) -> ColumnElement[Any]:
         return log_records.c.id
+
+    @property
+    def scope(self) -> str:
+        return f"log_records/{self.log.name}"
 
     def query(self, kind: str | None) -> Select[Any]:
         # The kind column comes along, to be checked against the body.
@@ -184,11 +205,20 @@ class KeyedRows:
     def key(self) -> ColumnElement[Any]:
         return self.table.c.id
 
+    @property
+    def scope(self) -> str:
+        return self.table.name
+
     def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
         row = self.row_of(record)
-        conn.execute(delete(self.table).where(self.key == row["id"]))
+        changed = {name: value for name, value in row.items() if name != "id"}
+        statement = (
+            upsert(conn, self.table)
+            .values(**row)
+            .on_conflict_do_update(index_elements=[self.key], set_=changed)
+        )
         try:
-            conn.execute(insert(self.table).values(**row))
+            conn.execute(statement)
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
@@ -204,6 +234,10 @@ class KeyedRows:
 @dataclass(frozen=True)
 class _LatestRow:
     rows: KeyedRows
+
+    @property
+    def scope(self) -> str:
+        return self.rows.scope
 
     def read(self, conn: Connection) -> Any | None:
         table = self.rows.table
@@ -226,6 +260,10 @@ class _FilteredRows:
     def key(self) -> ColumnElement[Any]:
         return self.rows.key
 
+    @property
+    def scope(self) -> str:
+        return self.rows.scope
+
     def query(self, kind: str | None) -> Select[Any]:
         return select(self.rows.key, self.rows.table.c.body).where(self.where)
 
@@ -245,6 +283,18 @@ class _FilteredRows:
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
         for record in records:
             self.rows.upsert(conn, record)
+
+
+def upsert(conn: Connection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT for the connection's dialect: one statement
+    where a delete and an insert took two round trips."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def cache_scope(placement: SqlDocument | SqlLog) -> str:
+    return placement.scope
 
 
 def document_placement(doc: Document) -> SqlDocument:

@@ -4,6 +4,8 @@
 - ``log_records``: every append-only log without a table of its own; ``id``
   orders a log and is its cursor, ``kind`` (the log's ``kind_field``) has its
   own index for filters.
+- ``store_generation``: one row, one counter that every write transaction
+  bumps; cached reads are valid while it has not moved.
 
 Tables a caller declares for itself (see :mod:`.sql_placement`) are built on
 :data:`metadata` too, so migrations see the whole schema.
@@ -35,4 +37,11 @@ log_records = Table(
     Column("body", Text, nullable=False),
     Index("ix_log_records_log_id", "log", "id"),
     Index("ix_log_records_log_kind_id", "log", "kind", "id"),
+)
+
+store_generation = Table(
+    "store_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
 )
