@@ -69,3 +69,52 @@ def test_replicas_share_one_truth(tmp_path: Path, pg_url: str, clock: FakeClock)
         assert httpx.get(f"{one.url}/core/audit/verify", headers=headers).json()["ok"] is True
     assert verify_chain(store=store).ok
     store.close()
+
+
+def test_a_write_on_one_replica_is_read_by_the_next_get_on_the_other(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Each replica caches reads per store generation: a write through one
+    must be what the very next read through the other returns, with the
+    reader's cache warm (it has just answered the same GET)."""
+    _truncate(pg_url)
+    env = {"VALHALLA_DATABASE_URL": pg_url}
+    with (
+        LiveServer(tmp_path / "a", env=env) as one,
+        LiveServer(tmp_path / "b", env=env) as two,
+        httpx.Client(base_url=one.url, timeout=30) as a,
+        httpx.Client(base_url=two.url, timeout=30) as b,
+    ):
+        toggles = 0
+        for n, band in enumerate("ABCDBA"):
+            writer, reader = (a, b) if n % 2 == 0 else (b, a)
+            before = reader.get("/core/go/session").json()
+            reader.get("/core/cone/state")  # warm
+            started = writer.post("/core/go/start_session", json={"notes": f"round {n}"})
+            assert started.status_code == 200, started.text
+            seen = reader.get("/core/go/session").json()
+            assert seen["active"] is True
+            assert seen["id"] == started.json()["id"] != before["id"]
+            set_band = writer.post("/core/cone/state", json={"band": band, "reason": f"r{n}"})
+            assert set_band.status_code == 200, set_band.text
+            assert reader.get("/core/cone/state").json()["band"] == band
+            assert reader.get("/core/status/ryg").json()["cone_band"] == band
+            step = "preflight_view_dashboard"
+            checklist = reader.get("/core/go/checklist").json()
+            done_before = next(s["done"] for s in checklist["steps"] if s["id"] == step)
+            toggled = writer.post(
+                "/core/go/complete", json={"step_id": step, "done": not done_before}
+            )
+            if toggled.status_code == 200:  # band D may refuse "done"
+                toggles += 1
+                after = reader.get("/core/go/checklist").json()
+                assert next(s["done"] for s in after["steps"] if s["id"] == step) is not done_before
+            ended = reader.post("/core/go/end_session", json={"notes": f"end {n}"})
+            assert ended.status_code == 200
+            assert ended.json()["active"] is False
+            assert writer.get("/core/go/session").json()["active"] is False
+        assert toggles >= 4
+        history = a.get("/core/go/sessions").json()["items"]
+        assert len(history) == 6
+        assert b.get("/core/go/sessions").json()["items"] == history
+        assert a.get("/core/audit/verify").json()["ok"] is True
