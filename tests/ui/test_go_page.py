@@ -130,6 +130,36 @@ def test_second_start_shows_a_readable_409(
     expect(history_rows(page)).to_have_count(1)
 
 
+def test_an_end_that_ended_nothing_says_so_and_keeps_the_notes(
+    page: Page, server: LiveServer, http: httpx.Client
+) -> None:
+    # The page still shows the session active when someone else ends it (its
+    # event stream cut, as when it is down): the server ends nothing and says
+    # so in the Valhalla-Noop header, which the page must read.
+    page.route("**/core/events/stream", lambda route: route.abort())
+    assert http.post("/core/go/start_session", json={"notes": "mine"}).status_code == 200
+    open_page(page, server)
+    end = page.get_by_role("button", name="End session")
+    expect(end).to_be_visible()
+    ended = http.post("/core/go/end_session", json={"notes": "from the CLI"})
+    assert ended.status_code == 200
+    assert "Valhalla-Noop" not in ended.headers
+
+    page.get_by_label("Session notes").fill("how it went")
+    end.click()
+    expect(message(page)).to_have_text(
+        "No session was active, so nothing was ended; your notes were not saved "
+        "(they are still in the box)."
+    )
+    expect(message(page)).to_have_attribute("data-kind", "error")
+    expect(page.get_by_label("Session notes")).to_have_value("how it went")
+    # The page then shows what is true: the session the other client ended.
+    expect(page.get_by_role("button", name="Start session")).to_be_visible()
+    last = http.get("/core/go/session").json()
+    assert last["end_notes"] == "from the CLI"
+    assert last["active"] is False
+
+
 def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
     store = open_json(server.data_dir)
     _, viewer = create_token(

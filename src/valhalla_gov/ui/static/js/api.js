@@ -124,6 +124,16 @@ function readableError(status, detail) {
  * @param {object} [body] sent as JSON
  */
 export async function api(method, path, body) {
+  return (await apiResponse(method, path, body)).data;
+}
+
+/**
+ * As api(), with the answer's headers too: `{ data, headers }`.
+ * @param {string} method
+ * @param {string} path
+ * @param {object} [body] sent as JSON
+ */
+export async function apiResponse(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const token = getToken();
@@ -152,7 +162,7 @@ export async function api(method, path, body) {
       data = null; // a proxy's HTML error page, for instance
     }
   }
-  if (response.ok) return data;
+  if (response.ok) return { data, headers: response.headers };
 
   const detail = detailText(data && typeof data === "object" ? data.detail : "");
   throw new ApiError(response.status, readableError(response.status, detail), {

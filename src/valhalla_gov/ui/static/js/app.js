@@ -2,7 +2,15 @@
 // sends the operator's actions. Server text is only ever set as text
 // (textContent / text nodes), never parsed as HTML.
 
-import { api, ApiError, clearToken, getToken, serverNow, setToken } from "./api.js";
+import {
+  api,
+  ApiError,
+  apiResponse,
+  clearToken,
+  getToken,
+  serverNow,
+  setToken,
+} from "./api.js";
 import {
   BAND_MEANING,
   STATUS_LABEL,
@@ -965,18 +973,27 @@ async function startSession(box, notes) {
   }
 }
 
+// Sent as "true" on an answer whose write changed nothing (an end with no
+// active session: the answer is then the last session, unchanged).
+const NOOP_HEADER = "Valhalla-Noop";
+
 async function endSession(box, notes) {
   let ended = false;
   try {
-    const session = await api("POST", "/core/go/end_session", { notes });
+    const { data: session, headers } = await apiResponse("POST", "/core/go/end_session", {
+      notes,
+    });
+    if (headers.get(NOOP_HEADER) === "true") {
+      // Someone else ended it (or it never started) since the page last
+      // looked: nothing was ended, and the notes went nowhere. They stay in the box.
+      const lost = notes ? "; your notes were not saved (they are still in the box)" : "";
+      say(`No session was active, so nothing was ended${lost}.`, "error");
+      return;
+    }
     box.value = "";
     ended = true;
-    if (session && session.ended_at_utc) {
-      const at = formatTime(parseTime(session.ended_at_utc));
-      say(`Session ended at ${at} after ${formatDuration(session.duration_seconds)}.`, "ok");
-    } else {
-      say("There was no active session to end.", "ok");
-    }
+    const at = formatTime(parseTime(session.ended_at_utc));
+    say(`Session ended at ${at} after ${formatDuration(session.duration_seconds)}.`, "ok");
   } catch (err) {
     if (err instanceof ApiError && err.status === 429) {
       say(`Could not end the session. ${rateLimitText(err)}`, "error");
