@@ -17,7 +17,7 @@ import typer.main
 from typer._click import Context, HelpFormatter
 from typer._click.core import Command
 
-from .helpstyle import App
+from .helpstyle import App, Group
 from .serve import init, serve
 from .terminal import guard_output
 
@@ -65,7 +65,7 @@ def load_group(name: str) -> Command:
     return group
 
 
-class LazyGroup(typer.core.TyperGroup):
+class LazyGroup(Group):
     """The root group: ``serve`` and ``init`` are built eagerly, the groups of
     :data:`GROUPS` when one is asked for. Building every command's options
     from its signature costs more than the whole of ``--version`` should."""

@@ -4,7 +4,14 @@ STEP``, ``--name NAME``), a required argument bare and an optional one in
 brackets (``[DIR]``), choices as ``day|week|month``. Typer's own style shows
 Python types (``<str>``) and braces (``{STEP}``, ``{url}``).
 
-Every command group is an :class:`App`, whose commands are :class:`Command`.
+Every command group is an :class:`App`, a :class:`Group` whose commands are
+:class:`Command`.
+
+Both also keep ``--help`` cheap: typer runs every flag it was not given
+through a pydantic adapter when its default is None, as ``--help`` and
+``--install-completion`` have, and importing pydantic for that doubles what
+``valhalla go --help`` costs. Those flags (never passed to our code) default
+to False instead, which is what they mean.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from typing import Any
 
 import typer
 from typer._click import Context, HelpFormatter
-from typer.core import TyperArgument, TyperCommand, TyperOption
+from typer._click.core import Parameter
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
 
@@ -35,7 +43,27 @@ def _option_record(param: TyperOption, ctx: Context, opts: str) -> str:
     return f"{opts.removesuffix(shown)}{value}"
 
 
+def _unset_flags_false(params: list[Parameter]) -> list[Parameter]:
+    for param in params:
+        if (
+            isinstance(param, TyperOption)
+            and param.is_flag
+            and not param.expose_value
+            and param.default is None
+        ):
+            param.default = False
+    return params
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _unset_flags_false(super().get_params(ctx))
+
+
 class Command(TyperCommand):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _unset_flags_false(super().get_params(ctx))
+
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -66,7 +94,10 @@ class Command(TyperCommand):
 
 
 class App(typer.Typer):
-    """A Typer whose commands are :class:`Command` unless told otherwise."""
+    """A Typer that is a :class:`Group` of :class:`Command` unless told otherwise."""
+
+    def __init__(self, *, cls: type[TyperGroup] | None = None, **kwargs: Any) -> None:
+        super().__init__(cls=cls or Group, **kwargs)
 
     def command(
         self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
