@@ -92,7 +92,14 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Cou
         opened[Path(path).name] += 1
         return open(path, *args, **kwargs)
 
+    real_read_bytes = json_store.read_bytes
+
+    def counting_read_bytes(path: Path) -> bytes | None:  # documents: os-level reads
+        opened[Path(path).name] += 1
+        return real_read_bytes(path)
+
     monkeypatch.setattr(json_store, "open", counting_open, raising=False)
+    monkeypatch.setattr(json_store, "read_bytes", counting_read_bytes)
     yield opened
     monkeypatch.undo()
 

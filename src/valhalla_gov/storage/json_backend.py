@@ -50,16 +50,25 @@ class JsonStore:
         json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
+        self._paths: dict[str, Path] = {}
         self._held = threading.local()
 
     def describe(self) -> str:
         return f"json:{self.data_dir.resolve()}"
 
     def doc_path(self, doc: Document) -> Path:
-        return self.data_dir / doc.file
+        return self._path(doc.file)
 
     def log_path(self, log: Log) -> Path:
-        return self.data_dir / log.file
+        return self._path(log.file)
+
+    def _path(self, file: str) -> Path:
+        # One Path object per file: pathlib caches its string and hash on the
+        # object, and building a new one costs more than the read it names.
+        path = self._paths.get(file)
+        if path is None:
+            path = self._paths[file] = self.data_dir / file
+        return path
 
     # -- documents -------------------------------------------------------
     def _doc_bytes(self, path: Path) -> bytes | None:

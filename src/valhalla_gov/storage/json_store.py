@@ -79,13 +79,26 @@ def parse_json_bytes(path: Path, raw: bytes) -> Any:
 
 def read_bytes(path: Path) -> bytes | None:
     """The file's bytes, or None when it does not exist."""
+    # os-level calls: a buffered file object costs more than reading a small
+    # document (health reads every document on each check).
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise _unavailable(path, exc) from exc
+    try:
+        first = os.read(fd, _CHUNK)
+        if len(first) < _CHUNK:  # a short read of a regular file is its end
+            return first
+        parts = [first]
+        while chunk := os.read(fd, _CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> Any | None:
