@@ -18,6 +18,7 @@ from tests.conftest import FakeClock
 from tests.live.server import LiveServer
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.compose import open_json
+from valhalla_gov.security.server import MAX_HEADER_BYTES
 
 pytestmark = pytest.mark.live
 
@@ -133,6 +134,68 @@ def test_a_huge_header_is_refused_and_the_server_lives_on(protected: LiveServer)
         status = _status_line(sock)
     assert status.startswith("HTTP/1.1 4"), status
     assert httpx.get(f"{protected.url}/core/healthz", timeout=10).status_code == 200
+
+
+def _request_head(extra_header_bytes: int) -> bytes:
+    return (
+        b"GET /core/whoami HTTP/1.1\r\nHost: localhost\r\n"
+        b"X-Pad: " + b"p" * extra_header_bytes + b"\r\n\r\n"
+    )
+
+
+def test_a_head_just_past_the_cap_is_431_and_one_just_under_is_served(
+    protected: LiveServer,
+) -> None:
+    with _connect(protected) as sock:
+        sock.sendall(_request_head(MAX_HEADER_BYTES + 16))
+        assert _status_line(sock) == "HTTP/1.1 431 Request Header Fields Too Large"
+    with _connect(protected) as sock:
+        sock.sendall(_request_head(MAX_HEADER_BYTES - 200))
+        assert _status_line(sock) == "HTTP/1.1 200 OK"
+
+
+def test_the_head_cap_counts_each_request_on_a_kept_alive_connection(
+    protected: LiveServer,
+) -> None:
+    # Several heads under the cap on one connection: each is counted alone,
+    # even when the end of a head is split across reads.
+    with _connect(protected) as sock:
+        for _ in range(3):
+            head = _request_head(MAX_HEADER_BYTES // 2)
+            sock.sendall(head[:-3])
+            time.sleep(0.05)
+            sock.sendall(head[-3:])
+            assert _one_response(sock) == "HTTP/1.1 200 OK"
+
+
+def test_a_body_arriving_with_its_head_does_not_count_as_head(protected: LiveServer) -> None:
+    body = json.dumps({"notes": "n" * (MAX_HEADER_BYTES + 8000)}).encode()
+    with _connect(protected) as sock:
+        sock.sendall(
+            b"POST /core/go/end_session HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        status = _status_line(sock)
+    assert not status.startswith("HTTP/1.1 431"), status
+    assert status.startswith("HTTP/1.1 2") or status.startswith("HTTP/1.1 4"), status
+
+
+def _one_response(sock: socket.socket) -> str:
+    """Read one whole response (by its Content-Length); its status line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    assert len(rest) == length, "a response carried more than its Content-Length"
+    return lines[0].decode()
 
 
 def test_slow_headers_are_cut_off(protected: LiveServer) -> None:

@@ -193,7 +193,7 @@ def serve(
         os.environ["VALHALLA_RATE_LIMIT_DIR"] = shared
     os.environ["VALHALLA_LOG_LEVEL"] = log_level
     os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
-    from ..security.server import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, BoundedH11Protocol
+    from ..security.server import KEEP_ALIVE_SECONDS, BoundedHttpToolsProtocol
 
     logs.configure(log_level)
     trusted = ctx.settings.trusted_proxies
@@ -208,8 +208,7 @@ def serve(
         access_log=False,
         # Limits before work: bounded headers, slow headers cut off, idle
         # connections closed, at most this many connections per worker.
-        http=BoundedH11Protocol,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        http=BoundedHttpToolsProtocol,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=ctx.settings.max_connections,
         # X-Forwarded-* only from the proxies the operator lists (uvicorn
