@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import PUBLIC, VIEWER
 from ..context import AppContext, get_ctx
@@ -19,13 +21,21 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 @router.get(
     "/status/ryg",
     response_model=HealthStatus,
+    response_class=Response,
     summary="The red / yellow / green health light",
     dependencies=[Depends(VIEWER)],
 )
-def status_ryg(ctx: Ctx) -> HealthStatus:
+async def status_ryg(request: Request) -> Response:
     """The light with its reasons and each check behind it (band, deny rate,
     storage, audit chain, recent server errors)."""
-    return service.get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
+    # Async like GET /core/go/session: on the JSON backend the checks read a
+    # few small local files, cheaper than the thread hop a sync route pays.
+    ctx: AppContext = request.app.state.ctx
+    check = functools.partial(
+        service.get_health_status, store=ctx.store, clock=ctx.clock, watcher=ctx.watcher
+    )
+    health = await run_in_threadpool(check) if ctx.store.blocking else check()
+    return Response(health.model_dump_json().encode(), media_type="application/json")
 
 
 @router.get("/healthz", response_model=Liveness, summary="Liveness", dependencies=[Depends(PUBLIC)])
