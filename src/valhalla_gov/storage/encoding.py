@@ -2,7 +2,7 @@
 
 Two spellings matter:
 
-- **canonical**: sorted keys, no spaces, UTF-8, no NaN. The audit chain hashes
+- **canonical**: sorted keys, no spaces, UTF-8, no NaN. A hash chain hashes
   it and log lines are stored in it, so it must stay byte for byte what the
   standard library writes (``json.dumps(sort_keys=True, separators=(",", ":"),
   ensure_ascii=False)``): logs written by any earlier version must still verify.
