@@ -80,7 +80,7 @@ def parse_json_bytes(path: Path, raw: bytes) -> Any:
 def read_bytes(path: Path) -> bytes | None:
     """The file's bytes, or None when it does not exist."""
     # os-level calls: a buffered file object costs more than reading a small
-    # document (health reads every document on each check).
+    # document (request-path probes read every document each time).
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
