@@ -97,3 +97,28 @@ def _backend(store: Store) -> str:
     if isinstance(store, SqlStore):
         return "sqlite" if store.engine.dialect.name == "sqlite" else "postgres"
     return "json"
+
+
+@SQL_ONLY
+def test_peek_answers_only_at_the_generation_a_read_was_made(store: Store, tmp_path: Path) -> None:
+    writer = make_store(_backend(store), tmp_path)
+    parse = CountingParser()
+    with store.reading() as generation:
+        assert generation is not None
+        assert store.peek_cached(CONE_STATE, parse, generation) is None  # never read
+        assert store.read_cached(CONE_STATE, parse) == {"parsed": None}
+    assert store.peek_cached(CONE_STATE, parse, generation) == ({"parsed": None},)
+    with writer.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "C"})
+    with store.reading() as newer:
+        assert newer is not None
+        assert newer > generation
+        assert store.peek_cached(CONE_STATE, parse, newer) is None
+    assert parse.calls == 1
+
+
+def test_json_peeks_never_answer(tmp_path: Path) -> None:
+    store = make_store("json", tmp_path)
+    with store.reading() as generation:
+        assert generation is None
+    assert store.peek_cached(CONE_STATE, CountingParser(), 0) is None

@@ -67,7 +67,18 @@ class Guard:
             authorization=request.headers.get("authorization"),
             client_host=host,
         )
-        return await run_in_threadpool(authenticate) if ctx.store.blocking else authenticate()
+        if not ctx.store.blocking:
+            return authenticate()
+
+        def authenticate_reading() -> tuple[Identity, int | None]:
+            with ctx.store.reading() as generation:
+                return authenticate(), generation
+
+        identity, generation = await run_in_threadpool(authenticate_reading)
+        # The store generation this request has checked: a route may answer
+        # from the read cache at it without another round trip (GET session).
+        request.state.store_generation = generation
+        return identity
 
 
 PUBLIC = Guard(None)

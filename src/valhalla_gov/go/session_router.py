@@ -43,7 +43,15 @@ async def get_session(request: Request) -> Response:
     # backend and no re-serialisation while the file is unchanged.
     ctx: AppContext = request.app.state.ctx
     if ctx.store.blocking:
-        session = await run_in_threadpool(session_reads.get_session, store=ctx.store)
+        # Authentication checked the store generation moments ago: at that
+        # generation a cached session is exact, and needs neither a round
+        # trip nor a thread.
+        generation: int | None = getattr(request.state, "store_generation", None)
+        known = None if generation is None else session_reads.peek(ctx.store, generation)
+        if known is not None:
+            session = known
+        else:
+            session = await run_in_threadpool(session_reads.get_session, store=ctx.store)
     else:
         session = session_reads.get_session(store=ctx.store)
     last = _LastBody

@@ -100,9 +100,14 @@ class JsonStore:
         return value
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> Iterator[int | None]:
         # Each read checks its own file's bytes already: nothing to share.
-        yield
+        yield None
+
+    def peek_cached(
+        self, doc: Document, parse: Callable[[Any | None], T], generation: int
+    ) -> tuple[T] | None:
+        return None  # no generations here: a local read is cheap enough
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:

@@ -128,9 +128,18 @@ class Store(Reader, Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
-    def reading(self) -> AbstractContextManager[None]:
+    def reading(self) -> AbstractContextManager[int | None]:
         """A scope whose reads share one check that nothing changed (one
-        round trip on SQL, where each read outside it makes its own)."""
+        round trip on SQL, where each read outside it makes its own). Yields
+        the store generation checked (None where there is none: JSON)."""
+        ...
+
+    def peek_cached(
+        self, doc: Document, parse: Callable[[Any | None], T], generation: int
+    ) -> tuple[T] | None:
+        """``(read_cached(doc, parse),)`` if that is known without I/O to be
+        current at ``generation`` (one :meth:`reading` yielded earlier in the
+        same request), else None."""
         ...
 
     def scan_log(

@@ -268,17 +268,27 @@ class SqlStore:
         return None if value is None else int(value)
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> Iterator[int | None]:
         """Reads in this scope share one generation check (one round trip)."""
-        if getattr(self._local, "txn", None) is not None or hasattr(self._local, "generation"):
-            yield
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            yield txn.base_generation
+            return
+        if hasattr(self._local, "generation"):
+            yield self._local.generation
             return
         with self._reader() as conn:
             self._local.generation = self._generation(conn)
         try:
-            yield
+            yield self._local.generation
         finally:
             del self._local.generation
+
+    def peek_cached(
+        self, doc: Document, parse: Callable[[Any | None], T], generation: int
+    ) -> tuple[T] | None:
+        value = self._cache.get(("parsed", (doc.name, parse)), generation, _NOTHING_DIRTY)
+        return None if value is _MISS else (value,)
 
     def _cached(
         self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]
