@@ -227,7 +227,7 @@ def load(url: str, data_dir: Path, entries: int) -> float:
             for i, line in enumerate(lines):
                 body = line.rstrip("\n")
                 record = json.loads(body)
-                row2 = (AUDIT_LOG, record["event"], record["ts_utc"], body)
+                row2 = (AUDIT_LOG.name, record["event"], record["ts_utc"], body)
                 if i % _SAMPLE_EVERY == 0:
                     _check_row(LogRows(AUDIT_LOG).row(record), row2, _LOG_COLUMNS)
                 copy.write_row(row2)
