@@ -115,8 +115,9 @@ def test_verify_racing_an_append_does_not_report_a_broken_chain(
     }
     record = {**body, "hash": chain_hash(last["hash"], body)}
     path, rest = _half_appended(store, AUDIT_LOG, record)
-    racing = FinishTheAppend(json_store.iter_lines_forward, path, rest, at_end=True)
-    monkeypatch.setattr(json_store, "iter_lines_forward", racing)
+    # verify reads the log in blocks (the bulk scan).
+    racing = FinishTheAppend(json_store.iter_line_blocks, path, rest, at_end=True)
+    monkeypatch.setattr(json_store, "iter_line_blocks", racing)
     result = verify_chain(store=store)
     assert racing.calls, "the reproduction no longer reaches the reader: update it"
     assert result.ok, result

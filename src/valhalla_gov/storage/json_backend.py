@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from . import encoding, json_store
+from . import encoding, json_index, json_store
 from .errors import (
     InvalidCursorError,
     StorageCorruptError,
@@ -52,6 +52,7 @@ class JsonStore:
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
         self._paths: dict[str, Path] = {}
         self._held = threading.local()
+        self._indexes: dict[str, json_index.KindIndex] = {}
 
     def describe(self) -> str:
         return f"json:{self.data_dir.resolve()}"
@@ -152,11 +153,46 @@ class JsonStore:
             )
         return offset
 
+    def kind_index(self, log: Log) -> json_index.KindIndex | None:
+        """The log's index by its kind field (None for a log without one)."""
+        if log.kind_field is None:
+            return None
+        index = self._indexes.get(log.name)
+        if index is None:
+            index = self._indexes.setdefault(
+                log.name, json_index.KindIndex(self.log_path(log), log.kind_field, self._lock.hold)
+            )
+        return index
+
     def scan_log(
         self, log: Log, *, before: str | None = None, kind: str | None = None
     ) -> Iterator[LogEntry]:
         path = self.log_path(log)
         end = None if before is None else self._cursor_offset(path, before)
+        index = None if kind is None else self.kind_index(log)
+        if index is not None and kind is not None and log.kind_field is not None:
+            hits = index.offsets(kind, end)
+            if hits is not None:
+                # Only the lines the index names are read; each is checked.
+                for start, stop in hits:
+                    line = json_index.read_line(path, start, stop)
+                    record = None if line is None else self._parse_line(path, start, line)
+                    if record is not None and record.get(log.kind_field) == kind:
+                        end = start
+                        yield LogEntry(str(start), record)
+                        continue
+                    if record is not None and json_index.kind_hash(
+                        record.get(log.kind_field)
+                    ) == json_index.kind_hash(kind):
+                        continue  # two kinds with one hash: not this one
+                    # The index is stale: drop it, and scan the rest as before.
+                    logging.getLogger(__name__).warning(
+                        "%s: its kind index was stale; rebuilding it", path
+                    )
+                    index.forget()
+                    break
+                else:
+                    return
         kind_field = log.kind_field if kind is not None else None
         # A last line read without its newline was never acknowledged: the
         # newline is part of the one write an acknowledged append made durable.
@@ -316,6 +352,7 @@ class _JsonTxn:
         self._known = known
         # (path, old bytes or None) for documents, (path, old size) for logs.
         self._undo: list[tuple[Path, bytes | int | None]] = []
+        self._index_undo: list[tuple[Path, int]] = []  # (kind index, old size)
 
     def read_document(self, doc: Document) -> Any | None:
         path = self._store.doc_path(doc)
@@ -342,17 +379,41 @@ class _JsonTxn:
         self._undo.append((path, start))
         self._known.tails[path] = line
         self._known.terminated.add(path)
+        if log.kind_field is not None:
+            kind = json_index.kind_hash(record.get(log.kind_field))
+            self._index(path, [(start, start + len(line), kind)])
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         self._forget_log(path)
         start = json_store.file_size(path)
-        count = json_store.append_lines(
-            path, (encoding.canonical_bytes(r) + b"\n" for r in records)
-        )
+        field = log.kind_field
+        entries: list[tuple[int, int, int]] = []
+
+        def lines() -> Iterator[bytes]:
+            offset = start
+            for record in records:
+                line = encoding.canonical_bytes(record) + b"\n"
+                if field is not None:
+                    kind = json_index.kind_hash(record.get(field))
+                    entries.append((offset, offset + len(line), kind))
+                offset += len(line)
+                yield line
+
+        count = json_store.append_lines(path, lines())
         self._undo.append((path, start))
+        if entries:
+            self._index(path, entries)
         return count
+
+    def _index(self, path: Path, entries: list[tuple[int, int, int]]) -> None:
+        """Add the lines just made durable to the log's kind index: a plain
+        write under the same lock, no fsync (readers check and repair it)."""
+        sidecar = json_index.sidecar_path(path)
+        before = json_index.append_entries(sidecar, entries)
+        if before is not None:
+            self._index_undo.append((sidecar, before))
 
     def _forget_log(self, path: Path) -> None:
         self._known.tails.pop(path, None)
@@ -374,6 +435,9 @@ class _JsonTxn:
             except StorageError as exc:
                 log.error("could not take back a write to %s: %s", path, exc)
         self._undo.clear()
+        for sidecar, size in reversed(self._index_undo):
+            json_index.cut_back(sidecar, size)
+        self._index_undo.clear()
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
         path = self._store.log_path(log)

@@ -1,0 +1,384 @@
+"""A derived index of a JSON-Lines log by its kind field, kept beside the log.
+
+Filtering a log on its ``kind_field`` (``scan_log(kind=...)``) would read the
+whole log for a rare or absent kind. This index keeps, per kind, the offsets
+of its lines in log order, so a filtered page reads only the lines it returns.
+
+On disk it is ``.<log file>.kinds`` in the data dir: a fixed header, then one
+24-byte entry per log line, appended by the writer inside the data-dir lock
+right after the line is durable: the line's start and end offsets, a 4-byte
+hash of its kind (0 for a line without one) and a CRC-32 of the entry. The file is derived from
+the log and never trusted: it is written without fsync, and a reader checks
+it against the log (entries in order, inside the log, the newest indexed line
+unchanged), indexes whatever it lacks from the log itself (a gap, or lines
+appended since), and rewrites it when it had to do much of that. Every line
+a filtered read returns is read from the log and its kind compared, so a
+stale entry is seen and the index rebuilt. A missing, torn, stale or corrupt
+index costs a scan of the log, never an error of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import struct
+import threading
+import zlib
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import json_store
+from .errors import StorageError
+
+log = logging.getLogger(__name__)
+
+HEADER = b"valhalla kind index v1\n\0"  # 24 bytes: entries stay aligned
+# start, end, kind hash, and a CRC-32 of those 20 bytes: a damaged entry is
+# seen as damaged, not read as a line of another kind.
+_ENTRY = struct.Struct("<QQII")
+_BODY = struct.Struct("<QQI")
+_SIZE = _ENTRY.size
+# A reader that indexed more than this many log bytes itself rewrites the file.
+REPAIR_BYTES = 256 * 1024
+
+
+def sidecar_path(log_path: Path) -> Path:
+    return log_path.with_name(f".{log_path.name}.kinds")
+
+
+def kind_hash(value: Any) -> int:
+    """The 4-byte key of a kind value; 0 for no kind. Two kinds may share a
+    key: every line a filtered read finds is checked against its kind."""
+    if not isinstance(value, str):
+        return 0
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
+def entry_bytes(start: int, end: int, kind: int) -> bytes:
+    body = _BODY.pack(start, end, kind)
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def entries_bytes(entries: list[tuple[int, int, int]]) -> bytes:
+    return b"".join(entry_bytes(*entry) for entry in entries)
+
+
+def append_entries(path: Path, entries: list[tuple[int, int, int]]) -> int | None:
+    """Append entries for lines just made durable (inside the data-dir lock).
+
+    A plain write, no fsync: the file is derived. Returns the file's size
+    before (for a rollback to cut back to), or None when nothing was written.
+    Never raises: a failure leaves the index behind, which readers repair.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.debug("%s: not updated (%s)", path, exc)
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        payload = entries_bytes(entries)
+        if size < len(HEADER):
+            if size:
+                os.ftruncate(fd, 0)
+            size = 0
+            payload = HEADER + payload
+        elif (size - len(HEADER)) % _SIZE:
+            # An entry torn by a crash or a full disk: cut it, keep alignment.
+            size -= (size - len(HEADER)) % _SIZE
+            os.ftruncate(fd, size)
+        os.write(fd, payload)
+        return size
+    except OSError as exc:
+        log.debug("%s: not updated (%s)", path, exc)
+        return None
+    finally:
+        os.close(fd)
+
+
+def cut_back(path: Path, size: int) -> None:
+    """Take back entries a rolled-back transaction appended (best effort)."""
+    with contextlib.suppress(OSError):
+        os.truncate(path, size)
+
+
+class _Stale(Exception):
+    """What was indexed no longer matches the log: start over."""
+
+
+@dataclass
+class _State:
+    log_ino: int = -1
+    log_token: tuple[int, int, int] = (-1, -1, -1)
+    covered: int = 0  # every complete line before this offset is indexed
+    last_crc: int = 0  # crc32 of the newest indexed line (or 0: none yet)
+    side_ino: int = -1
+    side_read: int = 0  # sidecar bytes consumed
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    ends: array[int] = field(default_factory=lambda: array("q"))
+    hashes: array[int] = field(default_factory=lambda: array("I"))
+    by_kind: dict[int, array[int]] = field(default_factory=dict)  # hash -> entry numbers
+    from_log: int = 0  # log bytes indexed by this reader (not from the sidecar)
+    side_bad: bool = False
+
+
+class KindIndex:
+    """The in-memory view of one log's kind index, refreshed before each use."""
+
+    def __init__(self, log_path: Path, kind_field: str, lock: Callable[[], Any]) -> None:
+        self.log_path = log_path
+        self.path = sidecar_path(log_path)
+        self.field = kind_field
+        self._lock = lock  # the data-dir lock, to rewrite the file
+        self._mutex = threading.Lock()
+        self._state = _State()
+
+    # -- queries -----------------------------------------------------------
+    def offsets(self, kind: str, before: int | None) -> Iterator[tuple[int, int]] | None:
+        """``(start, end)`` of every indexed line whose kind may be ``kind``,
+        newest first, before offset ``before``; None when the log cannot be
+        indexed now (a line that does not parse: the caller scans as before)."""
+        with self._mutex:
+            try:
+                try:
+                    state = self._refresh()
+                except _Stale:
+                    self._state = _State()
+                    state = self._refresh()
+            except (_Stale, _Unparsed):
+                self._state = _State()
+                return None
+            numbers = state.by_kind.get(kind_hash(kind))
+            if numbers is None:
+                return iter(())
+            stop = len(numbers)
+            if before is not None:
+                stop = bisect_left(_Keyed(numbers, state.starts), before)
+            return _newest_first(numbers, stop, state.starts, state.ends)
+
+    def forget(self) -> None:
+        """Drop what is known (a hit did not match its line)."""
+        with self._mutex:
+            self._state = _State()
+
+    # -- keeping up with the log --------------------------------------------
+    def _refresh(self) -> _State:
+        state = self._state
+        try:
+            st = os.stat(self.log_path)
+        except FileNotFoundError:
+            self._state = _State()
+            return self._state
+        if st.st_size == 0:
+            self._state = _State(log_ino=st.st_ino)
+            return self._state
+        token = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if token == state.log_token:
+            return state
+        if st.st_ino != state.log_ino or st.st_size < state.covered or not self._tail_same(state):
+            state = self._state = _State(log_ino=st.st_ino)
+        self._read_sidecar(state, st.st_size)
+        self._index_log(state, state.covered, st.st_size)
+        state.log_token = token
+        # A missing file is left to the next append (with a small log) or
+        # written now (when reading the log took long enough to be worth it).
+        if state.from_log > REPAIR_BYTES or (state.side_bad and self.path.exists()):
+            self._rewrite(state)
+        return state
+
+    def _tail_same(self, state: _State) -> bool:
+        if not state.starts:
+            return True
+        start, end = state.starts[-1], state.ends[-1]
+        return zlib.crc32(_pread(self.log_path, start, end - start)) == state.last_crc
+
+    def _read_sidecar(self, state: _State, log_size: int) -> None:
+        data = None if state.side_bad else self._sidecar_bytes(state)
+        if data is None:
+            state.side_bad = True
+            return
+        whole = len(data) - len(data) % _SIZE
+        crc32, at = zlib.crc32, 0
+        for start, end, digest, check in _ENTRY.iter_unpack(data[:whole]):
+            if crc32(data[at : at + 20]) != check:
+                state.side_bad = True  # a damaged entry
+                break
+            at += _SIZE
+            if start < state.covered or end <= start or end > log_size:
+                state.side_bad = True  # out of order, or past the log: stale
+                break
+            if start > state.covered:
+                # Lines the writer did not index (blank lines, or appends that
+                # never reached this file): read them from the log.
+                self._index_log(state, state.covered, start)
+                if state.covered != start:
+                    state.side_bad = True
+                    break
+            self._add(state, start, end, digest)
+            state.side_read += _SIZE
+        if state.starts and state.last_crc == 0:
+            self._remember_tail(state)
+
+    def _sidecar_bytes(self, state: _State) -> bytes | None:
+        """The file's entries not read yet (None: missing or not an index)."""
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if st.st_ino != state.side_ino or st.st_size < state.side_read:
+                    if state.side_ino != -1 or state.covered:
+                        raise _Stale  # replaced by a rewrite, or cut: read it anew
+                    state.side_ino, state.side_read = st.st_ino, 0
+                if state.side_read == 0:
+                    if fh.read(len(HEADER)) != HEADER:
+                        return None
+                    state.side_read = len(HEADER)
+                fh.seek(state.side_read)
+                return fh.read()
+        except OSError:
+            return None
+
+    def _index_log(self, state: _State, start: int, stop: int) -> None:
+        """Index the complete lines in ``[start, stop)`` from the log itself."""
+        if start >= stop:
+            return
+        if not json_store.is_line_start(self.log_path, start):
+            raise _Stale
+        field_name = self.field
+        added = done = False
+        block = max(64 * 1024, min(stop - start, 4 * 1024 * 1024))
+        for block_start, lines in json_store.iter_line_blocks(
+            self.log_path, start, on_unterminated=_ignore, block=block
+        ):
+            offset = block_start
+            for line in lines:
+                end = offset + len(line) + 1
+                if end > stop:
+                    done = True
+                    break
+                if line.strip():
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        try:
+                            record = json_store.parse_json_bytes(self.log_path, line)
+                        except StorageError as exc:
+                            raise _Unparsed from exc
+                    value = record.get(field_name) if isinstance(record, dict) else None
+                    self._add(state, offset, end, kind_hash(value))
+                    added = True
+                state.from_log += end - offset
+                offset = end
+                state.covered = end
+            if done or offset >= stop:
+                break
+        if added:
+            self._remember_tail(state)
+
+    def _add(self, state: _State, start: int, end: int, digest: int) -> None:
+        number = len(state.starts)
+        state.starts.append(start)
+        state.ends.append(end)
+        state.hashes.append(digest)
+        numbers = state.by_kind.get(digest)
+        if numbers is None:
+            numbers = state.by_kind[digest] = array("q")
+        numbers.append(number)
+        state.covered = end
+        state.last_crc = 0
+
+    def _remember_tail(self, state: _State) -> None:
+        start, end = state.starts[-1], state.ends[-1]
+        state.last_crc = zlib.crc32(_pread(self.log_path, start, end - start))
+
+    def _rewrite(self, state: _State) -> None:
+        """Write the whole index anew, under the data-dir lock (no writer
+        appends meanwhile); no fsync: it is derived."""
+        try:
+            with self._lock():
+                size = os.stat(self.log_path).st_size
+                self._index_log(state, state.covered, size)
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with open(fd, "wb") as out:
+                    out.write(HEADER)
+                    step = 65536
+                    for first in range(0, len(state.starts), step):
+                        out.write(
+                            entries_bytes(
+                                list(
+                                    zip(
+                                        state.starts[first : first + step],
+                                        state.ends[first : first + step],
+                                        state.hashes[first : first + step],
+                                        strict=True,
+                                    )
+                                )
+                            )
+                        )
+                os.replace(tmp, self.path)
+                st = os.stat(self.path)
+                state.side_ino, state.side_read = st.st_ino, st.st_size
+                state.side_bad, state.from_log = False, 0
+        except OSError as exc:
+            log.debug("%s: not rewritten (%s)", self.path, exc)
+
+
+class _Unparsed(Exception):
+    """A log line does not parse: the index cannot be built now."""
+
+
+class _Keyed:
+    """``starts[numbers[i]]`` as a sequence, for bisect."""
+
+    def __init__(self, numbers: array[int], starts: array[int]) -> None:
+        self._numbers, self._starts = numbers, starts
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def __getitem__(self, i: int) -> int:
+        return self._starts[self._numbers[i]]
+
+
+def _newest_first(
+    numbers: array[int], stop: int, starts: array[int], ends: array[int]
+) -> Iterator[tuple[int, int]]:
+    # Arrays only grow at their end: the entries below ``stop`` stay put.
+    for i in range(stop - 1, -1, -1):
+        number = numbers[i]
+        yield starts[number], ends[number]
+
+
+def _ignore(_offset: int) -> None:
+    """An unfinished last line is not indexed (nor returned by scans)."""
+
+
+def _pread(path: Path, start: int, length: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise _Stale from exc
+    try:
+        return os.pread(fd, length, start)
+    finally:
+        os.close(fd)
+
+
+def read_line(path: Path, start: int, end: int) -> bytes | None:
+    """The line at ``[start, end)`` without its newline, or None when the
+    bytes there are not one whole line (the index is stale)."""
+    data = _pread(path, start, end - start)
+    if len(data) != end - start or not data.endswith(b"\n") or b"\n" in data[:-1]:
+        return None
+    if start and _pread(path, start - 1, 1) != b"\n":
+        return None
+    return data[:-1]
