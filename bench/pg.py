@@ -172,7 +172,7 @@ def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
 
 def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     sessions = _one(conn, "SELECT count(*) FROM go_sessions")
-    audit = _one(conn, "SELECT count(*) FROM log_records WHERE log = %s", (AUDIT_LOG,))
+    audit = _one(conn, "SELECT count(*) FROM log_records WHERE log = %s", (AUDIT_LOG.name,))
     return int(sessions), int(audit)
 
 
