@@ -93,7 +93,7 @@ def sql_cursors(url: str, session: dict[str, Any], event: dict[str, Any]) -> Cur
     with psycopg.connect(libpq(url)) as conn:
         row = conn.execute(
             "SELECT id FROM log_records WHERE log = %s AND ts_utc = %s AND body LIKE %s",
-            (AUDIT_LOG, event["ts_utc"], f'%"hash":"{event["hash"]}"%'),
+            (AUDIT_LOG.name, event["ts_utc"], f'%"hash":"{event["hash"]}"%'),
         ).fetchone()
     if row is None:
         raise RuntimeError(f"audit record seq {event['seq']} is missing from {db_name(url)}")
@@ -149,12 +149,12 @@ def explain(url: str, session_cursor: str, audit_cursor: str) -> dict[str, str]:
         "audit, middle page": (
             "SELECT id, body FROM log_records WHERE log = %s AND id < %s"
             " ORDER BY id DESC LIMIT 200",
-            (AUDIT_LOG, int(audit_cursor)),
+            (AUDIT_LOG.name, int(audit_cursor)),
         ),
         "audit, event filter": (
             "SELECT id, body FROM log_records WHERE log = %s AND kind = %s"
             " ORDER BY id DESC LIMIT 200",
-            (AUDIT_LOG, ABSENT_EVENT),
+            (AUDIT_LOG.name, ABSENT_EVENT),
         ),
     }
     plans: dict[str, str] = {}
