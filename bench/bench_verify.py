@@ -46,7 +46,7 @@ from bench.fill import RESULTS_DIR, _audit_line, _iso, _moment
 from bench.pg import derived_url, ensure_database, libpq, reset_schema
 from valhalla_gov.audit.service import GENESIS, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.compose import open_json, open_sql
+from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.timeutil import new_id
 
 BIN = Path(sys.executable).parent
@@ -105,6 +105,7 @@ def load_pg(base_url: str, data: Path, entries: int) -> str:
             else None
         )
     if row is not None and row[0] == entries:
+        upgrade_database(url)  # a kept database, brought to this version's schema
         return url
     print(f"loading {entries:,} rows into the scratch database (COPY, cached) ...")
     reset_schema(url)
