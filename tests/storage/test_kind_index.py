@@ -205,3 +205,19 @@ def test_a_reader_rewrites_an_index_it_had_to_rebuild(tmp_path: Path) -> None:
     assert len(list(reader.scan_log(AUDIT_LOG, kind="K3"))) == 400
     # Rebuilt from the log, byte for byte what the writer had written.
     assert sidecar.read_bytes() == written
+
+
+@pytest.mark.parametrize("field", [0, 8, 16, 20], ids=["start", "end", "kind", "crc"])
+def test_a_damaged_entry_is_never_read_as_another_line(tmp_path: Path, field: int) -> None:
+    """One flipped byte in one entry (a bad sector, a stray write): the
+    running CRC shows it, and the index is rebuilt from the log. Without the
+    CRC a flipped kind would hide that line from its own event's filter."""
+    store = open_json(tmp_path / "data")
+    append(store, *({"event": "A", "n": n} for n in range(5)))
+    sidecar = json_index.sidecar_path(store.log_path(AUDIT_LOG))
+    raw = bytearray(sidecar.read_bytes())
+    raw[24 + 2 * 24 + field] ^= 0x01
+    sidecar.write_bytes(bytes(raw))
+    fresh = open_json(tmp_path / "data")
+    assert [e.record["n"] for e in fresh.scan_log(AUDIT_LOG, kind="A")] == [4, 3, 2, 1, 0]
+    same_answers(fresh)
