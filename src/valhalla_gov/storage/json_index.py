@@ -287,6 +287,7 @@ class KindIndex:
         added = done = False
         block = max(64 * 1024, min(stop - start, 4 * 1024 * 1024))
         starts, ends, kinds = state.starts, state.ends, state.kinds
+        memo: dict[str, bytes] = {}
         for block_start, lines in json_store.iter_line_blocks(
             self.log_path, start, on_unterminated=_ignore, block=block
         ):
@@ -305,9 +306,14 @@ class KindIndex:
                         except StorageError as exc:
                             raise _Unparsed from exc
                     value = record.get(field_name) if isinstance(record, dict) else None
+                    key = memo.get(value) if type(value) is str else None
+                    if key is None:
+                        key = kind_hash(value).to_bytes(4, "little")
+                        if type(value) is str:
+                            memo[value] = key  # a log holds few kinds
                     starts.append(offset)
                     ends.append(end)
-                    kinds += kind_hash(value).to_bytes(4, "little")
+                    kinds += key
                     added = True
                 offset = end
             state.covered = offset
