@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.storage.helpers import remount_read_only
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.storage import json_index
@@ -220,4 +221,16 @@ def test_a_damaged_entry_is_never_read_as_another_line(tmp_path: Path, field: in
     sidecar.write_bytes(bytes(raw))
     fresh = open_json(tmp_path / "data")
     assert [e.record["n"] for e in fresh.scan_log(AUDIT_LOG, kind="A")] == [4, 3, 2, 1, 0]
+    same_answers(fresh)
+
+
+def test_a_read_only_data_dir_still_answers_filtered_reads(tiny_fs: Path) -> None:
+    """The index cannot be written there: the reads still answer, from memory."""
+    store = open_json(tiny_fs / "data")
+    append(store, *({"event": "A" if n % 3 else "B", "pad": "x" * 50} for n in range(300)))
+    # A damaged file, which a reader would rewrite (under the lock it cannot take).
+    json_index.sidecar_path(store.log_path(AUDIT_LOG)).write_bytes(b"not an index")
+    fresh = open_json(tiny_fs / "data")  # a server started before the remount
+    remount_read_only(tiny_fs)
+    assert len(list(fresh.scan_log(AUDIT_LOG, kind="B"))) == 100
     same_answers(fresh)

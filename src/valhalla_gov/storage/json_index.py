@@ -345,7 +345,8 @@ class KindIndex:
                 st = os.stat(self.path)
                 state.side_ino, state.side_read, state.side_crc = st.st_ino, st.st_size, running
                 state.side_bad, state.from_log = False, 0
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
+            # A read-only data dir (no lock, no file): served from memory.
             log.debug("%s: not rewritten (%s)", self.path, exc)
 
 
