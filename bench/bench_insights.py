@@ -54,9 +54,14 @@ class CountingStore(JsonStore):
     read = 0
 
     def scan_log(
-        self, log: Log, *, before: str | None = None, kind: str | None = None
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
     ) -> Iterator[LogEntry]:
-        for entry in super().scan_log(log, before=before, kind=kind):
+        for entry in super().scan_log(log, before=before, kind=kind, take=take):
             self.read += 1
             yield entry
 

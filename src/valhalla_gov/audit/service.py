@@ -353,7 +353,7 @@ class ChainWatcher:
             entries = store.scan_log_forward(AUDIT_LOG, after=start)
         else:
             try:
-                last = next(iter(store.scan_log(AUDIT_LOG, before=self._cursor)), None)
+                last = next(iter(store.scan_log(AUDIT_LOG, before=self._cursor, take=1)), None)
             except InvalidCursorError:
                 last = None  # the log shrank or shifted under the last verified line
             # The whole record, not just its hash field: an edit that keeps the

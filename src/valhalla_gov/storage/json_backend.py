@@ -165,7 +165,12 @@ class JsonStore:
         return index
 
     def scan_log(
-        self, log: Log, *, before: str | None = None, kind: str | None = None
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,  # the backward read is lazy already
     ) -> Iterator[LogEntry]:
         path = self.log_path(log)
         end = None if before is None else self._cursor_offset(path, before)

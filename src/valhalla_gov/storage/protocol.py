@@ -143,10 +143,17 @@ class Store(Reader, Protocol):
         ...
 
     def scan_log(
-        self, log: Log, *, before: str | None = None, kind: str | None = None
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
     ) -> Iterator[LogEntry]:
         """Records newest first, starting just older than cursor ``before``;
-        with ``kind``, only records whose ``kind_field`` equals it."""
+        with ``kind``, only records whose ``kind_field`` equals it. ``take``
+        says how many the caller means to read (a backend that fetches in
+        batches sizes its first by it); the iterator goes on if asked."""
         ...
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:

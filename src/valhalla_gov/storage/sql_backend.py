@@ -367,11 +367,17 @@ class SqlStore:
         return int(row[0])
 
     def scan_log(
-        self, log: Log, *, before: str | None = None, kind: str | None = None
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
     ) -> Iterator[LogEntry]:
         placement = log_placement(log)
         bound = None if before is None else placement.parse_cursor(before)
-        return self._keyset(placement, log.name, kind, bound, newest_first=True)
+        first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
+        return self._keyset(placement, log.name, kind, bound, newest_first=True, first=first)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         placement = log_placement(log)
@@ -386,13 +392,14 @@ class SqlStore:
         bound: Any | None,
         *,
         newest_first: bool,
+        first: int = _FIRST_BATCH,
     ) -> Iterator[LogEntry]:
         """Keyset pages over the placement's key in growing batches. ``bound``
         is a cursor boundary: rows below it newest first, rows at or above it
         oldest first."""
         key = placement.key
         query = placement.query(kind)
-        batch = _FIRST_BATCH
+        batch = first
         while True:
             page = query
             if bound is not None:
