@@ -34,7 +34,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -69,6 +69,33 @@ _BEGIN_WRITE = text("UPDATE store_generation SET n = n + 1 WHERE id = 1 RETURNIN
 _GENERATION = text("SELECT n FROM store_generation WHERE id = 1")
 _MISS = object()
 _NOTHING_DIRTY: set[str] = set()
+
+
+# Statements built once and reused: SQLAlchemy builds and hashes a new
+# statement object on every call otherwise, which cost more than the round
+# trip. Keyed on the log's declaration (with its placement factory, which
+# Log equality leaves out), never on caller input: a filter's kind is not
+# kept, there may be any number of them.
+_PAGES: dict[tuple[Any, ...], Any] = {}
+_NEWEST_KEY: dict[tuple[Log, Any], Any] = {}
+_NEWEST_ROW: dict[tuple[Log, Any], Any] = {}
+
+
+def _page(
+    placement: SqlLog, log: Log, kind: str | None, bounded: bool, newest_first: bool, batch: int
+) -> Any:
+    memo_key = (log, log.sql, bounded, newest_first, batch)
+    page = _PAGES.get(memo_key) if kind is None else None
+    if page is None:
+        key = placement.key
+        page = placement.query(kind)
+        if bounded:
+            bound = bindparam("bound", type_=key.type)
+            page = page.where(key < bound if newest_first else key >= bound)
+        page = page.order_by(key.desc() if newest_first else key.asc()).limit(batch)
+        if kind is None:
+            _PAGES[memo_key] = page
+    return page
 
 
 class _ReadCache:
@@ -377,17 +404,17 @@ class SqlStore:
         placement = log_placement(log)
         bound = None if before is None else placement.parse_cursor(before)
         first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
-        return self._keyset(placement, log.name, kind, bound, newest_first=True, first=first)
+        return self._keyset(placement, log, kind, bound, newest_first=True, first=first)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         placement = log_placement(log)
         bound = None if after is None else placement.parse_cursor(after)
-        return self._keyset(placement, log.name, None, bound, newest_first=False)
+        return self._keyset(placement, log, None, bound, newest_first=False)
 
     def _keyset(
         self,
         placement: SqlLog,
-        where: str,
+        log: Log,
         kind: str | None,
         bound: Any | None,
         *,
@@ -397,21 +424,16 @@ class SqlStore:
         """Keyset pages over the placement's key in growing batches. ``bound``
         is a cursor boundary: rows below it newest first, rows at or above it
         oldest first."""
-        key = placement.key
-        query = placement.query(kind)
         batch = first
         while True:
-            page = query
-            if bound is not None:
-                page = page.where(key < bound if newest_first else key >= bound)
-            page = page.order_by(key.desc() if newest_first else key.asc()).limit(batch)
+            page = _page(placement, log, kind, bound is not None, newest_first, batch)
             with self._reader() as conn:
-                rows = conn.execute(page).all()
+                rows = conn.execute(page, {"bound": bound}).all()
             for row in rows:
                 row_key = row[0]
                 # Backward: the boundary before the row is its key; forward: after it.
                 cursor = row_key if newest_first else placement.after(row_key)
-                yield LogEntry(str(cursor), placement.record(where, row))
+                yield LogEntry(str(cursor), placement.record(log.name, row))
             if len(rows) < batch:
                 return
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
@@ -438,7 +460,11 @@ class SqlStore:
     def log_version(self, log: Log) -> str:
         # The newest key: one probe of the log's index, once per generation.
         placement = log_placement(log)
-        query = placement.query(None).with_only_columns(func.max(placement.key))
+        query = _NEWEST_KEY.get((log, log.sql))
+        if query is None:
+            query = _NEWEST_KEY[(log, log.sql)] = placement.query(None).with_only_columns(
+                func.max(placement.key)
+            )
 
         def read(conn: Connection) -> str:
             return str(conn.execute(query).scalar())

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, insert, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -94,8 +94,7 @@ class DocumentRow:
         return f"documents/{self.doc.name}"
 
     def read(self, conn: Connection) -> Any | None:
-        body = conn.execute(select(documents.c.body).where(documents.c.name == self.doc.name))
-        text = body.scalar()
+        text = conn.execute(_DOCUMENT_BODY, {"name": self.doc.name}).scalar()
         if text is None:
             return None
         where = f"documents row {self.doc.name!r}"
@@ -108,9 +107,7 @@ class DocumentRow:
     def write(self, conn: Connection, value: Any) -> None:
         body = canonical_json(wrap(self.doc, value))
         conn.execute(
-            upsert(conn, documents)
-            .values(name=self.doc.name, body=body)
-            .on_conflict_do_update(index_elements=[documents.c.name], set_={"body": body})
+            _upsert(conn, documents, documents.c.name), {"name": self.doc.name, "body": body}
         )
 
 
@@ -211,14 +208,8 @@ class KeyedRows:
 
     def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
         row = self.row_of(record)
-        changed = {name: value for name, value in row.items() if name != "id"}
-        statement = (
-            upsert(conn, self.table)
-            .values(**row)
-            .on_conflict_do_update(index_elements=[self.key], set_=changed)
-        )
         try:
-            conn.execute(statement)
+            conn.execute(_upsert(conn, self.table, self.key), row)
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
@@ -241,9 +232,12 @@ class _LatestRow:
 
     def read(self, conn: Connection) -> Any | None:
         table = self.rows.table
-        row = conn.execute(
-            select(self.rows.key, table.c.body).order_by(self.rows.key.desc()).limit(1)
-        ).first()
+        newest = _LATEST.get(table)
+        if newest is None:
+            newest = _LATEST[table] = (
+                select(self.rows.key, table.c.body).order_by(self.rows.key.desc()).limit(1)
+            )
+        row = conn.execute(newest).first()
         return None if row is None else parse_body(table.name, row[0], row[1])
 
     def write(self, conn: Connection, value: Any) -> None:
@@ -285,12 +279,25 @@ class _FilteredRows:
             self.rows.upsert(conn, record)
 
 
-def upsert(conn: Connection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT for the connection's dialect: one statement
-    where a delete and an insert took two round trips."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+# Statements built once per table and reused (SQLAlchemy would build and hash
+# a new one per call); values travel as parameters.
+_DOCUMENT_BODY = select(documents.c.body).where(documents.c.name == bindparam("name"))
+_LATEST: dict[Table, Any] = {}
+_UPSERTS: dict[tuple[str, Table], Any] = {}
+
+
+def _upsert(conn: Connection, table: Table, key: ColumnElement[Any]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE every other column, for the
+    connection's dialect: one statement where a delete and an insert took
+    two round trips."""
+    dialect = conn.dialect.name
+    statement = _UPSERTS.get((dialect, table))
+    if statement is None:
+        insert_ = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        others = {c.name: insert_.excluded[c.name] for c in table.columns if c is not key}
+        statement = insert_.on_conflict_do_update(index_elements=[key], set_=others)
+        _UPSERTS[(dialect, table)] = statement
+    return statement
 
 
 def cache_scope(placement: SqlDocument | SqlLog) -> str:
