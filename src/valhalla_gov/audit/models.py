@@ -13,31 +13,40 @@ class AuditEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    ts_utc: str
-    event: str
-    payload: Any = None
-    seq: int | None = None
-    actor: str | None = None
-    prev: str | None = None
-    hash: str | None = None
+    ts_utc: str = Field(description="When it happened (ISO-8601 UTC, ending in Z).")
+    event: str = Field(description="What happened, an upper-case name such as GO_SESSION_START.")
+    payload: Any = Field(default=None, description="The event's details (its own shape per event).")
+    seq: int | None = Field(
+        default=None, description="Position in the chain, from 1; null on a legacy line."
+    )
+    actor: str | None = Field(
+        default=None, description="Who did it: a token's name, or `local`; null on a legacy line."
+    )
+    prev: str | None = Field(
+        default=None, description="The previous chained event's hash (64 zeros for the first)."
+    )
+    hash: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) over `prev` and this event's canonical JSON without `hash`.",
+    )
 
 
 class AuditPage(BaseModel):
-    items: list[AuditEvent]
+    items: list[AuditEvent] = Field(description="Events, newest first.")
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next (older) page; null at the end."
     )
 
 
 class AuditVerifyResult(BaseModel):
-    ok: bool
+    ok: bool = Field(description="True when every chained event verified (and the anchor held).")
     events: int = Field(description="Chained (hashed) events checked.")
     legacy_events: int = Field(description="Lines without chain fields, kept and counted.")
     first_bad_seq: int | None = Field(
         default=None,
         description="Sequence number where the chain first breaks: every event before it verified.",
     )
-    detail: str | None = None
+    detail: str | None = Field(default=None, description="What broke, where; null when ok.")
     head_seq: int | None = Field(
         default=None, description="The last seq of the verified chain (0: no chained event)."
     )
@@ -52,8 +61,8 @@ class AuditHead(BaseModel):
     a monitoring system) and pass it to verify to detect a truncated tail."""
 
     seq: int = Field(description="Its seq; 0 when the log holds no chained event.")
-    hash: str | None
-    ts_utc: str | None
+    hash: str | None = Field(description="Its hash; null when the log holds no chained event.")
+    ts_utc: str | None = Field(description="Its time; null when the log holds no chained event.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
