@@ -100,6 +100,10 @@ def _both(data_dir: Path, path: str) -> tuple[object, object]:
     return answers[0], answers[1]
 
 
+def test_every_direct_read_is_tested() -> None:
+    assert sorted(DIRECT_READS) == ["/core/audit/verify", "/core/go/session"]
+
+
 @pytest.mark.parametrize("path", sorted(DIRECT_READS))
 def test_a_direct_read_answers_what_the_app_answers(
     path: str, data_dir: Path, seeder: Seeder, clean_env: pytest.MonkeyPatch
@@ -110,7 +114,27 @@ def test_a_direct_read_answers_what_the_app_answers(
     direct, app = _both(data_dir, path)  # the last, ended
     assert direct == app
     assert isinstance(direct, dict)
-    assert direct["end_notes"] == "b"
+    if path == "/core/go/session":
+        assert direct["end_notes"] == "b"
+    else:
+        assert direct["ok"] is True
+        assert direct["events"] >= 2
+
+
+def test_a_direct_verify_finds_an_edited_line_as_the_app_does(
+    data_dir: Path, seeder: Seeder, clean_env: pytest.MonkeyPatch
+) -> None:
+    seeder.session(minutes=5, start_notes="a", end_notes="b", steps=[PLAYBOOK.steps[0].id])
+    log = data_dir / "audit.log"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[0] = lines[0].replace(b'"notes":"a"', b'"notes":"A"')
+    assert b'"notes":"A"' in lines[0]
+    log.write_bytes(b"".join(lines))
+    direct, app = _both(data_dir, "/core/audit/verify")
+    assert direct == app
+    assert isinstance(direct, dict)
+    assert direct["ok"] is False
+    assert direct["first_bad_seq"] == 1
 
 
 def test_a_direct_read_reports_a_corrupt_file_as_the_app_does(

@@ -150,9 +150,20 @@ def _go_session(store: Store) -> BaseModel:
     return get_session(store=store)
 
 
+def _audit_verify(store: Store) -> BaseModel:
+    from ..audit.service import verify_chain
+
+    # A walk of the whole log: building the app would cost about as much as
+    # hashing 500,000 lines.
+    return verify_chain(store=store)
+
+
 # GET path (without a query) -> the read its route serves, on the JSON
 # store. Only reads that need nothing from the app's start-up belong here.
-DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {"/core/go/session": _go_session}
+DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {
+    "/core/go/session": _go_session,
+    "/core/audit/verify": _audit_verify,
+}
 
 
 class DirectReads:
@@ -178,11 +189,12 @@ class DirectReads:
 
     def _open(self) -> Store:
         if self._store is None:
-            from ..go.session_store import SCHEMA
+            from ..audit.store import SCHEMA as AUDIT
+            from ..go.session_store import SCHEMA as SESSIONS
             from ..storage.json_backend import JsonStore
 
             # The documents and logs these reads touch; a read needs no more.
-            self._store = JsonStore(self.data_dir, SCHEMA, create=False)
+            self._store = JsonStore(self.data_dir, SESSIONS + AUDIT, create=False)
         return self._store
 
 
