@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .encoding import document_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
@@ -234,6 +234,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _open_log(path: Path) -> BinaryIO | None:
+    """The file opened for reading, or None when it does not exist (an empty
+    log); the caller's generator owns and closes the handle."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+
+
 def iter_lines_backward(
     path: Path, end: int | None = None, *, on_unterminated: Callable[[int], None] | None = None
 ) -> Iterator[tuple[int, bytes]]:
@@ -246,12 +257,9 @@ def iter_lines_backward(
     ``on_unterminated`` is given: then it is left out and reported by offset.
     The decision is made on the bytes read, never by looking at the file again.
     """
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
-    except FileNotFoundError:
+    fh = _open_log(path)
+    if fh is None:
         return
-    except OSError as exc:
-        raise _unavailable(path, exc) from exc
     with fh:
         size = os.fstat(fh.fileno()).st_size
         pos = size if end is None else min(end, size)
@@ -292,12 +300,9 @@ def iter_lines_forward(
     """Yield ``(offset, line)`` from ``start`` to the end of the file; with
     ``on_unterminated``, a last line read without its newline is left out
     and reported instead (decided on the bytes read)."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
-    except FileNotFoundError:
+    fh = _open_log(path)
+    if fh is None:
         return
-    except OSError as exc:
-        raise _unavailable(path, exc) from exc
     with fh:
         fh.seek(start)
         offset = start
@@ -325,12 +330,9 @@ def iter_line_blocks(
     newline is left out and reported by offset, as in :func:`iter_lines_forward`.
     One ``split`` per block instead of a Python step per line: for walks of
     a whole log."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - generator owns the handle
-    except FileNotFoundError:
+    fh = _open_log(path)
+    if fh is None:
         return
-    except OSError as exc:
-        raise _unavailable(path, exc) from exc
     size = _BULK_BLOCK if block is None else block
     with fh:
         fh.seek(start)
