@@ -23,17 +23,17 @@ the same data (the data dir is cached in ``bench/results/events-<N>/``).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.common import load_text, source_state
-from bench.fill import RESULTS_DIR, _audit_line, _iso, _moment
-from valhalla_gov.audit.service import GENESIS, query_events
+from bench.fill import _moment, cached_audit_dir
+from valhalla_gov.audit.service import query_events
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.timeutil import new_id
@@ -45,31 +45,17 @@ _BASE_US = 1_600_000_000_000_000
 SIDECAR = f".{AUDIT_LOG.file}.kinds"
 
 
+def _event(seq: int, micros: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
+    if seq % RARE_EVERY == RARE_EVERY // 2:
+        return "RARE_EVENT", {"n": str(seq)}
+    event = "GO_SESSION_START" if seq % 2 else "GO_SESSION_END"
+    return event, {"session_id": new_id(_moment(micros), rng.randbytes(10))}
+
+
 def fill_dir(entries: int) -> Path:
-    root = RESULTS_DIR / f"events-{entries}"
-    data, stamp = root / "data", root / f"filled-v{FILL_VERSION}"
-    if stamp.exists() and (data / AUDIT_LOG.file).exists():
-        return data
-    print(f"filling {entries:,} chained audit events into {data} (cached) ...")
-    data.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(2)
-    prev = GENESIS
-    with open(data / AUDIT_LOG.file, "w", encoding="utf-8", buffering=1 << 20) as out:
-        for seq in range(1, entries + 1):
-            micros = _BASE_US + seq * 1_000_000
-            if seq % RARE_EVERY == RARE_EVERY // 2:
-                event, payload = "RARE_EVENT", {"n": str(seq)}
-            else:
-                event = "GO_SESSION_START" if seq % 2 else "GO_SESSION_END"
-                payload = {"session_id": new_id(_moment(micros), rng.randbytes(10))}
-            line, prev = _audit_line(
-                seq=seq, prev=prev, ts=_iso(micros), event=event, payload=payload
-            )
-            out.write(line + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    stamp.touch()
-    return data
+    return cached_audit_dir(
+        f"events-{entries}", FILL_VERSION, entries, _event, seed=2, base_us=_BASE_US
+    )
 
 
 def median_ms(fn: Callable[[], object], calls: int) -> float:

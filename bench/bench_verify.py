@@ -42,9 +42,9 @@ from typing import Any
 import psycopg
 
 from bench.common import load_text, source_state, wait_quiet
-from bench.fill import RESULTS_DIR, _audit_line, _iso, _moment
+from bench.fill import _moment, cached_audit_dir
 from bench.pg import derived_url, ensure_database, libpq, reset_schema
-from valhalla_gov.audit.service import GENESIS, verify_chain
+from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.timeutil import new_id
@@ -53,43 +53,25 @@ BIN = Path(sys.executable).parent
 DEFAULT_ENTRIES = 500_000
 # Bump when the generated lines change, so stale caches are rebuilt.
 FILL_VERSION = 1
-_SPACING_US = 1_000_000
 _BASE_US = 1_700_000_000_000_000
+
+
+def _event(seq: int, micros: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
+    start = seq % 2 == 1
+    payload: dict[str, Any] = {
+        "session_id": new_id(_moment(micros), rng.randbytes(10)),
+        "notes": f"bench session {seq // 2} {'start' if start else 'end'}",
+    }
+    if not start:
+        payload["duration_seconds"] = round(rng.uniform(30, 200), 6)
+    return ("GO_SESSION_START" if start else "GO_SESSION_END"), payload
 
 
 def fill_dir(entries: int) -> Path:
     """The cached data dir holding ``entries`` chained audit events (built once)."""
-    root = RESULTS_DIR / f"verify-{entries}"
-    data, stamp = root / "data", root / f"filled-v{FILL_VERSION}"
-    if stamp.exists() and (data / AUDIT_LOG.file).exists():
-        return data
-    print(f"filling {entries:,} chained audit events into {data} (cached) ...")
-    data.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    rng = random.Random(1)  # deterministic: the same bytes every build
-    prev = GENESIS
-    with open(data / AUDIT_LOG.file, "w", encoding="utf-8", buffering=1 << 20) as out:
-        for seq in range(1, entries + 1):
-            micros = _BASE_US + seq * _SPACING_US
-            start = seq % 2 == 1
-            payload: dict[str, Any] = {
-                "session_id": new_id(_moment(micros), rng.randbytes(10)),
-                "notes": f"bench session {seq // 2} {'start' if start else 'end'}",
-            }
-            if not start:
-                payload["duration_seconds"] = round(rng.uniform(30, 200), 6)
-            line, prev = _audit_line(
-                seq=seq,
-                prev=prev,
-                ts=_iso(micros),
-                event="GO_SESSION_START" if start else "GO_SESSION_END",
-                payload=payload,
-            )
-            out.write(line + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    stamp.touch()
-    return data
+    return cached_audit_dir(
+        f"verify-{entries}", FILL_VERSION, entries, _event, seed=1, base_us=_BASE_US
+    )
 
 
 def load_pg(base_url: str, data: Path, entries: int) -> str:

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,3 +303,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# An audit event for one seq: (event name, payload), from the seq, its time in
+# microseconds and a seeded random generator.
+EventOf = Callable[[int, int, random.Random], tuple[str, dict[str, Any]]]
+
+
+def cached_audit_dir(
+    name: str, version: int, entries: int, event_of: EventOf, *, seed: int, base_us: int
+) -> Path:
+    """``bench/results/<name>/data`` holding ``entries`` chained audit events,
+    one second apart from ``base_us``, built once per ``version`` (bump it
+    when ``event_of`` changes) and the same bytes every build."""
+    root = RESULTS_DIR / name
+    data, stamp = root / "data", root / f"filled-v{version}"
+    if stamp.exists() and (data / AUDIT_LOG.file).exists():
+        return data
+    print(f"filling {entries:,} chained audit events into {data} (cached) ...")
+    data.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    rng = random.Random(seed)
+    prev = GENESIS
+    with open(data / AUDIT_LOG.file, "w", encoding="utf-8", buffering=1 << 20) as out:
+        for seq in range(1, entries + 1):
+            micros = base_us + seq * 1_000_000
+            event, payload = event_of(seq, micros, rng)
+            line, prev = _audit_line(
+                seq=seq, prev=prev, ts=_iso(micros), event=event, payload=payload
+            )
+            out.write(line + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    stamp.touch()
+    return data
