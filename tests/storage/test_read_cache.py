@@ -12,6 +12,7 @@ import sqlalchemy
 from tests.conftest import make_store
 from valhalla_gov.compose import SCHEMA
 from valhalla_gov.cone.store import CONE_STATE
+from valhalla_gov.storage.errors import StorageCorruptError
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SqlStore
 
@@ -122,3 +123,21 @@ def test_json_peeks_never_answer(tmp_path: Path) -> None:
     with store.reading() as generation:
         assert generation is None
     assert store.peek_cached(CONE_STATE, CountingParser(), 0) is None
+
+
+@SQL_ONLY
+def test_a_missing_generation_row_refuses_writes_and_names_the_repair(store: Store) -> None:
+    assert isinstance(store, SqlStore)
+    with store.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM store_generation"))
+    with (
+        pytest.raises(StorageCorruptError, match="INSERT INTO store_generation"),
+        store.transaction() as txn,
+    ):
+        txn.write_document(CONE_STATE, {"band": "A"})
+    assert store.read_document(CONE_STATE) is None  # nothing was written, reads still work
+    with store.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO store_generation (id, n) VALUES (1, 0)"))
+    with store.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "A"})
+    assert store.read_document(CONE_STATE) == {"band": "A"}

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, Schema, T
-from .sql_placement import LogRows, SqlLog, cache_scope, document_placement, log_placement
+from .sql_placement import LogRows, SqlLog, document_placement, log_placement
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,12 @@ _BEGIN_WRITE_PG = text(
     "WITH wake AS (SELECT pg_notify(:channel, current_schema())) "
     "UPDATE store_generation SET n = n + 1 FROM wake WHERE id = 1 RETURNING n"
 )
-_BEGIN_WRITE = text("UPDATE store_generation SET n = n + 1 WHERE id = 1 RETURNING n")
+# SQLite: BEGIN IMMEDIATE already holds the writer lock; two plain statements
+# (UPDATE ... RETURNING needs SQLite 3.35, older systems still ship less).
+_BUMP = text("UPDATE store_generation SET n = n + 1 WHERE id = 1")
 _GENERATION = text("SELECT n FROM store_generation WHERE id = 1")
 _MISS = object()
-_NOTHING_DIRTY: set[str] = set()
+_NOTHING_DIRTY: frozenset[str] = frozenset()
 
 
 # Statements built once and reused: SQLAlchemy builds and hashes a new
@@ -113,7 +116,7 @@ class _ReadCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, object], tuple[int, str, Any]] = {}
 
-    def get(self, key: tuple[str, object], generation: int, dirty: set[str]) -> Any:
+    def get(self, key: tuple[str, object], generation: int, dirty: AbstractSet[str]) -> Any:
         entry = self._entries.get(key)
         if entry is None or entry[0] != generation or entry[1] in dirty:
             return _MISS
@@ -338,7 +341,7 @@ class SqlStore:
         if txn is not None:
             return txn.read_document(doc)
         placement = document_placement(doc)
-        value = self._cached(("doc", doc.name), cache_scope(placement), placement.read)
+        value = self._cached(("doc", doc.name), placement.scope, placement.read)
         # The caller owns what it gets (the cached value stays as read).
         return copy.deepcopy(value)
 
@@ -349,7 +352,7 @@ class SqlStore:
         def load(conn: Connection) -> T:
             return parse(placement.read(conn))
 
-        result: T = self._cached(("parsed", (doc.name, parse)), cache_scope(placement), load)
+        result: T = self._cached(("parsed", (doc.name, parse)), placement.scope, load)
         return result
 
     @contextlib.contextmanager
@@ -384,7 +387,8 @@ class SqlStore:
         if conn.dialect.name == "postgresql":
             row = conn.execute(_BEGIN_WRITE_PG, {"channel": LOG_CHANNEL}).first()
         else:
-            row = conn.execute(_BEGIN_WRITE).first()
+            conn.execute(_BUMP)
+            row = conn.execute(_GENERATION).first()
         if row is None:
             raise StorageCorruptError(
                 f"{redact(self.url)} table store_generation",
@@ -469,7 +473,7 @@ class SqlStore:
         def read(conn: Connection) -> str:
             return str(conn.execute(query).scalar())
 
-        version: str = self._cached(("version", log.name), cache_scope(placement), read)
+        version: str = self._cached(("version", log.name), placement.scope, read)
         return version
 
     def probe(self, *, write: bool = True) -> list[str]:
@@ -598,17 +602,17 @@ class _SqlTxn:
 
     def read_document(self, doc: Document) -> Any | None:
         placement = document_placement(doc)
-        value = self.cached(("doc", doc.name), cache_scope(placement), placement.read)
+        value = self.cached(("doc", doc.name), placement.scope, placement.read)
         return copy.deepcopy(value)
 
     def write_document(self, doc: Document, value: Any) -> None:
         placement = document_placement(doc)
-        self._wrote(cache_scope(placement))
+        self._wrote(placement.scope)
         placement.write(self.conn, value)
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         placement = log_placement(log)
-        scope = cache_scope(placement)
+        scope = placement.scope
         self._wrote(scope)
         placement.insert(self.conn, [record])
         if isinstance(placement, LogRows):
@@ -620,7 +624,7 @@ class _SqlTxn:
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         placement = log_placement(log)
-        self._wrote(cache_scope(placement))
+        self._wrote(placement.scope)
         count = 0
         batch: list[dict[str, Any]] = []
         for record in records:
@@ -642,5 +646,5 @@ class _SqlTxn:
             ).first()
             return None if row is None else placement.record(log.name, row)
 
-        tail = self.cached(("tail", log.name), cache_scope(placement), load)
+        tail = self.cached(("tail", log.name), placement.scope, load)
         return copy.deepcopy(tail)  # type: ignore[no-any-return]

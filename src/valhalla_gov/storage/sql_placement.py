@@ -300,10 +300,6 @@ def _upsert(conn: Connection, table: Table, key: ColumnElement[Any]) -> Any:
     return statement
 
 
-def cache_scope(placement: SqlDocument | SqlLog) -> str:
-    return placement.scope
-
-
 def document_placement(doc: Document) -> SqlDocument:
     if doc.sql is None:
         return DocumentRow(doc)
