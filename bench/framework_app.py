@@ -1,8 +1,9 @@
 """A framework-only FastAPI app: the floor a Valhalla route cannot beat.
 
 No middleware, no auth, no storage: a GET and a POST that answer a constant
-the size of a GO session (``bench.bench_app.BARE_BODY``), served by uvicorn
-exactly like ``valhalla serve`` (one worker). ``bench.bench_writes`` runs it
+the size of the inactive GO session (``BODY``; ``bench.bench_app`` reuses it),
+served by uvicorn with its default parser (httptools) and one worker, as
+``valhalla serve`` runs. ``bench.bench_writes`` runs it
 beside the real server and divides by it.
 """
 
