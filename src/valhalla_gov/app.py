@@ -111,6 +111,7 @@ def _lifespan(ctx: AppContext) -> Callable[[FastAPI], AbstractAsyncContextManage
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(ctx.store.live())
             for feature in FEATURES:
                 if feature.lifespan is not None:
                     await stack.enter_async_context(feature.lifespan(ctx))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -318,20 +319,41 @@ class ChainWatcher:
     """Incremental chain check for health: verifies only what is new.
 
     On first use it anchors at most ``HEALTH_WINDOW`` lines from the end; after
-    that each call checks the lines appended since, plus that the last line it
-    verified is still there unchanged (catching an edit or truncation at the
-    tail). The full walk is :func:`verify_chain`.
+    that each call reads forward from the last line it verified: that line
+    must still be there unchanged (catching an edit or truncation at the
+    tail), and the lines after it are checked. One read per call. The full
+    walk is :func:`verify_chain`.
+
+    Where the store has generations (SQL), a call at the generation of the
+    last good check, within ``RECHECK_S`` of it, answers from that check:
+    every write bumps the generation, so only a change made outside Valhalla
+    that does not bump it (which the documented repair path does) waits up
+    to ``RECHECK_S`` to be seen.
     """
+
+    RECHECK_S = 1.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cursor: str | None = None  # just past the last verified line
+        self._before_last: str | None = None  # just before it (None: the log's start)
         self._last_record: dict[str, Any] | None = None
         self._state = _ChainState()
         self._problem: str | None = None
+        self._good_at: tuple[int, float] | None = None  # (generation, monotonic time)
 
     def check(self, store: Store) -> str | None:
-        with self._lock:
+        with self._lock, store.reading() as generation:
+            now = time.monotonic()
+            good = self._good_at
+            if (
+                good is not None
+                and generation is not None
+                and good[0] == generation
+                and now - good[1] < self.RECHECK_S
+            ):
+                return None
+            self._good_at = None
             if self._problem is not None:
                 # Start over from the window: the operator may have repaired it.
                 self._cursor, self._last_record, self._state = None, None, _ChainState()
@@ -339,6 +361,8 @@ class ChainWatcher:
                 self._problem = self._advance(store)
             except (StorageCorruptError, InvalidCursorError) as exc:
                 self._problem = str(exc)
+            if self._problem is None and generation is not None:
+                self._good_at = (generation, now)
             return self._problem
 
     def _advance(self, store: Store) -> str | None:
@@ -350,23 +374,27 @@ class ChainWatcher:
                 start = entry.cursor
                 if count + 1 >= HEALTH_WINDOW:
                     break
-            entries = store.scan_log_forward(AUDIT_LOG, after=start)
+            before = start
+            entries = iter(store.scan_log_forward(AUDIT_LOG, after=start))
         else:
+            before = self._before_last
             try:
-                last = next(iter(store.scan_log(AUDIT_LOG, before=self._cursor, take=1)), None)
+                entries = iter(store.scan_log_forward(AUDIT_LOG, after=before))
+                last = next(entries, None)
             except InvalidCursorError:
                 last = None  # the log shrank or shifted under the last verified line
             # The whole record, not just its hash field: an edit that keeps the
             # hash field (and the line's length) must still be seen.
-            if last is None or last.record != self._last_record:
+            if last is None or last.cursor != self._cursor or last.record != self._last_record:
                 return "the last verified audit line changed or disappeared"
-            entries = store.scan_log_forward(AUDIT_LOG, after=self._cursor)
+            before = last.cursor
         for entry in entries:
             problem = _check(entry.record, self._state, anchored=anchored)
             if problem is not None:
                 return f"audit chain broken near seq {self._state.seq + 1}: {problem}"
             if is_chained(entry.record):
                 anchored = True
-            self._cursor = entry.cursor
+            self._before_last, self._cursor = before, entry.cursor
             self._last_record = entry.record
+            before = entry.cursor
         return None

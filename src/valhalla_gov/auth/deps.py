@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 
 from fastapi import Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from ..context import AppContext
 from ..errors import ForbiddenError
+from ..storage.aio import run_store
 from .models import Identity, Scope
 from .ratelimit import RULE_START_SESSION, RULE_WRITES
 
@@ -67,18 +67,7 @@ class Guard:
             authorization=request.headers.get("authorization"),
             client_host=host,
         )
-        if not ctx.store.blocking:
-            return authenticate()
-
-        def authenticate_reading() -> tuple[Identity, int | None]:
-            with ctx.store.reading() as generation:
-                return authenticate(), generation
-
-        identity, generation = await run_in_threadpool(authenticate_reading)
-        # The store generation this request has checked: a route may answer
-        # from the read cache at it without another round trip (GET session).
-        request.state.store_generation = generation
-        return identity
+        return await run_store(ctx.store, authenticate, request.scope)
 
 
 PUBLIC = Guard(None)

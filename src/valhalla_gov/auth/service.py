@@ -150,7 +150,8 @@ class Authenticator:
     def _touch(self, store: Store, clock: Clock, name: str) -> None:
         now = time.monotonic()
         with self._lock:
-            if now - self._last_touch.get(name, -LAST_USED_RESOLUTION_S) < LAST_USED_RESOLUTION_S:
+            before = self._last_touch.get(name, -LAST_USED_RESOLUTION_S)
+            if now - before < LAST_USED_RESOLUTION_S:
                 return
             self._last_touch[name] = now
         try:
@@ -169,6 +170,13 @@ class Authenticator:
             # resolution interval; the failure is logged and counted.
             log.warning("could not record when token %r was last used: %s", name, exc)
             BOOKKEEPING_FAILURES.labels(what="token_last_used").inc()
+        except BaseException:
+            # Not attempted (the store wants this run moved off the event
+            # loop, see Store.run_cached) or interrupted: the next call stamps.
+            with self._lock:
+                if self._last_touch.get(name) == now:
+                    self._last_touch[name] = before
+            raise
 
 
 def protected_mode(*, store: Store) -> bool:

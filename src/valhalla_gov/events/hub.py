@@ -23,9 +23,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 from ..audit.store import AUDIT_LOG
+from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 
@@ -114,9 +113,8 @@ class EventHub:
                 loop.call_soon_threadsafe(self._bump)
 
     async def _version(self) -> str:
-        if self.store.blocking:
-            return await run_in_threadpool(self.store.log_version, AUDIT_LOG)
-        return self.store.log_version(AUDIT_LOG)
+        store = self.store
+        return await run_store(store, lambda: store.log_version(AUDIT_LOG))
 
     async def _poll(self) -> None:
         last: str | None = None

@@ -10,12 +10,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
 from ..errors import DomainError, InvalidInputError, RateLimitedError, ServiceUnavailableError
+from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 from .hub import EventHub
@@ -71,8 +71,7 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 
 async def _off_loop(store: Store, fn: Callable[[], T]) -> T:
-    # SQL reads wait on the network; JSON reads of a few lines are cheap inline.
-    return await run_in_threadpool(fn) if store.blocking else fn()
+    return await run_store(store, fn)
 
 
 @router.get(

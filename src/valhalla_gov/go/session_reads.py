@@ -34,10 +34,3 @@ def get_session(*, store: Store) -> GoSession:
     """The current session, or the inactive default when there never was one.
     Read through the store's cache: the result is shared, do not mutate it."""
     return store.read_cached(session_store.CURRENT, _current)
-
-
-def peek(store: Store, generation: int) -> GoSession | None:
-    """The current session if the store's read cache holds it at
-    ``generation``, without I/O; None when it must be read."""
-    hit = store.peek_cached(session_store.CURRENT, _current, generation)
-    return None if hit is None else hit[0]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
+from ..storage.aio import run_store
 from ..timeutil import UtcDateTime, as_utc
 from . import session_reads, session_service
 from .session_models import GoSession, SessionNotes, SessionPage
@@ -39,21 +39,12 @@ class _LastBody:
 )
 async def get_session(request: Request) -> Response:
     """The current session, or the inactive default."""
-    # The hottest read: async with one dependency, no thread hop on the JSON
-    # backend and no re-serialisation while the file is unchanged.
+    # The hottest read: async with one dependency, no thread hop when the
+    # store can answer from what it knows (see run_store), and no
+    # re-serialisation while the session is unchanged.
     ctx: AppContext = request.app.state.ctx
-    if ctx.store.blocking:
-        # Authentication checked the store generation moments ago: at that
-        # generation a cached session is exact, and needs neither a round
-        # trip nor a thread.
-        generation: int | None = getattr(request.state, "store_generation", None)
-        known = None if generation is None else session_reads.peek(ctx.store, generation)
-        if known is not None:
-            session = known
-        else:
-            session = await run_in_threadpool(session_reads.get_session, store=ctx.store)
-    else:
-        session = session_reads.get_session(store=ctx.store)
+    store = ctx.store
+    session = await run_store(store, lambda: session_reads.get_session(store=store), request.scope)
     last = _LastBody
     if last.session is not session:
         last.body, last.session = session.model_dump_json().encode(), session

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import PUBLIC, VIEWER
 from ..context import AppContext, get_ctx
+from ..storage.aio import run_store
 from . import service
 from .models import HealthStatus, Liveness, Readiness
 
@@ -34,7 +34,7 @@ async def status_ryg(request: Request) -> Response:
     check = functools.partial(
         service.get_health_status, store=ctx.store, clock=ctx.clock, watcher=ctx.watcher
     )
-    health = await run_in_threadpool(check) if ctx.store.blocking else check()
+    health = await run_store(ctx.store, check, request.scope)
     return Response(health.model_dump_json().encode(), media_type="application/json")
 
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.service import Authenticator
 from ..errors import UnauthorizedError
+from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 from ..timeutil import Clock
@@ -209,9 +209,7 @@ class SecurityGate:
             authorization=headers.get("authorization"),
             client_host=client[0] if client else None,
         )
-        if self.store.blocking:
-            return await run_in_threadpool(authenticate)
-        return authenticate()
+        return await run_store(self.store, authenticate, scope)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .protocol import Document, Log, LogEntry, Schema, T, unwrap, wrap
+from .protocol import Document, Log, LogEntry, R, Schema, T, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,15 @@ class JsonStore:
         # Each read checks its own file's bytes already: nothing to share.
         yield None
 
-    def peek_cached(
-        self, doc: Document, parse: Callable[[Any | None], T], generation: int
-    ) -> tuple[T] | None:
-        return None  # no generations here: a local read is cheap enough
+    @contextlib.asynccontextmanager
+    async def live(self) -> AsyncIterator[None]:
+        yield  # each read checks its own file: nothing to keep open
+
+    async def current_generation(self) -> int | None:
+        return None
+
+    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
+        return (fn(),)  # local reads: cheap enough to make on the event loop
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:

@@ -14,11 +14,12 @@ with plain reads and writes inside it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +135,26 @@ class Store(Reader, Protocol):
         the store generation checked (None where there is none: JSON)."""
         ...
 
-    def peek_cached(
-        self, doc: Document, parse: Callable[[Any | None], T], generation: int
-    ) -> tuple[T] | None:
-        """``(read_cached(doc, parse),)`` if that is known without I/O to be
-        current at ``generation`` (one :meth:`reading` yielded earlier in the
-        same request), else None."""
+    def live(self) -> AbstractAsyncContextManager[None]:
+        """The server's lifetime, on its event loop: the store may keep what
+        :meth:`current_generation` needs (SQL on PostgreSQL: one async
+        connection)."""
+        ...
+
+    async def current_generation(self) -> int | None:
+        """The store generation, read without blocking the event loop; None
+        where there is none (JSON), where it cannot be read that way (SQLite,
+        outside :meth:`live`), or on any failure."""
+        ...
+
+    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
+        """``(fn(),)`` when every read ``fn`` makes is answered without I/O
+        that could block: JSON always; SQL when each is in the read cache at
+        ``generation`` (from :meth:`current_generation`, read after the
+        caller's request arrived). None otherwise: then ``fn`` stopped at its
+        first read that would wait, and must have done nothing before it that
+        a second run would repeat. Async code tries this before moving
+        ``fn`` to a thread (see :func:`.aio.run_store`)."""
         ...
 
     def scan_log(

@@ -23,12 +23,12 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from alembic import command
@@ -41,8 +41,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
-from .protocol import Document, Log, LogEntry, Schema, T
+from .protocol import Document, Log, LogEntry, R, Schema, T
 from .sql_placement import LogRows, SqlLog, document_placement, log_placement
+
+if TYPE_CHECKING:
+    from .sql_fence import GenerationFence
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,11 @@ _BUMP = text("UPDATE store_generation SET n = n + 1 WHERE id = 1")
 _GENERATION = text("SELECT n FROM store_generation WHERE id = 1")
 _MISS = object()
 _NOTHING_DIRTY: frozenset[str] = frozenset()
+
+
+class _NeedsIO(Exception):
+    """Raised inside :meth:`SqlStore.run_cached` where the work would have to
+    wait for the database; the caller runs it again where it may."""
 
 
 # Statements built once and reused: SQLAlchemy builds and hashes a new
@@ -245,6 +253,7 @@ class SqlStore:
         )
         self._local = threading.local()
         self._cache = _ReadCache()
+        self._fence: GenerationFence | None = None  # while live(): the async generation read
         self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
@@ -258,10 +267,50 @@ class SqlStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextlib.asynccontextmanager
+    async def live(self) -> AsyncIterator[None]:
+        """While serving (PostgreSQL): one async connection on the server's
+        event loop reads the generation for :meth:`current_generation`."""
+        if self.engine.dialect.name != "postgresql" or self._fence is not None:
+            yield
+            return
+        from .sql_fence import GenerationFence
+
+        fence = GenerationFence(self.url)
+        self._fence = fence
+        try:
+            yield
+        finally:
+            self._fence = None
+            await fence.close()
+
+    async def current_generation(self) -> int | None:
+        return None if self._fence is None else await self._fence.read()
+
+    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
+        if generation is None:
+            return None
+        if getattr(self._local, "txn", None) is not None or hasattr(self._local, "generation"):
+            return None  # inside a transaction or a reading scope: not ours to redirect
+        self._local.generation = generation
+        self._local.no_io = True
+        try:
+            return (fn(),)
+        except _NeedsIO:
+            return None
+        finally:
+            del self._local.generation, self._local.no_io
+
+    def _io(self) -> None:
+        """Every path that talks to the database passes here first."""
+        if getattr(self._local, "no_io", False):
+            raise _NeedsIO
+
     def _unavailable(self, exc: Exception) -> StorageUnavailableError:
         return StorageUnavailableError(redact(self.url), f"database error: {exc}")
 
     def schema_problem(self) -> str | None:
+        self._io()
         head = head_revision(self.migrations)
         try:
             with self.engine.connect() as conn:
@@ -283,6 +332,7 @@ class SqlStore:
             # Inside this thread's transaction: read what it has written so far.
             yield txn.conn
             return
+        self._io()
         try:
             with self._read_engine.connect() as conn:
                 yield conn
@@ -314,18 +364,17 @@ class SqlStore:
         finally:
             del self._local.generation
 
-    def peek_cached(
-        self, doc: Document, parse: Callable[[Any | None], T], generation: int
-    ) -> tuple[T] | None:
-        value = self._cache.get(("parsed", (doc.name, parse)), generation, _NOTHING_DIRTY)
-        return None if value is _MISS else (value,)
-
     def _cached(
         self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]
     ) -> Any:
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
             return txn.cached(key, scope, load)
+        scoped: int | None = getattr(self._local, "generation", None)
+        if scoped is not None:  # a hit needs no connection from the pool
+            value = self._cache.get(key, scoped, _NOTHING_DIRTY)
+            if value is not _MISS:
+                return value
         with self._reader() as conn:
             generation = self._generation(conn)
             if generation is None:  # no generation row: nothing can be trusted
@@ -361,6 +410,7 @@ class SqlStore:
         if current is not None:
             yield current  # re-entrant, like the JSON backend's lock
             return
+        self._io()
         try:
             with self.engine.connect() as raw:
                 conn = raw.execution_options(valhalla_write=True)
@@ -451,6 +501,7 @@ class SqlStore:
             query = placement.query(None).order_by(placement.key.asc())
             yield from _bulk_records(placement, log.name, txn.conn.execute(query))
             return
+        self._io()
         try:
             with self._read_engine.connect() as conn:
                 for rows in _prefetched(_key_pages(conn, placement, _BULK_BATCH)):

@@ -1,0 +1,90 @@
+"""The store generation read on the server's event loop (PostgreSQL).
+
+A request that finds what it needs in the read cache still has to learn that
+nothing was written since the cache was filled, by any worker or replica: one
+``SELECT`` of the generation, sent after the request arrived. Sent from a
+thread it costs a thread hop and a pool checkout on top of the round trip;
+here it is one query on one async connection, and the request goes on on the
+loop. Exact by construction: the answer is the database's, never a pushed
+hint that may still be in flight.
+
+Any failure answers None (the caller falls back to its threaded path, which
+reports the database's state as every read does) and the connection is
+opened again on a later call, not more than once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import psycopg
+
+from .sql_backend import redact
+from .sql_notify import libpq_url
+
+log = logging.getLogger(__name__)
+
+_SELECT = "SELECT n FROM store_generation WHERE id = 1"
+_RETRY_S = 1.0
+_TIMEOUT_S = 5.0
+
+
+class GenerationFence:
+    def __init__(self, url: str) -> None:
+        self._conninfo = libpq_url(url)
+        self._where = redact(url)
+        self._conn: psycopg.AsyncConnection[tuple[int]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._failed_at = -_RETRY_S
+
+    async def read(self) -> int | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first call, or a new loop (test clients)
+            self._loop, self._lock, self._conn = loop, asyncio.Lock(), None
+        assert self._lock is not None
+        # One query at a time on the one connection; each caller gets an
+        # answer to a query sent after it asked.
+        async with self._lock:
+            try:
+                return await asyncio.wait_for(self._query(), _TIMEOUT_S)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                await self._drop(exc)
+                return None
+            except asyncio.CancelledError:
+                # The request went away mid-query: the connection's state is
+                # unknown, so the next call opens a new one.
+                self._conn = None
+                raise
+
+    async def _query(self) -> int | None:
+        conn = self._conn
+        if conn is None:
+            if time.monotonic() - self._failed_at < _RETRY_S:
+                return None
+            conn = self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=5
+            )
+        cursor = await conn.execute(_SELECT, prepare=True)
+        row = await cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    async def _drop(self, exc: BaseException) -> None:
+        self._failed_at = time.monotonic()
+        conn, self._conn = self._conn, None
+        log.warning(
+            "generation read on %s failed (%s); requests read it from a thread meanwhile",
+            self._where,
+            exc,
+        )
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._loop is asyncio.get_running_loop():
+            await conn.close()

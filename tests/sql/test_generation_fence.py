@@ -1,0 +1,182 @@
+"""Reads answered on the event loop (PostgreSQL): the generation is read by
+one async query, and a cached read at it is exact across stores."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy import event
+
+from tests.conftest import FakeClock, _truncate
+from valhalla_gov.auth.service import Authenticator, create_token
+from valhalla_gov.auth.store import load_tokens
+from valhalla_gov.compose import open_sql
+from valhalla_gov.cone.store import CONE_STATE
+from valhalla_gov.storage.sql_backend import SqlStore
+from valhalla_gov.storage.sql_fence import GenerationFence
+
+
+def _raw(value: Any | None) -> Any | None:
+    return value
+
+
+@pytest.fixture
+def pair(pg_url: str) -> Iterator[tuple[SqlStore, SqlStore]]:
+    """A reader (the server under test) and a writer standing for another replica."""
+    _truncate(pg_url)
+    reader, writer = open_sql(pg_url), open_sql(pg_url)
+    assert isinstance(reader, SqlStore)
+    assert isinstance(writer, SqlStore)
+    yield reader, writer
+    reader.close()
+    writer.close()
+
+
+def _statements(store: SqlStore) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _count(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    return seen
+
+
+def test_a_cached_read_takes_one_async_query_and_no_pool_connection(
+    pair: tuple[SqlStore, SqlStore],
+) -> None:
+    reader, writer = pair
+    with writer.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "B"})
+
+    async def scenario() -> None:
+        async with reader.live():
+            generation = await reader.current_generation()
+            assert generation is not None
+
+            def read() -> Any:
+                return reader.read_cached(CONE_STATE, _raw)
+
+            assert reader.run_cached(read, generation) is None  # not cached yet
+            assert read() == {"band": "B"}  # as the thread it is moved to
+            statements = _statements(reader)
+            again = await reader.current_generation()
+            assert again == generation
+            assert reader.run_cached(read, again) == ({"band": "B"},)
+            assert statements == []
+
+    asyncio.run(scenario())
+
+
+def test_a_write_elsewhere_is_never_answered_from_the_cache(
+    pair: tuple[SqlStore, SqlStore],
+) -> None:
+    reader, writer = pair
+
+    def read() -> Any:
+        return reader.read_cached(CONE_STATE, _raw)
+
+    async def scenario() -> None:
+        async with reader.live():
+            for n, band in enumerate("ABCD" * 10):
+                with writer.transaction() as txn:
+                    txn.write_document(CONE_STATE, {"band": band, "n": n})
+                generation = await reader.current_generation()
+                assert generation is not None
+                # The cache holds the previous round's value, at an older generation.
+                assert reader.run_cached(read, generation) is None, n
+                assert read() == {"band": band, "n": n}
+                assert reader.run_cached(read, generation) == ({"band": band, "n": n},)
+
+    asyncio.run(scenario())
+
+
+def test_a_change_made_outside_valhalla_is_seen_once_it_bumps_the_generation(
+    pair: tuple[SqlStore, SqlStore],
+) -> None:
+    reader, _ = pair
+    with reader.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "A"})
+
+    def read() -> Any:
+        return reader.read_cached(CONE_STATE, _raw)
+
+    assert read() == {"band": "A"}
+
+    async def scenario() -> None:
+        async with reader.live():
+            with reader.engine.begin() as conn:
+                conn.execute(
+                    sqlalchemy.text("UPDATE documents SET body = :b WHERE name = :n"),
+                    {"b": '{"band":"C"}', "n": CONE_STATE.name},
+                )
+                conn.execute(sqlalchemy.text("UPDATE store_generation SET n = n + 1"))
+            generation = await reader.current_generation()
+            assert reader.run_cached(read, generation) is None
+            assert read() == {"band": "C"}
+
+    asyncio.run(scenario())
+
+
+def test_without_the_fence_nothing_is_answered_on_the_loop(pair: tuple[SqlStore, SqlStore]) -> None:
+    reader, _ = pair
+    ran: list[int] = []
+
+    async def scenario() -> None:
+        assert await reader.current_generation() is None  # outside live(): the CLI, tests
+        assert reader.run_cached(lambda: ran.append(1), None) is None
+
+    asyncio.run(scenario())
+    assert ran == []
+
+
+def test_an_unreachable_database_answers_none_and_is_not_retried_at_once(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = sqlalchemy.make_url(pg_url).set(database="valhalla_no_such_db").render_as_string(False)
+    fence = GenerationFence(bad)
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING):
+            assert await fence.read() is None
+            assert await fence.read() is None  # within the retry interval: no new connect
+        await fence.close()
+
+    asyncio.run(scenario())
+    failures = [r for r in caplog.records if "generation read" in r.getMessage()]
+    assert len(failures) == 1
+    assert "valhalla_no_such_db" in failures[0].getMessage()
+
+
+def test_a_declined_run_leaves_the_token_stamp_to_the_run_that_can_write(
+    pair: tuple[SqlStore, SqlStore], clock: FakeClock
+) -> None:
+    reader, writer = pair
+    _, token = create_token(store=writer, name="fence", scopes=["viewer"], actor="t", clock=clock)
+    auth = Authenticator()
+    load_tokens(store=reader)  # warm: only the last-used stamp needs the database
+
+    def authenticate() -> Any:
+        return auth.authenticate(
+            store=reader, clock=clock, authorization=f"Bearer {token}", client_host=None
+        )
+
+    async def scenario() -> None:
+        async with reader.live():
+            generation = await reader.current_generation()
+            assert reader.run_cached(authenticate, generation) is None  # the stamp is a write
+            assert authenticate().name == "fence"  # as the thread it is moved to
+            load_tokens(store=reader)
+            generation = await reader.current_generation()
+            known = reader.run_cached(authenticate, generation)  # stamped: no write now
+            assert known is not None
+            assert known[0].name == "fence"
+
+    asyncio.run(scenario())
+    stamped = next(t for t in load_tokens(store=writer) if t.name == "fence")
+    assert stamped.last_used_at_utc is not None
