@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from tests.conftest import FakeClock, unwritable
 from valhalla_gov.audit.service import ChainWatcher, record_event
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import READINESS, open_json
 from valhalla_gov.cone.canon import Action, Band, load_canon
 from valhalla_gov.cone.service import decide, set_cone_state
@@ -18,6 +20,7 @@ from valhalla_gov.health.models import HealthStatus
 from valhalla_gov.health.service import get_health_status, get_readiness
 from valhalla_gov.health.store import SERVER_ERRORS, THRESHOLDS
 from valhalla_gov.storage.protocol import Store
+from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.timeutil import iso_z
 
 CANON = load_canon(None)
@@ -371,6 +374,47 @@ def test_audit_tail_edited_after_a_check_is_caught(
     record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
     assert _health(store, clock, watcher).status == "green"
     _tamper(data_dir / "audit.log", b'"tail"', b'"TAIL"')
+    assert _health(store, clock, watcher).checks["audit"].status == "red"
+
+
+def _edit_sql_tail(store: Store, *, bump: bool) -> None:
+    assert isinstance(store, SqlStore)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "UPDATE log_records SET body = replace(body, '\"tail\"', '\"TAIL\"') "
+                "WHERE log = :log"
+            ),
+            {"log": AUDIT_LOG.name},
+        )
+        if bump:  # as the documented repair path does
+            conn.execute(sqlalchemy.text("UPDATE store_generation SET n = n + 1"))
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_a_sql_tail_edit_that_bumps_the_generation_is_caught_at_once(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    _band(store, clock, "A", reason="first")
+    record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
+    assert _health(store, clock, watcher).status == "green"
+    _edit_sql_tail(store, bump=True)
+    assert _health(store, clock, watcher).checks["audit"].status == "red"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_a_sql_tail_edit_that_hides_from_the_generation_is_caught_within_the_recheck(
+    store: Store, clock: FakeClock, watcher: ChainWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At an unchanged generation the watcher answers from its last check for
+    # up to RECHECK_S (ryg polled by many viewers costs no query each); an
+    # edit made behind the generation's back is seen once that has passed.
+    _band(store, clock, "A", reason="first")
+    record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
+    assert _health(store, clock, watcher).status == "green"
+    _edit_sql_tail(store, bump=False)
+    assert _health(store, clock, watcher).checks["audit"].status == "green"
+    monkeypatch.setattr(ChainWatcher, "RECHECK_S", 0.0)
     assert _health(store, clock, watcher).checks["audit"].status == "red"
 
 
