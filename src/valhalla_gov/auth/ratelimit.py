@@ -9,6 +9,7 @@ so the enforced limit is the configured one and never N times it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.errors import StorageError as LimitsStorageError
-from limits.storage import MemoryStorage, MovingWindowSupport, RedisStorage, Storage
+from limits.storage import MovingWindowSupport, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import RateLimitedError, ServiceUnavailableError
@@ -159,6 +160,108 @@ class SharedFileStorage(Storage, MovingWindowSupport):
             conn.execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
+class LocalStorage(Storage, MovingWindowSupport):
+    """A `limits` moving-window storage in this process's memory.
+
+    `limits`' own MemoryStorage expires entries on a ``threading.Timer`` it
+    starts again after each 10 ms of quiet: on the request path that was a
+    thread start every few writes. Here a key's old entries go when the key
+    is next used, and a sweep every ``SWEEP_EVERY`` hits drops keys nobody
+    has used for a whole window, so memory stays bounded by active keys.
+    """
+
+    STORAGE_SCHEME = ["valhalla+memory"]  # noqa: RUF012 - the base class declares it so
+    SWEEP_EVERY = 1024
+
+    def __init__(self) -> None:
+        super().__init__("valhalla+memory://", wrap_exceptions=False)
+        self._lock = threading.Lock()
+        # key -> (hit times, oldest first; the key's window in seconds)
+        self._hits: dict[str, tuple[collections.deque[float], int]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires)
+        self._since_sweep = 0
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ()
+
+    def _window(self, key: str, expiry: int, now: float) -> collections.deque[float]:
+        entry = self._hits.get(key)
+        if entry is None:
+            entry = self._hits[key] = (collections.deque(), expiry)
+        hits = entry[0]
+        edge = now - expiry
+        while hits and hits[0] <= edge:
+            hits.popleft()
+        return hits
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        with self._lock:
+            self._since_sweep += 1
+            if self._since_sweep >= self.SWEEP_EVERY:
+                self._sweep(now)
+            hits = self._window(key, expiry, now)
+            if len(hits) + amount > limit:
+                return False
+            hits.extend([now] * amount)
+            return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = time.time()
+        with self._lock:
+            if key not in self._hits:
+                return now, 0
+            hits = self._window(key, expiry, now)
+            return (hits[0] if hits else now), len(hits)
+
+    def _sweep(self, now: float) -> None:
+        self._since_sweep = 0
+        idle = [
+            k for k, (hits, expiry) in self._hits.items() if not hits or hits[-1] <= now - expiry
+        ]
+        for key in idle:
+            del self._hits[key]
+        expired = [k for k, (_, expires) in self._counters.items() if expires <= now]
+        for key in expired:
+            del self._counters[key]
+
+    # -- fixed-window counters (the rest of the `limits` storage interface) ---
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with self._lock:
+            value, expires = self._counters.get(key, (0, now + expiry))
+            if expires <= now:
+                value, expires = 0, now + expiry
+            self._counters[key] = (value + amount, expires)
+            return value + amount
+
+    def get(self, key: str) -> int:
+        value, expires = self._counters.get(key, (0, 0.0))
+        return value if expires > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        _, expires = self._counters.get(key, (0, 0.0))
+        return max(expires, time.time())
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        with self._lock:
+            removed = len(self._hits) + len(self._counters)
+            self._hits.clear()
+            self._counters.clear()
+        return removed
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)
+            self._counters.pop(key, None)
+
+
 def _redacted(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
@@ -191,7 +294,7 @@ class RateLimiter:
                 ) from exc
         elif redis_url is None:
             self.backend = "memory"
-            storage = MemoryStorage()
+            storage = LocalStorage()
         else:
             self.backend = _redacted(redis_url)
             storage = RedisStorage(
