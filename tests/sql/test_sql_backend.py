@@ -6,15 +6,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from tests.live.server import VALHALLA
 from valhalla_gov.compose import open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
-from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.go.tables import go_sessions
-from valhalla_gov.storage.sql_backend import SchemaOutOfDateError
+from valhalla_gov.storage.protocol import Store
+from valhalla_gov.storage.sql_backend import SchemaOutOfDateError, SqlStore
+from valhalla_gov.storage.sql_placement import UPSERTED
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -76,3 +78,28 @@ def test_the_database_refuses_a_second_active_session(
     with store.engine.begin() as conn:
         conn.execute(insert(go_sessions).values(id="01C", **{**row, "active": False}))
     store.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_a_row_written_twice_in_one_transaction_is_sent_once(store: Store) -> None:
+    assert isinstance(store, SqlStore)
+    sent: list[str] = []
+    event.listen(
+        store.engine,
+        "before_cursor_execute",
+        lambda *args: sent.append(str(args[2])) if "go_sessions" in str(args[2]) else None,
+    )
+    session = {"id": "01J0000000000000000000000A", "active": False, "ended_at_utc": "x"}
+    with store.transaction() as txn:
+        txn.append_log(HISTORY, session)  # a view of the same table: the same row
+        txn.write_document(CURRENT, session)
+        txn.write_document(CURRENT, {**session, "notes": "changed"})  # a new value: sent
+    upserts = [s for s in sent if s.lstrip().upper().startswith("INSERT")]
+    assert len(upserts) == 2
+    sent.clear()
+    with store.transaction() as txn:  # the next transaction writes it again
+        txn.write_document(CURRENT, session)
+    assert len([s for s in sent if s.lstrip().upper().startswith("INSERT")]) == 1
+    assert store.read_document(CURRENT) == session
+    with store.engine.connect() as conn:  # nothing left behind on the pooled connection
+        assert UPSERTED not in conn.info

@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, R, Schema, T
-from .sql_placement import LogRows, SqlLog, document_placement, log_placement
+from .sql_placement import UPSERTED, LogRows, SqlLog, document_placement, log_placement
 
 if TYPE_CHECKING:
     from .sql_fence import GenerationFence
@@ -418,10 +418,13 @@ class SqlStore:
                     generation = self._begin_write(conn)
                     txn = _SqlTxn(conn, self._cache, generation)
                     self._local.txn = txn
+                    # This transaction's upserts (sql_placement), only while it runs.
+                    conn.info[UPSERTED] = {}
                     try:
                         yield txn
                     finally:
                         self._local.txn = None
+                        conn.info.pop(UPSERTED, None)
             # Committed: what this transaction did not write is still true.
             self._cache.advance(txn.base_generation, generation, txn.dirty)
             for key, (scope, value) in txn.fresh.items():

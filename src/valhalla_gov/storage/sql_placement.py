@@ -65,6 +65,11 @@ class SqlLog(Protocol):
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None: ...
 
 
+# Connection.info key: the rows KeyedRows upserted in the connection's current
+# write transaction (set empty by the SQL backend as each one begins).
+UPSERTED = "valhalla.upserted"
+
+
 def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
     try:
         value = loads(body)
@@ -208,12 +213,21 @@ class KeyedRows:
 
     def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
         row = self.row_of(record)
+        # The same row written twice in one transaction (a feature whose
+        # document and log are views of this one table writes both): the
+        # second statement would change nothing.
+        written: dict[tuple[str, Any], dict[str, Any]] | None = conn.info.get(UPSERTED)
+        key = (self.table.name, row[self.key.name])
+        if written is not None and written.get(key) == row:
+            return
         try:
             conn.execute(_upsert(conn, self.table, self.key), row)
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
             raise self.on_conflict(exc) from exc
+        if written is not None:
+            written[key] = row
 
     def latest(self) -> _LatestRow:
         return _LatestRow(self)
