@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
 
+from tests.conftest import FakeClock
 from tests.live.server import VALHALLA
+from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
+from valhalla_gov.go.session_service import end_session, start_session
 from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.go.tables import go_sessions
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.storage.sql_backend import SchemaOutOfDateError, SqlStore
-from valhalla_gov.storage.sql_placement import UPSERTED
+from valhalla_gov.storage.sql_placement import UPSERTED, FilteredRows, log_placement
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -103,3 +107,52 @@ def test_a_row_written_twice_in_one_transaction_is_sent_once(store: Store) -> No
     assert store.read_document(CURRENT) == session
     with store.engine.connect() as conn:  # nothing left behind on the pooled connection
         assert UPSERTED not in conn.info
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_a_start_after_an_end_reads_nothing_from_the_sessions_table(
+    store: Store, clock: FakeClock
+) -> None:
+    # The end replaced the newest row in place: the next transaction knows
+    # the current session, and that it is the history's last record, as
+    # committed, without asking the database.
+    assert isinstance(store, SqlStore)
+    watcher = ChainWatcher()
+    start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    sent: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append(str(a[2])))
+    clock.advance(seconds=60)
+    started = start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "go_sessions" in s]
+    assert reads == []
+    assert store.read_document(CURRENT) == started.model_dump()
+    ended = end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    history = [e.record["id"] for e in store.scan_log(HISTORY)]
+    assert history[0] == ended.id == started.id
+    assert len(history) == 2
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_the_history_filter_and_its_record_test_agree(store: Store) -> None:
+    assert isinstance(store, SqlStore)
+    placement = log_placement(HISTORY)
+    assert isinstance(placement, FilteredRows)
+    assert placement.matches is not None
+    records: list[dict[str, Any]] = [
+        {"id": "01J0000000000000000000000A", "active": False, "ended_at_utc": "a"},
+        {"id": "01J0000000000000000000000B", "ended_at_utc": "b"},  # no "active": ended
+        {"id": "01J0000000000000000000000C", "active": 0, "ended_at_utc": "c"},
+        {"id": "01J0000000000000000000000D", "active": True},
+    ]
+    with store.transaction() as txn:
+        for record in records:
+            txn.append_log(HISTORY, record)  # an upsert into the sessions table
+    selected = {e.record["id"] for e in store.scan_log(HISTORY)}
+    assert selected == {r["id"] for r in records if placement.matches(r)}
+    assert len(selected) == 3
+    # The newest row is active: the history's last record takes a query, and is right.
+    with store.transaction() as txn:
+        last = txn.last_log_record(HISTORY)
+    assert last is not None
+    assert last["id"] == "01J0000000000000000000000C"

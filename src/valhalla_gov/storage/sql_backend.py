@@ -42,7 +42,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, R, Schema, T
-from .sql_placement import UPSERTED, LogRows, SqlLog, document_placement, log_placement
+from .sql_placement import (
+    UNKNOWN,
+    UPSERTED,
+    FilteredRows,
+    KeyedRows,
+    LatestRow,
+    LogRows,
+    SqlLog,
+    document_placement,
+    log_placement,
+)
 
 if TYPE_CHECKING:
     from .sql_fence import GenerationFence
@@ -654,22 +664,56 @@ class _SqlTxn:
         self._reads.clear()
         self.fresh = {k: v for k, v in self.fresh.items() if v[0] != scope}
 
+    # A KeyedRows table's newest row, (key, record) or None, is read once and
+    # followed through this transaction's upserts where they tell it (the
+    # table as a document, and its filtered log's last record, come from it).
+    def _newest(self, rows: KeyedRows) -> tuple[Any, dict[str, Any]] | None:
+        newest: tuple[Any, dict[str, Any]] | None = self.cached(
+            ("newest", rows.table.name), rows.scope, rows.latest().read_row
+        )
+        return newest
+
+    def _known_newest(self, rows: KeyedRows) -> Any:
+        key = ("newest", rows.table.name)
+        known = self._reads.get(key, _MISS)
+        return self._cache.get(key, self.base_generation, self.dirty) if known is _MISS else known
+
+    def _upserted(self, rows: KeyedRows, before: Any, records: list[dict[str, Any]]) -> None:
+        if before is _MISS:
+            return
+        after = rows.newest_after(before, records)
+        if after is not UNKNOWN:
+            key = ("newest", rows.table.name)
+            self._reads[key] = after
+            self.fresh[key] = (rows.scope, after)
+
     def read_document(self, doc: Document) -> Any | None:
         placement = document_placement(doc)
+        if isinstance(placement, LatestRow):
+            newest = self._newest(placement.rows)
+            return None if newest is None else copy.deepcopy(newest[1])
         value = self.cached(("doc", doc.name), placement.scope, placement.read)
         return copy.deepcopy(value)
 
     def write_document(self, doc: Document, value: Any) -> None:
         placement = document_placement(doc)
+        before = self._known_newest(placement.rows) if isinstance(placement, LatestRow) else _MISS
         self._wrote(placement.scope)
         placement.write(self.conn, value)
+        if isinstance(placement, LatestRow):
+            self._upserted(placement.rows, before, [] if value is None else [value])
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         placement = log_placement(log)
         scope = placement.scope
+        before = (
+            self._known_newest(placement.rows) if isinstance(placement, FilteredRows) else _MISS
+        )
         self._wrote(scope)
         placement.insert(self.conn, [record])
-        if isinstance(placement, LogRows):
+        if isinstance(placement, FilteredRows):
+            self._upserted(placement.rows, before, [record])
+        elif isinstance(placement, LogRows):
             # Rows in append order: the last record is this one, as a read
             # would parse it back (the canonical JSON it was stored as).
             key = ("tail", log.name)
@@ -693,6 +737,12 @@ class _SqlTxn:
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
         placement = log_placement(log)
+        if isinstance(placement, FilteredRows) and placement.matches is not None:
+            newest = self._newest(placement.rows)
+            if newest is None:
+                return None  # no rows at all
+            if placement.matches(newest[1]):
+                return copy.deepcopy(newest[1])  # nothing in the table comes after it
 
         def load(conn: Connection) -> dict[str, Any] | None:
             row = conn.execute(

@@ -229,15 +229,42 @@ class KeyedRows:
         if written is not None:
             written[key] = row
 
-    def latest(self) -> _LatestRow:
-        return _LatestRow(self)
+    def latest(self) -> LatestRow:
+        return LatestRow(self)
 
-    def log(self, where: ColumnElement[bool]) -> _FilteredRows:
-        return _FilteredRows(self, where)
+    def log(
+        self,
+        where: ColumnElement[bool],
+        matches: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> FilteredRows:
+        return FilteredRows(self, where, matches)
+
+    def newest_after(
+        self, newest: tuple[Any, dict[str, Any]] | None, records: Sequence[dict[str, Any]]
+    ) -> tuple[Any, dict[str, Any]] | object | None:
+        """The table's newest row (key, record as a read returns it) once
+        ``records`` are upserted, given the newest before them (None: no
+        rows), where that follows without asking the database: each record
+        replaces the newest row in place, or the table was empty and one key
+        was written. :data:`UNKNOWN` otherwise (ordering two different keys
+        is the database's collation, not Python's)."""
+        for record in records:
+            row = self.row_of(record)
+            key = row[self.key.name]
+            if newest is not None and newest[0] != key:
+                return UNKNOWN
+            newest = (key, parse_body(self.table.name, key, row["body"]))
+        return newest
+
+
+# What KeyedRows.newest_after answers when only the database knows.
+UNKNOWN = object()
 
 
 @dataclass(frozen=True)
-class _LatestRow:
+class LatestRow:
+    """A :class:`KeyedRows` table as a document: the row with the highest key."""
+
     rows: KeyedRows
 
     @property
@@ -245,6 +272,11 @@ class _LatestRow:
         return self.rows.scope
 
     def read(self, conn: Connection) -> Any | None:
+        newest = self.read_row(conn)
+        return None if newest is None else newest[1]
+
+    def read_row(self, conn: Connection) -> tuple[Any, dict[str, Any]] | None:
+        """The newest row's key and record (None: no rows)."""
         table = self.rows.table
         newest = _LATEST.get(table)
         if newest is None:
@@ -252,7 +284,7 @@ class _LatestRow:
                 select(self.rows.key, table.c.body).order_by(self.rows.key.desc()).limit(1)
             )
         row = conn.execute(newest).first()
-        return None if row is None else parse_body(table.name, row[0], row[1])
+        return None if row is None else (row[0], parse_body(table.name, row[0], row[1]))
 
     def write(self, conn: Connection, value: Any) -> None:
         if value is not None:  # "no current record" is the absence of rows
@@ -260,9 +292,15 @@ class _LatestRow:
 
 
 @dataclass(frozen=True)
-class _FilteredRows:
+class FilteredRows:
+    """A :class:`KeyedRows` table as a log: the rows ``where`` selects, in key
+    order. ``matches``, when given, is the same filter on a record (the
+    backend then knows the log's last record without a query when the
+    table's newest row matches it: nothing after it can)."""
+
     rows: KeyedRows
     where: ColumnElement[bool]
+    matches: Callable[[dict[str, Any]], bool] | None = None
 
     @property
     def key(self) -> ColumnElement[Any]:
