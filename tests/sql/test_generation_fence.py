@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 import sqlalchemy
 from sqlalchemy import event
 
 from tests.conftest import FakeClock, _truncate
+from valhalla_gov.app import create_app
 from valhalla_gov.auth.service import Authenticator, create_token
 from valhalla_gov.auth.store import load_tokens
 from valhalla_gov.compose import open_sql
 from valhalla_gov.cone.store import CONE_STATE
+from valhalla_gov.settings import Settings
+from valhalla_gov.storage import aio
 from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.storage.sql_fence import GenerationFence
 
@@ -180,3 +185,51 @@ def test_a_declined_run_leaves_the_token_stamp_to_the_run_that_can_write(
     asyncio.run(scenario())
     stamped = next(t for t in load_tokens(store=writer) if t.name == "fence")
     assert stamped.last_used_at_utc is not None
+
+
+def test_a_served_request_reads_the_generation_once_and_its_cached_reads_need_no_query(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the app with its lifespan (the fence live), as `valhalla serve`
+    runs it: after an end, GET session is answered from the cache on the
+    loop; a complete's checks before its write use the request's generation."""
+    _truncate(pg_url)
+    app = create_app(Settings(database_url=pg_url, data_dir=tmp_path / "data"))
+    store = app.state.ctx.store
+    assert isinstance(store, SqlStore)
+    statements = _statements(store)
+    hops: list[object] = []
+    threaded = aio.run_in_threadpool  # type: ignore[attr-defined]
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn)
+        return await threaded(fn, *args)
+
+    monkeypatch.setattr(aio, "run_in_threadpool", counted)
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                await c.get("/core/go/session")  # as the page does, polling it
+                started = (await c.post("/core/go/start_session", json={})).json()
+                ended = await c.post("/core/go/end_session", json={"notes": "done"})
+                assert ended.status_code == 200
+                statements.clear()
+                hops.clear()
+                session = (await c.get("/core/go/session")).json()
+                assert session["id"] == started["id"]
+                assert session["active"] is False
+                assert session["end_notes"] == "done"
+                assert statements == []
+                assert hops == []  # answered on the loop: the end left it parsed
+                await c.post("/core/go/start_session", json={})
+                statements.clear()
+                done = await c.post(
+                    "/core/go/complete", json={"step_id": "preflight_view_dashboard"}
+                )
+                assert done.status_code == 200, done.text
+                assert not [s for s in statements if "FROM store_generation" in s]
+
+    asyncio.run(scenario())
+    store.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ..auth.deps import OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
+from ..storage.aio import request_generation
 from . import service
 from .models import Checklist, CompleteRequest, CompleteResult, NextStep
 from .summary import GoSummary, get_summary
@@ -58,7 +59,10 @@ def next_step(ctx: Ctx) -> NextStep:
     },
 )
 def complete(
-    body: CompleteRequest, ctx: Ctx, who: Annotated[Identity, Depends(OPERATOR_WRITE)]
+    body: CompleteRequest,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(OPERATOR_WRITE)],
+    request: Request,
 ) -> CompleteResult:
     """Mark a step done, or not done again (audited `GO_STEP_SET`); the
     active session, if any, records it in `steps_completed`."""
@@ -72,6 +76,7 @@ def complete(
         actor=who.name,
         clock=ctx.clock,
         watcher=ctx.watcher,
+        at=request_generation(request.scope),
     )
 
 

@@ -54,9 +54,15 @@ def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -
 
 
 def get_checklist(
-    *, store: Store, playbook: Playbook, clock: Clock, watcher: ChainWatcher
+    *,
+    store: Store,
+    playbook: Playbook,
+    clock: Clock,
+    watcher: ChainWatcher,
+    at: int | None = None,
 ) -> Checklist:
-    with store.reading():  # one consistency check for every read below (SQL)
+    """``at``: the store generation the caller's request has already read."""
+    with store.reading(at):  # one consistency check for every read below (SQL)
         health = get_health_status(store=store, clock=clock, watcher=watcher)
         return build_checklist(store=store, playbook=playbook, health=health)
 
@@ -97,6 +103,7 @@ def complete_step(
     clock: Clock,
     keep_notes: bool = False,
     watcher: ChainWatcher | None = None,
+    at: int | None = None,
 ) -> CompleteResult:
     """Mark a step done (or not done again). Audited GO_STEP_SET, tagged with
     the active session, which also records the step as completed in it.
@@ -110,7 +117,7 @@ def complete_step(
         raise NotFoundError(f"unknown step {step_id!r}; known steps: {known}")
     if done:
         checklist = get_checklist(
-            store=store, playbook=playbook, clock=clock, watcher=watcher or ChainWatcher()
+            store=store, playbook=playbook, clock=clock, watcher=watcher or ChainWatcher(), at=at
         )
         step = next(s for s in checklist.steps if s.id == step_id)
         if not step.done and (step.blocked or not step.fits):

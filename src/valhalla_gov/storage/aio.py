@@ -19,6 +19,14 @@ from .protocol import R, Store
 _GENERATION = "valhalla.store_generation"
 
 
+def request_generation(scope: MutableMapping[str, Any]) -> int | None:
+    """The store generation this request has read (None: not read yet, or
+    no store generations), for a sync route's reads before it writes."""
+    state = scope.get("state")
+    value = state.get(_GENERATION) if isinstance(state, dict) else None
+    return value if isinstance(value, int) else None
+
+
 async def run_store(
     store: Store, fn: Callable[[], R], scope: MutableMapping[str, Any] | None = None
 ) -> R:
@@ -33,4 +41,14 @@ async def run_store(
     known = store.run_cached(fn, generation)
     if known is not None:
         return known[0]
-    return await run_in_threadpool(fn)
+    if generation is None:
+        return await run_in_threadpool(fn)
+    at = generation
+
+    def read_at() -> R:
+        # The reads missed the cache: made in a thread, at the generation
+        # already read for this request (no second round trip to learn it).
+        with store.reading(at):
+            return fn()
+
+    return await run_in_threadpool(read_at)

@@ -101,7 +101,7 @@ class JsonStore:
         return value
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[int | None]:
+    def reading(self, at: int | None = None) -> Iterator[int | None]:
         # Each read checks its own file's bytes already: nothing to share.
         yield None
 

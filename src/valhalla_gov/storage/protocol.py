@@ -129,10 +129,12 @@ class Store(Reader, Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
-    def reading(self) -> AbstractContextManager[int | None]:
+    def reading(self, at: int | None = None) -> AbstractContextManager[int | None]:
         """A scope whose reads share one check that nothing changed (one
         round trip on SQL, where each read outside it makes its own). Yields
-        the store generation checked (None where there is none: JSON)."""
+        the store generation checked (None where there is none: JSON).
+        ``at``: a generation the caller has read itself, after the request
+        it serves arrived (:meth:`current_generation`); no check is made."""
         ...
 
     def live(self) -> AbstractAsyncContextManager[None]:

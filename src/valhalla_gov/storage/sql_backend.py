@@ -40,15 +40,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .encoding import canonical_bytes, loads
-from .errors import StorageCorruptError, StorageUnavailableError
+from .errors import StorageCorruptError, StorageError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
     UNKNOWN,
     UPSERTED,
+    DocumentRow,
     FilteredRows,
     KeyedRows,
     LatestRow,
     LogRows,
+    SqlDocument,
     SqlLog,
     document_placement,
     log_placement,
@@ -145,6 +147,27 @@ class _ReadCache:
             old = self._entries.get(key)
             if old is None or old[0] <= generation:
                 self._entries[key] = (generation, scope, value)
+
+    def reparse(self, name: str, raw: Any, generation: int, scope: str) -> None:
+        """Document ``name`` is now ``raw`` (as a read returns it), at
+        ``generation``: its parsed entries are parsed again from it, so the
+        first read after a write needs no query."""
+        with self._lock:
+            keys = [k for k in self._entries if k[0] == "parsed" and k[1][0] == name]  # type: ignore[index]
+        for key in keys:
+            parse = key[1][1]  # type: ignore[index]
+            try:
+                value = parse(copy.deepcopy(raw))
+            except StorageError:
+                # Left for the next read, which parses it and reports it as
+                # every read does; the write itself has committed.
+                self.drop(key)
+            else:
+                self.put(key, generation, scope, value)
+
+    def drop(self, key: tuple[str, object]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def advance(self, before: int, after: int, dirty: set[str]) -> None:
         with self._lock:
@@ -358,8 +381,9 @@ class SqlStore:
         return None if value is None else int(value)
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[int | None]:
-        """Reads in this scope share one generation check (one round trip)."""
+    def reading(self, at: int | None = None) -> Iterator[int | None]:
+        """Reads in this scope share one generation check (one round trip, or
+        none with ``at``)."""
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
             yield txn.base_generation
@@ -367,8 +391,11 @@ class SqlStore:
         if hasattr(self._local, "generation"):
             yield self._local.generation
             return
-        with self._reader() as conn:
-            self._local.generation = self._generation(conn)
+        if at is not None:
+            self._local.generation = at
+        else:
+            with self._reader() as conn:
+                self._local.generation = self._generation(conn)
         try:
             yield self._local.generation
         finally:
@@ -391,16 +418,49 @@ class SqlStore:
                 return load(conn)
             value = self._cache.get(key, generation, _NOTHING_DIRTY)
             if value is _MISS:
-                value = load(conn)
+                # Loads that read through the cache themselves (a table's
+                # newest row) do it at this generation, on this connection.
+                outer = hasattr(self._local, "generation")
+                if not outer:
+                    self._local.generation = generation
+                try:
+                    value = load(conn)
+                finally:
+                    if not outer:
+                        del self._local.generation
                 self._cache.put(key, generation, scope, value)
             return value
+
+    def _newest_row(self, rows: KeyedRows, conn: Connection) -> tuple[Any, dict[str, Any]] | None:
+        """A table's newest row, through the cache entry a transaction also
+        reads and follows (so a read before a write spares the write's)."""
+        generation: int | None = getattr(self._local, "generation", None)
+        key = ("newest", rows.table.name)
+        if generation is not None:
+            known = self._cache.get(key, generation, _NOTHING_DIRTY)
+            if known is not _MISS:
+                return known  # type: ignore[no-any-return]
+        newest = rows.latest().read_row(conn)
+        if generation is not None:
+            self._cache.put(key, generation, rows.scope, newest)
+        return newest
+
+    def _document(self, placement: SqlDocument, conn: Connection) -> Any | None:
+        if isinstance(placement, LatestRow):
+            newest = self._newest_row(placement.rows, conn)
+            return None if newest is None else newest[1]
+        return placement.read(conn)
 
     def read_document(self, doc: Document) -> Any | None:
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
             return txn.read_document(doc)
         placement = document_placement(doc)
-        value = self._cached(("doc", doc.name), placement.scope, placement.read)
+
+        def load(conn: Connection) -> Any | None:
+            return self._document(placement, conn)
+
+        value = self._cached(("doc", doc.name), placement.scope, load)
         # The caller owns what it gets (the cached value stays as read).
         return copy.deepcopy(value)
 
@@ -409,7 +469,7 @@ class SqlStore:
         placement = document_placement(doc)
 
         def load(conn: Connection) -> T:
-            return parse(placement.read(conn))
+            return parse(self._document(placement, conn))
 
         result: T = self._cached(("parsed", (doc.name, parse)), placement.scope, load)
         return result
@@ -439,6 +499,8 @@ class SqlStore:
             self._cache.advance(txn.base_generation, generation, txn.dirty)
             for key, (scope, value) in txn.fresh.items():
                 self._cache.put(key, generation, scope, value)
+                if key[0] == "doc":
+                    self._cache.reparse(str(key[1]), value, generation, scope)
         except IntegrityError as exc:
             raise StorageUnavailableError(
                 redact(self.url), f"refused by the database: {exc.orig}"
@@ -664,6 +726,13 @@ class _SqlTxn:
         self._reads.clear()
         self.fresh = {k: v for k, v in self.fresh.items() if v[0] != scope}
 
+    def _now(self, doc: Document, scope: str, raw: Any) -> None:
+        """Document ``doc`` reads as ``raw`` from here to commit (unless
+        its scope is written again)."""
+        key = ("doc", doc.name)
+        self._reads[key] = raw
+        self.fresh[key] = (scope, raw)
+
     # A KeyedRows table's newest row, (key, record) or None, is read once and
     # followed through this transaction's upserts where they tell it (the
     # table as a document, and its filtered log's last record, come from it).
@@ -702,6 +771,11 @@ class _SqlTxn:
         placement.write(self.conn, value)
         if isinstance(placement, LatestRow):
             self._upserted(placement.rows, before, [] if value is None else [value])
+            newest = self._reads.get(("newest", placement.rows.table.name), _MISS)
+            if newest is not _MISS:
+                self._now(doc, placement.scope, None if newest is None else newest[1])
+        elif isinstance(placement, DocumentRow):
+            self._now(doc, placement.scope, placement.read_back(value))
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
         placement = log_placement(log)

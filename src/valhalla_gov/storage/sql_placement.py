@@ -109,8 +109,15 @@ class DocumentRow:
             raise StorageCorruptError(where, f"does not parse ({exc})") from exc
         return unwrap(self.doc, where, stored)
 
+    def read_back(self, value: Any) -> Any | None:
+        """What :meth:`read` returns once ``value`` is written."""
+        return unwrap(self.doc, f"documents row {self.doc.name!r}", loads(self._body(value)))
+
+    def _body(self, value: Any) -> str:
+        return canonical_json(wrap(self.doc, value))
+
     def write(self, conn: Connection, value: Any) -> None:
-        body = canonical_json(wrap(self.doc, value))
+        body = self._body(value)
         conn.execute(
             _upsert(conn, documents, documents.c.name), {"name": self.doc.name, "body": body}
         )
