@@ -18,6 +18,7 @@ from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import SCHEMA, open_json
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.storage import json_store
 from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.errors import (
     InvalidCursorError,
@@ -358,3 +359,32 @@ def test_read_only_data_dir_is_reported_and_writes_fail_cleanly(tiny_fs: Path) -
     assert store.read_document(CONE_STATE) == {"band": "B"}
     assert store.doc_path(CONE_STATE).read_bytes() == doc_before
     assert store.log_path(AUDIT_LOG).read_bytes() == log_before
+
+
+def test_a_reading_scope_reads_each_file_once_and_a_write_inside_it_reads_afresh(
+    jstore: JsonStore, tmp_path: Path
+) -> None:
+    other = open_json(jstore.data_dir)  # another worker on the same data dir
+    with other.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "A"})
+    opened: list[str] = []
+    real_read = json_store.read_bytes
+
+    def counting(path: Path) -> bytes | None:
+        opened.append(path.name)
+        return real_read(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_store, "read_bytes", counting)
+        with jstore.reading():
+            assert jstore.read_document(CONE_STATE) == {"band": "A"}
+            with other.transaction() as txn:
+                txn.write_document(CONE_STATE, {"band": "C"})
+            opened.clear()
+            # One consistent view for the scope: the file as first read, not read again.
+            assert jstore.read_document(CONE_STATE) == {"band": "A"}
+            assert opened == []
+            with jstore.transaction() as txn:  # this thread writes: afresh after it
+                txn.write_document(CURRENT, {"active": False})
+            assert jstore.read_document(CONE_STATE) == {"band": "C"}
+        assert jstore.read_document(CONE_STATE) == {"band": "C"}

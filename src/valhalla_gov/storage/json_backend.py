@@ -74,11 +74,17 @@ class JsonStore:
     # -- documents -------------------------------------------------------
     def _doc_bytes(self, path: Path) -> bytes | None:
         known: _Known | None = getattr(self._held, "known", None)
-        if known is None:
+        if known is not None:
+            # This thread holds the lock (inside a transaction): what it last
+            # read or wrote is still what is stored.
+            return known.doc_bytes(path)
+        seen: dict[Path, bytes | None] | None = getattr(self._held, "seen", None)
+        if seen is None:
             return json_store.read_bytes(path)
-        # This thread holds the lock (inside a transaction): what it last
-        # read or wrote is still what is stored.
-        return known.doc_bytes(path)
+        # Inside reading(): each file is read once for the whole scope.
+        if path not in seen:
+            seen[path] = json_store.read_bytes(path)
+        return seen[path]
 
     def read_document(self, doc: Document) -> Any | None:
         path = self.doc_path(doc)
@@ -102,8 +108,16 @@ class JsonStore:
 
     @contextlib.contextmanager
     def reading(self, at: int | None = None) -> Iterator[int | None]:
-        # Each read checks its own file's bytes already: nothing to share.
-        yield None
+        # The scope's reads share what each document file held when first
+        # read (a health check reads some twice: its own check, then the probe).
+        if getattr(self._held, "seen", None) is not None:
+            yield None
+            return
+        self._held.seen = {}
+        try:
+            yield None
+        finally:
+            self._held.seen = None
 
     @contextlib.asynccontextmanager
     async def live(self) -> AsyncIterator[None]:
@@ -134,6 +148,9 @@ class JsonStore:
                 raise
             finally:
                 self._held.known = outer
+                seen: dict[Path, bytes | None] | None = getattr(self._held, "seen", None)
+                if seen:
+                    seen.clear()  # a reading scope around a write reads afresh after it
 
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
