@@ -269,3 +269,34 @@ def test_write_new_file_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailableError):
         json_store.write_new_file(path, b"second")
     assert path.read_bytes() == b"first"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_one_read_path_and_the_streaming_path_agree(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small rests are read in one pread and split; large ones stream through
+    # a buffered file. Same lines, offsets and torn-tail report either way,
+    # with bytes such as "\r" that a naive line split would cut at.
+    rng = random.Random(seed)
+    parts = [
+        rng.choice(
+            [b"\n", b" \n", b'{"a":"x\ry"}\n', b"\x0b\x0c\x1c\x85\n", line_of(seed, 40) + b"\n"]
+        )
+        for _ in range(rng.randint(1, 30))
+    ]
+    if seed % 2:
+        parts.append(rng.choice([b'{"torn', b"  ", b"\r"]))
+    path = tmp_path / "x.log"
+    path.write_bytes(b"".join(parts))
+    size = path.stat().st_size
+    starts = sorted({0, size, *(rng.randint(0, size) for _ in range(5))})
+
+    def scan(start: int) -> tuple[list[tuple[int, bytes]], list[int]]:
+        torn: list[int] = []
+        lines = list(iter_lines_forward(path, start, on_unterminated=torn.append))
+        return lines + list(iter_lines_forward(path, start)), torn
+
+    small = [scan(start) for start in starts]
+    monkeypatch.setattr(json_store, "_SMALL_TAIL", -1)  # every read streams
+    assert [scan(start) for start in starts] == small

@@ -300,6 +300,12 @@ def iter_lines_forward(
     """Yield ``(offset, line)`` from ``start`` to the end of the file; with
     ``on_unterminated``, a last line read without its newline is left out
     and reported instead (decided on the bytes read)."""
+    tail = _small_tail(path, start)
+    if tail is not None:
+        # The usual case (a watcher or a live reader catching up): the rest
+        # of the file in one read, no buffered file object.
+        yield from _lines_of(tail, start, on_unterminated)
+        return
     fh = _open_log(path)
     if fh is None:
         return
@@ -315,6 +321,48 @@ def iter_lines_forward(
             if line.strip():
                 yield offset, line
             offset += len(raw)
+
+
+# Forward reads of at most this many bytes are made with one read.
+_SMALL_TAIL = 64 * 1024
+
+
+def _small_tail(path: Path, start: int) -> bytes | None:
+    """The file's bytes from ``start`` if there are at most _SMALL_TAIL of
+    them (b"" for a missing file); None when there are more."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size - start > _SMALL_TAIL:
+            return None
+        return os.pread(fd, max(0, size - start), start) if size > start else b""
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _lines_of(
+    data: bytes, start: int, on_unterminated: Callable[[int], None] | None
+) -> Iterator[tuple[int, bytes]]:
+    # Split on b"\n" only, as iterating the file does (not on b"\r").
+    lines = data.split(b"\n")
+    rest = lines.pop()  # after the last newline: b"" when the data ends with one
+    offset = start
+    for line in lines:
+        if line.strip():
+            yield offset, line
+        offset += len(line) + 1
+    if rest.strip():
+        if on_unterminated is not None:
+            on_unterminated(offset)
+        else:
+            yield offset, rest
 
 
 def iter_line_blocks(
@@ -370,13 +418,17 @@ def is_line_start(path: Path, offset: int) -> bool:
     if offset == 0:
         return True
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset - 1)
-            return fh.read(1) == b"\n"
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     except OSError as exc:
         raise _unavailable(path, exc) from exc
+    try:
+        return os.pread(fd, 1, offset - 1) == b"\n"
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def write_new_file(path: Path, data: bytes) -> None:
