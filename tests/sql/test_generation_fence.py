@@ -22,7 +22,7 @@ from valhalla_gov.compose import open_sql
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage import aio
-from valhalla_gov.storage.sql_backend import SqlStore
+from valhalla_gov.storage.sql_backend import SqlStore, libpq_url, redact
 from valhalla_gov.storage.sql_fence import GenerationFence
 
 
@@ -144,7 +144,7 @@ def test_an_unreachable_database_answers_none_and_is_not_retried_at_once(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad = sqlalchemy.make_url(pg_url).set(database="valhalla_no_such_db").render_as_string(False)
-    fence = GenerationFence(bad)
+    fence = GenerationFence(libpq_url(bad), redact(bad))
 
     async def scenario() -> None:
         with caplog.at_level(logging.WARNING):

@@ -109,7 +109,7 @@ class JsonStore:
     @contextlib.contextmanager
     def reading(self, at: int | None = None) -> Iterator[int | None]:
         # The scope's reads share what each document file held when first
-        # read (a health check reads some twice: its own check, then the probe).
+        # read (a caller's checks and the probe after them read some twice).
         if getattr(self._held, "seen", None) is not None:
             yield None
             return

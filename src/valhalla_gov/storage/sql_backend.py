@@ -201,6 +201,11 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def libpq_url(url: str) -> str:
+    """The SQLAlchemy URL as a libpq one (``postgresql+psycopg://`` -> ``postgresql://``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def alembic_config(migrations: Migrations, connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(ENV_DIR))
@@ -309,7 +314,7 @@ class SqlStore:
             return
         from .sql_fence import GenerationFence
 
-        fence = GenerationFence(self.url)
+        fence = GenerationFence(libpq_url(self.url), redact(self.url))
         self._fence = fence
         try:
             yield

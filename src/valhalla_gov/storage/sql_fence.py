@@ -22,9 +22,6 @@ import time
 
 import psycopg
 
-from .sql_backend import redact
-from .sql_notify import libpq_url
-
 log = logging.getLogger(__name__)
 
 _SELECT = "SELECT n FROM store_generation WHERE id = 1"
@@ -33,9 +30,10 @@ _TIMEOUT_S = 5.0
 
 
 class GenerationFence:
-    def __init__(self, url: str) -> None:
-        self._conninfo = libpq_url(url)
-        self._where = redact(url)
+    def __init__(self, conninfo: str, where: str) -> None:
+        """``conninfo``: a libpq URL; ``where``: the same without its password."""
+        self._conninfo = conninfo
+        self._where = where
         self._conn: psycopg.AsyncConnection[tuple[int]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None

@@ -15,18 +15,12 @@ import threading
 from collections.abc import Callable
 
 import psycopg
-from sqlalchemy.engine import make_url
 
-from .sql_backend import LOG_CHANNEL, redact
+from .sql_backend import LOG_CHANNEL, libpq_url, redact
 
 log = logging.getLogger(__name__)
 
 _RETRY_MAX_S = 5.0
-
-
-def libpq_url(url: str) -> str:
-    """The SQLAlchemy URL as a libpq one (``postgresql+psycopg://`` -> ``postgresql://``)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class LogListener:
