@@ -144,3 +144,23 @@ def test_a_missing_generation_row_refuses_writes_and_names_the_repair(store: Sto
     with store.transaction() as txn:
         txn.write_document(CONE_STATE, {"band": "A"})
     assert store.read_document(CONE_STATE) == {"band": "A"}
+
+
+@SQL_ONLY
+def test_a_written_value_its_parser_refuses_commits_and_the_next_read_reports_it(
+    store: Store,
+) -> None:
+    def parse(raw: Any | None) -> dict[str, Any]:
+        if raw is not None and raw.get("band") == "X":
+            raise StorageCorruptError("cone_state", "band X is not a band")
+        return {"parsed": raw}
+
+    assert store.read_cached(CONE_STATE, parse) == {"parsed": None}  # a parsed entry to refresh
+    with store.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "X"})  # commits, whatever the parser says
+    assert store.read_document(CONE_STATE) == {"band": "X"}
+    with pytest.raises(StorageCorruptError, match="band X"):
+        store.read_cached(CONE_STATE, parse)
+    with store.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "B"})
+    assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}

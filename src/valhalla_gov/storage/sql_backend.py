@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .encoding import canonical_bytes, loads
-from .errors import StorageCorruptError, StorageError, StorageUnavailableError
+from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
     UNKNOWN,
@@ -158,9 +158,10 @@ class _ReadCache:
             parse = key[1][1]  # type: ignore[index]
             try:
                 value = parse(copy.deepcopy(raw))
-            except StorageError:
-                # Left for the next read, which parses it and reports it as
-                # every read does; the write itself has committed.
+            except Exception:
+                # Whatever the parse raises, the next read raises it again
+                # and reports it as every read does; the write has committed,
+                # so it must not fail here.
                 self.drop(key)
             else:
                 self.put(key, generation, scope, value)
