@@ -300,3 +300,45 @@ def test_bulk_scan_across_many_blocks_and_batches(
         txn.append_log(AUDIT_LOG, {"n": 60})
         # Inside a transaction the bulk scan sees its own appends.
         assert bulk(store)[-1] == {"n": 60}
+
+
+def _in_parts(store: Store, cuts: list[str], log: Log = AUDIT_LOG) -> list[list[dict[str, Any]]]:
+    bounds: list[str | None] = [None, *cuts, None]
+    return [
+        [record for _text, record in store.scan_log_bulk(log, after=after, until=until)]
+        for after, until in itertools.pairwise(bounds)
+    ]
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4, 7])
+def test_a_split_log_in_parts_holds_every_record_once_in_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch, parts: int
+) -> None:
+    monkeypatch.setattr(json_store, "_BULK_BLOCK", 97)
+    monkeypatch.setattr(sql_backend, "_BULK_BATCH", 7)
+    records = [{"n": n, "pad": "x" * (n * 13 % 150)} for n in range(60)]
+    append(store, AUDIT_LOG, *records)
+    append(store, DECISIONS, {"other": "log"})  # another log between the rows
+    append(store, AUDIT_LOG, {"n": 60})
+    cuts = store.split_log(AUDIT_LOG, parts)
+    assert len(cuts) == parts - 1
+    pieces = _in_parts(store, cuts)
+    assert all(pieces), "an empty part"
+    assert [r for piece in pieces for r in piece] == [*records, {"n": 60}]
+    # Records appended after the split belong to the last part.
+    append(store, AUDIT_LOG, {"n": 61})
+    assert _in_parts(store, cuts)[-1][-1] == {"n": 61}
+
+
+def test_a_small_or_empty_log_does_not_split(store: Store) -> None:
+    assert store.split_log(AUDIT_LOG, 4) == []
+    append(store, AUDIT_LOG, *[padded(n) for n in range(10)])
+    assert store.split_log(AUDIT_LOG, 4, min_part=6) == []
+    assert len(store.split_log(AUDIT_LOG, 4, min_part=4)) == 1
+    assert 1 <= len(store.split_log(AUDIT_LOG, 4)) <= 3  # lines of uneven length
+
+
+def test_a_bulk_boundary_not_handed_out_is_refused(store: Store) -> None:
+    append(store, AUDIT_LOG, *[padded(n) for n in range(10)])
+    with pytest.raises(InvalidCursorError):
+        list(store.scan_log_bulk(AUDIT_LOG, after="x1"))

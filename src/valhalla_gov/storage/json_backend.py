@@ -26,6 +26,11 @@ from .protocol import Document, Log, LogEntry, R, Schema, T, unwrap, wrap
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".valhalla.lock"
+# split_log looks this far past an even share of a log's bytes for a line start.
+_SPLIT_WINDOW = 1024 * 1024
+# scan_log_bulk parses this many lines at a time: few enough that they stay in
+# the CPU's cache until the caller has used them.
+_PARSE_RUN = 256
 
 
 def parse_cursor(cursor: str) -> int:
@@ -239,23 +244,69 @@ class JsonStore:
         for offset, line in json_store.iter_lines_forward(path, start, on_unterminated=torn):
             yield self._forward_entry(path, offset, line)
 
-    def scan_log_bulk(self, log: Log) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
         path = self.log_path(log)
+        start = 0 if after is None else self._cursor_offset(path, after)
+        end = None if until is None else self._cursor_offset(path, until)
         torn = lambda offset: log_torn(path, offset)  # noqa: E731
         fast = orjson.loads
-        for start, lines in json_store.iter_line_blocks(path, on_unterminated=torn):
-            for line in lines:
+        for first, block in json_store.iter_line_blocks(path, start, on_unterminated=torn, end=end):
+            for at in range(0, len(block), _PARSE_RUN):
+                lines = block[at : at + _PARSE_RUN]
+                # A run of well-formed lines is parsed without a Python step
+                # per line; one that is not goes line by line, naming the bad one.
                 try:
-                    record = fast(line)
+                    records = list(map(fast, lines))
                 except orjson.JSONDecodeError:
-                    if not line.strip():
-                        continue  # a blank line, skipped as every scan does
-                    # What orjson refuses the standard library may take (NaN);
-                    # otherwise this raises, naming the line's offset.
-                    record = self._parse_line(path, _offset_of(start, lines, line), line)
-                if type(record) is not dict:
-                    record = self._parse_line(path, _offset_of(start, lines, line), line)
-                yield line, record
+                    pass
+                else:
+                    if set(map(type, records)) <= {dict}:
+                        yield from zip(lines, records, strict=True)
+                        continue
+                for line in lines:
+                    try:
+                        record = fast(line)
+                    except orjson.JSONDecodeError:
+                        if not line.strip():
+                            continue  # a blank line, skipped as every scan does
+                        # What orjson refuses the standard library may take (NaN);
+                        # otherwise this raises, naming the line's offset.
+                        record = self._parse_line(path, _offset_of(first, block, line), line)
+                    if type(record) is not dict:
+                        record = self._parse_line(path, _offset_of(first, block, line), line)
+                    yield line, record
+
+    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
+        path = self.log_path(log)
+        cuts: list[str] = []
+        last = 0
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                # Lines estimated from the length of the first ones.
+                head = fh.read(_SPLIT_WINDOW)
+                lines = size * head.count(b"\n") // max(1, len(head))
+                parts = min(parts, lines // max(1, min_part))
+                for i in range(1, parts):
+                    # The first line start at or after an even share of the bytes.
+                    share = max(last, size * i // parts, 1)
+                    fh.seek(share - 1)
+                    newline = fh.read(_SPLIT_WINDOW).find(b"\n")
+                    if newline < 0:
+                        break  # a line longer than the window: fewer parts
+                    cut = share + newline
+                    if cut >= size:
+                        break
+                    if cut > last:
+                        cuts.append(str(cut))
+                        last = cut
+        except FileNotFoundError:
+            return []  # an empty log
+        except OSError as exc:
+            raise StorageUnavailableError(path, f"cannot read: {exc}") from exc
+        return cuts
 
     def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
         return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))

@@ -371,13 +371,14 @@ def iter_line_blocks(
     *,
     on_unterminated: Callable[[int], None],
     block: int | None = None,
+    end: int | None = None,
 ) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield ``(offset, lines)``: the file's whole lines from ``start`` on, in
-    blocks of about ``block`` bytes, each list starting at ``offset``. The
-    lines lack their newline and may be blank. A last line read without its
-    newline is left out and reported by offset, as in :func:`iter_lines_forward`.
-    One ``split`` per block instead of a Python step per line: for walks of
-    a whole log."""
+    """Yield ``(offset, lines)``: the file's whole lines from ``start`` on (up
+    to byte ``end``, a line start, when given), in blocks of about ``block``
+    bytes, each list starting at ``offset``. The lines lack their newline and
+    may be blank. A last line read without its newline is left out and
+    reported by offset, as in :func:`iter_lines_forward`. One ``split`` per
+    block instead of a Python step per line: for walks of a whole log."""
     fh = _open_log(path)
     if fh is None:
         return
@@ -387,6 +388,10 @@ def iter_line_blocks(
         offset = start
         tail = b""
         while True:
+            if end is not None:
+                size = min(size, end - offset - len(tail))
+                if size <= 0:
+                    break
             try:
                 data = fh.read(size)
             except OSError as exc:

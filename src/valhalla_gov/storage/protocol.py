@@ -177,14 +177,26 @@ class Store(Reader, Protocol):
         """Records oldest first, starting just newer than cursor ``after``."""
         ...
 
-    def scan_log_bulk(self, log: Log) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
         """Every record oldest first, each with its stored JSON text: for walks
-        of a whole log (a hash-chain check). Read in large batches, without
-        cursors. Parsed for speed: an integer past 64 bits may come back as a
-        float, so a caller that needs such a value exact parses the text again
-        with :func:`~valhalla_gov.storage.encoding.loads`. A record that does
-        not parse raises StorageCorruptError once every record before it has
-        been yielded, as the other scans do."""
+        of a whole log (a hash-chain check). Read in large batches. Parsed for
+        speed: an integer past 64 bits may come back as a float, so a caller
+        that needs such a value exact parses the text again with
+        :func:`~valhalla_gov.storage.encoding.loads`. A record that does not
+        parse raises StorageCorruptError once every record before it has been
+        yielded, as the other scans do. ``after`` and ``until`` are boundaries
+        from :meth:`split_log`: only the records from the one to before the
+        other (a walk in parts)."""
+        ...
+
+    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
+        """At most ``parts - 1`` boundaries, in order, that cut the log as it
+        is now into parts of about equal size for :meth:`scan_log_bulk`, each
+        of about ``min_part`` records or more (estimated); fewer (none) when
+        it does not split. The parts between them, the first from the start
+        and the last to the end, hold every record once."""
         ...
 
     def log_version(self, log: Log) -> str:

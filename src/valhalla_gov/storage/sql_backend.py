@@ -35,7 +35,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, text
+from sqlalchemy import Connection, Engine, Select, bindparam, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -574,24 +574,49 @@ class SqlStore:
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
-    def scan_log_bulk(self, log: Log) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
         placement = log_placement(log)
+        start = None if after is None else placement.parse_cursor(after)
+        stop = None if until is None else placement.parse_cursor(until)
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
             # Inside this thread's transaction: read what it has written.
-            query = placement.query(None).order_by(placement.key.asc())
-            yield from _bulk_records(placement, log.name, txn.conn.execute(query))
+            query = _between(placement, placement.query(None), start, stop)
+            result = txn.conn.execute(query.order_by(placement.key.asc()))
+            yield from _bulk_records(placement, log.name, result)
             return
         self._io()
         try:
             with self._read_engine.connect() as conn:
-                for rows in _prefetched(_key_pages(conn, placement, _BULK_BATCH)):
+                pages = _key_pages(conn, placement, _BULK_BATCH, start, stop)
+                for rows in _prefetched(pages):
                     yield from _bulk_records(placement, log.name, rows)
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
         except self.engine.dialect.loaded_dbapi.Error as exc:
             # The driver's own cursor: its errors come unwrapped.
             raise self._unavailable(exc) from exc
+
+    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
+        placement = log_placement(log)
+        query = placement.query(None).with_only_columns(
+            func.min(placement.key), func.max(placement.key)
+        )
+        try:
+            with self._read_engine.connect() as conn:
+                row = conn.execute(query).one()
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+        low, high = row
+        if type(low) is not int or type(high) is not int:
+            return []  # an empty log, or keys that do not split evenly
+        # Even shares of the key range: rows are appended with growing ids
+        # (shared by every log, so a share may hold fewer rows than it spans).
+        parts = min(parts, (high - low + 1) // max(1, min_part))
+        cuts = sorted({low + (high - low + 1) * i // parts for i in range(1, parts)})
+        return [str(cut) for cut in cuts if low < cut <= high]
 
     def log_version(self, log: Log) -> str:
         # The newest key: one probe of the log's index, once per generation.
@@ -638,15 +663,16 @@ class SqlStore:
         return problems
 
 
-def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[Any]]:
-    """Keyset pages of ``size`` rows in key order, fetched by the driver's own
-    cursor: SQLAlchemy's per-row work would cost more than the walk itself."""
+def _key_pages(
+    conn: Connection, placement: SqlLog, size: int, start: Any | None, stop: Any | None
+) -> Iterator[list[Any]]:
+    """Keyset pages of ``size`` rows in key order from ``start`` to before
+    ``stop``, fetched by the driver's own cursor: SQLAlchemy's per-row work
+    would cost more than the walk itself."""
     key = placement.key
-    bound: Any | None = None
+    bound = start
     while True:
-        query = placement.query(None)
-        if bound is not None:
-            query = query.where(key >= bound)
+        query = _between(placement, placement.query(None), bound, stop)
         compiled = query.order_by(key.asc()).limit(size).compile(dialect=conn.dialect)
         params: Any = compiled.params
         if compiled.positional and compiled.positiontup is not None:
@@ -662,6 +688,17 @@ def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[
         if len(rows) < size:
             return
         bound = placement.after(rows[-1][0])
+
+
+def _between(
+    placement: SqlLog, query: Select[Any], start: Any | None, stop: Any | None
+) -> Select[Any]:
+    """``query`` limited to keys from ``start`` to before ``stop`` (either open)."""
+    if start is not None:
+        query = query.where(placement.key >= start)
+    if stop is not None:
+        query = query.where(placement.key < stop)
+    return query
 
 
 def _prefetched(pages: Iterator[list[Any]]) -> Iterator[list[Any]]:
