@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.audit.helpers import record_events
 from tests.cli.conftest import Seeder
+from tests.conftest import FakeClock, _truncate
+from valhalla_gov.audit import parts
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cli.inprocess import app_client
 from valhalla_gov.cli.local import (
     DIRECT_READS,
@@ -22,8 +26,10 @@ from valhalla_gov.cli.local import (
     load_settings,
     local_service,
     plain_data_dir,
+    plain_database_url,
 )
 from valhalla_gov.cli.service import CliError, Service
+from valhalla_gov.compose import open_sql
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.settings import Settings
 
@@ -82,7 +88,7 @@ def test_a_bad_setting_is_reported_as_before(data_dir: Path, clean_env: pytest.M
         local_service(data_dir)
 
 
-def _both(data_dir: Path, path: str) -> tuple[object, object]:
+def _both(data_dir: Path | None, path: str) -> tuple[object, object]:
     """The answer (or refusal) of the direct read and of the app, for one GET."""
     direct = local_service(data_dir)
     assert direct.direct is not None
@@ -190,3 +196,52 @@ def test_help_and_version_import_no_other_group_and_no_pydantic(args: list[str])
     groups = [f"valhalla_gov.cli.{name}" for name in ("audit", "token", "sessions")]
     modules = ["pydantic", *groups]
     assert _imported(args, modules) == dict.fromkeys(modules, False)
+
+
+def test_a_database_url_alone_is_a_plain_database(clean_env: pytest.MonkeyPatch) -> None:
+    assert plain_database_url(None) is None
+    clean_env.setenv("VALHALLA_DATABASE_URL", "sqlite:///x.db")
+    assert plain_database_url(None) == "sqlite:///x.db"
+    assert plain_database_url(Path("d")) is None  # a flag: the settings decide
+    clean_env.setenv("VALHALLA_CANON_FILE", "canon.yaml")
+    assert plain_database_url(None) is None
+
+
+def test_a_direct_verify_on_postgresql_answers_what_the_app_answers(
+    pg_url: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Walked in parts by forked workers (each opens its own connection)."""
+    clean_env.setattr(parts, "MIN_PART_LINES", 1)
+    _truncate(pg_url)
+    clean_env.setenv("VALHALLA_DATABASE_URL", pg_url)
+    store = open_sql(pg_url)
+    try:
+        record_events(store, FakeClock(), 12)
+        assert len(store.split_log(AUDIT_LOG, 2, min_part=1)) == 1
+    finally:
+        store.close()
+    direct, app = _both(None, "/core/audit/verify")
+    assert direct == app
+    assert isinstance(direct, dict)
+    assert direct["ok"] is True
+    assert direct["events"] == 12
+    store = open_sql(pg_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE log_records SET body = replace(body, '\"i\":9', '\"i\":99') "
+                "WHERE log = 'audit'"
+            )
+    finally:
+        store.close()
+    direct, app = _both(None, "/core/audit/verify")
+    assert direct == app
+    assert isinstance(direct, dict)
+    assert direct["ok"] is False
+    assert direct["first_bad_seq"] == 10
+
+
+def test_other_requests_on_a_database_still_go_to_the_app() -> None:
+    reads = DirectReads(database_url="sqlite:///never-opened.db")
+    assert reads("/core/go/session") is None
+    assert reads("/core/go/summary") is None

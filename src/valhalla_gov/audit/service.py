@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from itertools import islice, repeat
+from operator import methodcaller
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
@@ -19,6 +21,7 @@ from ..storage.encoding import canonical_bytes, loads
 from ..storage.errors import InvalidCursorError, StorageCorruptError
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
+from . import parts
 from .models import AuditEvent, AuditHead, AuditPage, AuditVerifyResult
 from .store import AUDIT_LOG
 
@@ -201,6 +204,78 @@ def chain_head(*, store: Store) -> AuditHead:
 
 
 _SORTED = orjson.OPT_SORT_KEYS
+# Lines checked together by _clean_hashes: enough to pay for its passes, few
+# enough that a chunk's objects stay in the CPU's cache (measured: 256 runs
+# about 15% faster than 4,096).
+_CHUNK = 256
+_MISSING: Any = object()
+
+
+def _clean_hashes(
+    chunk: Sequence[tuple[bytes | str, dict[str, Any]]], prev: str, seq: int
+) -> list[str] | None:
+    """The chunk's hashes when every line passes :func:`_walk_lines`'s fast
+    path from ``prev`` and ``seq`` on, else None (the chunk's records as they
+    were). The same test, line for line, in C-level passes over the chunk
+    instead of a Python step per line: each line's stored ``prev`` must be the
+    hash before it and its ``seq`` the next integer, and SHA-256 over its
+    ``prev``, a newline and orjson's sorted spelling of the record without its
+    ``hash`` must be the stored ``hash``, all 64 lowercase hex digits (compared
+    as bytes: one ``fromhex`` per chunk instead of a ``hexdigest`` per line)."""
+    records = [record for _raw, record in chunk]
+    hashes = list(map(dict.pop, records, repeat("hash"), repeat(_MISSING)))
+    try:
+        if _chunk_holds(records, hashes, prev, seq):
+            return hashes
+    except (TypeError, ValueError, orjson.JSONEncodeError):
+        pass  # not a clean chunk: the line-by-line check decides
+    for record, digest in zip(records, hashes, strict=True):
+        if digest is not _MISSING:
+            record["hash"] = digest
+    return None
+
+
+def _chunk_holds(records: list[dict[str, Any]], hashes: list[Any], prev: str, seq: int) -> bool:
+    prevs = list(map(dict.get, records, repeat("prev")))
+    seqs = list(map(dict.get, records, repeat("seq")))
+    if not (
+        set(map(type, hashes)) == {str}
+        and set(map(len, hashes)) == {64}
+        and prevs[0] == prev
+        and prevs[1:] == hashes[:-1]
+        and set(map(type, seqs)) == {int}
+        and seqs == list(range(seq + 1, seq + 1 + len(seqs)))
+    ):
+        return False
+    stored = "".join(hashes)
+    wanted = bytes.fromhex(stored)
+    if wanted.hex() != stored:
+        return False  # upper case or spaces: hexdigest() would not match it
+    bodies = map(orjson.dumps, records, repeat(None), repeat(_SORTED))
+    # Every prev is now a verified hash (or the genesis): ASCII.
+    lines = map(b"\n".join, zip(map(str.encode, cast(list[str], prevs)), bodies, strict=True))
+    return b"".join(map(_DIGEST, map(hashlib.sha256, lines))) == wanted
+
+
+_DIGEST = methodcaller("digest")
+
+
+class _Broken:
+    """A scan's error, carried in the stream to where the walk reaches it."""
+
+    def __init__(self, error: StorageCorruptError) -> None:
+        self.error = error
+
+
+def _guarded(
+    records: Iterable[tuple[bytes | str, dict[str, Any]]],
+) -> Iterator[tuple[bytes | str, dict[str, Any]] | _Broken]:
+    # A bulk scan raises at a line that does not parse once every line before
+    # it was yielded: the walk must check those first, as it did line by line.
+    try:
+        yield from records
+    except StorageCorruptError as exc:
+        yield _Broken(exc)
 
 
 def _walk(
@@ -211,7 +286,42 @@ def _walk(
     """Check ``records`` in order from ``state`` on; stop at the first break.
 
     Returns the problem (None when every link holds) and the hash of the
-    event at ``anchor_seq`` when the walk passed it.
+    event at ``anchor_seq`` when the walk passed it. Lines go in chunks: a
+    chunk of clean lines is checked by :func:`_clean_hashes`, any other by
+    :func:`_walk_lines`, which decides. A scan error raises once the lines
+    before it are checked.
+    """
+    stream = _guarded(records)
+    anchored_hash: str | None = None
+    while True:
+        chunk = list(islice(stream, _CHUNK))
+        if not chunk:
+            return None, anchored_hash
+        broken = chunk[-1]
+        if isinstance(broken, _Broken):
+            chunk.pop()
+        lines = cast(list[tuple[bytes | str, dict[str, Any]]], chunk)
+        hashes = _clean_hashes(lines, state.prev, state.seq) if lines else None
+        if hashes is not None:
+            if anchor_seq is not None and state.seq < anchor_seq <= state.seq + len(hashes):
+                anchored_hash = hashes[anchor_seq - state.seq - 1]
+            state.prev, state.seq = hashes[-1], state.seq + len(hashes)
+            state.events += len(hashes)
+        else:
+            problem, found = _walk_lines(lines, state, anchor_seq)
+            anchored_hash = found or anchored_hash
+            if problem is not None:
+                return problem, anchored_hash
+        if isinstance(broken, _Broken):
+            raise broken.error
+
+
+def _walk_lines(
+    records: Iterable[tuple[bytes | str, dict[str, Any]]],
+    state: _ChainState,
+    anchor_seq: int | None,
+) -> tuple[str | None, str | None]:
+    """:func:`_walk` one line at a time.
 
     The fast path is the whole check for a well-formed line: orjson's sorted
     spelling of the body *is* the canonical one, except for a few float and
@@ -255,16 +365,49 @@ def _walk(
     return None, anchored_hash
 
 
-def verify_chain(*, store: Store, anchor: Anchor | None = None) -> AuditVerifyResult:
+def _walk_log(
+    store: Store, state: _ChainState, anchor_seq: int | None, started: parts.Started | None
+) -> tuple[str | None, str | None]:
+    """:func:`_walk` over the whole log, its parts joined (see :mod:`.parts`)."""
+    if started is None:
+        return _walk(store.scan_log_bulk(AUDIT_LOG), state, anchor_seq)
+    until = started.cuts[0]
+    problem, anchored_hash = _walk(store.scan_log_bulk(AUDIT_LOG, until=until), state, anchor_seq)
+    if problem is not None:
+        return problem, anchored_hash
+    for after, outcome in started.results():
+        if outcome is None:
+            continue  # a part without a line
+        if (
+            isinstance(outcome, parts.PartResult)
+            and outcome.first_prev == state.prev
+            and outcome.first_seq == state.seq + 1
+        ):
+            state.prev, state.seq = outcome.last_hash, outcome.last_seq
+            state.events += outcome.events
+            anchored_hash = outcome.anchored_hash or anchored_hash
+            continue
+        # Not clean, or not linked to the part before: walked again from its
+        # start to the end, from the state reached, which decides.
+        problem, found = _walk(store.scan_log_bulk(AUDIT_LOG, after=after), state, anchor_seq)
+        return problem, found or anchored_hash
+    return None, anchored_hash
+
+
+def verify_chain(
+    *, store: Store, anchor: Anchor | None = None, workers: parts.Workers | None = None
+) -> AuditVerifyResult:
     """Walk the whole log and check every link. Catches edited, dropped and
     reordered lines; legacy lines before the chain are counted, not failed.
     With an ``anchor`` it also catches lines cut from the tail (or a log
-    rewritten from some point on), which no walk of the log alone can see."""
+    rewritten from some point on), which no walk of the log alone can see.
+    ``workers``: a long log is walked in parts by that many processes (only
+    where this process runs no other thread: see :mod:`.parts`)."""
     state = _ChainState()
+    anchor_seq = None if anchor is None else anchor.seq
+    started = parts.start(store, workers, anchor_seq)
     try:
-        problem, anchored_hash = _walk(
-            store.scan_log_bulk(AUDIT_LOG), state, None if anchor is None else anchor.seq
-        )
+        problem, anchored_hash = _walk_log(store, state, anchor_seq, started)
         if problem is not None:
             # The next seq the chain expected, whatever the bad line claims:
             # every event before it verified (an edited, dropped or moved
@@ -284,6 +427,9 @@ def verify_chain(*, store: Store, anchor: Anchor | None = None) -> AuditVerifyRe
             first_bad_seq=state.seq + 1,
             detail=str(exc),
         )
+    finally:
+        if started is not None:
+            started.stop()
     head = {"head_seq": state.seq, "head_hash": state.prev if state.events else None}
     if anchor is not None and anchored_hash != anchor.hash:
         if anchored_hash is None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from ..settings import Settings
-    from ..storage.protocol import Store
+    from ..storage.protocol import Schema, Store
 
 
 def load_settings(data_dir: Path | None) -> Settings:
@@ -144,34 +144,54 @@ def describe(settings: Settings) -> str:
     return str(settings.data_dir)
 
 
-def _go_session(store: Store) -> BaseModel:
+def _go_session(store: Store, _reopen: Callable[[], Store]) -> BaseModel:
     from ..go.session_reads import get_session
 
     return get_session(store=store)
 
 
-def _audit_verify(store: Store) -> BaseModel:
+def _audit_verify(store: Store, reopen: Callable[[], Store]) -> BaseModel:
+    from ..audit.parts import Workers
     from ..audit.service import verify_chain
 
     # A walk of the whole log: building the app would cost about as much as
-    # hashing 500,000 lines.
-    return verify_chain(store=store)
+    # hashing 500,000 lines. This process runs no other thread, so a long log
+    # is walked in parts by forked workers, one per CPU (see audit/parts.py).
+    return verify_chain(store=store, workers=Workers(_cpus(), reopen))
 
 
-# GET path (without a query) -> the read its route serves, on the JSON
-# store. Only reads that need nothing from the app's start-up belong here.
-DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {
+def _cpus() -> int:
+    try:
+        return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    except AttributeError:  # not on Linux
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+
+
+# More processes than this stop paying: each re-reads its share and the
+# joins are serial.
+MAX_WORKERS = 4
+
+# GET path (without a query) -> the read its route serves, given the store
+# and how a worker process opens its own. Only reads that need nothing from
+# the app's start-up belong here.
+DIRECT_READS: dict[str, Callable[[Store, Callable[[], Store]], BaseModel]] = {
     "/core/go/session": _go_session,
     "/core/audit/verify": _audit_verify,
 }
+# The ones also answered directly on a database (given by its URL alone).
+SQL_DIRECT_READS = frozenset(["/core/audit/verify"])
+# Where the SQL schema's revisions are (compose.MIGRATIONS_DIR, which imports the app).
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations" / "versions"
 
 
 class DirectReads:
-    """Answers the paths of :data:`DIRECT_READS` on a JSON data dir; every
-    other request goes to the app."""
+    """Answers the paths of :data:`DIRECT_READS` on a JSON data dir (or those
+    of :data:`SQL_DIRECT_READS` on a database); every other request goes to
+    the app."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path | None = None, *, database_url: str | None = None) -> None:
         self.data_dir = data_dir
+        self.database_url = database_url
         self._store: Store | None = None
 
     def __call__(self, path: str) -> DirectReply | None:
@@ -179,23 +199,63 @@ class DirectReads:
         from ..storage.errors import StorageError
 
         read = DIRECT_READS.get(path)
-        if read is None:
+        if read is None or (self.database_url is not None and path not in SQL_DIRECT_READS):
             return None
         try:
-            model = read(self._open())
+            model = read(self._open(), self.open_store)
         except StorageError as exc:
             return DirectReply(503, storage_unavailable(exc))
         return DirectReply(200, model.model_dump(mode="json"))
 
     def _open(self) -> Store:
         if self._store is None:
-            from ..audit.store import SCHEMA as AUDIT
-            from ..go.session_store import SCHEMA as SESSIONS
-            from ..storage.json_backend import JsonStore
-
-            # The documents and logs these reads touch; a read needs no more.
-            self._store = JsonStore(self.data_dir, SESSIONS + AUDIT, create=False)
+            self._store = self.open_store(check=True)
         return self._store
+
+    def open_store(self, *, check: bool = False) -> Store:
+        """A store on the data dir or database (``check``: its schema too, as
+        the app checks it at start-up)."""
+        from ..audit.store import SCHEMA as AUDIT
+
+        if self.database_url is not None:
+            return _open_sql(self.database_url, AUDIT, check=check)
+        from ..go.session_store import SCHEMA as SESSIONS
+        from ..storage.json_backend import JsonStore
+
+        assert self.data_dir is not None
+        # The documents and logs these reads touch; a read needs no more.
+        return JsonStore(self.data_dir, SESSIONS + AUDIT, create=False)
+
+
+def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
+    """The SQL store, refused as the app's start-up refuses it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..storage.sql_backend import Migrations, SchemaOutOfDateError, SqlStore, redact
+
+    try:
+        return SqlStore(url, Migrations(schema, MIGRATIONS_DIR), check_schema=check, pool_size=1)
+    except (SchemaOutOfDateError, SQLAlchemyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CliError(f"error: {redact(url)}: {first}") from None
+
+
+def plain_database_url(data_dir: Path | None) -> str | None:
+    """The database URL when the environment sets it and no other setting
+    (and no --data-dir is given): every other setting is then its default,
+    as :func:`plain_data_dir` says for a data dir. None otherwise."""
+    if data_dir is not None:
+        return None
+    url: str | None = None
+    for name, value in os.environ.items():
+        key = name.lower()
+        if not key.startswith("valhalla_") or key[9:] not in SETTING_FIELDS:
+            continue
+        if name == "VALHALLA_DATABASE_URL" and value:
+            url = value
+            continue
+        return None
+    return url
 
 
 def local_service(data_dir: Path | None) -> Service:
@@ -210,6 +270,17 @@ def local_service(data_dir: Path | None) -> Service:
             return app_client(load_settings(data_dir))
 
         return Service(connect, where=str(path), local=True, direct=DirectReads(path))
+    url = plain_database_url(data_dir)
+    if url is not None:
+        from ..storage.sql_backend import redact
+
+        def connect_sql() -> httpx.Client:
+            from .inprocess import app_client
+
+            return app_client(load_settings(data_dir))
+
+        direct = DirectReads(database_url=url)
+        return Service(connect_sql, where=redact(url), local=True, direct=direct)
     settings = load_settings(data_dir)
     check_data_dir(settings, flag=flag)
     from .inprocess import app_client
