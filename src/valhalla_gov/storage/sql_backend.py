@@ -21,12 +21,14 @@ import contextlib
 import copy
 import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -719,15 +721,47 @@ def _bulk_records(
     placement: SqlLog, where: str, rows: Iterable[Sequence[Any]]
 ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
     fast = orjson.loads
-    for row in rows:
-        body = row[1]
+    stream = iter(rows)
+    # Runs of rows parsed and checked in one pass each (no Python step per
+    # row), few enough to stay in the CPU's cache until the caller used them.
+    while run := list(islice(stream, _PARSE_RUN)):
+        bodies = list(map(_BODY, run))
         try:
-            parsed = fast(body)
+            parsed = list(map(fast, bodies))
         except orjson.JSONDecodeError:
-            parsed = None  # parsed again by the placement: it names the row
-        if type(parsed) is not dict:
             parsed = None
-        yield body, placement.record(where, row, parsed)
+        if parsed is not None and _kinds_hold(placement, run, parsed):
+            yield from zip(bodies, parsed, strict=True)
+            continue
+        for row, body in zip(run, bodies, strict=True):
+            try:
+                one = fast(body)
+            except orjson.JSONDecodeError:
+                one = None  # parsed again by the placement: it names the row
+            yield body, placement.record(where, row, one if type(one) is dict else None)
+
+
+def _kinds_hold(placement: SqlLog, run: list[Any], parsed: list[Any]) -> bool:
+    """True when every parsed body is an object and every row's kind column
+    is the body's kind as written (what ``LogRows.record`` checks row by row);
+    otherwise the rows are checked one by one, which names a bad one."""
+    if not isinstance(placement, LogRows) or set(map(type, parsed)) != {dict}:
+        return False
+    field = placement.log.kind_field
+    kinds = list(map(_KIND, run))
+    if field is None:
+        return kinds.count(None) == len(kinds)
+    return (
+        set(map(type, kinds)) == {str}
+        and max(map(len, kinds)) <= _KIND_MAX
+        and kinds == list(map(dict.get, parsed, repeat(field)))
+    )
+
+
+_BODY = operator.itemgetter(1)
+_KIND = operator.itemgetter(2)
+_KIND_MAX = 200  # LogRows.kind cuts a longer one: the row-by-row check decides
+_PARSE_RUN = 256
 
 
 _ABSENT = object()
