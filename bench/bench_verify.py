@@ -7,9 +7,11 @@ into a PostgreSQL scratch database, then times in one run:
 - **raw**: ``hashlib.sha256(line).hexdigest()`` for every line of the same
   ``audit.log``, read from the file in one process (the floor: every verify
   hashes each line once);
-- **in process**: ``verify_chain`` on the store (JSON dir or PostgreSQL);
+- **in process**: ``verify_chain`` on the store (JSON dir or PostgreSQL), in
+  one process (what a server does) and in parts by one process per CPU (what
+  the CLI's direct read does, see ``audit/parts.py``);
 - **CLI**: ``valhalla audit verify`` as a fresh process, end to end, and the
-  same command on an empty data dir (its start-up share).
+  same command on an empty data dir or database (its start-up share).
 
 Each is run ``--rounds`` times; the figure is the minimum (the least
 disturbed run). The ratios are speeds: raw time / verify time (the issue's
@@ -44,8 +46,10 @@ import psycopg
 from bench.common import load_text, source_state, wait_quiet
 from bench.fill import _moment, cached_audit_dir
 from bench.pg import derived_url, ensure_database, libpq, reset_schema
+from valhalla_gov.audit.parts import Workers
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
+from valhalla_gov.cli.local import walk_processes
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.timeutil import new_id
 
@@ -121,13 +125,17 @@ def raw_hash(path: Path) -> None:
 
 
 def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Minimum wall and minimum CPU seconds (this process) over ``rounds``."""
+    """Minimum wall and minimum CPU seconds (this process and the workers it
+    forked and waited for) over ``rounds``."""
     walls, cpus = [], []
     for _ in range(rounds):
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu, wall = time.process_time(), time.perf_counter()
         fn()
         walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        forked = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
+        cpus.append(time.process_time() - cpu + forked)
     return min(walls), min(cpus)
 
 
@@ -144,6 +152,51 @@ def timed_cli(argv: list[str], env: dict[str, str], rounds: int) -> tuple[float,
         if done.returncode != 0 or "OK" not in done.stdout:
             raise SystemExit(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
     return min(walls), min(cpus)
+
+
+def pg_rows(
+    url: str,
+    base_url: str,
+    env: dict[str, str],
+    rounds: int,
+    check: Callable[[Any, Workers | None], None],
+) -> list[tuple[str, float, float]]:
+    """The PostgreSQL rows: in process, in parts, the CLI and its start-up."""
+    valhalla = str(BIN / "valhalla")
+    cpus = walk_processes()
+    rows: list[tuple[str, float, float]] = []
+    sql_store = open_sql(url)
+    workers = Workers(cpus, lambda: open_sql(url, check_schema=False, pool_size=1))
+    try:
+        rows.append(
+            ("verify_chain in process, PostgreSQL", *timed(lambda: check(sql_store, None), rounds))
+        )
+        rows.append(
+            (
+                f"verify_chain in {cpus} processes, PostgreSQL",
+                *timed(lambda: check(sql_store, workers), rounds),
+            )
+        )
+    finally:
+        sql_store.close()
+    pg_env = {**env, "VALHALLA_DATABASE_URL": url}
+    rows.append(
+        (
+            "`valhalla audit verify`, PostgreSQL",
+            *timed_cli([valhalla, "audit", "verify"], pg_env, rounds),
+        )
+    )
+    empty_url = derived_url(base_url, "verify_empty")
+    ensure_database(empty_url)
+    upgrade_database(empty_url)
+    empty_env = {**env, "VALHALLA_DATABASE_URL": empty_url}
+    rows.append(
+        (
+            "`valhalla audit verify`, empty database (start-up)",
+            *timed_cli([valhalla, "audit", "verify"], empty_env, rounds),
+        )
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     raw = timed(lambda: raw_hash(log_path), args.rounds)
     rows.append(("raw SHA-256 per line (file, one process)", *raw))
 
-    def check(store: Any) -> None:
-        result = verify_chain(store=store)
+    def check(store: Any, workers: Workers | None = None) -> None:
+        result = verify_chain(store=store, workers=workers)
         if not result.ok or result.events != args.entries:
             raise SystemExit(f"verify_chain failed: {result}")
+
+    cpus = walk_processes()
 
     with tempfile.TemporaryDirectory() as scratch:
         empty = Path(scratch) / "empty"
@@ -179,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         json_store = open_json(data)
         rows.append(
             ("verify_chain in process, JSON", *timed(lambda: check(json_store), args.rounds))
+        )
+        json_workers = Workers(cpus, lambda: open_json(data))
+        rows.append(
+            (
+                f"verify_chain in {cpus} processes, JSON",
+                *timed(lambda: check(json_store, json_workers), args.rounds),
+            )
         )
         cli = [valhalla, "audit", "verify", "--data-dir"]
         rows.append(
@@ -191,23 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         if url is not None:
-            sql_store = open_sql(url)
-            try:
-                rows.append(
-                    (
-                        "verify_chain in process, PostgreSQL",
-                        *timed(lambda: check(sql_store), args.rounds),
-                    )
-                )
-            finally:
-                sql_store.close()
-            pg_env = {**env, "VALHALLA_DATABASE_URL": url}
-            rows.append(
-                (
-                    "`valhalla audit verify`, PostgreSQL",
-                    *timed_cli([valhalla, "audit", "verify"], pg_env, args.rounds),
-                )
-            )
+            rows += pg_rows(url, args.database_url, env, args.rounds, check)
     print(f"\n{args.rounds} rounds each, minimum; speed = raw / verify (CLI target: >= 0.3)")
     print("| what | wall s | CPU s | speed vs raw (wall) | speed vs raw (CPU) |")
     print("|---|---:|---:|---:|---:|")

@@ -157,10 +157,11 @@ def _audit_verify(store: Store, reopen: Callable[[], Store]) -> BaseModel:
     # A walk of the whole log: building the app would cost about as much as
     # hashing 500,000 lines. This process runs no other thread, so a long log
     # is walked in parts by forked workers, one per CPU (see audit/parts.py).
-    return verify_chain(store=store, workers=Workers(_cpus(), reopen))
+    return verify_chain(store=store, workers=Workers(walk_processes(), reopen))
 
 
-def _cpus() -> int:
+def walk_processes() -> int:
+    """One process per CPU this one may run on, at most MAX_WORKERS."""
     try:
         return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
     except AttributeError:  # not on Linux
