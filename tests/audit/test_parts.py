@@ -68,7 +68,10 @@ def _both(
 def _part_starts(store: Store) -> list[int]:
     """The index of each part's first record (the first part's is 0)."""
     cuts = store.split_log(AUDIT_LOG, WORKERS, min_part=1)
-    return [0, *(sum(1 for _ in store.scan_log_bulk(AUDIT_LOG, until=cut)) for cut in cuts)]
+    return [
+        0,
+        *(sum(len(t) for t, _r in store.scan_log_bulk(AUDIT_LOG, until=cut)) for cut in cuts),
+    ]
 
 
 def _edit(records: Records, index: int) -> Records:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import need
+from valhalla_gov.storage.protocol import BulkRun
 
 
 def fill_up(directory: Path) -> Path:
@@ -35,3 +38,8 @@ def remount_read_only(mount_point: Path) -> None:
         timeout=30,
     )
     need(result.returncode == 0, f"cannot remount the tmpfs read-only: {result.stderr.strip()}")
+
+
+def bulk_pairs(runs: Iterable[BulkRun]) -> list[tuple[bytes | str, dict[str, Any]]]:
+    """A bulk scan's runs as (text, record) pairs, in order."""
+    return [pair for texts, records in runs for pair in zip(texts, records, strict=True)]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.storage.helpers import bulk_pairs
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import SCHEMA
 from valhalla_gov.cone.store import CONE_STATE, DECISIONS
@@ -267,7 +268,7 @@ def test_an_error_inside_a_transaction_releases_it(store: Store) -> None:
 
 
 def bulk(store: Store, log: Log = AUDIT_LOG) -> list[dict[str, Any]]:
-    return [record for _text, record in store.scan_log_bulk(log)]
+    return [record for _text, record in bulk_pairs(store.scan_log_bulk(log))]
 
 
 def test_bulk_scan_reads_what_the_forward_scan_reads(store: Store) -> None:
@@ -276,7 +277,7 @@ def test_bulk_scan_reads_what_the_forward_scan_reads(store: Store) -> None:
     records[5] = {"n": 5, "big": 2**70, "small": -(2**63)}
     append(store, AUDIT_LOG, *records)
     append(store, DECISIONS, {"other": "log"})
-    pairs = list(store.scan_log_bulk(AUDIT_LOG))
+    pairs = bulk_pairs(store.scan_log_bulk(AUDIT_LOG))
     assert len(pairs) == len(records) == len(forward(store))
     for (text, record), expected in zip(pairs, records, strict=True):
         # The text parses exactly to the record; the fast parse may only
@@ -305,7 +306,7 @@ def test_bulk_scan_across_many_blocks_and_batches(
 def _in_parts(store: Store, cuts: list[str], log: Log = AUDIT_LOG) -> list[list[dict[str, Any]]]:
     bounds: list[str | None] = [None, *cuts, None]
     return [
-        [record for _text, record in store.scan_log_bulk(log, after=after, until=until)]
+        [record for _text, record in bulk_pairs(store.scan_log_bulk(log, after=after, until=until))]
         for after, until in itertools.pairwise(bounds)
     ]
 

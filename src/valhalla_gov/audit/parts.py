@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from ..storage.protocol import Store
+from ..storage.protocol import BulkRun, Store
 from .store import AUDIT_LOG
 
 # A part smaller than this is not worth a worker: forking one and opening its
@@ -70,17 +70,16 @@ def check_part(
     the part is not clean (why, for tests; the caller walks it again)."""
     from .service import _ChainState, _walk
 
-    records: Iterator[tuple[bytes | str, dict[str, Any]]] = iter(
-        store.scan_log_bulk(AUDIT_LOG, after=after, until=until)
-    )
-    first = next(records, None)
+    runs: Iterator[BulkRun] = iter(store.scan_log_bulk(AUDIT_LOG, after=after, until=until))
+    first = next(runs, None)
     if first is None:
         return None
-    prev, seq = first[1].get("prev"), first[1].get("seq")
-    if type(prev) is not str or type(seq) is not int or "hash" not in first[1]:
+    head = first[1][0]
+    prev, seq = head.get("prev"), head.get("seq")
+    if type(prev) is not str or type(seq) is not int or "hash" not in head:
         return "the part's first line is not a chained event"
     state = _ChainState(prev=prev, seq=seq - 1)
-    problem, anchored_hash = _walk(chain([first], records), state, anchor_seq)
+    problem, anchored_hash = _walk(chain([first], runs), state, anchor_seq)
     if problem is not None:
         return problem
     if state.legacy or state.events == 0:
@@ -95,8 +94,16 @@ def _worker(
     until: str | None,
     anchor_seq: int | None,
 ) -> None:
+    result: Outcome | str
     try:
-        result: Outcome | str = check_part(open_store(), after, until, anchor_seq)
+        store = open_store()
+        try:
+            result = check_part(store, after, until, anchor_seq)
+        finally:
+            # A database connection is closed, not dropped (the server logs those).
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
     except BaseException as exc:  # any failure: the parent walks the part again
         result = f"the worker failed: {type(exc).__name__}: {exc}"
     send.send(result)
@@ -111,17 +118,26 @@ class Started:
         context = multiprocessing.get_context("fork")
         self._procs: list[tuple[Any, multiprocessing.connection.Connection]] = []
         bounds: list[str | None] = [*cuts, None]
-        for after, until in zip(cuts, bounds[1:], strict=True):
-            receive, send = context.Pipe(duplex=False)
-            proc = context.Process(
-                target=_worker,
-                args=(send, workers.open_store, after, until, anchor_seq),
-                name="valhalla-verify",
-                daemon=True,
-            )
-            proc.start()
-            send.close()
-            self._procs.append((proc, receive))
+        try:
+            for after, until in zip(cuts, bounds[1:], strict=True):
+                receive, send = context.Pipe(duplex=False)
+                proc = context.Process(
+                    target=_worker,
+                    args=(send, workers.open_store, after, until, anchor_seq),
+                    name="valhalla-verify",
+                    daemon=True,
+                )
+                try:
+                    proc.start()
+                except OSError:
+                    receive.close()
+                    raise
+                finally:
+                    send.close()
+                self._procs.append((proc, receive))
+        except OSError:
+            self.stop()
+            raise
 
     def results(self) -> Iterator[tuple[str, Outcome | str]]:
         """Each part's start and outcome, in log order, as the workers finish."""
@@ -151,4 +167,7 @@ def start(store: Store, workers: Workers | None, anchor_seq: int | None) -> Star
     cuts = store.split_log(AUDIT_LOG, workers.count, min_part=MIN_PART_LINES)
     if not cuts:
         return None
-    return Started(workers, cuts, anchor_seq)
+    try:
+        return Started(workers, cuts, anchor_seq)
+    except OSError:
+        return None  # no process to spare (a limit, no memory): one walk

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice, repeat
+from itertools import repeat
 from operator import methodcaller
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..observability.metrics import AUDIT_EVENTS
 from ..storage.encoding import canonical_bytes, loads
 from ..storage.errors import InvalidCursorError, StorageCorruptError
-from ..storage.protocol import Store, StoreTxn
+from ..storage.protocol import BulkRun, Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
 from . import parts
 from .models import AuditEvent, AuditHead, AuditPage, AuditVerifyResult
@@ -211,9 +211,7 @@ _CHUNK = 256
 _MISSING: Any = object()
 
 
-def _clean_hashes(
-    chunk: Sequence[tuple[bytes | str, dict[str, Any]]], prev: str, seq: int
-) -> list[str] | None:
+def _clean_hashes(records: list[dict[str, Any]], prev: str, seq: int) -> list[str] | None:
     """The chunk's hashes when every line passes :func:`_walk_lines`'s fast
     path from ``prev`` and ``seq`` on, else None (the chunk's records as they
     were). The same test, line for line, in C-level passes over the chunk
@@ -222,7 +220,6 @@ def _clean_hashes(
     ``prev``, a newline and orjson's sorted spelling of the record without its
     ``hash`` must be the stored ``hash``, all 64 lowercase hex digits (compared
     as bytes: one ``fromhex`` per chunk instead of a ``hexdigest`` per line)."""
-    records = [record for _raw, record in chunk]
     hashes = list(map(dict.pop, records, repeat("hash"), repeat(_MISSING)))
     try:
         if _chunk_holds(records, hashes, prev, seq):
@@ -267,23 +264,20 @@ class _Broken:
         self.error = error
 
 
-def _guarded(
-    records: Iterable[tuple[bytes | str, dict[str, Any]]],
-) -> Iterator[tuple[bytes | str, dict[str, Any]] | _Broken]:
+def _guarded(runs: Iterable[BulkRun]) -> Iterator[BulkRun | _Broken]:
     # A bulk scan raises at a line that does not parse once every line before
-    # it was yielded: the walk must check those first, as it did line by line.
+    # it was yielded: the walk checks those first, as it did line by line.
     try:
-        yield from records
+        yield from runs
     except StorageCorruptError as exc:
         yield _Broken(exc)
 
 
 def _walk(
-    records: Iterable[tuple[bytes | str, dict[str, Any]]],
-    state: _ChainState,
-    anchor_seq: int | None,
+    runs: Iterable[BulkRun], state: _ChainState, anchor_seq: int | None
 ) -> tuple[str | None, str | None]:
-    """Check ``records`` in order from ``state`` on; stop at the first break.
+    """Check the records of ``runs`` (a bulk scan's) in order from ``state``
+    on; stop at the first break.
 
     Returns the problem (None when every link holds) and the hash of the
     event at ``anchor_seq`` when the walk passed it. Lines go in chunks: a
@@ -291,29 +285,26 @@ def _walk(
     :func:`_walk_lines`, which decides. A scan error raises once the lines
     before it are checked.
     """
-    stream = _guarded(records)
     anchored_hash: str | None = None
-    while True:
-        chunk = list(islice(stream, _CHUNK))
-        if not chunk:
-            return None, anchored_hash
-        broken = chunk[-1]
-        if isinstance(broken, _Broken):
-            chunk.pop()
-        lines = cast(list[tuple[bytes | str, dict[str, Any]]], chunk)
-        hashes = _clean_hashes(lines, state.prev, state.seq) if lines else None
-        if hashes is not None:
-            if anchor_seq is not None and state.seq < anchor_seq <= state.seq + len(hashes):
-                anchored_hash = hashes[anchor_seq - state.seq - 1]
-            state.prev, state.seq = hashes[-1], state.seq + len(hashes)
-            state.events += len(hashes)
-        else:
+    for run in _guarded(runs):
+        if isinstance(run, _Broken):
+            raise run.error
+        texts, records = run
+        for at in range(0, len(records), _CHUNK):
+            chunk = records[at : at + _CHUNK] if len(records) > _CHUNK else records
+            hashes = _clean_hashes(chunk, state.prev, state.seq)
+            if hashes is not None:
+                if anchor_seq is not None and state.seq < anchor_seq <= state.seq + len(hashes):
+                    anchored_hash = hashes[anchor_seq - state.seq - 1]
+                state.prev, state.seq = hashes[-1], state.seq + len(hashes)
+                state.events += len(hashes)
+                continue
+            lines = zip(texts[at : at + _CHUNK], chunk, strict=True)
             problem, found = _walk_lines(lines, state, anchor_seq)
             anchored_hash = found or anchored_hash
             if problem is not None:
                 return problem, anchored_hash
-        if isinstance(broken, _Broken):
-            raise broken.error
+    return None, anchored_hash
 
 
 def _walk_lines(

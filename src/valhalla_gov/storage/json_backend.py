@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -21,7 +21,7 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .protocol import Document, Log, LogEntry, R, Schema, T, unwrap, wrap
+from .protocol import BulkRun, Document, Log, LogEntry, R, Schema, T, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class JsonStore:
 
     def scan_log_bulk(
         self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    ) -> Iterator[BulkRun]:
         path = self.log_path(log)
         start = 0 if after is None else self._cursor_offset(path, after)
         end = None if until is None else self._cursor_offset(path, until)
@@ -254,7 +254,7 @@ class JsonStore:
         fast = orjson.loads
         for first, block in json_store.iter_line_blocks(path, start, on_unterminated=torn, end=end):
             for at in range(0, len(block), _PARSE_RUN):
-                lines = block[at : at + _PARSE_RUN]
+                lines = cast(list[bytes | str], block[at : at + _PARSE_RUN])
                 # A run of well-formed lines is parsed without a Python step
                 # per line; one that is not goes line by line, naming the bad one.
                 try:
@@ -263,20 +263,36 @@ class JsonStore:
                     pass
                 else:
                     if set(map(type, records)) <= {dict}:
-                        yield from zip(lines, records, strict=True)
+                        yield lines, records
                         continue
-                for line in lines:
-                    try:
-                        record = fast(line)
-                    except orjson.JSONDecodeError:
-                        if not line.strip():
-                            continue  # a blank line, skipped as every scan does
-                        # What orjson refuses the standard library may take (NaN);
-                        # otherwise this raises, naming the line's offset.
-                        record = self._parse_line(path, _offset_of(first, block, line), line)
-                    if type(record) is not dict:
-                        record = self._parse_line(path, _offset_of(first, block, line), line)
-                    yield line, record
+                yield from self._parsed_one_by_one(path, first, block, at)
+
+    def _parsed_one_by_one(
+        self, path: Path, first: int, block: list[bytes], at: int
+    ) -> Iterator[BulkRun]:
+        """The run of ``block`` at ``at``, parsed line by line: blank lines
+        skipped, what orjson refuses read by the standard library, a line
+        that does not parse raised (naming its offset) after the run before it."""
+        texts: list[bytes | str] = []
+        parsed: list[dict[str, Any]] = []
+        for line in block[at : at + _PARSE_RUN]:
+            if not line.strip():
+                continue  # a blank line, skipped as every scan does
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None  # NaN, say: the standard library may take it
+            try:
+                if type(record) is not dict:
+                    record = self._parse_line(path, _offset_of(first, block, line), line)
+            except StorageCorruptError:
+                if texts:  # every record before the bad one first
+                    yield texts, parsed
+                raise
+            texts.append(line)
+            parsed.append(record)
+        if texts:
+            yield texts, parsed
 
     def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
         path = self.log_path(log)

@@ -91,6 +91,10 @@ class LogEntry:
     record: dict[str, Any]
 
 
+# A run of a bulk scan: stored texts and their records, index for index.
+BulkRun = tuple[list[bytes | str], list[dict[str, Any]]]
+
+
 class Reader(Protocol):
     """Reads that work both inside and outside a transaction."""
 
@@ -179,16 +183,17 @@ class Store(Reader, Protocol):
 
     def scan_log_bulk(
         self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
-        """Every record oldest first, each with its stored JSON text: for walks
-        of a whole log (a hash-chain check). Read in large batches. Parsed for
-        speed: an integer past 64 bits may come back as a float, so a caller
-        that needs such a value exact parses the text again with
-        :func:`~valhalla_gov.storage.encoding.loads`. A record that does not
-        parse raises StorageCorruptError once every record before it has been
-        yielded, as the other scans do. ``after`` and ``until`` are boundaries
-        from :meth:`split_log`: only the records from the one to before the
-        other (a walk in parts)."""
+    ) -> Iterator[BulkRun]:
+        """Every record oldest first, in runs: each run a list of stored JSON
+        texts and the list of their records, in order, never empty (for walks of a whole
+        log, such as a hash-chain check, that work on many records at once).
+        Read in large batches. Parsed for speed: an integer past 64 bits may
+        come back as a float, so a caller that needs such a value exact parses
+        the text again with :func:`~valhalla_gov.storage.encoding.loads`. A
+        record that does not parse raises StorageCorruptError once every
+        record before it has been yielded, as the other scans do. ``after``
+        and ``until`` are boundaries from :meth:`split_log`: only the records
+        from the one to before the other (a walk in parts)."""
         ...
 
     def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:

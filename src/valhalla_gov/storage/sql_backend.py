@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .encoding import canonical_bytes, loads
 from .errors import StorageCorruptError, StorageUnavailableError
-from .protocol import Document, Log, LogEntry, R, Schema, T
+from .protocol import BulkRun, Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
     UNKNOWN,
     UPSERTED,
@@ -578,7 +578,7 @@ class SqlStore:
 
     def scan_log_bulk(
         self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+    ) -> Iterator[BulkRun]:
         placement = log_placement(log)
         start = None if after is None else placement.parse_cursor(after)
         stop = None if until is None else placement.parse_cursor(until)
@@ -719,26 +719,33 @@ def _prefetched(pages: Iterator[list[Any]]) -> Iterator[list[Any]]:
 
 def _bulk_records(
     placement: SqlLog, where: str, rows: Iterable[Sequence[Any]]
-) -> Iterator[tuple[bytes | str, dict[str, Any]]]:
+) -> Iterator[BulkRun]:
     fast = orjson.loads
     stream = iter(rows)
     # Runs of rows parsed and checked in one pass each (no Python step per
     # row), few enough to stay in the CPU's cache until the caller used them.
     while run := list(islice(stream, _PARSE_RUN)):
-        bodies = list(map(_BODY, run))
+        bodies: list[bytes | str] = list(map(_BODY, run))
         try:
             parsed = list(map(fast, bodies))
         except orjson.JSONDecodeError:
             parsed = None
         if parsed is not None and _kinds_hold(placement, run, parsed):
-            yield from zip(bodies, parsed, strict=True)
+            yield bodies, parsed
             continue
+        records: list[dict[str, Any]] = []
         for row, body in zip(run, bodies, strict=True):
             try:
                 one = fast(body)
             except orjson.JSONDecodeError:
                 one = None  # parsed again by the placement: it names the row
-            yield body, placement.record(where, row, one if type(one) is dict else None)
+            try:
+                records.append(placement.record(where, row, one if type(one) is dict else None))
+            except StorageCorruptError:
+                if records:  # every record before the bad one first
+                    yield bodies[: len(records)], records
+                raise
+        yield bodies, records
 
 
 def _kinds_hold(placement: SqlLog, run: list[Any], parsed: list[Any]) -> bool:
