@@ -360,8 +360,18 @@ def _walk_log(
     store: Store, state: _ChainState, anchor_seq: int | None, started: parts.Started | None
 ) -> tuple[str | None, str | None]:
     """:func:`_walk` over the whole log, its parts joined (see :mod:`.parts`)."""
-    if started is None:
-        return _walk(store.scan_log_bulk(AUDIT_LOG), state, anchor_seq)
+    if started is not None:
+        try:
+            return _walk_parts(store, state, anchor_seq, started)
+        except InvalidCursorError:
+            # The log was rewritten shorter under the parts: one walk of it as it is.
+            state.prev, state.seq, state.events, state.legacy = GENESIS, 0, 0, 0
+    return _walk(store.scan_log_bulk(AUDIT_LOG), state, anchor_seq)
+
+
+def _walk_parts(
+    store: Store, state: _ChainState, anchor_seq: int | None, started: parts.Started
+) -> tuple[str | None, str | None]:
     until = started.cuts[0]
     problem, anchored_hash = _walk(store.scan_log_bulk(AUDIT_LOG, until=until), state, anchor_seq)
     if problem is not None:
