@@ -377,6 +377,13 @@ def test_audit_tail_edited_after_a_check_is_caught(
     assert _health(store, clock, watcher).checks["audit"].status == "red"
 
 
+def _checked_tail(store: Store, clock: FakeClock, watcher: ChainWatcher) -> None:
+    """A log ending in a "tail" event, checked green by ``watcher``."""
+    _band(store, clock, "A", reason="first")
+    record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
+    assert _health(store, clock, watcher).status == "green"
+
+
 def _edit_sql_tail(store: Store, *, bump: bool) -> None:
     assert isinstance(store, SqlStore)
     with store.engine.begin() as conn:
@@ -395,9 +402,7 @@ def _edit_sql_tail(store: Store, *, bump: bool) -> None:
 def test_a_sql_tail_edit_that_bumps_the_generation_is_caught_at_once(
     store: Store, clock: FakeClock, watcher: ChainWatcher
 ) -> None:
-    _band(store, clock, "A", reason="first")
-    record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
-    assert _health(store, clock, watcher).status == "green"
+    _checked_tail(store, clock, watcher)
     _edit_sql_tail(store, bump=True)
     assert _health(store, clock, watcher).checks["audit"].status == "red"
 
@@ -409,9 +414,7 @@ def test_a_sql_tail_edit_that_hides_from_the_generation_is_caught_within_the_rec
     # At an unchanged generation the watcher answers from its last check for
     # up to RECHECK_S (ryg polled by many viewers costs no query each); an
     # edit made behind the generation's back is seen once that has passed.
-    _band(store, clock, "A", reason="first")
-    record_event(store=store, event="TEST", payload={"n": "tail"}, actor="t", clock=clock)
-    assert _health(store, clock, watcher).status == "green"
+    _checked_tail(store, clock, watcher)
     _edit_sql_tail(store, bump=False)
     assert _health(store, clock, watcher).checks["audit"].status == "green"
     monkeypatch.setattr(ChainWatcher, "RECHECK_S", 0.0)
