@@ -35,6 +35,7 @@ class GenerationFence:
         self._conninfo = conninfo
         self._where = where
         self._conn: psycopg.AsyncConnection[tuple[int]] | None = None
+        self._cursor: psycopg.AsyncCursor[tuple[int]] | None = None  # one, reused
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._failed_at = -_RETRY_S
@@ -42,37 +43,39 @@ class GenerationFence:
     async def read(self) -> int | None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first call, or a new loop (test clients)
-            self._loop, self._lock, self._conn = loop, asyncio.Lock(), None
+            self._loop, self._lock, self._conn, self._cursor = loop, asyncio.Lock(), None, None
         assert self._lock is not None
         # One query at a time on the one connection; each caller gets an
         # answer to a query sent after it asked.
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._query(), _TIMEOUT_S)
+                async with asyncio.timeout(_TIMEOUT_S):  # no task per call, unlike wait_for
+                    return await self._query()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 await self._drop(exc)
                 return None
             except asyncio.CancelledError:
                 # The request went away mid-query: the connection's state is
                 # unknown, so the next call opens a new one.
-                self._conn = None
+                self._conn, self._cursor = None, None
                 raise
 
     async def _query(self) -> int | None:
-        conn = self._conn
-        if conn is None:
+        cursor = self._cursor
+        if cursor is None:
             if time.monotonic() - self._failed_at < _RETRY_S:
                 return None
-            conn = self._conn = await psycopg.AsyncConnection.connect(
+            self._conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, connect_timeout=5
             )
-        cursor = await conn.execute(_SELECT, prepare=True)
+            cursor = self._cursor = self._conn.cursor()
+        await cursor.execute(_SELECT, prepare=True)
         row = await cursor.fetchone()
         return None if row is None else int(row[0])
 
     async def _drop(self, exc: BaseException) -> None:
         self._failed_at = time.monotonic()
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._cursor = self._conn, None, None
         log.warning(
             "generation read on %s failed (%s); requests read it from a thread meanwhile",
             self._where,
@@ -83,6 +86,6 @@ class GenerationFence:
                 await conn.close()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._cursor = self._conn, None, None
         if conn is not None and self._loop is asyncio.get_running_loop():
             await conn.close()
