@@ -24,7 +24,7 @@ from tests.audit.test_tamper import rewrite
 from tests.conftest import make_store
 from valhalla_gov.audit import parts
 from valhalla_gov.audit.models import AuditVerifyResult
-from valhalla_gov.audit.service import Anchor, chain_hash, verify_chain
+from valhalla_gov.audit.service import Anchor, chain_hash, check_part, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.protocol import Store
 
@@ -210,7 +210,7 @@ def test_a_part_that_is_not_clean_is_reported_by_its_worker(
     store = _stored(request, tmp_path, records)
     starts = _part_starts(store)
     cuts = store.split_log(AUDIT_LOG, WORKERS, min_part=1)
-    clean = parts.check_part(store, cuts[0], cuts[1], None)
+    clean = check_part(store, cuts[0], cuts[1], None)
     assert isinstance(clean, parts.PartResult)
     assert (clean.first_seq, clean.last_seq) == (starts[1] + 1, starts[2])
     assert clean.first_prev == records[starts[1] - 1]["hash"]
@@ -218,7 +218,7 @@ def test_a_part_that_is_not_clean_is_reported_by_its_worker(
     store = _stored(request, tmp_path, _edit(records, starts[2] - 1))
     cuts = store.split_log(AUDIT_LOG, WORKERS, min_part=1)  # new row ids on SQL
     assert _part_starts(store) == starts
-    assert isinstance(parts.check_part(store, cuts[0], cuts[1], None), str)
+    assert isinstance(check_part(store, cuts[0], cuts[1], None), str)
 
 
 @pytest.mark.parametrize("store", ["json"], indirect=True)

@@ -26,10 +26,9 @@ import multiprocessing
 import multiprocessing.connection
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
-from ..storage.protocol import BulkRun, Store
+from ..storage.protocol import Store
 from .store import AUDIT_LOG
 
 # A part smaller than this is not worth a worker: forking one and opening its
@@ -63,32 +62,14 @@ class PartResult:
 Outcome = PartResult | None
 
 
-def check_part(
-    store: Store, after: str, until: str | None, anchor_seq: int | None
-) -> Outcome | str:
-    """Walk one part from the state its first line claims. A string when
-    the part is not clean (why, for tests; the caller walks it again)."""
-    from .service import _ChainState, _walk
-
-    runs: Iterator[BulkRun] = iter(store.scan_log_bulk(AUDIT_LOG, after=after, until=until))
-    first = next(runs, None)
-    if first is None:
-        return None
-    head = first[1][0]
-    prev, seq = head.get("prev"), head.get("seq")
-    if type(prev) is not str or type(seq) is not int or "hash" not in head:
-        return "the part's first line is not a chained event"
-    state = _ChainState(prev=prev, seq=seq - 1)
-    problem, anchored_hash = _walk(chain([first], runs), state, anchor_seq)
-    if problem is not None:
-        return problem
-    if state.legacy or state.events == 0:
-        return "the part holds a legacy line"
-    return PartResult(prev, seq, state.prev, state.seq, state.events, anchored_hash)
+# How a part is walked (audit.service.check_part): passed in, so this module
+# needs nothing from the walk's own module, which imports it.
+CheckPart = Callable[[Store, str, str | None, int | None], "Outcome | str"]
 
 
 def _worker(
     send: multiprocessing.connection.Connection,
+    check_part: CheckPart,
     open_store: Callable[[], Store],
     after: str,
     until: str | None,
@@ -113,7 +94,9 @@ def _worker(
 class Started:
     """Workers walking parts 1..n of the log while this process walks part 0."""
 
-    def __init__(self, workers: Workers, cuts: list[str], anchor_seq: int | None) -> None:
+    def __init__(
+        self, workers: Workers, cuts: list[str], anchor_seq: int | None, check_part: CheckPart
+    ) -> None:
         self.cuts = cuts
         context = multiprocessing.get_context("fork")
         self._procs: list[tuple[Any, multiprocessing.connection.Connection]] = []
@@ -123,7 +106,7 @@ class Started:
                 receive, send = context.Pipe(duplex=False)
                 proc = context.Process(
                     target=_worker,
-                    args=(send, workers.open_store, after, until, anchor_seq),
+                    args=(send, check_part, workers.open_store, after, until, anchor_seq),
                     name="valhalla-verify",
                     daemon=True,
                 )
@@ -160,7 +143,9 @@ class Started:
             receive.close()
 
 
-def start(store: Store, workers: Workers | None, anchor_seq: int | None) -> Started | None:
+def start(
+    store: Store, workers: Workers | None, anchor_seq: int | None, check_part: CheckPart
+) -> Started | None:
     """Fork the workers for a log big enough to pay for them; None otherwise."""
     if workers is None or workers.count < 2:
         return None
@@ -168,6 +153,6 @@ def start(store: Store, workers: Workers | None, anchor_seq: int | None) -> Star
     if not cuts:
         return None
     try:
-        return Started(workers, cuts, anchor_seq)
+        return Started(workers, cuts, anchor_seq, check_part)
     except OSError:
         return None  # no process to spare (a limit, no memory): one walk

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
+from itertools import chain, repeat
 from operator import methodcaller
 from typing import Any, cast
 
@@ -356,6 +356,29 @@ def _walk_lines(
     return None, anchored_hash
 
 
+def check_part(
+    store: Store, after: str, until: str | None, anchor_seq: int | None
+) -> parts.Outcome | str:
+    """Walk one part of the log (a worker's share, see :mod:`.parts`) from
+    the state its first line claims. A string when the part is not clean
+    (why, for tests; the caller walks it again)."""
+    runs: Iterator[BulkRun] = iter(store.scan_log_bulk(AUDIT_LOG, after=after, until=until))
+    first = next(runs, None)
+    if first is None:
+        return None
+    head = first[1][0]
+    prev, seq = head.get("prev"), head.get("seq")
+    if type(prev) is not str or type(seq) is not int or "hash" not in head:
+        return "the part's first line is not a chained event"
+    state = _ChainState(prev=prev, seq=seq - 1)
+    problem, anchored_hash = _walk(chain([first], runs), state, anchor_seq)
+    if problem is not None:
+        return problem
+    if state.legacy or state.events == 0:
+        return "the part holds a legacy line"
+    return parts.PartResult(prev, seq, state.prev, state.seq, state.events, anchored_hash)
+
+
 def _walk_log(
     store: Store, state: _ChainState, anchor_seq: int | None, started: parts.Started | None
 ) -> tuple[str | None, str | None]:
@@ -406,7 +429,7 @@ def verify_chain(
     where this process runs no other thread: see :mod:`.parts`)."""
     state = _ChainState()
     anchor_seq = None if anchor is None else anchor.seq
-    started = parts.start(store, workers, anchor_seq)
+    started = parts.start(store, workers, anchor_seq, check_part)
     try:
         problem, anchored_hash = _walk_log(store, state, anchor_seq, started)
         if problem is not None:
