@@ -25,6 +25,8 @@ from valhalla_gov.storage import aio
 from valhalla_gov.storage.sql_backend import SqlStore, libpq_url, redact
 from valhalla_gov.storage.sql_fence import GenerationFence
 
+DONE_STEP = "preflight_view_dashboard"
+
 
 def _raw(value: Any | None) -> Any | None:
     return value
@@ -225,11 +227,17 @@ def test_a_served_request_reads_the_generation_once_and_its_cached_reads_need_no
                 assert hops == []  # answered on the loop: the end left it parsed
                 await c.post("/core/go/start_session", json={})
                 statements.clear()
-                done = await c.post(
-                    "/core/go/complete", json={"step_id": "preflight_view_dashboard"}
-                )
+                done = await c.post("/core/go/complete", json={"step_id": DONE_STEP})
                 assert done.status_code == 200, done.text
                 assert not [s for s in statements if "FROM store_generation" in s]
+                for path in ("/core/go/summary", "/core/go/checklist", "/core/go/next_step"):
+                    statements.clear()  # the page's polls: their reads at the request's read
+                    polled = await c.get(path)
+                    assert polled.status_code == 200, polled.text
+                    assert not [s for s in statements if "FROM store_generation" in s], path
+                summary = (await c.get("/core/go/summary")).json()
+                step = next(s for s in summary["checklist"]["steps"] if s["id"] == DONE_STEP)
+                assert step["done"] is True
 
     asyncio.run(scenario())
     store.close()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from ..auth.deps import OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
-from ..storage.aio import request_generation
+from ..storage.aio import request_generation, request_reading
 from . import service
 from .models import Checklist, CompleteRequest, CompleteResult, NextStep
 from .summary import GoSummary, get_summary
@@ -24,12 +24,13 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
     summary="The playbook checklist",
     dependencies=[Depends(VIEWER)],
 )
-def checklist(ctx: Ctx) -> Checklist:
+def checklist(ctx: Ctx, request: Request) -> Checklist:
     """Every playbook step with its state: done, its notes, whether it fits
     the current band and whether red health blocks it."""
-    return service.get_checklist(
-        store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
-    )
+    with request_reading(ctx.store, request.scope):
+        return service.get_checklist(
+            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
+        )
 
 
 @router.get(
@@ -38,12 +39,13 @@ def checklist(ctx: Ctx) -> Checklist:
     summary="The next playbook step",
     dependencies=[Depends(VIEWER)],
 )
-def next_step(ctx: Ctx) -> NextStep:
+def next_step(ctx: Ctx, request: Request) -> NextStep:
     """The first step not done that fits the band and is not blocked (or
     null), with a message saying why when there is none."""
-    return service.get_next_step(
-        store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
-    )
+    with request_reading(ctx.store, request.scope):
+        return service.get_next_step(
+            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
+        )
 
 
 @router.post(
@@ -86,7 +88,10 @@ def complete(
     summary="Session, next step, checklist and health in one call",
     dependencies=[Depends(VIEWER)],
 )
-def summary(ctx: Ctx) -> GoSummary:
+def summary(ctx: Ctx, request: Request) -> GoSummary:
     """What the GO page shows: the current session, the next step, the
     checklist and the health (with the cone state)."""
-    return get_summary(store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher)
+    with request_reading(ctx.store, request.scope):
+        return get_summary(
+            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
+        )

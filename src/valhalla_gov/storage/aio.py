@@ -5,6 +5,7 @@ just read by the async fence), in a worker thread otherwise."""
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,15 @@ def request_generation(scope: MutableMapping[str, Any]) -> int | None:
     state = scope.get("state")
     value = state.get(_GENERATION) if isinstance(state, dict) else None
     return value if isinstance(value, int) else None
+
+
+def request_reading(
+    store: Store, scope: MutableMapping[str, Any]
+) -> AbstractContextManager[int | None]:
+    """A read-only sync route's reads, at the generation its request has
+    read (no round trip to learn it again). Not for a route that writes: its
+    reads after the write must see it."""
+    return store.reading(request_generation(scope))
 
 
 async def run_store(
