@@ -291,12 +291,20 @@ def test_the_one_read_path_and_the_streaming_path_agree(
     path.write_bytes(b"".join(parts))
     size = path.stat().st_size
     starts = sorted({0, size, *(rng.randint(0, size) for _ in range(5))})
+    starts += [o + 1 for o, _ in iter_lines_forward(path)][:3]  # just past a line's first byte
 
-    def scan(start: int) -> tuple[list[tuple[int, bytes]], list[int]]:
+    def scan(start: int) -> tuple[list[tuple[int, bytes]], list[int], object]:
         torn: list[int] = []
         lines = list(iter_lines_forward(path, start, on_unterminated=torn.append))
-        return lines + list(iter_lines_forward(path, start)), torn
+        try:
+            checked: object = list(iter_lines_forward(path, start, line_start=True))
+        except json_store.NotALineStart:
+            checked = "not a line start"
+        # The boundary check made with the lines' read is is_line_start's answer.
+        assert (checked != "not a line start") == json_store.is_line_start(path, start)
+        return lines + list(iter_lines_forward(path, start)), torn, checked
 
+    starts.append(size + 3)  # past the end: no boundary
     small = [scan(start) for start in starts]
     monkeypatch.setattr(json_store, "_SMALL_TAIL", -1)  # every read streams
     assert [scan(start) for start in starts] == small

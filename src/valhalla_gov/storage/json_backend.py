@@ -172,12 +172,7 @@ class JsonStore:
     def _cursor_offset(self, path: Path, cursor: str) -> int:
         offset = parse_cursor(cursor)
         if not json_store.is_line_start(path, offset):
-            # Not a boundary this log handed out: reading from it would split a
-            # line and misreport a healthy file as corrupt.
-            raise InvalidCursorError(
-                f"invalid cursor {cursor!r}: not a record boundary of this log; "
-                "pass back a next_cursor value"
-            )
+            raise _not_a_boundary(cursor)
         return offset
 
     def kind_index(self, log: Log) -> json_index.KindIndex | None:
@@ -237,12 +232,17 @@ class JsonStore:
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)
-        start = 0 if after is None else self._cursor_offset(path, after)
+        start = 0 if after is None else parse_cursor(after)
         # Only the last line can be torn; it is skipped whether or not its
         # bytes happen to parse, as scan_log does.
         torn = lambda offset: log_torn(path, offset)  # noqa: E731
-        for offset, line in json_store.iter_lines_forward(path, start, on_unterminated=torn):
-            yield self._forward_entry(path, offset, line)
+        # The boundary is checked by the same read as the lines (one open).
+        lines = json_store.iter_lines_forward(path, start, on_unterminated=torn, line_start=True)
+        try:
+            for offset, line in lines:
+                yield self._forward_entry(path, offset, line)
+        except json_store.NotALineStart:
+            raise _not_a_boundary(after or "") from None
 
     def scan_log_bulk(
         self, log: Log, *, after: str | None = None, until: str | None = None
@@ -401,6 +401,15 @@ def _read_only(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _not_a_boundary(cursor: str) -> InvalidCursorError:
+    # Not a boundary this log handed out: reading from it would split a line
+    # and misreport a healthy file as corrupt.
+    return InvalidCursorError(
+        f"invalid cursor {cursor!r}: not a record boundary of this log; "
+        "pass back a next_cursor value"
+    )
 
 
 def log_torn(path: Path, offset: int) -> None:

@@ -294,13 +294,24 @@ def iter_lines_backward(
             yield 0, tail
 
 
+class NotALineStart(Exception):
+    """:func:`iter_lines_forward` with ``line_start`` from inside a line."""
+
+
 def iter_lines_forward(
-    path: Path, start: int = 0, *, on_unterminated: Callable[[int], None] | None = None
+    path: Path,
+    start: int = 0,
+    *,
+    on_unterminated: Callable[[int], None] | None = None,
+    line_start: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, line)`` from ``start`` to the end of the file; with
     ``on_unterminated``, a last line read without its newline is left out
-    and reported instead (decided on the bytes read)."""
-    tail = _small_tail(path, start)
+    and reported instead (decided on the bytes read). With ``line_start``,
+    ``start`` must be 0 or just past a newline (checked with the same read,
+    as :func:`is_line_start` would): NotALineStart otherwise."""
+    check = line_start and start > 0
+    tail = _small_tail(path, start, check)
     if tail is not None:
         # The usual case (a watcher or a live reader catching up): the rest
         # of the file in one read, no buffered file object.
@@ -308,8 +319,14 @@ def iter_lines_forward(
         return
     fh = _open_log(path)
     if fh is None:
+        if check:
+            raise NotALineStart
         return
     with fh:
+        if check:
+            fh.seek(start - 1)
+            if fh.read(1) != b"\n":
+                raise NotALineStart
         fh.seek(start)
         offset = start
         for raw in fh:
@@ -327,12 +344,16 @@ def iter_lines_forward(
 _SMALL_TAIL = 64 * 1024
 
 
-def _small_tail(path: Path, start: int) -> bytes | None:
+def _small_tail(path: Path, start: int, line_start: bool) -> bytes | None:
     """The file's bytes from ``start`` if there are at most _SMALL_TAIL of
-    them (b"" for a missing file); None when there are more."""
+    them (b"" for a missing file); None when there are more. With
+    ``line_start``, the byte before ``start`` is read too and must be a
+    newline (NotALineStart otherwise)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
+        if line_start:
+            raise NotALineStart from None
         return b""
     except OSError as exc:
         raise _unavailable(path, exc) from exc
@@ -340,6 +361,11 @@ def _small_tail(path: Path, start: int) -> bytes | None:
         size = os.fstat(fd).st_size
         if size - start > _SMALL_TAIL:
             return None
+        if line_start:
+            data = os.pread(fd, max(0, size - start + 1), start - 1)
+            if data[:1] != b"\n":
+                raise NotALineStart
+            return data[1:]
         return os.pread(fd, max(0, size - start), start) if size > start else b""
     except OSError as exc:
         raise _unavailable(path, exc) from exc
