@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Engine, Select, bindparam, create_engine, eve
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .encoding import canonical_bytes, loads
+from .encoding import loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import BulkRun, Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
@@ -831,14 +831,18 @@ class _SqlTxn:
         known = self._reads.get(key, _MISS)
         return self._cache.get(key, self.base_generation, self.dirty) if known is _MISS else known
 
-    def _upserted(self, rows: KeyedRows, before: Any, records: list[dict[str, Any]]) -> None:
+    def _upserted(self, rows: KeyedRows, before: Any, written: list[dict[str, Any]]) -> Any:
+        """Follow the newest row through ``written`` (rows as upserted);
+        returns it, or _MISS when only the database knows."""
         if before is _MISS:
-            return
-        after = rows.newest_after(before, records)
-        if after is not UNKNOWN:
-            key = ("newest", rows.table.name)
-            self._reads[key] = after
-            self.fresh[key] = (rows.scope, after)
+            return _MISS
+        after = rows.newest_after(before, written)
+        if after is UNKNOWN:
+            return _MISS
+        key = ("newest", rows.table.name)
+        self._reads[key] = after
+        self.fresh[key] = (rows.scope, after)
+        return after
 
     def read_document(self, doc: Document) -> Any | None:
         placement = document_placement(doc)
@@ -852,13 +856,13 @@ class _SqlTxn:
         placement = document_placement(doc)
         before = self._known_newest(placement.rows) if isinstance(placement, LatestRow) else _MISS
         self._wrote(placement.scope)
-        placement.write(self.conn, value)
         if isinstance(placement, LatestRow):
-            self._upserted(placement.rows, before, [] if value is None else [value])
-            newest = self._reads.get(("newest", placement.rows.table.name), _MISS)
+            newest = self._upserted(placement.rows, before, placement.write_rows(self.conn, value))
             if newest is not _MISS:
                 self._now(doc, placement.scope, None if newest is None else newest[1])
-        elif isinstance(placement, DocumentRow):
+            return
+        placement.write(self.conn, value)
+        if isinstance(placement, DocumentRow):
             self._now(doc, placement.scope, placement.read_back(value))
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
@@ -868,15 +872,18 @@ class _SqlTxn:
             self._known_newest(placement.rows) if isinstance(placement, FilteredRows) else _MISS
         )
         self._wrote(scope)
-        placement.insert(self.conn, [record])
         if isinstance(placement, FilteredRows):
-            self._upserted(placement.rows, before, [record])
-        elif isinstance(placement, LogRows):
+            self._upserted(placement.rows, before, placement.insert_rows(self.conn, [record]))
+            return
+        if isinstance(placement, LogRows):
+            (row,) = placement.insert_rows(self.conn, [record])
             # Rows in append order: the last record is this one, as a read
             # would parse it back (the canonical JSON it was stored as).
             key = ("tail", log.name)
-            self._reads[key] = stored = loads(canonical_bytes(record))
+            self._reads[key] = stored = loads(row["body"])
             self.fresh[key] = (scope, stored)
+            return
+        placement.insert(self.conn, [record])
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         placement = log_placement(log)

@@ -172,7 +172,15 @@ class LogRows:
         return key + 1
 
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
-        conn.execute(insert(log_records), [self.row(r) for r in records])
+        self.insert_rows(conn, records)
+
+    def insert_rows(
+        self, conn: Connection, records: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """:meth:`insert`, returning the rows it wrote."""
+        rows = [self.row(r) for r in records]
+        conn.execute(insert(log_records), rows)
+        return rows
 
     def kind(self, record: dict[str, Any]) -> str | None:
         """The ``kind`` column of a record's row."""
@@ -218,7 +226,8 @@ class KeyedRows:
     def scope(self) -> str:
         return self.table.name
 
-    def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
+    def upsert(self, conn: Connection, record: dict[str, Any]) -> dict[str, Any]:
+        """Write ``record``'s row; returns the row (its values by column)."""
         row = self.row_of(record)
         # The same row written twice in one transaction (a feature whose
         # document and log are views of this one table writes both): the
@@ -226,7 +235,7 @@ class KeyedRows:
         written: dict[tuple[str, Any], dict[str, Any]] | None = conn.info.get(UPSERTED)
         key = (self.table.name, row[self.key.name])
         if written is not None and written.get(key) == row:
-            return
+            return row
         try:
             conn.execute(_upsert(conn, self.table, self.key), row)
         except IntegrityError as exc:
@@ -235,6 +244,7 @@ class KeyedRows:
             raise self.on_conflict(exc) from exc
         if written is not None:
             written[key] = row
+        return row
 
     def latest(self) -> LatestRow:
         return LatestRow(self)
@@ -247,16 +257,16 @@ class KeyedRows:
         return FilteredRows(self, where, matches)
 
     def newest_after(
-        self, newest: tuple[Any, dict[str, Any]] | None, records: Sequence[dict[str, Any]]
+        self, newest: tuple[Any, dict[str, Any]] | None, rows: Sequence[dict[str, Any]]
     ) -> tuple[Any, dict[str, Any]] | object | None:
         """The table's newest row (key, record as a read returns it) once
-        ``records`` are upserted, given the newest before them (None: no
-        rows), where that follows without asking the database: each record
-        replaces the newest row in place, or the table was empty and one key
-        was written. :data:`UNKNOWN` otherwise (ordering two different keys
-        is the database's collation, not Python's)."""
-        for record in records:
-            row = self.row_of(record)
+        ``rows`` (as :meth:`upsert` returned them) are written, given the
+        newest before them (None: no rows), where that follows without
+        asking the database: each row replaces the newest in place, or the
+        table was empty and one key was written. :data:`UNKNOWN` otherwise
+        (ordering two different keys is the database's collation, not
+        Python's)."""
+        for row in rows:
             key = row[self.key.name]
             if newest is not None and newest[0] != key:
                 return UNKNOWN
@@ -294,8 +304,13 @@ class LatestRow:
         return None if row is None else (row[0], parse_body(table.name, row[0], row[1]))
 
     def write(self, conn: Connection, value: Any) -> None:
-        if value is not None:  # "no current record" is the absence of rows
-            self.rows.upsert(conn, value)
+        self.write_rows(conn, value)
+
+    def write_rows(self, conn: Connection, value: Any) -> list[dict[str, Any]]:
+        """:meth:`write`, returning the rows it wrote."""
+        if value is None:  # "no current record" is the absence of rows
+            return []
+        return [self.rows.upsert(conn, value)]
 
 
 @dataclass(frozen=True)
@@ -334,8 +349,13 @@ class FilteredRows:
         return key + _AFTER
 
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
-        for record in records:
-            self.rows.upsert(conn, record)
+        self.insert_rows(conn, records)
+
+    def insert_rows(
+        self, conn: Connection, records: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """:meth:`insert`, returning the rows it wrote."""
+        return [self.rows.upsert(conn, record) for record in records]
 
 
 # Statements built once per table and reused (SQLAlchemy would build and hash
