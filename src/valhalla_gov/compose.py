@@ -25,6 +25,7 @@ from .go.feature import FEATURE as GO
 from .go.playbook import load_playbook
 from .health.feature import FEATURE as HEALTH
 from .insights.feature import FEATURE as INSIGHTS
+from .migrations import VERSIONS_DIR
 from .settings import Settings
 from .storage.json_backend import JsonStore
 from .storage.protocol import Schema, Store
@@ -40,14 +41,13 @@ FEATURES: tuple[Feature, ...] = (GO, HEALTH, CONE, AUDIT, AUTH, EVENTS, INSIGHTS
 SCHEMA: Schema = reduce(lambda a, b: a + b, (f.schema for f in FEATURES), Schema())
 # Readiness reads each of these (every feature's documents, as their models).
 READINESS = tuple(check for feature in FEATURES for check in feature.readiness)
-MIGRATIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
 
 def migrations() -> Migrations:
     """The SQL schema and its history (imports SQLAlchemy: SQL stores only)."""
     from .storage.sql_backend import Migrations
 
-    return Migrations(SCHEMA, MIGRATIONS_DIR)
+    return Migrations(SCHEMA, VERSIONS_DIR)
 
 
 def open_json(data_dir: Path, *, create: bool = True) -> JsonStore:

@@ -181,8 +181,6 @@ DIRECT_READS: dict[str, Callable[[Store, Callable[[], Store]], BaseModel]] = {
 }
 # The ones also answered directly on a database (given by its URL alone).
 SQL_DIRECT_READS = frozenset(["/core/audit/verify"])
-# Where the SQL schema's revisions are (compose.MIGRATIONS_DIR, which imports the app).
-MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations" / "versions"
 
 
 class DirectReads:
@@ -232,10 +230,11 @@ def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
     """The SQL store, refused as the app's start-up refuses it."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from ..migrations import VERSIONS_DIR
     from ..storage.sql_backend import Migrations, SchemaOutOfDateError, SqlStore, redact
 
     try:
-        return SqlStore(url, Migrations(schema, MIGRATIONS_DIR), check_schema=check, pool_size=1)
+        return SqlStore(url, Migrations(schema, VERSIONS_DIR), check_schema=check, pool_size=1)
     except (SchemaOutOfDateError, SQLAlchemyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CliError(f"error: {redact(url)}: {first}") from None
