@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +107,14 @@ def _both(data_dir: Path | None, path: str) -> tuple[object, object]:
     return answers[0], answers[1]
 
 
+def _verified(data_dir: Path | None) -> dict[str, Any]:
+    """GET /core/audit/verify answered the same by the direct read and the app."""
+    direct, app = _both(data_dir, "/core/audit/verify")
+    assert direct == app
+    assert isinstance(direct, dict)
+    return direct
+
+
 def test_every_direct_read_is_tested() -> None:
     assert sorted(DIRECT_READS) == ["/core/audit/verify", "/core/go/session"]
 
@@ -136,9 +145,7 @@ def test_a_direct_verify_finds_an_edited_line_as_the_app_does(
     lines[0] = lines[0].replace(b'"notes":"a"', b'"notes":"A"')
     assert b'"notes":"A"' in lines[0]
     log.write_bytes(b"".join(lines))
-    direct, app = _both(data_dir, "/core/audit/verify")
-    assert direct == app
-    assert isinstance(direct, dict)
+    direct = _verified(data_dir)
     assert direct["ok"] is False
     assert direct["first_bad_seq"] == 1
 
@@ -220,9 +227,7 @@ def test_a_direct_verify_on_postgresql_answers_what_the_app_answers(
         assert len(store.split_log(AUDIT_LOG, 2, min_part=1)) == 1
     finally:
         store.close()
-    direct, app = _both(None, "/core/audit/verify")
-    assert direct == app
-    assert isinstance(direct, dict)
+    direct = _verified(None)
     assert direct["ok"] is True
     assert direct["events"] == 12
     store = open_sql(pg_url)
@@ -234,9 +239,7 @@ def test_a_direct_verify_on_postgresql_answers_what_the_app_answers(
             )
     finally:
         store.close()
-    direct, app = _both(None, "/core/audit/verify")
-    assert direct == app
-    assert isinstance(direct, dict)
+    direct = _verified(None)
     assert direct["ok"] is False
     assert direct["first_bad_seq"] == 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,11 @@ def pair(pg_url: str) -> Iterator[tuple[SqlStore, SqlStore]]:
     writer.close()
 
 
+def _cone_reader(store: SqlStore) -> Callable[[], Any]:
+    """The cone state through the read cache, as a route's read makes it."""
+    return lambda: store.read_cached(CONE_STATE, _raw)
+
+
 def _statements(store: SqlStore) -> list[str]:
     seen: list[str] = []
 
@@ -66,9 +71,7 @@ def test_a_cached_read_takes_one_async_query_and_no_pool_connection(
             generation = await reader.current_generation()
             assert generation is not None
 
-            def read() -> Any:
-                return reader.read_cached(CONE_STATE, _raw)
-
+            read = _cone_reader(reader)
             assert reader.run_cached(read, generation) is None  # not cached yet
             assert read() == {"band": "B"}  # as the thread it is moved to
             statements = _statements(reader)
@@ -85,8 +88,7 @@ def test_a_write_elsewhere_is_never_answered_from_the_cache(
 ) -> None:
     reader, writer = pair
 
-    def read() -> Any:
-        return reader.read_cached(CONE_STATE, _raw)
+    read = _cone_reader(reader)
 
     async def scenario() -> None:
         async with reader.live():
@@ -110,9 +112,7 @@ def test_a_change_made_outside_valhalla_is_seen_once_it_bumps_the_generation(
     with reader.transaction() as txn:
         txn.write_document(CONE_STATE, {"band": "A"})
 
-    def read() -> Any:
-        return reader.read_cached(CONE_STATE, _raw)
-
+    read = _cone_reader(reader)
     assert read() == {"band": "A"}
 
     async def scenario() -> None:
