@@ -65,3 +65,16 @@ def test_the_limiter_refuses_past_the_limit_and_starts_no_thread(now: Clock) -> 
     assert threading.active_count() == threads
     now.now += 60
     assert limiter.hit(RULE_WRITES, "alice")["RateLimit-Remaining"] == "1"
+
+
+def test_only_moving_windows_are_kept_and_keys_can_be_cleared(now: Clock) -> None:
+    storage = LocalStorage()
+    for name in ("a", "b"):
+        assert storage.acquire_entry(name, 1, 60)
+    storage.clear("a")
+    assert storage.acquire_entry("a", 1, 60)  # its window starts over
+    assert not storage.acquire_entry("b", 1, 60)
+    assert storage.reset() == 2
+    assert storage.acquire_entry("b", 1, 60)
+    with pytest.raises(NotImplementedError, match="moving windows only"):
+        storage.incr("a", 60)

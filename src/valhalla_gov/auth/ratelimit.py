@@ -178,7 +178,6 @@ class LocalStorage(Storage, MovingWindowSupport):
         self._lock = threading.Lock()
         # key -> (hit times, oldest first; the key's window in seconds)
         self._hits: dict[str, tuple[collections.deque[float], int]] = {}
-        self._counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires)
         self._since_sweep = 0
 
     @property
@@ -224,42 +223,34 @@ class LocalStorage(Storage, MovingWindowSupport):
         ]
         for key in idle:
             del self._hits[key]
-        expired = [k for k, (_, expires) in self._counters.items() if expires <= now]
-        for key in expired:
-            del self._counters[key]
 
-    # -- fixed-window counters (the rest of the `limits` storage interface) ---
+    # -- the rest of the `limits` storage interface --------------------------
+    # Only the moving window is used (RateLimiter's strategy): fixed-window
+    # counters are refused rather than kept untested.
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = time.time()
-        with self._lock:
-            value, expires = self._counters.get(key, (0, now + expiry))
-            if expires <= now:
-                value, expires = 0, now + expiry
-            self._counters[key] = (value + amount, expires)
-            return value + amount
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def get(self, key: str) -> int:
-        value, expires = self._counters.get(key, (0, 0.0))
-        return value if expires > time.time() else 0
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def get_expiry(self, key: str) -> float:
-        _, expires = self._counters.get(key, (0, 0.0))
-        return max(expires, time.time())
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def check(self) -> bool:
         return True
 
     def reset(self) -> int | None:
         with self._lock:
-            removed = len(self._hits) + len(self._counters)
+            removed = len(self._hits)
             self._hits.clear()
-            self._counters.clear()
         return removed
 
     def clear(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)
-            self._counters.pop(key, None)
+
+
+_MOVING_WINDOW_ONLY = "LocalStorage keeps moving windows only (MovingWindowRateLimiter)"
 
 
 def _redacted(url: str) -> str:
