@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from playwright.sync_api import Browser, FloatRect, Locator, Page, expect
+from playwright.sync_api import Browser, FloatRect, Locator, Page, Route, expect
 
 from tests.live.server import LiveServer
 from tests.ui.conftest import DESKTOP, PHONE
@@ -203,6 +203,41 @@ def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
     assert page.evaluate("localStorage.getItem('valhalla.go.token')") == token
     page.get_by_role("button", name="Start session").click()
     expect(page.locator("#session-state")).to_contain_text("started by ops")
+
+
+def test_a_late_refusal_of_a_replaced_token_leaves_the_form_alone(
+    page: Page, server: LiveServer
+) -> None:
+    # The page's first reads go out without a token. When one of them is
+    # answered only after the operator has tried a token, its "missing bearer
+    # token" must not replace the answer to the token tried (it did on a busy
+    # CI machine).
+    create_token(
+        store=open_json(server.data_dir), name="ops", scopes=["owner"], actor="test", clock=utc_now
+    )
+    held: list[Route] = []
+
+    def hold_tokenless(route: Route) -> None:
+        if "authorization" in route.request.headers:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/core/go/summary", hold_tokenless)
+    page.goto(server.url + "/")
+    reason = page.locator("#token-reason")
+    expect(reason).to_contain_text("missing bearer token")
+    page.get_by_label("Your API token").fill("vgo_not-the-right-one")
+    page.get_by_role("button", name="Use this token").click()
+    expect(reason).to_contain_text("invalid or revoked token")
+
+    assert held, "the page's first summary read was not held: the test proves nothing"
+    for route in held:
+        route.continue_()
+    # The late answer arrives and is reported, but the form keeps its reason.
+    expect(message(page)).to_contain_text("Could not refresh")
+    expect(reason).to_contain_text("invalid or revoked token")
+    expect(page.get_by_label("Your API token")).to_be_visible()
 
 
 def test_rate_limit_shows_the_retry_time(page: Page, tmp_path: Path) -> None:

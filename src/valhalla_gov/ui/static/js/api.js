@@ -52,15 +52,21 @@ export class ApiError extends Error {
   /**
    * @param {number} status HTTP status, 0 when the server could not be reached
    * @param {string} message readable text for the operator
-   * @param {{detail?: string, body?: any, retryAfter?: number|null}} extra
+   * @param {{detail?: string, body?: any, retryAfter?: number|null, sentToken?: string}} extra
+   *   sentToken: the token the request carried ("" for none)
    */
-  constructor(status, message, { detail = "", body = null, retryAfter = null } = {}) {
+  constructor(
+    status,
+    message,
+    { detail = "", body = null, retryAfter = null, sentToken = "" } = {},
+  ) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.detail = detail;
     this.body = body;
     this.retryAfter = retryAfter;
+    this.sentToken = sentToken;
   }
 
   get needsToken() {
@@ -149,7 +155,7 @@ export async function apiResponse(method, path, body) {
     });
   } catch {
     const text = "Cannot reach the server. Check the connection; the page keeps retrying.";
-    throw new ApiError(0, text);
+    throw new ApiError(0, text, { sentToken: token });
   }
   observeServerDate(response.headers.get("Date"));
 
@@ -169,5 +175,6 @@ export async function apiResponse(method, path, body) {
     detail,
     body: data,
     retryAfter: parseRetryAfter(response.headers.get("Retry-After")),
+    sentToken: token,
   });
 }

@@ -162,7 +162,9 @@ function report(err, context, kind = "error") {
     return;
   }
   if (err.needsToken) {
-    askForToken(err.detail);
+    // A refusal of a token the operator has since replaced is old news: the
+    // form keeps the answer to the token it holds now.
+    if (err.sentToken === getToken()) askForToken(err.detail);
     say(`${context}: the server asks for an API token. Enter it in the token form.`, kind);
     return;
   }
