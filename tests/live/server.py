@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -52,11 +53,13 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     def start(self, timeout: float = 90.0) -> LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
         env.update(self.env)
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()  # a restart appends; count this run only
             self.proc = subprocess.Popen(
                 [
                     VALHALLA,
@@ -80,13 +83,34 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.url}/core/healthz", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/core/healthz", timeout=1).status_code == 200
+                    and self._workers_started() >= self._workers_to_wait_for()
+                ):
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log_path.read_text()}")
+
+    def _workers_to_wait_for(self) -> int:
+        # The first worker to answer says nothing of the others, which on a
+        # busy machine can still be importing: a test that needs requests
+        # spread over workers would have them all go to the first. Their
+        # start-up lines are logged at info and below only.
+        return self.workers if self.log_level in ("info", "debug", "trace") else 0
+
+    def _workers_started(self) -> int:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode(errors="replace")
+        pids: set[object] = set()
+        for line in text.splitlines():
+            if line.startswith("{") and "Application startup complete" in line:
+                with contextlib.suppress(ValueError):
+                    pids.add(json.loads(line).get("pid"))
+        return len(pids)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group and wait for the main process."""
