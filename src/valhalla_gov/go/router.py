@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from ..auth.deps import OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
+from ..routing import one_hop
 from ..storage.aio import request_generation, request_reading
 from . import service
 from .models import Checklist, CompleteRequest, CompleteResult, NextStep
@@ -24,6 +25,7 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
     summary="The playbook checklist",
     dependencies=[Depends(VIEWER)],
 )
+@one_hop
 def checklist(ctx: Ctx, request: Request) -> Checklist:
     """Every playbook step with its state: done, its notes, whether it fits
     the current band and whether red health blocks it."""
@@ -39,6 +41,7 @@ def checklist(ctx: Ctx, request: Request) -> Checklist:
     summary="The next playbook step",
     dependencies=[Depends(VIEWER)],
 )
+@one_hop
 def next_step(ctx: Ctx, request: Request) -> NextStep:
     """The first step not done that fits the band and is not blocked (or
     null), with a message saying why when there is none."""
@@ -60,6 +63,7 @@ def next_step(ctx: Ctx, request: Request) -> NextStep:
         },
     },
 )
+@one_hop
 def complete(
     body: CompleteRequest,
     ctx: Ctx,
@@ -88,6 +92,7 @@ def complete(
     summary="Session, next step, checklist and health in one call",
     dependencies=[Depends(VIEWER)],
 )
+@one_hop
 def summary(ctx: Ctx, request: Request) -> GoSummary:
     """What the GO page shows: the current session, the next step, the
     checklist and the health (with the cone state)."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
+from ..routing import one_hop
 from ..storage.aio import run_store
 from ..timeutil import UtcDateTime, as_utc
 from . import session_reads, session_service
@@ -62,6 +63,7 @@ async def get_session(request: Request) -> Response:
         }
     },
 )
+@one_hop
 def start_session(
     body: SessionNotes,
     ctx: Ctx,
@@ -97,6 +99,7 @@ def start_session(
         }
     },
 )
+@one_hop
 def end_session(
     body: SessionNotes,
     ctx: Ctx,
@@ -118,6 +121,7 @@ def end_session(
     summary="Ended GO sessions, newest first",
     dependencies=[Depends(VIEWER)],
 )
+@one_hop
 def list_sessions(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
@@ -142,6 +146,7 @@ def list_sessions(
     responses={404: {"description": "No session has that id."}},
     dependencies=[Depends(VIEWER)],
 )
+@one_hop
 def get_session_by_id(session_id: str, ctx: Ctx) -> GoSession:
     """A session, the current one or one from the history."""
     return session_service.get_session_by_id(store=ctx.store, session_id=session_id)
