@@ -160,6 +160,93 @@ def test_an_unreachable_database_answers_none_and_is_not_retried_at_once(
     assert "valhalla_no_such_db" in failures[0].getMessage()
 
 
+class _CountedFence(GenerationFence):
+    """The real fence, counting its queries; ``hold`` keeps an answer that
+    came back from the database from reaching its waiters until set."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(libpq_url(url), redact(url))
+        self.queries = 0
+        self.hold: asyncio.Event | None = None
+
+    async def _query(self) -> int | None:
+        self.queries += 1
+        answer = await super()._query()
+        if self.hold is not None:
+            await self.hold.wait()
+        return answer
+
+
+def test_readers_asking_together_share_a_query_sent_after_they_asked(
+    pair: tuple[SqlStore, SqlStore], pg_url: str
+) -> None:
+    _, writer = pair
+    fence = _CountedFence(pg_url)
+
+    async def scenario() -> None:
+        before = await fence.read()
+        assert before is not None
+        fence.queries = 0
+        answers = await asyncio.gather(*(fence.read() for _ in range(20)))
+        # The first is sent at once; the 19 that asked while it was on the
+        # wire share the one sent after it.
+        assert answers == [before] * 20
+        assert fence.queries == 2
+
+        # A query on the wire answers with what it read: a reader asking after
+        # a write that landed meanwhile must not get that older answer.
+        fence.hold = asyncio.Event()
+        sent = fence.queries
+        early = asyncio.ensure_future(fence.read())
+        while fence.queries == sent:
+            await asyncio.sleep(0.001)  # the early query has been sent
+        with writer.transaction() as txn:
+            txn.write_document(CONE_STATE, {"band": "C"})
+        late = asyncio.ensure_future(fence.read())
+        await asyncio.sleep(0.01)
+        fence.hold.set()
+        assert await early == before
+        newer = await late
+        assert newer is not None
+        assert newer > before
+        await fence.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_that_goes_away_does_not_cancel_the_others_answer(pg_url: str) -> None:
+    fence = _CountedFence(pg_url)
+
+    async def scenario() -> None:
+        fence.hold = asyncio.Event()
+        first, second = asyncio.ensure_future(fence.read()), asyncio.ensure_future(fence.read())
+        third = asyncio.ensure_future(fence.read())  # shares its query with second
+        await asyncio.sleep(0.01)
+        first.cancel()
+        second.cancel()
+        fence.hold.set()
+        assert isinstance(await third, int)
+        assert first.cancelled()
+        assert second.cancelled()
+        assert isinstance(await fence.read(), int)  # the connection is still good
+        await fence.close()
+
+    asyncio.run(scenario())
+
+
+def test_closing_answers_none_to_whoever_still_waits(pg_url: str) -> None:
+    fence = _CountedFence(pg_url)
+
+    async def scenario() -> None:
+        fence.hold = asyncio.Event()  # never set: the answers never come back
+        waiting = [asyncio.ensure_future(fence.read()) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        await fence.close()
+        assert await asyncio.gather(*waiting) == [None, None, None]
+
+    asyncio.run(scenario())
+
+
 def test_a_declined_run_leaves_the_token_stamp_to_the_run_that_can_write(
     pair: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:

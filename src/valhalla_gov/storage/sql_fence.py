@@ -8,6 +8,10 @@ here it is one query on one async connection, and the request goes on on the
 loop. Exact by construction: the answer is the database's, never a pushed
 hint that may still be in flight.
 
+Requests that ask while a query is on the wire share the next one, sent as
+soon as that query is answered: each still gets an answer to a query sent
+after it asked, and a burst of N requests costs two queries, not N in a row.
+
 Any failure answers None (the caller falls back to its threaded path, which
 reports the database's state as every read does) and the connection is
 opened again on a later call, not more than once a second.
@@ -37,28 +41,57 @@ class GenerationFence:
         self._conn: psycopg.AsyncConnection[tuple[int]] | None = None
         self._cursor: psycopg.AsyncCursor[tuple[int]] | None = None  # one, reused
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
+        # The answer to the query on the wire, and to the one to send after it
+        # (for everyone who asked meanwhile).
+        self._sent: asyncio.Future[int | None] | None = None
+        self._next: asyncio.Future[int | None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._failed_at = -_RETRY_S
 
     async def read(self) -> int | None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first call, or a new loop (test clients)
-            self._loop, self._lock, self._conn, self._cursor = loop, asyncio.Lock(), None, None
-        assert self._lock is not None
-        # One query at a time on the one connection; each caller gets an
-        # answer to a query sent after it asked.
-        async with self._lock:
-            try:
-                async with asyncio.timeout(_TIMEOUT_S):  # no task per call, unlike wait_for
-                    return await self._query()
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                await self._drop(exc)
-                return None
-            except asyncio.CancelledError:
-                # The request went away mid-query: the connection's state is
-                # unknown, so the next call opens a new one.
-                self._conn, self._cursor = None, None
-                raise
+            self._loop, self._conn, self._cursor = loop, None, None
+            self._sent = self._next = self._sender = None
+        if self._sent is None:
+            # Nothing on the wire: the query sent now is sent after this ask.
+            answer = self._sent = loop.create_future()
+            self._sender = loop.create_task(self._send(answer))
+        else:
+            # The query on the wire may predate this ask: wait for the next.
+            if self._next is None:
+                self._next = loop.create_future()
+            answer = self._next
+        # Shielded: a caller that goes away must not cancel the others' answer.
+        return await asyncio.shield(answer)
+
+    async def _send(self, answer: asyncio.Future[int | None]) -> None:
+        """Send queries while anyone waits; one query at a time on the one connection."""
+        try:
+            while True:
+                answer.set_result(await self._read_once())
+                answer, self._next = self._next, None  # type: ignore[assignment]
+                if answer is None:
+                    return
+                self._sent = answer
+        except BaseException:
+            # Cancelled (the loop is closing): the connection's state is
+            # unknown, and nobody may wait for an answer that never comes.
+            self._conn, self._cursor = None, None
+            for waiting in (answer, self._next):
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
+            raise
+        finally:
+            self._sent = self._next = None
+
+    async def _read_once(self) -> int | None:
+        try:
+            async with asyncio.timeout(_TIMEOUT_S):  # no task per call, unlike wait_for
+                return await self._query()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._drop(exc)
+            return None
 
     async def _query(self) -> int | None:
         cursor = self._cursor
@@ -86,6 +119,11 @@ class GenerationFence:
                 await conn.close()
 
     async def close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None and not sender.done():
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         conn, self._conn, self._cursor = self._conn, None, None
         if conn is not None and self._loop is asyncio.get_running_loop():
             await conn.close()
