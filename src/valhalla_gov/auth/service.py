@@ -102,10 +102,13 @@ def revoke_token(*, store: Store, name: str, actor: str, clock: Clock) -> TokenI
     return _info(gone[0])
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def is_loopback(host: str | None) -> bool:
     if host is None:
         return False
-    if host == "localhost":
+    if host in _LOOPBACK_NAMES:  # the usual spellings, without parsing an address
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -7,9 +7,9 @@ actor (set by the auth guard); never a header, so never a token.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Sequence
 
 from fastapi.routing import iter_route_contexts
@@ -42,6 +42,12 @@ class RouteLabels:
         return "unmatched"
 
 
+def _new_request_id() -> str:
+    # The uuid4 hex format without its system call: an id only has to be
+    # unique, not unguessable (random reseeds itself in a forked child).
+    return f"{random.getrandbits(128):032x}"
+
+
 class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, *, labels: RouteLabels) -> None:
         self.app = app
@@ -53,7 +59,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
