@@ -7,6 +7,7 @@ and fails for a route without one, so no endpoint is left open by accident.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 from fastapi import Request, Response
 
@@ -64,10 +65,19 @@ class Guard:
             ctx.authenticator.authenticate,
             store=ctx.store,
             clock=ctx.clock,
-            authorization=request.headers.get("authorization"),
+            authorization=_first_header(request.scope["headers"], b"authorization"),
             client_host=host,
         )
         return await run_store(ctx.store, authenticate, request.scope)
+
+
+def _first_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """What ``request.headers.get`` answers, without its cost when the header
+    is absent (the usual case on loopback): it raises and catches a KeyError."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 PUBLIC = Guard(None)
