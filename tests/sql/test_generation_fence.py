@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from valhalla_gov.auth.store import load_tokens
 from valhalla_gov.compose import open_sql
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.settings import Settings
-from valhalla_gov.storage import aio
+from valhalla_gov.storage import aio, sql_fence
 from valhalla_gov.storage.sql_backend import SqlStore, libpq_url, redact
 from valhalla_gov.storage.sql_fence import GenerationFence
 
 DONE_STEP = "preflight_view_dashboard"
+# A scenario that hangs (an answer held forever) fails instead of stalling the run.
+BOUND_S = 60
 
 
 def _raw(value: Any | None) -> Any | None:
@@ -80,7 +83,7 @@ def test_a_cached_read_takes_one_async_query_and_no_pool_connection(
             assert reader.run_cached(read, again) == ({"band": "B"},)
             assert statements == []
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 def test_a_write_elsewhere_is_never_answered_from_the_cache(
@@ -102,7 +105,7 @@ def test_a_write_elsewhere_is_never_answered_from_the_cache(
                 assert read() == {"band": band, "n": n}
                 assert reader.run_cached(read, generation) == ({"band": band, "n": n},)
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 def test_a_change_made_outside_valhalla_is_seen_once_it_bumps_the_generation(
@@ -127,7 +130,7 @@ def test_a_change_made_outside_valhalla_is_seen_once_it_bumps_the_generation(
             assert reader.run_cached(read, generation) is None
             assert read() == {"band": "C"}
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 def test_without_the_fence_nothing_is_answered_on_the_loop(pair: tuple[SqlStore, SqlStore]) -> None:
@@ -138,7 +141,7 @@ def test_without_the_fence_nothing_is_answered_on_the_loop(pair: tuple[SqlStore,
         assert await reader.current_generation() is None  # outside live(): the CLI, tests
         assert reader.run_cached(lambda: ran.append(1), None) is None
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
     assert ran == []
 
 
@@ -154,7 +157,7 @@ def test_an_unreachable_database_answers_none_and_is_not_retried_at_once(
             assert await fence.read() is None  # within the retry interval: no new connect
         await fence.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
     failures = [r for r in caplog.records if "generation read" in r.getMessage()]
     assert len(failures) == 1
     assert "valhalla_no_such_db" in failures[0].getMessage()
@@ -170,8 +173,10 @@ class _CountedFence(GenerationFence):
         self.hold: asyncio.Event | None = None
 
     async def _query(self) -> int | None:
-        self.queries += 1
         answer = await super()._query()
+        if self._cursor is None:
+            return answer  # skipped after a failure: nothing was sent
+        self.queries += 1
         if self.hold is not None:
             await self.hold.wait()
         return answer
@@ -211,7 +216,7 @@ def test_readers_asking_together_share_a_query_sent_after_they_asked(
         assert newer > before
         await fence.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 def test_a_reader_that_goes_away_does_not_cancel_the_others_answer(pg_url: str) -> None:
@@ -231,7 +236,7 @@ def test_a_reader_that_goes_away_does_not_cancel_the_others_answer(pg_url: str) 
         assert isinstance(await fence.read(), int)  # the connection is still good
         await fence.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 def test_closing_answers_none_to_whoever_still_waits(pg_url: str) -> None:
@@ -244,7 +249,31 @@ def test_closing_answers_none_to_whoever_still_waits(pg_url: str) -> None:
         await fence.close()
         assert await asyncio.gather(*waiting) == [None, None, None]
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+
+
+def test_a_query_that_hangs_answers_none_within_the_timeout_and_is_not_retried_at_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sql_fence, "_TIMEOUT_S", 0.5)
+    fence = _CountedFence(pg_url)
+
+    async def scenario() -> None:
+        fence.hold = asyncio.Event()  # never set: the answer never comes back
+        with caplog.at_level(logging.WARNING):
+            began = time.monotonic()
+            assert list(await asyncio.gather(fence.read(), fence.read())) == [None, None]
+            assert time.monotonic() - began < 0.9  # one timeout, not one per reader
+            sent = fence.queries
+            assert await fence.read() is None  # within the retry interval: nothing sent
+            assert fence.queries == sent
+        fence.hold = None
+        monkeypatch.setattr(sql_fence, "_RETRY_S", 0.0)
+        assert isinstance(await fence.read(), int)  # a new connection, once allowed
+        await fence.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+    assert any("generation read" in r.getMessage() for r in caplog.records)
 
 
 def test_a_declined_run_leaves_the_token_stamp_to_the_run_that_can_write(
@@ -271,7 +300,7 @@ def test_a_declined_run_leaves_the_token_stamp_to_the_run_that_can_write(
             assert known is not None
             assert known[0].name == "fence"
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
     stamped = next(t for t in load_tokens(store=writer) if t.name == "fence")
     assert stamped.last_used_at_utc is not None
 
@@ -326,5 +355,5 @@ def test_a_served_request_reads_the_generation_once_and_its_cached_reads_need_no
                 step = next(s for s in summary["checklist"]["steps"] if s["id"] == DONE_STEP)
                 assert step["done"] is True
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
     store.close()
