@@ -56,6 +56,7 @@ from .sql_placement import (
     SqlLog,
     document_placement,
     log_placement,
+    parse_body,
 )
 
 if TYPE_CHECKING:
@@ -294,6 +295,13 @@ class SqlStore:
         )
         self._local = threading.local()
         self._cache = _ReadCache()
+        # Logs that are a KeyedRows table's rows under a filter with a record
+        # test, by table: a write to the table tells what their last record is.
+        self._filtered: dict[str, list[tuple[Log, FilteredRows]]] = {}
+        for log in self.schema.logs:
+            placement = log_placement(log)
+            if isinstance(placement, FilteredRows) and placement.matches is not None:
+                self._filtered.setdefault(placement.rows.table.name, []).append((log, placement))
         self._fence: GenerationFence | None = None  # while live(): the async generation read
         self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
@@ -494,7 +502,7 @@ class SqlStore:
                 conn = raw.execution_options(valhalla_write=True)
                 with conn.begin():
                     generation = self._begin_write(conn)
-                    txn = _SqlTxn(conn, self._cache, generation)
+                    txn = _SqlTxn(conn, self._cache, generation, self._filtered)
                     self._local.txn = txn
                     # This transaction's upserts (sql_placement), only while it runs.
                     conn.info[UPSERTED] = {}
@@ -781,8 +789,15 @@ class _SqlTxn:
     this transaction writes its scope. What it has not written comes from the
     store's read cache when that is at the generation this one began from."""
 
-    def __init__(self, conn: Connection, cache: _ReadCache, generation: int) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        cache: _ReadCache,
+        generation: int,
+        filtered: dict[str, list[tuple[Log, FilteredRows]]],
+    ) -> None:
         self.conn = conn
+        self._filtered = filtered
         self.base_generation = generation - 1
         self.dirty: set[str] = set()  # scopes this transaction wrote
         # Known true at commit (a log's last record, just appended), for the cache.
@@ -831,6 +846,48 @@ class _SqlTxn:
         known = self._reads.get(key, _MISS)
         return self._cache.get(key, self.base_generation, self.dirty) if known is _MISS else known
 
+    def _known_tails(self, rows: KeyedRows) -> list[tuple[Log, FilteredRows, Any]]:
+        """The filtered logs over ``rows`` with their last row (key, record),
+        None (no row passes) or _MISS, as known before a write: call it
+        before :meth:`_wrote`, which forgets."""
+        known = []
+        for log, placement in self._filtered.get(rows.table.name, ()):
+            tail = self._reads.get(("ftail", log.name), _MISS)
+            if tail is _MISS:
+                tail = self._cache.get(("ftail", log.name), self.base_generation, self.dirty)
+            if tail is _MISS:
+                newest = self._known_newest(rows)
+                if newest is None:
+                    tail = None  # no rows at all
+                elif newest is not _MISS and placement.matches is not None:
+                    tail = newest if placement.matches(newest[1]) else _MISS
+            known.append((log, placement, tail))
+        return known
+
+    def _follow_tails(
+        self, known: list[tuple[Log, FilteredRows, Any]], written: list[dict[str, Any]]
+    ) -> None:
+        """Each filtered log's last row once ``written`` (rows as upserted)
+        are in, where that follows without ordering two keys: a row that does
+        not pass the filter and is not the last row leaves it; a row that
+        passes is the last when it replaces it, or when none passed before."""
+        for log, placement, before in known:
+            assert placement.matches is not None
+            tail = before
+            for row in written:
+                if tail is _MISS:
+                    break
+                key = row[placement.key.name]
+                record = parse_body(placement.rows.table.name, key, row["body"])
+                same = tail is not None and tail[0] == key
+                if placement.matches(record):
+                    tail = (key, record) if tail is None or same else _MISS
+                elif same:
+                    tail = _MISS  # the last row no longer passes: only the database knows
+            if tail is not _MISS:
+                self._reads[("ftail", log.name)] = tail
+                self.fresh[("ftail", log.name)] = (placement.scope, tail)
+
     def _upserted(self, rows: KeyedRows, before: Any, written: list[dict[str, Any]]) -> Any:
         """Follow the newest row through ``written`` (rows as upserted);
         returns it, or _MISS when only the database knows."""
@@ -855,9 +912,12 @@ class _SqlTxn:
     def write_document(self, doc: Document, value: Any) -> None:
         placement = document_placement(doc)
         before = self._known_newest(placement.rows) if isinstance(placement, LatestRow) else _MISS
+        tails = self._known_tails(placement.rows) if isinstance(placement, LatestRow) else []
         self._wrote(placement.scope)
         if isinstance(placement, LatestRow):
-            newest = self._upserted(placement.rows, before, placement.write_rows(self.conn, value))
+            written = placement.write_rows(self.conn, value)
+            self._follow_tails(tails, written)
+            newest = self._upserted(placement.rows, before, written)
             if newest is not _MISS:
                 self._now(doc, placement.scope, None if newest is None else newest[1])
             return
@@ -871,9 +931,12 @@ class _SqlTxn:
         before = (
             self._known_newest(placement.rows) if isinstance(placement, FilteredRows) else _MISS
         )
+        tails = self._known_tails(placement.rows) if isinstance(placement, FilteredRows) else []
         self._wrote(scope)
         if isinstance(placement, FilteredRows):
-            self._upserted(placement.rows, before, placement.insert_rows(self.conn, [record]))
+            written = placement.insert_rows(self.conn, [record])
+            self._follow_tails(tails, written)
+            self._upserted(placement.rows, before, written)
             return
         if isinstance(placement, LogRows):
             (row,) = placement.insert_rows(self.conn, [record])
@@ -908,6 +971,15 @@ class _SqlTxn:
                 return None  # no rows at all
             if placement.matches(newest[1]):
                 return copy.deepcopy(newest[1])  # nothing in the table comes after it
+            filtered = placement
+
+            def load_row(conn: Connection) -> tuple[Any, dict[str, Any]] | None:
+                query = filtered.query(None).order_by(filtered.key.desc()).limit(1)
+                row = conn.execute(query).first()
+                return None if row is None else (row[0], filtered.record(log.name, row))
+
+            tail_row = self.cached(("ftail", log.name), placement.scope, load_row)
+            return None if tail_row is None else copy.deepcopy(tail_row[1])
 
         def load(conn: Connection) -> dict[str, Any] | None:
             row = conn.execute(
