@@ -891,9 +891,7 @@ class _SqlTxn:
     def _upserted(self, rows: KeyedRows, before: Any, written: list[dict[str, Any]]) -> Any:
         """Follow the newest row through ``written`` (rows as upserted);
         returns it, or _MISS when only the database knows."""
-        if before is _MISS:
-            return _MISS
-        after = rows.newest_after(before, written)
+        after = rows.newest_after(UNKNOWN if before is _MISS else before, written)
         if after is UNKNOWN:
             return _MISS
         key = ("newest", rows.table.name)

@@ -12,9 +12,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, bindparam, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    exists,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -68,6 +77,11 @@ class SqlLog(Protocol):
 # Connection.info key: the rows KeyedRows upserted in the connection's current
 # write transaction (set empty by the SQL backend as each one begins).
 UPSERTED = "valhalla.upserted"
+# In a row KeyedRows.upsert returns: True when the database says no row has a
+# greater key (the row is the table's newest), False when one has, None when
+# it was not asked (SQLite, or the row was not sent again).
+NEWEST = "_newest"
+_NEWEST_KEY = "valhalla_newest_key"  # the row's key, once more, for that question
 
 
 def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
@@ -235,16 +249,20 @@ class KeyedRows:
         written: dict[tuple[str, Any], dict[str, Any]] | None = conn.info.get(UPSERTED)
         key = (self.table.name, row[self.key.name])
         if written is not None and written.get(key) == row:
-            return row
+            return {**row, NEWEST: None}
         try:
-            conn.execute(_upsert(conn, self.table, self.key), row)
+            statement = _upsert(conn, self.table, self.key, ask_newest=True)
+            asks = conn.dialect.name == "postgresql"
+            params = {**row, _NEWEST_KEY: row[self.key.name]} if asks else row
+            result = conn.execute(statement, params)
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
             raise self.on_conflict(exc) from exc
+        newest = bool(result.scalar_one()) if result.returns_rows else None
         if written is not None:
             written[key] = row
-        return row
+        return {**row, NEWEST: newest}
 
     def latest(self) -> LatestRow:
         return LatestRow(self)
@@ -257,21 +275,30 @@ class KeyedRows:
         return FilteredRows(self, where, matches)
 
     def newest_after(
-        self, newest: tuple[Any, dict[str, Any]] | None, rows: Sequence[dict[str, Any]]
+        self, newest: Any, rows: Sequence[dict[str, Any]]
     ) -> tuple[Any, dict[str, Any]] | object | None:
         """The table's newest row (key, record as a read returns it) once
         ``rows`` (as :meth:`upsert` returned them) are written, given the
-        newest before them (None: no rows), where that follows without
-        asking the database: each row replaces the newest in place, or the
-        table was empty and one key was written. :data:`UNKNOWN` otherwise
+        newest before them (None: no rows; :data:`UNKNOWN`: not known), where
+        that follows without another query: the database said a row is the
+        newest, or that it is not (the newest is then unchanged); or, where
+        it was not asked, each row replaces the newest in place or the table
+        was empty and one key was written. :data:`UNKNOWN` otherwise
         (ordering two different keys is the database's collation, not
         Python's)."""
         for row in rows:
             key = row[self.key.name]
-            if newest is not None and newest[0] != key:
+            said = row.get(NEWEST)
+            if said is True:
+                newest = (key, parse_body(self.table.name, key, row["body"]))
+            elif said is False:
+                if newest is not UNKNOWN and newest is not None and newest[0] == key:
+                    return UNKNOWN  # cannot be: the newest row said it is not
+            elif newest is UNKNOWN or (newest is not None and newest[0] != key):
                 return UNKNOWN
-            newest = (key, parse_body(self.table.name, key, row["body"]))
-        return newest
+            else:
+                newest = (key, parse_body(self.table.name, key, row["body"]))
+        return cast("tuple[Any, dict[str, Any]] | object | None", newest)
 
 
 # What KeyedRows.newest_after answers when only the database knows.
@@ -362,20 +389,30 @@ class FilteredRows:
 # a new one per call); values travel as parameters.
 _DOCUMENT_BODY = select(documents.c.body).where(documents.c.name == bindparam("name"))
 _LATEST: dict[Table, Any] = {}
-_UPSERTS: dict[tuple[str, Table], Any] = {}
+_UPSERTS: dict[tuple[str, Table, bool], Any] = {}
 
 
-def _upsert(conn: Connection, table: Table, key: ColumnElement[Any]) -> Any:
+def _upsert(
+    conn: Connection, table: Table, key: ColumnElement[Any], *, ask_newest: bool = False
+) -> Any:
     """INSERT ... ON CONFLICT (key) DO UPDATE every other column, for the
     connection's dialect: one statement where a delete and an insert took
-    two round trips."""
+    two round trips. ``ask_newest`` (PostgreSQL): it also returns whether
+    the row is now the newest (the key bound once more as _NEWEST_KEY)."""
     dialect = conn.dialect.name
-    statement = _UPSERTS.get((dialect, table))
+    ask_newest = ask_newest and dialect == "postgresql"
+    statement = _UPSERTS.get((dialect, table, ask_newest))
     if statement is None:
         insert_ = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
         others = {c.name: insert_.excluded[c.name] for c in table.columns if c is not key}
         statement = insert_.on_conflict_do_update(index_elements=[key], set_=others)
-        _UPSERTS[(dialect, table)] = statement
+        if ask_newest:
+            # Whether the row is now the newest, in the key's own collation:
+            # the subquery sees the table as it was before this statement.
+            newer = table.alias("newer")
+            beyond = exists().where(newer.c[key.name] > bindparam(_NEWEST_KEY))
+            statement = statement.returning(~beyond)
+        _UPSERTS[(dialect, table, ask_newest)] = statement
     return statement
 
 
