@@ -21,7 +21,7 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .protocol import BulkRun, Document, Log, LogEntry, R, Schema, T, unwrap, wrap
+from .protocol import Appends, BulkRun, Document, Log, LogEntry, R, Schema, T, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,9 @@ class JsonStore:
             if kind_field is not None and record.get(kind_field) != kind:
                 continue
             yield LogEntry(str(offset), record)
+
+    def last_appends(self, log: Log) -> Appends | None:
+        return None  # no generations: a reader reads the file
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)

@@ -91,6 +91,15 @@ class LogEntry:
     record: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Appends:
+    """Records one transaction appended to a log (see :meth:`Store.last_appends`)."""
+
+    generation: int  # the store generation the transaction committed
+    before: dict[str, Any]  # the log's last record just before them
+    entries: tuple[LogEntry, ...]  # as scan_log_forward would yield them
+
+
 # A run of a bulk scan: stored texts and their records, index for index.
 BulkRun = tuple[list[bytes | str], list[dict[str, Any]]]
 
@@ -207,6 +216,13 @@ class Store(Reader, Protocol):
     def log_version(self, log: Log) -> str:
         """A cheap token that changes whenever ``log`` gains a record (from any
         process or replica): what live readers poll before scanning."""
+        ...
+
+    def last_appends(self, log: Log) -> Appends | None:
+        """What the last transaction committed through this store object
+        appended to ``log``, when it knew the record it appended after; None
+        otherwise, or where the store keeps no generations (JSON). True at
+        ``Appends.generation`` only: a reader at another generation must read."""
         ...
 
     def probe(self, *, write: bool = True) -> list[str]:

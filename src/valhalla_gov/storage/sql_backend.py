@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .encoding import loads
 from .errors import StorageCorruptError, StorageUnavailableError
-from .protocol import BulkRun, Document, Log, LogEntry, R, Schema, T
+from .protocol import Appends, BulkRun, Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
     UNKNOWN,
     UPSERTED,
@@ -303,6 +303,7 @@ class SqlStore:
             if isinstance(placement, FilteredRows) and placement.matches is not None:
                 self._filtered.setdefault(placement.rows.table.name, []).append((log, placement))
         self._fence: GenerationFence | None = None  # while live(): the async generation read
+        self._appends: dict[str, Appends] = {}  # the last commit's, by log (see last_appends)
         self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
@@ -513,6 +514,11 @@ class SqlStore:
                         conn.info.pop(UPSERTED, None)
             # Committed: what this transaction did not write is still true.
             self._cache.advance(txn.base_generation, generation, txn.dirty)
+            self._appends = {
+                name: Appends(generation, before, tuple(entries))
+                for name, (before, entries) in txn.appended.items()
+                if isinstance(before, dict) and entries
+            }
             for key, (scope, value) in txn.fresh.items():
                 self._cache.put(key, generation, scope, value)
                 if key[0] == "doc":
@@ -550,6 +556,9 @@ class SqlStore:
         bound = None if before is None else placement.parse_cursor(before)
         first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
         return self._keyset(placement, log, kind, bound, newest_first=True, first=first)
+
+    def last_appends(self, log: Log) -> Appends | None:
+        return self._appends.get(log.name)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         placement = log_placement(log)
@@ -804,6 +813,8 @@ class _SqlTxn:
         self.fresh: dict[tuple[str, object], tuple[str, Any]] = {}
         self._cache = cache
         self._reads: dict[tuple[str, object], Any] = {}
+        # Per log: the record appended after (when known) and what was appended.
+        self.appended: dict[str, tuple[Any, list[LogEntry]]] = {}
 
     def cached(self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]) -> Any:
         value = self._reads.get(key, _MISS)
@@ -930,6 +941,8 @@ class _SqlTxn:
             self._known_newest(placement.rows) if isinstance(placement, FilteredRows) else _MISS
         )
         tails = self._known_tails(placement.rows) if isinstance(placement, FilteredRows) else []
+        # The record this one goes after, if this transaction knows it.
+        tail = self._reads.get(("tail", log.name), _MISS)
         self._wrote(scope)
         if isinstance(placement, FilteredRows):
             written = placement.insert_rows(self.conn, [record])
@@ -943,6 +956,12 @@ class _SqlTxn:
             key = ("tail", log.name)
             self._reads[key] = stored = loads(row["body"])
             self.fresh[key] = (scope, stored)
+            before_tail, entries = self.appended.setdefault(log.name, (tail, []))
+            if "id" in row and before_tail is not _MISS:
+                cursor = str(placement.after(row["id"]))
+                entries.append(LogEntry(cursor, loads(row["body"])))  # its own copy
+            else:
+                self.appended[log.name] = (_MISS, entries)
             return
         placement.insert(self.conn, [record])
 

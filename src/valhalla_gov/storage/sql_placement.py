@@ -191,9 +191,12 @@ class LogRows:
     def insert_rows(
         self, conn: Connection, records: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """:meth:`insert`, returning the rows it wrote."""
+        """:meth:`insert`, returning the rows it wrote (one alone with its
+        ``id``, which the database assigned)."""
         rows = [self.row(r) for r in records]
-        conn.execute(insert(log_records), rows)
+        result = conn.execute(insert(log_records), rows)
+        if len(rows) == 1 and result.inserted_primary_key is not None:
+            rows[0]["id"] = result.inserted_primary_key[0]
         return rows
 
     def kind(self, record: dict[str, Any]) -> str | None:
