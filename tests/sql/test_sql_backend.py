@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
+from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_service import end_session, start_session
 from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.go.tables import go_sessions
@@ -110,6 +112,20 @@ def test_a_row_written_twice_in_one_transaction_is_sent_once(store: Store) -> No
         assert UPSERTED not in conn.info
 
 
+def _one_session_ended(store: Store, clock: FakeClock) -> tuple[ChainWatcher, GoSession]:
+    watcher = ChainWatcher()
+    start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    return watcher, end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+
+
+def _session_selects(store: SqlStore) -> Callable[[], list[str]]:
+    """Listen from now on; the call returned lists the SELECTs sent on the
+    sessions table since."""
+    sent: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append(str(a[2])))
+    return lambda: [s for s in sent if s.lstrip().upper().startswith("SELECT") and "sessions" in s]
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 def test_a_start_after_an_end_reads_nothing_from_the_sessions_table(
     store: Store, clock: FakeClock
@@ -118,15 +134,11 @@ def test_a_start_after_an_end_reads_nothing_from_the_sessions_table(
     # the current session, and that it is the history's last record, as
     # committed, without asking the database.
     assert isinstance(store, SqlStore)
-    watcher = ChainWatcher()
-    start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    sent: list[str] = []
-    event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append(str(a[2])))
+    watcher, _ = _one_session_ended(store, clock)
+    session_selects = _session_selects(store)
     clock.advance(seconds=60)
     started = start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "go_sessions" in s]
-    assert reads == []
+    assert session_selects() == []
     assert store.read_document(CURRENT) == started.model_dump()
     ended = end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
     history = [e.record["id"] for e in store.scan_log(HISTORY)]
@@ -168,16 +180,13 @@ def test_an_end_after_a_start_reads_nothing_from_the_sessions_table(
     # newest after the start is the database's collation: PostgreSQL's upsert
     # says it, SQLite's takes one read.
     assert isinstance(store, SqlStore)
-    watcher = ChainWatcher()
-    start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    first = end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    watcher, first = _one_session_ended(store, clock)
     clock.advance(seconds=60)
     start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    sent: list[str] = []
-    event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append(str(a[2])))
+    session_selects = _session_selects(store)
     clock.advance(seconds=60)
     second = end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
-    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "go_sessions" in s]
+    reads = session_selects()
     if store.engine.dialect.name == "postgresql":
         assert reads == []  # the start's upsert said its row is the newest
     else:
