@@ -93,7 +93,8 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class Appends:
-    """Records one transaction appended to a log (see :meth:`Store.last_appends`)."""
+    """Records one transaction appended to a log (see :meth:`Store.last_appends`);
+    shared with the store's cache: read-only."""
 
     generation: int  # the store generation the transaction committed
     before: dict[str, Any]  # the log's last record just before them

@@ -54,9 +54,9 @@ from .sql_placement import (
     LogRows,
     SqlDocument,
     SqlLog,
+    Upserted,
     document_placement,
     log_placement,
-    parse_body,
 )
 
 if TYPE_CHECKING:
@@ -876,7 +876,7 @@ class _SqlTxn:
         return known
 
     def _follow_tails(
-        self, known: list[tuple[Log, FilteredRows, Any]], written: list[dict[str, Any]]
+        self, known: list[tuple[Log, FilteredRows, Any]], written: list[Upserted]
     ) -> None:
         """Each filtered log's last row once ``written`` (rows as upserted)
         are in, where that follows without ordering two keys: a row that does
@@ -888,18 +888,16 @@ class _SqlTxn:
             for row in written:
                 if tail is _MISS:
                     break
-                key = row[placement.key.name]
-                record = parse_body(placement.rows.table.name, key, row["body"])
-                same = tail is not None and tail[0] == key
-                if placement.matches(record):
-                    tail = (key, record) if tail is None or same else _MISS
+                same = tail is not None and tail[0] == row.key
+                if placement.matches(row.record):
+                    tail = (row.key, row.record) if tail is None or same else _MISS
                 elif same:
                     tail = _MISS  # the last row no longer passes: only the database knows
             if tail is not _MISS:
                 self._reads[("ftail", log.name)] = tail
                 self.fresh[("ftail", log.name)] = (placement.scope, tail)
 
-    def _upserted(self, rows: KeyedRows, before: Any, written: list[dict[str, Any]]) -> Any:
+    def _upserted(self, rows: KeyedRows, before: Any, written: list[Upserted]) -> Any:
         """Follow the newest row through ``written`` (rows as upserted);
         returns it, or _MISS when only the database knows."""
         after = rows.newest_after(UNKNOWN if before is _MISS else before, written)
@@ -959,7 +957,7 @@ class _SqlTxn:
             before_tail, entries = self.appended.setdefault(log.name, (tail, []))
             if "id" in row and before_tail is not _MISS:
                 cursor = str(placement.after(row["id"]))
-                entries.append(LogEntry(cursor, loads(row["body"])))  # its own copy
+                entries.append(LogEntry(cursor, stored))  # shared, read-only (see Appends)
             else:
                 self.appended[log.name] = (_MISS, entries)
             return

@@ -77,11 +77,19 @@ class SqlLog(Protocol):
 # Connection.info key: the rows KeyedRows upserted in the connection's current
 # write transaction (set empty by the SQL backend as each one begins).
 UPSERTED = "valhalla.upserted"
-# In a row KeyedRows.upsert returns: True when the database says no row has a
-# greater key (the row is the table's newest), False when one has, None when
-# it was not asked (SQLite, or the row was not sent again).
-NEWEST = "_newest"
-_NEWEST_KEY = "valhalla_newest_key"  # the row's key, once more, for that question
+_NEWEST_KEY = "valhalla_newest_key"  # an upserted row's key, once more (see _upsert)
+
+
+@dataclass(frozen=True)
+class Upserted:
+    """A row :meth:`KeyedRows.upsert` wrote."""
+
+    key: Any
+    record: dict[str, Any]  # as a read returns it (parsed from the stored body)
+    # The database's answer to "is it now the table's newest row?" (in the
+    # key's collation); None where it was not asked (SQLite, or a row this
+    # transaction had already written with the same values).
+    newest: bool | None
 
 
 def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
@@ -243,29 +251,29 @@ class KeyedRows:
     def scope(self) -> str:
         return self.table.name
 
-    def upsert(self, conn: Connection, record: dict[str, Any]) -> dict[str, Any]:
-        """Write ``record``'s row; returns the row (its values by column)."""
+    def upsert(self, conn: Connection, record: dict[str, Any]) -> Upserted:
+        """Write ``record``'s row."""
         row = self.row_of(record)
+        key = row[self.key.name]
+        stored = parse_body(self.table.name, key, row["body"])
         # The same row written twice in one transaction (a feature whose
         # document and log are views of this one table writes both): the
         # second statement would change nothing.
         written: dict[tuple[str, Any], dict[str, Any]] | None = conn.info.get(UPSERTED)
-        key = (self.table.name, row[self.key.name])
-        if written is not None and written.get(key) == row:
-            return {**row, NEWEST: None}
+        if written is not None and written.get((self.table.name, key)) == row:
+            return Upserted(key, stored, None)
+        # PostgreSQL says whether the row is now the newest; SQLite is not asked.
+        asks = conn.dialect.name == "postgresql"
         try:
-            statement = _upsert(conn, self.table, self.key, ask_newest=True)
-            asks = conn.dialect.name == "postgresql"
-            params = {**row, _NEWEST_KEY: row[self.key.name]} if asks else row
-            result = conn.execute(statement, params)
+            statement = _upsert(conn, self.table, self.key, ask_newest=asks)
+            result = conn.execute(statement, {**row, _NEWEST_KEY: key} if asks else row)
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
             raise self.on_conflict(exc) from exc
-        newest = bool(result.scalar_one()) if result.returns_rows else None
         if written is not None:
-            written[key] = row
-        return {**row, NEWEST: newest}
+            written[(self.table.name, key)] = row
+        return Upserted(key, stored, bool(result.scalar_one()) if asks else None)
 
     def latest(self) -> LatestRow:
         return LatestRow(self)
@@ -278,10 +286,10 @@ class KeyedRows:
         return FilteredRows(self, where, matches)
 
     def newest_after(
-        self, newest: Any, rows: Sequence[dict[str, Any]]
+        self, newest: Any, rows: Sequence[Upserted]
     ) -> tuple[Any, dict[str, Any]] | object | None:
         """The table's newest row (key, record as a read returns it) once
-        ``rows`` (as :meth:`upsert` returned them) are written, given the
+        ``rows`` are written, given the
         newest before them (None: no rows; :data:`UNKNOWN`: not known), where
         that follows without another query: the database said a row is the
         newest, or that it is not (the newest is then unchanged); or, where
@@ -290,17 +298,15 @@ class KeyedRows:
         (ordering two different keys is the database's collation, not
         Python's)."""
         for row in rows:
-            key = row[self.key.name]
-            said = row.get(NEWEST)
-            if said is True:
-                newest = (key, parse_body(self.table.name, key, row["body"]))
-            elif said is False:
-                if newest is not UNKNOWN and newest is not None and newest[0] == key:
+            if row.newest is True:
+                newest = (row.key, row.record)
+            elif row.newest is False:
+                if newest is not UNKNOWN and newest is not None and newest[0] == row.key:
                     return UNKNOWN  # cannot be: the newest row said it is not
-            elif newest is UNKNOWN or (newest is not None and newest[0] != key):
+            elif newest is UNKNOWN or (newest is not None and newest[0] != row.key):
                 return UNKNOWN
             else:
-                newest = (key, parse_body(self.table.name, key, row["body"]))
+                newest = (row.key, row.record)
         return cast("tuple[Any, dict[str, Any]] | object | None", newest)
 
 
@@ -336,7 +342,7 @@ class LatestRow:
     def write(self, conn: Connection, value: Any) -> None:
         self.write_rows(conn, value)
 
-    def write_rows(self, conn: Connection, value: Any) -> list[dict[str, Any]]:
+    def write_rows(self, conn: Connection, value: Any) -> list[Upserted]:
         """:meth:`write`, returning the rows it wrote."""
         if value is None:  # "no current record" is the absence of rows
             return []
@@ -381,9 +387,7 @@ class FilteredRows:
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
         self.insert_rows(conn, records)
 
-    def insert_rows(
-        self, conn: Connection, records: Sequence[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def insert_rows(self, conn: Connection, records: Sequence[dict[str, Any]]) -> list[Upserted]:
         """:meth:`insert`, returning the rows it wrote."""
         return [self.rows.upsert(conn, record) for record in records]
 
@@ -403,7 +407,6 @@ def _upsert(
     two round trips. ``ask_newest`` (PostgreSQL): it also returns whether
     the row is now the newest (the key bound once more as _NEWEST_KEY)."""
     dialect = conn.dialect.name
-    ask_newest = ask_newest and dialect == "postgresql"
     statement = _UPSERTS.get((dialect, table, ask_newest))
     if statement is None:
         insert_ = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
