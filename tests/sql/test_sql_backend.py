@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, text
 
 from tests.conftest import FakeClock
 from tests.live.server import VALHALLA
 from valhalla_gov.audit.service import ChainWatcher
+from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
@@ -261,3 +262,31 @@ def test_the_history_s_last_record_followed_through_writes_is_the_database_s(
         assert known == truth, step
     # Mostly known without the history's filtered read.
     assert filtered_reads < steps * 0.25
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_last_appends_names_every_line_the_last_transaction_appended_or_nothing(
+    store: Store,
+) -> None:
+    assert isinstance(store, SqlStore)
+    with store.transaction() as txn:
+        txn.append_log(AUDIT_LOG, {"n": 0})
+    assert store.last_appends(AUDIT_LOG) is None  # it did not know what it went after
+    with store.transaction() as txn:
+        assert txn.last_log_record(AUDIT_LOG) == {"n": 0}
+        txn.append_log(AUDIT_LOG, {"n": 1})
+        txn.append_log(AUDIT_LOG, {"n": 2})
+    told = store.last_appends(AUDIT_LOG)
+    assert told is not None
+    assert told.before == {"n": 0}
+    # Cursors and records as a forward scan gives them, past the line before.
+    assert list(told.entries) == list(store.scan_log_forward(AUDIT_LOG))[1:]
+    assert [e.record for e in told.entries] == [{"n": 1}, {"n": 2}]
+    with store.engine.connect() as conn:
+        generation = conn.execute(text("SELECT n FROM store_generation")).scalar_one()
+    assert told.generation == generation
+    with store.transaction() as txn:  # a bulk append is not handed over line by line
+        txn.last_log_record(AUDIT_LOG)
+        txn.append_log(AUDIT_LOG, {"n": 3})
+        txn.append_many(AUDIT_LOG, [{"n": 4}])
+    assert store.last_appends(AUDIT_LOG) is None

@@ -966,6 +966,7 @@ class _SqlTxn:
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         placement = log_placement(log)
         self._wrote(placement.scope)
+        self.appended[log.name] = (_MISS, [])  # not followed row by row: nothing to hand over
         count = 0
         batch: list[dict[str, Any]] = []
         for record in records:
