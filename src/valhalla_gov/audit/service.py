@@ -512,7 +512,7 @@ class ChainWatcher:
         self._state = _ChainState()
         self._problem: str | None = None
         self._good_at: tuple[int, float] | None = None  # (generation, monotonic time)
-        self._read_at: tuple[int, float] | None = None  # the last good check that read
+        self._read_at: float | None = None  # monotonic time of the last good check that read
 
     def check(self, store: Store) -> str | None:
         with self._lock, store.reading() as generation:
@@ -536,7 +536,7 @@ class ChainWatcher:
             except (StorageCorruptError, InvalidCursorError) as exc:
                 self._problem = str(exc)
             if self._problem is None and generation is not None:
-                self._good_at = self._read_at = (generation, now)
+                self._good_at, self._read_at = (generation, now), now
             return self._problem
 
     def _take_appends(self, store: Store, generation: int | None, now: float) -> bool:
@@ -547,7 +547,7 @@ class ChainWatcher:
         are read again, so an edit that does not bump the generation is still
         seen within it. True when it did (and all of them passed)."""
         read = self._read_at
-        if generation is None or read is None or now - read[1] >= self.RECHECK_S:
+        if generation is None or read is None or now - read >= self.RECHECK_S:
             return False
         appends = store.last_appends(AUDIT_LOG)
         if appends is None or appends.generation != generation:
