@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
@@ -33,8 +33,6 @@ BATCH = 200
 # browser-specific; this makes it the same everywhere).
 RETRY_MS = 2000
 MAX_EVENT_ID_DIGITS = 18  # stays a 64-bit integer
-
-T = TypeVar("T")
 
 
 def get_hub(request: Request) -> EventHub:
@@ -68,10 +66,6 @@ def parse_last_event_id(raw: str | None) -> int | None:
             },
         )
     return int(value)
-
-
-async def _off_loop(store: Store, fn: Callable[[], T]) -> T:
-    return await run_store(store, fn)
 
 
 @router.get(
@@ -111,7 +105,7 @@ async def stream(
     try:
         # Before the response starts, so a corrupt log is a 503 naming it.
         generation = hub.generation
-        position = await _off_loop(ctx.store, lambda: start_position(ctx.store, after))
+        position = await run_store(ctx.store, lambda: start_position(ctx.store, after))
     except BaseException:
         hub.release(client)
         raise
@@ -147,7 +141,7 @@ async def stream(
                     continue
                 idle = time.monotonic() - last_sent
                 if idle >= keepalive:
-                    if not await _off_loop(ctx.store, still_allowed):
+                    if not await run_store(ctx.store, still_allowed):
                         yield 'event: stream-end\ndata: {"reason":"unauthorized"}\n\n'
                         return
                     yield ": keep-alive\n\n"
@@ -170,4 +164,4 @@ async def stream(
 
 
 async def _read(store: Store, position: Position) -> tuple[list[dict[str, Any]], Position]:
-    return await _off_loop(store, lambda: read_after(store, position, BATCH))
+    return await run_store(store, lambda: read_after(store, position, BATCH))
