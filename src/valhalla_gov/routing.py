@@ -11,7 +11,9 @@ hands FastAPI the bytes. Nothing is lost: the model is the route's own, built
 that it is exactly the declared response model, so the bytes are the ones
 FastAPI would have sent. Headers and a status that dependencies or the route
 put on the injected :class:`~fastapi.Response` are carried over, as FastAPI
-does for a model.
+does for a model. A ``status_code=`` given to the route decorator is not seen
+here (the answer is 200 unless the route sets another): such a route does not
+use it.
 """
 
 from __future__ import annotations
