@@ -623,12 +623,8 @@ class SqlStore:
         query = placement.query(None).with_only_columns(
             func.min(placement.key), func.max(placement.key)
         )
-        try:
-            with self._read_engine.connect() as conn:
-                row = conn.execute(query).one()
-        except SQLAlchemyError as exc:
-            raise self._unavailable(exc) from exc
-        low, high = row
+        with self._reader() as conn:
+            low, high = conn.execute(query).one()
         if type(low) is not int or type(high) is not int:
             return []  # an empty log, or keys that do not split evenly
         # Even shares of the key range: rows are appended with growing ids
