@@ -17,6 +17,7 @@ from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
+from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.errors import ConflictError
 from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_service import end_session, start_session
@@ -290,3 +291,29 @@ def test_last_appends_names_every_line_the_last_transaction_appended_or_nothing(
         txn.append_log(AUDIT_LOG, {"n": 3})
         txn.append_many(AUDIT_LOG, [{"n": 4}])
     assert store.last_appends(AUDIT_LOG) is None
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_probe_names_a_corrupt_document_in_and_out_of_a_transaction(
+    store: Store, clock: FakeClock
+) -> None:
+    # The probe checks each document parses without copying it: the check
+    # must still see a corrupt one, read from the database or from the cache.
+    assert isinstance(store, SqlStore)
+    start_session(store=store, clock=clock, actor="t", notes=None, watcher=ChainWatcher())
+    with store.transaction() as txn:
+        txn.write_document(CONE_STATE, {"band": "B"})
+    assert store.probe(write=False) == []
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE documents SET body = '{ nope' WHERE name = :n"), {"n": CONE_STATE.name}
+        )
+        conn.execute(text("UPDATE go_sessions SET body = '[1'"))
+        conn.execute(text("UPDATE store_generation SET n = n + 1"))
+    for _ in range(2):  # read from the database, then from the cache
+        problems = store.probe(write=False)
+        assert len(problems) == 2, problems
+        assert any(f"documents row {CONE_STATE.name!r}" in p for p in problems), problems
+        assert any("go_sessions" in p for p in problems), problems
+    with store.transaction():
+        assert store.probe(write=False) == problems

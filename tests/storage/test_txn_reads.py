@@ -73,6 +73,24 @@ def test_the_last_record_is_the_one_just_appended_and_a_copy(store: Store) -> No
         assert txn.last_log_record(AUDIT_LOG) == {"n": 3}
 
 
+def test_every_document_read_is_the_callers_own_copy(store: Store) -> None:
+    # Reads are served from a cache: a caller that changes what it got must
+    # not change what the next reader gets, in a transaction or outside.
+    value = {"band": "B", "engines": {"run": ["a"]}}
+    with store.transaction() as txn:
+        txn.write_document(CONE_STATE, value)
+        inside = txn.read_document(CONE_STATE)
+        assert inside == value
+        inside["engines"]["run"].append("changed in the transaction")
+        assert txn.read_document(CONE_STATE) == value
+    for _ in range(2):  # a read from the database, then one from the cache
+        outside = store.read_document(CONE_STATE)
+        assert outside == value
+        outside["engines"]["run"].append("changed by the caller")
+    assert store.read_document(CONE_STATE) == value
+    assert store.probe(write=False) == []
+
+
 def test_a_document_read_outside_a_transaction_is_read_again(tmp_path: Path) -> None:
     # Outside the lock another process may write at any time.
     store = open_json(tmp_path / "data")

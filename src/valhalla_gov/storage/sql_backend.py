@@ -18,7 +18,6 @@ replica. A change made outside Valhalla (psql) must bump it too:
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import logging
 import operator
@@ -41,7 +40,7 @@ from sqlalchemy import Connection, Engine, Select, bindparam, create_engine, eve
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .encoding import loads
+from .encoding import copy_parsed, loads
 from .errors import StorageCorruptError, StorageUnavailableError
 from .protocol import Appends, BulkRun, Document, Log, LogEntry, R, Schema, T
 from .sql_placement import (
@@ -160,7 +159,7 @@ class _ReadCache:
         for key in keys:
             parse = key[1][1]  # type: ignore[index]
             try:
-                value = parse(copy.deepcopy(raw))
+                value = parse(copy_parsed(raw))
             except Exception:
                 # Whatever the parse raises, the next read raises it again
                 # and reports it as every read does; the write has committed,
@@ -469,17 +468,20 @@ class SqlStore:
         return placement.read(conn)
 
     def read_document(self, doc: Document) -> Any | None:
+        # The caller owns what it gets (the cached value stays as read).
+        return copy_parsed(self._shared_document(doc))
+
+    def _shared_document(self, doc: Document) -> Any | None:
+        """The document as read and cached: shared, never to be mutated."""
         txn: _SqlTxn | None = getattr(self._local, "txn", None)
         if txn is not None:
-            return txn.read_document(doc)
+            return txn.shared_document(doc)
         placement = document_placement(doc)
 
         def load(conn: Connection) -> Any | None:
             return self._document(placement, conn)
 
-        value = self._cached(("doc", doc.name), placement.scope, load)
-        # The caller owns what it gets (the cached value stays as read).
-        return copy.deepcopy(value)
+        return self._cached(("doc", doc.name), placement.scope, load)
 
     def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
         # Parsed once per generation; the result is shared, not to be mutated.
@@ -670,7 +672,8 @@ class SqlStore:
         try:
             for doc in self.schema.documents:
                 try:
-                    self.read_document(doc)
+                    # Read (and cached) to see that it parses; no copy needed.
+                    self._shared_document(doc)
                 except StorageCorruptError as exc:
                     problems.append(f"{redact(self.url)}: {exc}")
         except StorageUnavailableError as exc:
@@ -905,12 +908,15 @@ class _SqlTxn:
         return after
 
     def read_document(self, doc: Document) -> Any | None:
+        return copy_parsed(self.shared_document(doc))
+
+    def shared_document(self, doc: Document) -> Any | None:
+        """The document as this transaction knows it: shared, never to be mutated."""
         placement = document_placement(doc)
         if isinstance(placement, LatestRow):
             newest = self._newest(placement.rows)
-            return None if newest is None else copy.deepcopy(newest[1])
-        value = self.cached(("doc", doc.name), placement.scope, placement.read)
-        return copy.deepcopy(value)
+            return None if newest is None else newest[1]
+        return self.cached(("doc", doc.name), placement.scope, placement.read)
 
     def write_document(self, doc: Document, value: Any) -> None:
         placement = document_placement(doc)
@@ -982,7 +988,7 @@ class _SqlTxn:
             if newest is None:
                 return None  # no rows at all
             if placement.matches(newest[1]):
-                return copy.deepcopy(newest[1])  # nothing in the table comes after it
+                return copy_parsed(newest[1])  # nothing in the table comes after it
             filtered = placement
 
             def load_row(conn: Connection) -> tuple[Any, dict[str, Any]] | None:
@@ -991,7 +997,7 @@ class _SqlTxn:
                 return None if row is None else (row[0], filtered.record(log.name, row))
 
             tail_row = self.cached(("ftail", log.name), placement.scope, load_row)
-            return None if tail_row is None else copy.deepcopy(tail_row[1])
+            return None if tail_row is None else copy_parsed(tail_row[1])
 
         def load(conn: Connection) -> dict[str, Any] | None:
             row = conn.execute(
@@ -1000,4 +1006,4 @@ class _SqlTxn:
             return None if row is None else placement.record(log.name, row)
 
         tail = self.cached(("tail", log.name), placement.scope, load)
-        return copy.deepcopy(tail)  # type: ignore[no-any-return]
+        return copy_parsed(tail)  # type: ignore[no-any-return]
