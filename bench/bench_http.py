@@ -62,6 +62,7 @@ FIGURES = (
     "req_per_cpu_s",
     "db_cpu",
     "statements_per_req",
+    "fence_per_req",
     "checkouts_per_req",
     "connects_per_req",
 )
@@ -80,9 +81,12 @@ class WrkRun:
     server_cpu: float  # server CPU seconds per wall second (1.0 = one full core)
     req_per_cpu_s: float  # requests per server CPU second: robust to contention
     # PostgreSQL only (None on JSON): CPU of all its processes per wall second,
-    # and the server's SQL statements / pool checkouts / new connections per request.
+    # and the server's SQL statements (SQLAlchemy's and the event loop's
+    # generation reads; the latter also apart) / pool checkouts / new
+    # connections per request.
     db_cpu: float | None = None
     statements_per_req: float | None = None
+    fence_per_req: float | None = None
     checkouts_per_req: float | None = None
     connects_per_req: float | None = None
 
@@ -220,6 +224,10 @@ def _per(
     return (after[key] - before[key]) / n
 
 
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
 def measure(
     url: str,
     pid: int,
@@ -254,7 +262,10 @@ def measure(
         server_cpu=used / wall,
         req_per_cpu_s=raw["requests"] / used,
         db_cpu=None if db_after is None or db_before is None else (db_after - db_before) / wall,
-        statements_per_req=_per(sql_after, sql_before, "statements", n),
+        statements_per_req=_sum(
+            _per(sql_after, sql_before, "statements", n), _per(sql_after, sql_before, "fence", n)
+        ),
+        fence_per_req=_per(sql_after, sql_before, "fence", n),
         checkouts_per_req=_per(sql_after, sql_before, "checkouts", n),
         connects_per_req=_per(sql_after, sql_before, "connects", n),
     )
@@ -287,10 +298,12 @@ def bench_dataset(dataset: Dataset, args: argparse.Namespace, pin: Pinning) -> d
                 run = measure(base, pid, path, rnd, **load, pin=pin, pg=pg)
                 runs.append(run)
                 db = (
-                    f"  DB CPU {run.db_cpu:4.0%}  SQL/req {run.statements_per_req:.1f}"
+                    f"  DB CPU {run.db_cpu:4.0%}  SQL/req {run.statements_per_req:.2f}"
+                    f" (generation reads {run.fence_per_req:.2f})"
                     f"  conns/req {run.connects_per_req:.3f}"
                     if run.db_cpu is not None
                     and run.statements_per_req is not None
+                    and run.fence_per_req is not None
                     and run.connects_per_req is not None
                     else ""
                 )
@@ -366,7 +379,7 @@ def _num(value: float | None, spec: str) -> str:
 
 def print_table(results: list[dict[str, Any]], backend: str) -> None:
     db = backend == "postgres"
-    extra = " DB CPU | SQL stmts/req | new conns/req |" if db else ""
+    extra = " DB CPU | SQL stmts/req (generation reads incl.) | new conns/req |" if db else ""
     print(
         "\n| dataset | route | req/s | p50 ms | p99 ms | server CPU | req/CPU-s |"
         f"{extra} session/bare (req/s) | session/bare (req/CPU-s) |"
