@@ -13,7 +13,7 @@ after / before.
     .venv/bin/python -m bench.bench_ab --before /tmp/old/src --op get --rounds 8
 
 ``--op``: ``pair`` (start + end), ``complete`` (a step done and undone in
-turn, no session), ``get`` (GET /core/go/session).
+turn, no session), ``get`` (GET /core/go/session), ``ryg`` (GET /core/status/ryg).
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def _operation(op: str, client: Client) -> Callable[[int], float]:
     def get(_: int) -> float:
         return client.call("GET", "/core/go/session")
 
-    return {"pair": pair, "complete": complete, "get": get}[op]
+    def ryg(_: int) -> float:
+        return client.call("GET", "/core/status/ryg")
+
+    return {"pair": pair, "complete": complete, "get": get, "ryg": ryg}[op]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def main() -> None:
     parser.add_argument("--after", default=None, help="this checkout's src/ by default")
     parser.add_argument("--backend", choices=["json", "postgres"], default="json")
     parser.add_argument("--database-url", default=None, help="PostgreSQL server and name prefix")
-    parser.add_argument("--op", choices=["pair", "complete", "get"], default="pair")
+    parser.add_argument("--op", choices=["pair", "complete", "get", "ryg"], default="pair")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
