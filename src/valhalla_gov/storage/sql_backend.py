@@ -708,6 +708,13 @@ def _key_pages(
         bound = placement.after(rows[-1][0])
 
 
+def _last_row(placement: SqlLog, where: str, conn: Connection) -> tuple[Any, dict[str, Any]] | None:
+    """The log's last row, (key, record), or None when it has none."""
+    query = placement.query(None).order_by(placement.key.desc()).limit(1)
+    row = conn.execute(query).first()
+    return None if row is None else (row[0], placement.record(where, row))
+
+
 def _between(
     placement: SqlLog, query: Select[Any], start: Any | None, stop: Any | None
 ) -> Select[Any]:
@@ -989,21 +996,13 @@ class _SqlTxn:
                 return None  # no rows at all
             if placement.matches(newest[1]):
                 return copy_parsed(newest[1])  # nothing in the table comes after it
-            filtered = placement
-
-            def load_row(conn: Connection) -> tuple[Any, dict[str, Any]] | None:
-                query = filtered.query(None).order_by(filtered.key.desc()).limit(1)
-                row = conn.execute(query).first()
-                return None if row is None else (row[0], filtered.record(log.name, row))
-
+            load_row = functools.partial(_last_row, placement, log.name)
             tail_row = self.cached(("ftail", log.name), placement.scope, load_row)
             return None if tail_row is None else copy_parsed(tail_row[1])
 
         def load(conn: Connection) -> dict[str, Any] | None:
-            row = conn.execute(
-                placement.query(None).order_by(placement.key.desc()).limit(1)
-            ).first()
-            return None if row is None else placement.record(log.name, row)
+            last = _last_row(placement, log.name, conn)
+            return None if last is None else last[1]
 
         tail = self.cached(("tail", log.name), placement.scope, load)
         return copy_parsed(tail)  # type: ignore[no-any-return]
