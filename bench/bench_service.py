@@ -56,10 +56,9 @@ _HEADERS = [
 ]
 
 
-def _measure(op: Callable[[], None], pairs: int) -> dict[str, float]:
+def _measure(run: Callable[[int], None], pairs: int) -> dict[str, float]:
     before, began = os.times(), time.perf_counter()
-    for _ in range(pairs):
-        op()
+    run(pairs)
     wall, after = time.perf_counter() - began, os.times()
     return {
         "wall_ms": wall / pairs * 1000,
@@ -68,9 +67,22 @@ def _measure(op: Callable[[], None], pairs: int) -> dict[str, float]:
     }
 
 
+def _repeat(op: Callable[[], None]) -> Callable[[int], None]:
+    def run(pairs: int) -> None:
+        for _ in range(pairs):
+            op()
+
+    return run
+
+
 class AppPairs:
-    """The app on a loop of its own, its lifespan running; ``pair()`` sends a
-    start and an end through it as ASGI calls from a loopback client."""
+    """The app on a loop of its own, its lifespan running; ``pairs(n)`` sends
+    n starts and ends through it as ASGI calls from a loopback client.
+
+    All n run in one task, as a server's requests all run under its one
+    long-lived task: anyio ties its worker threads to the task that started
+    the loop, so a task per pair would start a new worker thread per pair
+    (about 0.5 ms a pair, which no server pays)."""
 
     def __init__(self, settings: Settings) -> None:
         self.app = create_app(settings)
@@ -114,12 +126,13 @@ class AppPairs:
         if not status or status[0] >= 300:
             raise RuntimeError(f"POST {path}: {status}")
 
-    def pair(self) -> None:
-        self.loop.run_until_complete(self._pair())
+    def pairs(self, n: int) -> None:
+        self.loop.run_until_complete(self._pairs(n))
 
-    async def _pair(self) -> None:
-        await self._post("/core/go/start_session")
-        await self._post("/core/go/end_session")
+    async def _pairs(self, n: int) -> None:
+        for _ in range(n):
+            await self._post("/core/go/start_session")
+            await self._post("/core/go/end_session")
 
     def close(self) -> None:
         self.loop.run_until_complete(self._lifespan.__aexit__(None, None, None))
@@ -151,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store=store, clock=utc_now, actor="bench", notes=None, watcher=watcher
         )
 
-    ops: dict[str, Callable[[], None]] = {"service": pair, "app": app.pair}
+    ops: dict[str, Callable[[int], None]] = {"service": _repeat(pair), "app": app.pairs}
     if args.backend == "json":
         (work / "floor").mkdir()
         floor = Floor(work / "floor")
@@ -171,11 +184,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             floor.replace()
             floor.append()
 
-        ops = {"raw": raw, "service, no fsync": pair_without_fsync, **ops}
+        ops = {"raw": _repeat(raw), "service, no fsync": _repeat(pair_without_fsync), **ops}
     try:
         for op in ops.values():  # imports, caches
-            for _ in range(50):
-                op()
+            op(50)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in ops}
         for _ in range(args.rounds):
             for name, op in ops.items():
