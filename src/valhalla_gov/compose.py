@@ -25,7 +25,7 @@ from .go.feature import FEATURE as GO
 from .go.playbook import load_playbook
 from .health.feature import FEATURE as HEALTH
 from .insights.feature import FEATURE as INSIGHTS
-from .migrations import VERSIONS_DIR
+from .migrations import HEAD, VERSIONS_DIR
 from .settings import Settings
 from .storage.json_backend import JsonStore
 from .storage.protocol import Schema, Store
@@ -47,7 +47,7 @@ def migrations() -> Migrations:
     """The SQL schema and its history (imports SQLAlchemy: SQL stores only)."""
     from .storage.sql_backend import Migrations
 
-    return Migrations(SCHEMA, VERSIONS_DIR)
+    return Migrations(SCHEMA, VERSIONS_DIR, head=HEAD)
 
 
 def open_json(data_dir: Path, *, create: bool = True) -> JsonStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from tests.conftest import FakeClock
 from tests.live.server import VALHALLA
 from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.compose import open_sql
+from valhalla_gov.compose import SCHEMA, open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.errors import ConflictError
@@ -23,8 +24,9 @@ from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_service import end_session, start_session
 from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.go.tables import go_sessions
+from valhalla_gov.migrations import HEAD, VERSIONS_DIR
 from valhalla_gov.storage.protocol import Store
-from valhalla_gov.storage.sql_backend import SchemaOutOfDateError, SqlStore
+from valhalla_gov.storage.sql_backend import Migrations, SchemaOutOfDateError, SqlStore, script_head
 from valhalla_gov.storage.sql_placement import UPSERTED, FilteredRows, log_placement
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -61,6 +63,58 @@ def test_db_commands_need_a_url() -> None:
     result = _cli("db", "status", env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "VALHALLA_DATABASE_URL" in result.stderr
+
+
+def test_the_declared_head_is_the_scripts_newest_revision() -> None:
+    # Stores check the schema against HEAD: a new script without HEAD bumped
+    # would let them open a database one revision behind.
+    assert script_head(Migrations(SCHEMA, VERSIONS_DIR)) == HEAD
+
+
+_SCHEMA_CHECK = """
+import sys
+from valhalla_gov.compose import open_sql
+store = open_sql(sys.argv[1], check_schema=False)
+print(store.schema_problem())
+print("alembic" in " ".join(sys.modules))
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_the_schema_check_reads_the_revision_without_importing_alembic(store: Store) -> None:
+    assert isinstance(store, SqlStore)
+
+    def check() -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-c", _SCHEMA_CHECK, store.url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return run.stdout.splitlines()
+
+    assert check() == ["None", "False"]
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    try:
+        assert check() == [
+            "database schema is at revision 0001, this version needs 0002: "
+            "run `valhalla db upgrade`",
+            "False",
+        ]
+        with store.engine.begin() as conn:
+            conn.execute(text("INSERT INTO alembic_version VALUES ('0002')"))
+        assert check()[0].startswith("database schema is at revision 0001, 0002, this version")
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+        assert check()[0].startswith("database schema is at revision none, this version")
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('0002')"))
+    assert check() == ["None", "False"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

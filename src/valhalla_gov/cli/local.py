@@ -230,11 +230,13 @@ def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
     """The SQL store, refused as the app's start-up refuses it."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..migrations import VERSIONS_DIR
+    from ..migrations import HEAD, VERSIONS_DIR
     from ..storage.sql_backend import Migrations, SchemaOutOfDateError, SqlStore, redact
 
     try:
-        return SqlStore(url, Migrations(schema, VERSIONS_DIR), check_schema=check, pool_size=1)
+        return SqlStore(
+            url, Migrations(schema, VERSIONS_DIR, head=HEAD), check_schema=check, pool_size=1
+        )
     except (SchemaOutOfDateError, SQLAlchemyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CliError(f"error: {redact(url)}: {first}") from None

@@ -6,3 +6,6 @@ from pathlib import Path
 # The revision scripts (Alembic's version location). Here, not in compose.py,
 # so the CLI's direct reads can name it without importing every feature.
 VERSIONS_DIR = Path(__file__).parent / "versions"
+# The newest revision, so a store checks the schema without importing Alembic;
+# tests/sql/test_sql_backend.py holds it to the scripts. Bump it with each new one.
+HEAD = "0002"
