@@ -147,9 +147,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "postgres":
         from bench.pg import DEFAULT_URL, empty_database
 
-        service_url = empty_database(args.database_url or DEFAULT_URL)
-        store = open_sql(service_url)
-        app_settings = Settings(database_url=empty_database(args.database_url or DEFAULT_URL))
+        # One database per layer: the app's cache never sees the service
+        # layer's writes (nor the other way round).
+        base = args.database_url or DEFAULT_URL
+        store = open_sql(empty_database(base))
+        app_settings = Settings(database_url=empty_database(base, "empty_app"))
     else:
         store = open_json(work / "data")
         app_settings = Settings(data_dir=work / "app-data")

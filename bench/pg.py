@@ -117,8 +117,9 @@ def reset_schema(url: str) -> None:
     upgrade(url)
 
 
-def empty_database(base_url: str) -> str:
-    url = derived_url(base_url, "empty")
+def empty_database(base_url: str, suffix: str = "empty") -> str:
+    """A scratch database with the schema and no rows (``<name>_<suffix>``)."""
+    url = derived_url(base_url, suffix)
     reset_schema(url)
     return url
 
