@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from bench.framework_app import BODY as FRAMEWORK_BODY
-from valhalla_gov.app import create_app
+from valhalla_gov.app import create_app, freeze_start_up
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.sql_backend import SqlStore
 from valhalla_gov.storage.sql_fence import GenerationFence
@@ -84,4 +84,5 @@ def create_bench_app() -> FastAPI:
     async def info() -> dict[str, Any]:
         return {**_server_stack(), "store": store.describe(), "sql": sql_counts}
 
+    freeze_start_up()  # as valhalla serve's factory does
     return app
