@@ -37,10 +37,13 @@ from sqlalchemy import (
     Engine,
     Select,
     bindparam,
+    column,
     create_engine,
     event,
     func,
     inspect,
+    select,
+    table,
     text,
 )
 from sqlalchemy.engine import make_url
@@ -248,16 +251,16 @@ def script_head(migrations: Migrations) -> str | None:
     return ScriptDirectory.from_config(alembic_config(migrations)).get_current_head()
 
 
-VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
-_REVISIONS = text("SELECT version_num FROM alembic_version")
+# Alembic's default version table, which env.py keeps.
+_VERSIONS = table("alembic_version", column("version_num"))
 
 
 def current_revision(conn: Connection) -> str | None:
     """The database's revision, as Alembic records it (None: never upgraded;
     several heads are named together, which no head equals)."""
-    if not inspect(conn).has_table(VERSION_TABLE):
+    if not inspect(conn).has_table(_VERSIONS.name):
         return None
-    revisions = conn.execute(_REVISIONS).scalars()
+    revisions = conn.execute(select(_VERSIONS.c.version_num)).scalars()
     return ", ".join(sorted(revisions)) or None
 
 
