@@ -21,7 +21,6 @@ from bench.framework_app import BODY as FRAMEWORK_BODY
 from valhalla_gov.app import create_app, freeze_start_up
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.sql_backend import SqlStore
-from valhalla_gov.storage.sql_fence import GenerationFence
 
 # The framework-only app's constant (the size class of the inactive
 # GoSession, 263 bytes of JSON), so the routes differ in work, not in bytes.
@@ -45,16 +44,8 @@ def _server_stack() -> dict[str, str]:
 
 
 def _count_sql(store: SqlStore) -> dict[str, int]:
-    """Counters bumped by SQLAlchemy events (a few hundred ns per event), and
-    one for the generation fence's queries, which bypass SQLAlchemy."""
-    counts = {"statements": 0, "checkouts": 0, "connects": 0, "fence": 0}
-    query = GenerationFence._query
-
-    async def counted(fence: GenerationFence) -> int | None:
-        counts["fence"] += 1
-        return await query(fence)
-
-    GenerationFence._query = counted  # type: ignore[method-assign,assignment]
+    """Counters bumped by SQLAlchemy events (a few hundred ns per event)."""
+    counts = {"statements": 0, "checkouts": 0, "connects": 0}
 
     def bump(name: str) -> Any:
         def listener(*_: Any) -> None:

@@ -59,11 +59,12 @@ from bench.pg import (
     restore,
     server_settings,
 )
-from valhalla_gov.audit.service import ChainWatcher, verify_chain
+from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.auth.service import LOCAL_ACTOR
 from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.go import session_service
 from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.health.publisher import HealthPublisher
 from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.json_store import read_json, write_json
 from valhalla_gov.storage.protocol import Store
@@ -103,14 +104,18 @@ def percentile(values: list[int], q: float) -> float:
 
 
 def cycle_op(name: str, store: Store) -> Op:
-    watcher = ChainWatcher()  # one per process, reused, as the server's
+    light = HealthPublisher(store=store, clock=utc_now)  # one per process, as the server's
 
     def run() -> None:
         session_service.start_session(
-            store=store, clock=utc_now, actor=LOCAL_ACTOR, notes="bench start", watcher=watcher
+            store=store,
+            clock=utc_now,
+            actor=LOCAL_ACTOR,
+            notes="bench start",
+            health=light.current(),
         )
         session_service.end_session(
-            store=store, clock=utc_now, actor=LOCAL_ACTOR, notes="bench end", watcher=watcher
+            store=store, clock=utc_now, actor=LOCAL_ACTOR, notes="bench end", health=light.current()
         )
 
     return Op(name, run)

@@ -44,6 +44,7 @@ from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.go import session_service
+from valhalla_gov.health.service import compute_health
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage import json_store
 from valhalla_gov.storage.protocol import Store
@@ -155,15 +156,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         store = open_json(work / "data")
         app_settings = Settings(data_dir=work / "app-data")
-    watcher = ChainWatcher()
+    health = compute_health(store=store, clock=utc_now, watcher=ChainWatcher())
     app = AppPairs(app_settings)
 
     def pair() -> None:
         session_service.start_session(
-            store=store, clock=utc_now, actor="bench", notes=None, watcher=watcher
+            store=store, clock=utc_now, actor="bench", notes=None, health=health
         )
         session_service.end_session(
-            store=store, clock=utc_now, actor="bench", notes=None, watcher=watcher
+            store=store, clock=utc_now, actor="bench", notes=None, health=health
         )
 
     ops: dict[str, Callable[[int], None]] = {"service": _repeat(pair), "app": app.pairs}

@@ -45,6 +45,7 @@ from valhalla_gov.compose import open_json
 from valhalla_gov.go import session_service
 from valhalla_gov.go.session_models import GoSession
 from valhalla_gov.go.session_store import CURRENT, HISTORY
+from valhalla_gov.health.service import compute_health
 from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.json_store import read_json, write_json
@@ -78,12 +79,12 @@ def _history_template() -> str:
     """
     with tempfile.TemporaryDirectory(prefix="valhalla-fill-") as scratch:
         store = open_json(Path(scratch))
-        watcher = ChainWatcher()
+        health = compute_health(store=store, clock=utc_now, watcher=ChainWatcher())
         session_service.start_session(
-            store=store, clock=utc_now, actor=_ACTOR, notes="@@sn@@", watcher=watcher
+            store=store, clock=utc_now, actor=_ACTOR, notes="@@sn@@", health=health
         )
         ended = session_service.end_session(
-            store=store, clock=utc_now, actor=_ACTOR, notes="@@en@@", watcher=watcher
+            store=store, clock=utc_now, actor=_ACTOR, notes="@@en@@", health=health
         )
     dump = ended.model_dump()
     dump.update(

@@ -20,8 +20,12 @@ from fastapi.testclient import TestClient
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
+from valhalla_gov.health.models import HealthStatus
+from valhalla_gov.health.publisher import HealthPublisher
+from valhalla_gov.health.service import compute_health
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.protocol import Store
+from valhalla_gov.timeutil import Clock, utc_now
 
 REQUIRE_SERVICES = os.environ.get("VALHALLA_TEST_REQUIRE_SERVICES") == "1"
 # Starlette's TestClient sends "Host: testserver" (schemathesis: "localhost").
@@ -75,7 +79,14 @@ def unwritable(directory: Path) -> Iterator[Path]:
     bound = _run("mount", "--bind", str(directory), str(directory))
     need(bound.returncode == 0, f"cannot bind-mount {directory}: {bound.stderr.strip()}")
     try:
-        ro = _run("mount", "-o", "remount,bind,ro", str(directory))
+        deadline = time.monotonic() + 5
+        while True:
+            ro = _run("mount", "-o", "remount,bind,ro", str(directory))
+            # Busy while a file there is open for writing (a server's
+            # background write in flight): it closes within moments.
+            if ro.returncode == 0 or "busy" not in ro.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         need(ro.returncode == 0, f"cannot remount {directory} read-only: {ro.stderr.strip()}")
         yield directory
     finally:
@@ -247,6 +258,17 @@ def clock() -> FakeClock:
 @pytest.fixture
 def watcher() -> ChainWatcher:
     return ChainWatcher()
+
+
+@pytest.fixture
+def publisher(store: Store, clock: FakeClock) -> HealthPublisher:
+    """The health light of ``store``, as a serving process publishes it."""
+    return HealthPublisher(store=store, clock=clock)
+
+
+def health_now(store: Store, clock: Clock = utc_now) -> HealthStatus:
+    """Health judged now, from scratch (no process's light)."""
+    return compute_health(store=store, clock=clock, watcher=ChainWatcher())
 
 
 @pytest.fixture

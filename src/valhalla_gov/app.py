@@ -27,6 +27,7 @@ from .compose import FEATURES, build_context
 from .context import AppContext
 from .core_router import core
 from .errors import DomainError, storage_unavailable
+from .health.publisher import HealthPublisher
 from .health.store import record_server_error
 from .metrics_endpoint import router as metrics_router
 from .observability import logs
@@ -112,7 +113,6 @@ def _lifespan(ctx: AppContext) -> Callable[[FastAPI], AbstractAsyncContextManage
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(ctx.store.live())
             for feature in FEATURES:
                 if feature.lifespan is not None:
                     await stack.enter_async_context(feature.lifespan(ctx))
@@ -185,6 +185,7 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             await run_in_threadpool(lambda: record_server_error(store=ctx.store, record=record))
         except StorageError as store_exc:
             log.error("could not record the server error: %s", store_exc)
+        ctx.get(HealthPublisher).forget()  # the light counts it from the next answer
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
 
 

@@ -14,7 +14,6 @@ from typing import TypeVar, cast
 
 from fastapi import Request
 
-from .audit.service import ChainWatcher
 from .auth.ratelimit import RateLimiter
 from .auth.service import Authenticator
 from .cone.canon import Canon
@@ -34,7 +33,6 @@ class AppContext:
     playbook: Playbook
     rate_limiter: RateLimiter
     clock: Clock = utc_now
-    watcher: ChainWatcher = field(default_factory=ChainWatcher)
     authenticator: Authenticator = field(default_factory=Authenticator)
     # Every feature's readiness checks (see Feature.readiness).
     readiness: Sequence[Callable[[Store], object]] = ()

@@ -18,7 +18,7 @@ from .auth.deps import VIEWER
 from .cone.canon import BANDS
 from .context import AppContext, get_ctx
 from .go.session_reads import get_session
-from .health.service import get_health_status
+from .health.publisher import HealthPublisher
 from .observability.metrics import INSTRUMENTS
 from .storage.errors import StorageError
 from .webhooks.metrics import DELIVERIES, WebhookCollector
@@ -37,7 +37,7 @@ class StateCollector(Collector):
         up = GaugeMetricFamily("valhalla_storage_up", "1 when the store could be read.")
         try:
             session = get_session(store=ctx.store)
-            health = get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
+            health = ctx.get(HealthPublisher).current()
         except StorageError:
             up.add_metric([], 0)
             yield up

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.conftest import FakeClock
-from valhalla_gov.audit.service import ChainWatcher
+from tests.conftest import FakeClock, health_now
 from valhalla_gov.cli import app
 from valhalla_gov.compose import open_json
 from valhalla_gov.go.playbook import load_playbook
@@ -60,7 +59,6 @@ class Seeder:
 
     data_dir: Path
     clock: FakeClock
-    watcher: ChainWatcher = field(default_factory=ChainWatcher)
 
     @property
     def store(self) -> JsonStore:
@@ -77,11 +75,16 @@ class Seeder:
     ) -> GoSession:
         store = self.store
         start_session(
-            store=store, clock=self.clock, actor="seed", notes=start_notes, watcher=self.watcher
+            store=store,
+            clock=self.clock,
+            actor="seed",
+            notes=start_notes,
+            health=health_now(store, self.clock),
         )
         for step in steps:
             complete_step(
                 store=store,
+                health=health_now(store),
                 playbook=load_playbook(None),
                 step_id=step,
                 done=True,
@@ -91,7 +94,11 @@ class Seeder:
             )
         self.clock.advance(minutes=minutes)
         ended = end_session(
-            store=store, clock=self.clock, actor="closer", notes=end_notes, watcher=self.watcher
+            store=store,
+            clock=self.clock,
+            actor="closer",
+            notes=end_notes,
+            health=health_now(store, self.clock),
         )
         self.clock.advance(hours=gap_hours)
         return ended

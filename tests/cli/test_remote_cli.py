@@ -116,9 +116,12 @@ def test_every_group_in_process_over_http(server: LiveServer, cli: Cli) -> None:
     assert code == 0
     assert FIRST in out
 
-    code, out, _ = remote("audit", "tail", "-n", "2", "--json")
+    code, out, _ = remote("audit", "tail", "-n", "5", "--json")
     assert code == 0
-    assert [e["event"] for e in json.loads(out)] == ["CONE_SET", "CONE_DENY"]
+    # The band's move also changed the health light (recorded by the server
+    # whenever it judged it): the two writes are the last of the others.
+    written = [e["event"] for e in json.loads(out) if e["event"] != "HEALTH_CHANGED"]
+    assert written[-2:] == ["CONE_SET", "CONE_DENY"]
     code, out, _ = remote("audit", "verify")
     assert code == 0
     assert "audit chain OK" in out

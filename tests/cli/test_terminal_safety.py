@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.cli.conftest import Cli, Seeder
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, health_now
 from valhalla_gov.cli.terminal import SafeTextStream, safe_json
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.service import set_cone_state
@@ -49,6 +49,7 @@ def hostile(cli: Cli, seeder: Seeder, clock: FakeClock) -> Cli:
     )
     complete_step(
         store=store,
+        health=health_now(store),
         playbook=load_playbook(None),
         step_id="preflight_view_dashboard",
         done=True,

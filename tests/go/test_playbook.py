@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FakeClock
-from valhalla_gov.audit.service import ChainWatcher, query_events
+from tests.conftest import FakeClock, health_now
+from valhalla_gov.audit.service import query_events
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Band
 from valhalla_gov.cone.service import set_cone_state
@@ -16,6 +16,7 @@ from valhalla_gov.errors import ConflictError, NotFoundError
 from valhalla_gov.go.models import Playbook
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step, get_checklist, get_next_step
+from valhalla_gov.health.publisher import HealthPublisher
 from valhalla_gov.health.store import SERVER_ERRORS
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.textfiles import ConfigFileError
@@ -48,6 +49,7 @@ def _complete(
 ) -> None:
     complete_step(
         store=store,
+        health=health_now(store),
         playbook=playbook,
         step_id=step,
         done=done,
@@ -69,67 +71,67 @@ def test_default_playbook_has_the_nine_launch_steps_in_order(playbook: Playbook)
 def test_steps_fit_when_the_band_is_no_worse_than_band_min(
     store: Store,
     clock: FakeClock,
-    watcher: ChainWatcher,
+    publisher: HealthPublisher,
     playbook: Playbook,
     band: Band,
     fitting: int,
 ) -> None:
     _band(store, clock, band)
-    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    checklist = get_checklist(store=store, playbook=playbook, health=publisher.current())
     assert checklist.cone_band == band
     assert [s.fits for s in checklist.steps] == [True] * fitting + [False] * (9 - fitting)
 
 
 def test_red_health_blocks_only_blocked_if_red_steps(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook
 ) -> None:
     _band(store, clock, "D")  # band D is red
-    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    checklist = get_checklist(store=store, playbook=playbook, health=publisher.current())
     assert checklist.status == "red"
     assert [s.blocked for s in checklist.steps] == [False] + [True] * 8
     assert checklist.steps[1].blocked_reason is not None
     assert "band D" in checklist.steps[1].blocked_reason
     assert any("health is red" in r for r in checklist.blocked_reasons)
-    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    nxt = get_next_step(store=store, playbook=playbook, health=publisher.current())
     assert nxt.next_step is not None
     assert nxt.next_step.id == "preflight_view_dashboard"
     _complete(store, playbook, clock, "preflight_view_dashboard")
-    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    nxt = get_next_step(store=store, playbook=playbook, health=publisher.current())
     assert nxt.next_step is None
     assert "blocked while health is red" in nxt.message
 
 
 def test_server_errors_turn_health_red_and_block_steps_in_a_good_band(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook
 ) -> None:
     _band(store, clock, "A")
     with store.transaction() as txn:
         txn.append_log(SERVER_ERRORS, {"ts_utc": iso_z(clock()), "path": "/x"})
-    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    checklist = get_checklist(store=store, playbook=playbook, health=publisher.current())
     assert checklist.status == "red"
     assert all(s.fits for s in checklist.steps)
     assert sum(s.blocked for s in checklist.steps) == 8
 
 
 def test_next_step_walks_the_playbook_in_order(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook
 ) -> None:
     _band(store, clock, "A")
     order = []
     for _ in range(9):
-        nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+        nxt = get_next_step(store=store, playbook=playbook, health=publisher.current())
         assert nxt.next_step is not None
         assert nxt.message == f"Next: {nxt.next_step.title}"
         order.append(nxt.next_step.id)
         _complete(store, playbook, clock, nxt.next_step.id)
     assert order == [s[0] for s in EXPECTED_STEPS]
-    done = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    done = get_next_step(store=store, playbook=playbook, health=publisher.current())
     assert done.next_step is None
     assert done.message == "Every step of the playbook is done."
 
 
 def test_blocked_or_unfit_steps_cannot_be_marked_done(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook
 ) -> None:
     _band(store, clock, "C")  # band C is red: blocked_if_red steps are blocked
     _complete(store, playbook, clock, "preflight_view_dashboard")
@@ -142,34 +144,35 @@ def test_blocked_or_unfit_steps_cannot_be_marked_done(
     ]
     # Undoing is always allowed.
     _complete(store, playbook, clock, "preflight_view_dashboard", done=False)
-    nxt = get_next_step(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    nxt = get_next_step(store=store, playbook=playbook, health=publisher.current())
     assert nxt.next_step is not None
     assert nxt.next_step.id == "preflight_view_dashboard"
 
 
 def test_a_step_that_needs_a_better_band_says_so(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     custom = Playbook.model_validate(
         {"steps": [{"id": "scale_up", "title": "Scale", "band_min": "A", "blocked_if_red": False}]}
     )
-    checklist = get_checklist(store=store, playbook=custom, clock=clock, watcher=watcher)
+    checklist = get_checklist(store=store, playbook=custom, health=publisher.current())
     assert checklist.steps[0].fits is False
     assert checklist.steps[0].blocked is False
     assert checklist.steps[0].fit_reason == "needs band A or better; the cone is at B"
     with pytest.raises(ConflictError, match="needs band A or better"):
         _complete(store, custom, clock, "scale_up")
-    nxt = get_next_step(store=store, playbook=custom, clock=clock, watcher=watcher)
+    nxt = get_next_step(store=store, playbook=custom, health=publisher.current())
     assert nxt.next_step is None
     assert nxt.message == "The remaining steps need a better band than B."
 
 
 def test_notes_are_kept_when_the_request_leaves_them_out(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook
 ) -> None:
     _complete(store, playbook, clock, "intake_ready")  # notes "note intake_ready"
     complete_step(
         store=store,
+        health=health_now(store),
         playbook=playbook,
         step_id="intake_ready",
         done=False,
@@ -180,19 +183,19 @@ def test_notes_are_kept_when_the_request_leaves_them_out(
     )
     by_id = {
         s.id: s
-        for s in get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher).steps
+        for s in get_checklist(store=store, playbook=playbook, health=publisher.current()).steps
     }
     assert by_id["intake_ready"].done is False
     assert by_id["intake_ready"].notes == "note intake_ready"
 
 
 def test_complete_persists_progress_in_the_seed_format(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, playbook: Playbook, tmp_path: Path
+    store: Store, clock: FakeClock, publisher: HealthPublisher, playbook: Playbook, tmp_path: Path
 ) -> None:
     _complete(store, playbook, clock, "intake_ready")
     _complete(store, playbook, clock, "weekly_rhythm")
     _complete(store, playbook, clock, "weekly_rhythm", done=False)
-    checklist = get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher)
+    checklist = get_checklist(store=store, playbook=playbook, health=publisher.current())
     by_id = {s.id: s for s in checklist.steps}
     assert by_id["intake_ready"].done is True
     assert by_id["intake_ready"].notes == "note intake_ready"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FakeClock
-from valhalla_gov.audit.service import ChainWatcher, query_events, verify_chain
+from tests.conftest import FakeClock, health_now
+from valhalla_gov.audit.service import query_events, verify_chain
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.errors import ConflictError, NotFoundError
 from valhalla_gov.go import session_store
@@ -19,6 +19,8 @@ from valhalla_gov.go.session_service import (
     list_sessions,
     start_session,
 )
+from valhalla_gov.health.publisher import HealthPublisher
+from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import parse_iso
 
@@ -34,15 +36,19 @@ SEED_FIELDS = (
 
 
 def _start(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, notes: str | None = "go"
+    store: Store, clock: FakeClock, publisher: HealthPublisher, notes: str | None = "go"
 ) -> GoSession:
-    return start_session(store=store, clock=clock, actor="alice", notes=notes, watcher=watcher)
+    return start_session(
+        store=store, clock=clock, actor="alice", notes=notes, health=publisher.current()
+    )
 
 
 def _end(
-    store: Store, clock: FakeClock, watcher: ChainWatcher, notes: str | None = "done"
+    store: Store, clock: FakeClock, publisher: HealthPublisher, notes: str | None = "done"
 ) -> GoSession:
-    return end_session(store=store, clock=clock, actor="bob", notes=notes, watcher=watcher)
+    return end_session(
+        store=store, clock=clock, actor="bob", notes=notes, health=publisher.current()
+    )
 
 
 def test_inactive_default_when_no_session_ever(store: Store) -> None:
@@ -55,10 +61,10 @@ def test_inactive_default_when_no_session_ever(store: Store) -> None:
 
 
 def test_start_captures_snapshot_of_cone_and_health(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     set_cone_state(store=store, band="A", reason="kpis green", metrics=None, actor="o", clock=clock)
-    session = _start(store, clock, watcher, "weekly review")
+    session = _start(store, clock, publisher, "weekly review")
     assert session.active is True
     assert session.started_at_utc == "2026-01-01T09:00:00.000000Z"
     assert session.cone_band == "A"
@@ -78,24 +84,24 @@ def test_start_captures_snapshot_of_cone_and_health(
 
 
 def test_second_start_is_refused_and_leaves_the_active_session_untouched(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    first = _start(store, clock, watcher, "first")
+    first = _start(store, clock, publisher, "first")
     clock.advance(seconds=30)
     with pytest.raises(ConflictError) as refused:
-        _start(store, clock, watcher, "second")
+        _start(store, clock, publisher, "second")
     assert refused.value.body["session"]["id"] == first.id
     assert get_session(store=store) == first
     assert len(query_events(store=store, event="GO_SESSION_START").items) == 1
 
 
 def test_end_keeps_start_snapshot_and_records_the_end(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    started = _start(store, clock, watcher, "morning")
+    started = _start(store, clock, publisher, "morning")
     set_cone_state(store=store, band="C", reason="cash tight", metrics=None, actor="o", clock=clock)
     clock.advance(minutes=90)
-    ended = _end(store, clock, watcher, "wrapped up")
+    ended = _end(store, clock, publisher, "wrapped up")
     assert ended.active is False
     assert ended.id == started.id
     assert ended.started_at_utc == started.started_at_utc
@@ -120,31 +126,31 @@ def test_end_keeps_start_snapshot_and_records_the_end(
 
 
 def test_end_without_notes_keeps_the_start_notes(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    _start(store, clock, watcher, "plan the week")
-    ended = _end(store, clock, watcher, "   ")
+    _start(store, clock, publisher, "plan the week")
+    ended = _end(store, clock, publisher, "   ")
     assert ended.notes == "plan the week"
     assert ended.end_notes is None
 
 
 def test_end_with_no_session_ever_returns_inactive_default_and_writes_nothing(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    result = _end(store, clock, watcher)
+    result = _end(store, clock, publisher)
     assert result == GoSession(active=False)
     assert session_store.load_session(store=store) is None
     assert query_events(store=store).items == []
 
 
 def test_end_twice_returns_the_same_session_unchanged(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    _start(store, clock, watcher)
+    _start(store, clock, publisher)
     clock.advance(seconds=10)
-    first_end = _end(store, clock, watcher, "first end")
+    first_end = _end(store, clock, publisher, "first end")
     clock.advance(seconds=10)
-    second_end = _end(store, clock, watcher, "second end")
+    second_end = _end(store, clock, publisher, "second end")
     assert second_end == first_end
     assert second_end.ended_at_utc == "2026-01-01T09:00:10.000000Z"
     assert len(list_sessions(store=store).items) == 1
@@ -152,13 +158,13 @@ def test_end_twice_returns_the_same_session_unchanged(
 
 
 def test_sessions_never_overlap_even_when_the_clock_steps_back(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    _start(store, clock, watcher)
+    _start(store, clock, publisher)
     clock.advance(hours=1)
-    ended = _end(store, clock, watcher)
+    ended = _end(store, clock, publisher)
     clock.advance(minutes=-30)
-    restarted = _start(store, clock, watcher)
+    restarted = _start(store, clock, publisher)
     assert restarted.started_at_utc is not None
     assert ended.ended_at_utc is not None
     assert parse_iso(restarted.started_at_utc) >= parse_iso(ended.ended_at_utc)
@@ -167,12 +173,14 @@ def test_sessions_never_overlap_even_when_the_clock_steps_back(
     assert restarted.id > ended.id
 
 
-def _run_sessions(store: Store, clock: FakeClock, watcher: ChainWatcher, count: int) -> list[str]:
+def _run_sessions(
+    store: Store, clock: FakeClock, publisher: HealthPublisher, count: int
+) -> list[str]:
     ids = []
     for n in range(count):
-        started = _start(store, clock, watcher, f"session {n}")
+        started = _start(store, clock, publisher, f"session {n}")
         clock.advance(minutes=5)
-        _end(store, clock, watcher)
+        _end(store, clock, publisher)
         clock.advance(hours=1)
         assert started.id is not None
         ids.append(started.id)
@@ -180,9 +188,9 @@ def _run_sessions(store: Store, clock: FakeClock, watcher: ChainWatcher, count: 
 
 
 def test_history_pages_newest_first_with_cursors(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    ids = _run_sessions(store, clock, watcher, 7)
+    ids = _run_sessions(store, clock, publisher, 7)
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -198,9 +206,9 @@ def test_history_pages_newest_first_with_cursors(
 
 
 def test_history_filters_on_start_time(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    ids = _run_sessions(store, clock, watcher, 5)
+    ids = _run_sessions(store, clock, publisher, 5)
     # Session n starts at 09:00 + n * 65 minutes: 09:00, 10:05, 11:10, 12:15, 13:20.
     since = parse_iso("2026-01-01T10:00:00Z")
     until = parse_iso("2026-01-01T12:30:00Z")
@@ -210,10 +218,10 @@ def test_history_filters_on_start_time(
 
 
 def test_get_session_by_id_finds_current_and_history(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    ids = _run_sessions(store, clock, watcher, 3)
-    current = _start(store, clock, watcher)
+    ids = _run_sessions(store, clock, publisher, 3)
+    current = _start(store, clock, publisher)
     assert current.id is not None
     assert get_session_by_id(store=store, session_id=current.id) == current
     for session_id in ids:
@@ -225,11 +233,12 @@ def test_get_session_by_id_finds_current_and_history(
 
 
 def test_steps_completed_during_the_session_are_recorded(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     playbook = load_playbook(None)
     complete_step(
         store=store,
+        health=health_now(store),
         playbook=playbook,
         step_id="intake_ready",
         done=True,
@@ -237,10 +246,11 @@ def test_steps_completed_during_the_session_are_recorded(
         actor="a",
         clock=clock,
     )
-    _start(store, clock, watcher)
+    _start(store, clock, publisher)
     for step in ("preflight_view_dashboard", "confirm_boring_sop", "preflight_view_dashboard"):
         complete_step(
             store=store,
+            health=health_now(store),
             playbook=playbook,
             step_id=step,
             done=True,
@@ -248,7 +258,7 @@ def test_steps_completed_during_the_session_are_recorded(
             actor="a",
             clock=clock,
         )
-    ended = _end(store, clock, watcher)
+    ended = _end(store, clock, publisher)
     assert ended.steps_completed == ["preflight_view_dashboard", "confirm_boring_sop"]
     step_events = query_events(store=store, event="GO_STEP_SET").items
     assert [e.payload["session_id"] for e in reversed(step_events)] == [None] + [ended.id] * 3
@@ -276,35 +286,36 @@ def _recovered_ends(store: Store) -> list[str]:
 
 
 def test_an_end_interrupted_after_the_history_append_is_finished_by_the_next_end(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    started = _start(store, clock, watcher)
+    started = _start(store, clock, publisher)
     _crash_after_history_append(store, started)
     clock.advance(minutes=5)
-    ended = _end(store, clock, watcher, "the retry")
+    ended = _end(store, clock, publisher, "the retry")
     # The end that reached the history happened; the retry gets it unchanged.
     assert ended.active is False
     assert ended.ended_at_utc == "2026-01-01T09:00:05.000000Z"
     assert ended.notes == "ended before the crash"
     assert get_session(store=store).active is False
     assert [s.id for s in list_sessions(store=store).items] == [started.id]
-    assert _recovered_ends(store) == ([] if store.blocking else [started.id])
+    assert _recovered_ends(store) == ([started.id] if isinstance(store, JsonStore) else [])
     assert verify_chain(store=store).ok
 
 
 def test_an_end_interrupted_after_the_history_append_does_not_block_a_start(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    started = _start(store, clock, watcher)
+    started = _start(store, clock, publisher)
     _crash_after_history_append(store, started)
     clock.advance(minutes=5)
-    restarted = _start(store, clock, watcher, "next")
+    restarted = _start(store, clock, publisher, "next")
     assert restarted.id != started.id
     assert [s.id for s in list_sessions(store=store).items] == [started.id]
-    assert _recovered_ends(store) == ([] if store.blocking else [started.id])
+    assert _recovered_ends(store) == ([started.id] if isinstance(store, JsonStore) else [])
     # A step completed now belongs to the new session, not the ended one.
     complete_step(
         store=store,
+        health=health_now(store),
         playbook=load_playbook(None),
         step_id="preflight_view_dashboard",
         done=True,
@@ -316,7 +327,7 @@ def test_an_end_interrupted_after_the_history_append_does_not_block_a_start(
 
 
 def test_an_ended_session_missing_from_history_is_archived_before_a_new_start(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     legacy_ended = {
         "active": False,
@@ -332,7 +343,7 @@ def test_an_ended_session_missing_from_history_is_archived_before_a_new_start(
     before = get_session(store=store)
     assert before.id is not None
     assert before.id == get_session(store=store).id
-    new = _start(store, clock, watcher)
+    new = _start(store, clock, publisher)
     history = list_sessions(store=store).items
     assert [s.id for s in history] == [before.id]
     assert history[0].notes == "old"

@@ -10,11 +10,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, unwritable
+from tests.conftest import FakeClock, health_now, unwritable
 from valhalla_gov.app import create_app
-from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, log_event
+from valhalla_gov.audit.service import HEALTH_WINDOW, log_event
 from valhalla_gov.compose import open_json
-from valhalla_gov.health.service import get_health_status
 from valhalla_gov.settings import Settings
 
 # A loopback address: with no token yet the caller is the local owner.
@@ -185,17 +184,15 @@ def test_health_reads_a_bounded_window_of_the_audit_log(
     assert body["status"] == "green"
 
 
-def test_health_window_still_catches_a_recent_edit(
-    data_dir: Path, clock: FakeClock, watcher: ChainWatcher
-) -> None:
+def test_health_window_still_catches_a_recent_edit(data_dir: Path, clock: FakeClock) -> None:
     store = open_json(data_dir)
     _write_chain(data_dir, clock, HEALTH_WINDOW + 50)
     _tamper(data_dir / "audit.log", b'"line00040"', b'"LINE00040"')
-    far = get_health_status(store=store, clock=clock, watcher=watcher)
+    far = health_now(store, clock)
     assert far.checks["audit"].status == "green"
     recent = f'"line{HEALTH_WINDOW + 40:05d}"'.encode()
     _tamper(data_dir / "audit.log", recent, recent.upper())
-    near = get_health_status(store=store, clock=clock, watcher=ChainWatcher())
+    near = health_now(store, clock)
     assert near.checks["audit"].status == "red"
 
 

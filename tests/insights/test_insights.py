@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock
-from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.errors import InvalidInputError
 from valhalla_gov.go.playbook import load_playbook
 from valhalla_gov.go.service import complete_step
 from valhalla_gov.go.session_service import end_session, start_session
 from valhalla_gov.go.session_store import HISTORY
+from valhalla_gov.health.publisher import HealthPublisher
 from valhalla_gov.insights.service import MAX_BUCKETS, bucket_start, get_insights
 from valhalla_gov.storage.protocol import Store
 
@@ -24,14 +24,14 @@ MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 def _session(
     store: Store,
     clock: FakeClock,
-    watcher: ChainWatcher,
+    publisher: HealthPublisher,
     *,
     at: datetime,
     minutes: float,
     steps: int = 0,
 ) -> None:
     clock.now = at
-    start_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    start_session(store=store, clock=clock, actor="t", notes=None, health=publisher.current())
     playbook = load_playbook(None)
     for step in playbook.steps[:steps]:
         complete_step(
@@ -42,10 +42,10 @@ def _session(
             notes=None,
             actor="t",
             clock=clock,
-            watcher=watcher,
+            health=publisher.current(),
         )
     clock.advance(minutes=minutes)
-    end_session(store=store, clock=clock, actor="t", notes=None, watcher=watcher)
+    end_session(store=store, clock=clock, actor="t", notes=None, health=publisher.current())
     # Progress is per playbook run: the next session ticks its steps anew.
     for step in playbook.steps[:steps]:
         complete_step(
@@ -56,21 +56,21 @@ def _session(
             notes=None,
             actor="t",
             clock=clock,
-            watcher=watcher,
+            health=publisher.current(),
         )
 
 
 def test_weekly_buckets_count_sum_median_steps_bands_statuses(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     # Week 1: three sessions of 10, 20 and 60 minutes, band B then C.
-    _session(store, clock, watcher, at=MONDAY, minutes=10, steps=1)
-    _session(store, clock, watcher, at=MONDAY.replace(day=3), minutes=20, steps=2)
+    _session(store, clock, publisher, at=MONDAY, minutes=10, steps=1)
+    _session(store, clock, publisher, at=MONDAY.replace(day=3), minutes=20, steps=2)
     clock.now = MONDAY.replace(day=4)
     set_cone_state(store=store, band="C", reason="r", metrics=None, actor="t", clock=clock)
-    _session(store, clock, watcher, at=MONDAY.replace(day=8, hour=23), minutes=60)
+    _session(store, clock, publisher, at=MONDAY.replace(day=8, hour=23), minutes=60)
     # Week 2 is empty; week 3 has one session of 5 minutes.
-    _session(store, clock, watcher, at=MONDAY.replace(day=17), minutes=5)
+    _session(store, clock, publisher, at=MONDAY.replace(day=17), minutes=5)
 
     report = get_insights(
         store=store,
@@ -114,10 +114,10 @@ def test_weekly_buckets_count_sum_median_steps_bands_statuses(
 
 
 def test_since_and_until_filter_on_the_start_time(
-    store: Store, clock: FakeClock, watcher: ChainWatcher
+    store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     for day in (2, 3, 4):
-        _session(store, clock, watcher, at=MONDAY.replace(day=day), minutes=1)
+        _session(store, clock, publisher, at=MONDAY.replace(day=day), minutes=1)
     report = get_insights(
         store=store,
         since=MONDAY.replace(day=3, hour=0),

@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_child
+from tests.conftest import health_now, wait_child
 from tests.reliability.conftest import Record
 from tests.reliability.storm import Ack, Ledger, check_files_parse, check_store
-from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone import service as cone_service
 from valhalla_gov.cone.canon import load_canon
@@ -60,15 +59,16 @@ def run_op(store: JsonStore, kind: str, token: str) -> dict[str, Any]:
     request = request_of(kind, token)
     if kind == "start":
         return session_service.start_session(
-            store=store, clock=utc_now, actor=ACTOR, notes=token, watcher=ChainWatcher()
+            store=store, clock=utc_now, actor=ACTOR, notes=token, health=health_now(store)
         ).model_dump()
     if kind == "end":
         return session_service.end_session(
-            store=store, clock=utc_now, actor=ACTOR, notes=token, watcher=ChainWatcher()
+            store=store, clock=utc_now, actor=ACTOR, notes=token, health=health_now(store)
         ).model_dump()
     if kind == "complete":
         return go_service.complete_step(
             store=store,
+            health=health_now(store),
             playbook=PLAYBOOK,
             step_id=request["json"]["step_id"],
             done=True,

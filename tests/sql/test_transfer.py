@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import FakeClock, _truncate
 from tests.go.test_legacy_data_dir import LEGACY_FILES
 from tests.live.server import VALHALLA
-from valhalla_gov.audit.service import ChainWatcher, record_event, verify_chain
+from valhalla_gov.audit.service import record_event, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.compose import SCHEMA, open_json, open_sql
@@ -19,6 +19,7 @@ from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
 from valhalla_gov.go.session_service import end_session, list_sessions, start_session
 from valhalla_gov.go.session_store import CURRENT
+from valhalla_gov.health.publisher import HealthPublisher
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.transfer import copy_store
@@ -57,11 +58,13 @@ def _busy_data_dir(path: Path, clock: FakeClock) -> JsonStore:
     (path / "cone_state.json").write_text(LEGACY_FILES["cone_state.json"])
     (path / "go_progress.json").write_text(LEGACY_FILES["go_progress.json"])
     store = open_json(path)
-    watcher = ChainWatcher()
+    publisher = HealthPublisher(store=store, clock=clock)
     for n in range(3):
-        start_session(store=store, clock=clock, actor="a", notes=f"s{n}", watcher=watcher)
+        start_session(
+            store=store, clock=clock, actor="a", notes=f"s{n}", health=publisher.current()
+        )
         clock.advance(minutes=30)
-        end_session(store=store, clock=clock, actor="a", notes=None, watcher=watcher)
+        end_session(store=store, clock=clock, actor="a", notes=None, health=publisher.current())
         clock.advance(minutes=30)
     record_event(store=store, event="NOTE", payload={"x": 1}, actor="a", clock=clock)
     create_token(store=store, name="ops", scopes=["operator"], actor="a", clock=clock)

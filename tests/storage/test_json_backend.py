@@ -64,6 +64,7 @@ def test_files_are_the_documented_ones(jstore: JsonStore) -> None:
         "cone_state": "cone_state.json",
         "go_progress": "go_progress.json",
         "thresholds": "thresholds.json",
+        "health_mark": "health_mark.json",
         "tokens": "tokens.json",
         "webhooks": "webhooks.json",
         "webhook_outbox": "webhook_outbox.json",

@@ -3,7 +3,6 @@ whoever changed it (another worker, another replica, SQL outside Valhalla)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +60,39 @@ SQL_ONLY = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=Tru
 
 
 @SQL_ONLY
-def test_a_write_elsewhere_keeps_what_it_did_not_touch(store: Store, tmp_path: Path) -> None:
+def test_any_write_anywhere_empties_the_cache_and_nothing_else_does(
+    store: Store, tmp_path: Path
+) -> None:
     writer = make_store(_backend(store), tmp_path)
     parse = CountingParser()
     with writer.transaction() as txn:
         txn.write_document(CONE_STATE, {"band": "B"})
-    assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}
-    with store.transaction() as txn:  # this store's own write, to another document
-        txn.append_log(_SOME_LOG, {"event": "X"})
-    assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}
-    assert parse.calls == 1  # still valid after its own unrelated write
-    with writer.transaction() as txn:  # another replica's write: read again
-        txn.append_log(_SOME_LOG, {"event": "Y"})
-    assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}
-    assert parse.calls == 2
+    for _ in range(3):  # no write between: parsed once
+        assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}
+    assert parse.calls == 1
+    for who in (store, writer):  # its own write, another replica's: parsed again
+        with who.transaction() as txn:
+            txn.append_log(_SOME_LOG, {"event": "X"})
+        assert store.read_cached(CONE_STATE, parse) == {"parsed": {"band": "B"}}
+    assert parse.calls == 3
+
+
+@SQL_ONLY
+def test_cached_reads_in_a_reading_scope_share_one_generation_query(store: Store) -> None:
+    assert isinstance(store, SqlStore)
+    parse = CountingParser()
+    store.read_cached(CONE_STATE, parse)  # cached
+    sent: list[str] = []
+    sqlalchemy.event.listen(
+        store.engine, "before_cursor_execute", lambda *a: sent.append(str(a[2]))
+    )
+    with store.reading():
+        for _ in range(3):
+            store.read_cached(CONE_STATE, parse)
+    queries = [s for s in sent if s != "BEGIN"]  # SQLite's driver-level BEGIN
+    assert len(queries) == 1
+    assert "store_generation" in queries[0]
+    assert parse.calls == 1
 
 
 @SQL_ONLY
@@ -99,33 +117,6 @@ def _backend(store: Store) -> str:
     if isinstance(store, SqlStore):
         return "sqlite" if store.engine.dialect.name == "sqlite" else "postgres"
     return "json"
-
-
-@SQL_ONLY
-def test_sql_never_answers_on_the_event_loop_without_a_generation(store: Store) -> None:
-    # SQLite, and PostgreSQL outside live() (the CLI): nothing reads the
-    # generation without blocking, so run_cached declines before running anything.
-    ran: list[int] = []
-
-    async def scenario() -> None:
-        async with store.live():
-            generation = await store.current_generation()
-            if _backend(store) == "sqlite":
-                assert generation is None
-            assert store.run_cached(lambda: ran.append(1), None) is None
-
-    asyncio.run(scenario())
-    assert ran == []
-
-
-def test_json_answers_every_call_on_the_event_loop(tmp_path: Path) -> None:
-    store = make_store("json", tmp_path)
-    with store.reading() as generation:
-        assert generation is None
-    parse = CountingParser()
-    assert store.run_cached(lambda: store.read_cached(CONE_STATE, parse), None) == (
-        {"parsed": None},
-    )
 
 
 @SQL_ONLY

@@ -19,11 +19,11 @@ from tests.ui.conftest import DESKTOP
 from tests.ui.screenshots import DOCS_DIR
 from tests.ui.test_go_page import open_page
 from tests.ui.test_live_page import PHONE_SHORT
-from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Band
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.go.session_service import end_session, start_session
+from valhalla_gov.health.publisher import HealthPublisher
 from valhalla_gov.insights.service import bucket_start
 from valhalla_gov.timeutil import utc_now
 
@@ -41,7 +41,7 @@ def seed_history(data_dir: Path, weeks: int = 12) -> int:
     # From the first day the default report shows (the Monday 11 weeks back).
     first = bucket_start(now, "week") - timedelta(weeks=weeks - 1)
     clock = FakeClock(first + timedelta(hours=9))
-    watcher = ChainWatcher()
+    publisher = HealthPublisher(store=store, clock=clock)
     bands: list[Band] = ["B", "B", "B", "C", "C", "B", "B", "A", "B", "D", "B", "B"]
     count = 0
     while clock.now < now - timedelta(hours=6):
@@ -51,9 +51,13 @@ def seed_history(data_dir: Path, weeks: int = 12) -> int:
             store=store, band=band, reason=f"week {week}", metrics=None, actor="ops", clock=clock
         )
         for _ in range(rng.randrange(0, 4)):
-            start_session(store=store, clock=clock, actor="ops", notes=None, watcher=watcher)
+            start_session(
+                store=store, clock=clock, actor="ops", notes=None, health=publisher.current()
+            )
             clock.advance(minutes=rng.randrange(15, 95))
-            end_session(store=store, clock=clock, actor="ops", notes=None, watcher=watcher)
+            end_session(
+                store=store, clock=clock, actor="ops", notes=None, health=publisher.current()
+            )
             clock.advance(hours=rng.randrange(5, 30))
             count += 1
         clock.advance(days=rng.randrange(1, 4))

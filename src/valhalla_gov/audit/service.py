@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 import time
@@ -525,8 +524,6 @@ class ChainWatcher:
                 and now - good[1] < self.RECHECK_S
             ):
                 return None
-            if self._take_appends(store, generation, now):
-                return None
             self._good_at = None
             if self._problem is not None:
                 # Start over from the window: the operator may have repaired it.
@@ -538,32 +535,6 @@ class ChainWatcher:
             if self._problem is None and generation is not None:
                 self._good_at, self._read_at = (generation, now), now
             return self._problem
-
-    def _take_appends(self, store: Store, generation: int | None, now: float) -> bool:
-        """Verify, without reading, the lines this process's last write
-        appended right after the last verified one, when that write is the
-        store's last (its generation is the one read) and the log was read
-        back within ``RECHECK_S``: every second at least, the stored lines
-        are read again, so an edit that does not bump the generation is still
-        seen within it. True when it did (and all of them passed)."""
-        read = self._read_at
-        if generation is None or read is None or now - read >= self.RECHECK_S:
-            return False
-        appends = store.last_appends(AUDIT_LOG)
-        if appends is None or appends.generation != generation:
-            return False
-        if self._problem is not None or appends.before != self._last_record:
-            return False
-        state = copy.copy(self._state)
-        for entry in appends.entries:
-            if _check(entry.record, state, anchored=True) is not None:
-                return False  # let the read say what is wrong, from the stored lines
-        last = appends.entries[-1]
-        before = appends.entries[-2].cursor if len(appends.entries) > 1 else self._cursor
-        self._state, self._before_last, self._cursor = state, before, last.cursor
-        self._last_record = last.record
-        self._good_at = (generation, now)
-        return True
 
     def _advance(self, store: Store) -> str | None:
         anchored = True

@@ -10,7 +10,6 @@ from pydantic import BeforeValidator
 from ..auth.deps import OWNER_WRITE, VIEWER, VIEWER_AUDITED
 from ..auth.models import SCOPE_RANK, Identity, Scope
 from ..context import AppContext, get_ctx
-from ..routing import one_hop
 from . import service
 from .canon import Action
 from .models import ConeDecideRequest, ConeDecision, ConeSetRequest, ConeState
@@ -32,14 +31,12 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
     summary="The cone band",
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
 def get_state(ctx: Ctx) -> ConeState:
     """The current band, its reason and metrics, and who set it when."""
     return service.get_cone_state(store=ctx.store)
 
 
 @router.post("/state", response_model=ConeState, summary="Move the cone band")
-@one_hop
 def set_state(
     body: ConeSetRequest, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
 ) -> ConeState:
@@ -64,7 +61,6 @@ def _role(who: Identity) -> Scope:
     summary="May an engine act in this band?",
     responses={404: {"description": "Unknown engine; the body names the known ones."}},
 )
-@one_hop
 def decide_post(
     body: ConeDecideRequest, ctx: Ctx, who: Annotated[Identity, Depends(VIEWER_AUDITED)]
 ) -> ConeDecision:
@@ -86,7 +82,6 @@ def decide_post(
     responses={404: {"description": "Unknown engine; the body names the known ones."}},
     deprecated=True,
 )
-@one_hop
 def decide(
     ctx: Ctx,
     who: Annotated[Identity, Depends(VIEWER_AUDITED)],

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from ..audit.store import AUDIT_LOG
-from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 
@@ -75,10 +76,6 @@ class EventHub:
             self._streams.pop(client, None)
         self._open = max(0, self._open - 1)
 
-    @property
-    def open_streams(self) -> int:
-        return self._open
-
     # -- wake-ups -------------------------------------------------------------
     async def wait(self, generation: int, timeout: float) -> None:
         """Return when the log may have grown since ``generation`` was read,
@@ -113,8 +110,7 @@ class EventHub:
                 loop.call_soon_threadsafe(self._bump)
 
     async def _version(self) -> str:
-        store = self.store
-        return await run_store(store, lambda: store.log_version(AUDIT_LOG))
+        return await run_in_threadpool(self.store.log_version, AUDIT_LOG)
 
     async def _poll(self) -> None:
         last: str | None = None
@@ -178,12 +174,12 @@ class EventHub:
             signal.signal(sig, handler)
 
 
-def poll_interval(store: Store, listening: bool, configured: float | None) -> float:
+def poll_interval(on_files: bool, listening: bool, configured: float | None) -> float:
     """Local files are cheap to stat often; a database is asked less often,
     and only as a safety net when LISTEN already wakes the streams."""
     if configured is not None:
         return configured
-    if not store.blocking:
+    if on_files:
         return 0.2
     return 2.0 if listening else 0.5
 
@@ -194,7 +190,7 @@ def build_hub(
     listen = database_url is not None and database_url.startswith("postgresql")
     return EventHub(
         store=store,
-        poll_seconds=poll_interval(store, listen, poll_seconds),
+        poll_seconds=poll_interval(database_url is None, listen, poll_seconds),
         max_streams_per_client=max_streams,
         listen_url=database_url if listen else None,
     )

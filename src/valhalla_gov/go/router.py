@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from ..auth.deps import OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
-from ..routing import one_hop
-from ..storage.aio import request_generation, request_reading
+from ..health.publisher import HealthPublisher
 from . import service
 from .models import Checklist, CompleteRequest, CompleteResult, NextStep
 from .summary import GoSummary, get_summary
@@ -25,14 +24,11 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
     summary="The playbook checklist",
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
-def checklist(ctx: Ctx, request: Request) -> Checklist:
+def checklist(ctx: Ctx) -> Checklist:
     """Every playbook step with its state: done, its notes, whether it fits
     the current band and whether red health blocks it."""
-    with request_reading(ctx.store, request.scope):
-        return service.get_checklist(
-            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
-        )
+    health = ctx.get(HealthPublisher).current()
+    return service.get_checklist(store=ctx.store, playbook=ctx.playbook, health=health)
 
 
 @router.get(
@@ -41,14 +37,11 @@ def checklist(ctx: Ctx, request: Request) -> Checklist:
     summary="The next playbook step",
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
-def next_step(ctx: Ctx, request: Request) -> NextStep:
+def next_step(ctx: Ctx) -> NextStep:
     """The first step not done that fits the band and is not blocked (or
     null), with a message saying why when there is none."""
-    with request_reading(ctx.store, request.scope):
-        return service.get_next_step(
-            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
-        )
+    health = ctx.get(HealthPublisher).current()
+    return service.get_next_step(store=ctx.store, playbook=ctx.playbook, health=health)
 
 
 @router.post(
@@ -63,12 +56,10 @@ def next_step(ctx: Ctx, request: Request) -> NextStep:
         },
     },
 )
-@one_hop
 def complete(
     body: CompleteRequest,
     ctx: Ctx,
     who: Annotated[Identity, Depends(OPERATOR_WRITE)],
-    request: Request,
 ) -> CompleteResult:
     """Mark a step done, or not done again (audited `GO_STEP_SET`); the
     active session, if any, records it in `steps_completed`."""
@@ -81,8 +72,7 @@ def complete(
         keep_notes="notes" not in body.model_fields_set,
         actor=who.name,
         clock=ctx.clock,
-        watcher=ctx.watcher,
-        at=request_generation(request.scope),
+        health=ctx.get(HealthPublisher).current(),
     )
 
 
@@ -92,11 +82,8 @@ def complete(
     summary="Session, next step, checklist and health in one call",
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
-def summary(ctx: Ctx, request: Request) -> GoSummary:
+def summary(ctx: Ctx) -> GoSummary:
     """What the GO page shows: the current session, the next step, the
     checklist and the health (with the cone state)."""
-    with request_reading(ctx.store, request.scope):
-        return get_summary(
-            store=ctx.store, playbook=ctx.playbook, clock=ctx.clock, watcher=ctx.watcher
-        )
+    health = ctx.get(HealthPublisher).current()
+    return get_summary(store=ctx.store, playbook=ctx.playbook, health=health)

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from ..audit.service import ChainWatcher, log_event
+from ..audit.service import log_event
 from ..cone.canon import band_rank
+from ..cone.models import ConeState
 from ..cone.service import get_cone_state
 from ..errors import ConflictError, NotFoundError
 from ..health.models import HealthStatus
-from ..health.service import get_health_status
-from ..storage.protocol import Store
+from ..health.service import with_cone
+from ..storage.protocol import Reader, Store
 from ..timeutil import Clock, iso_z
 from . import session_store
 from .models import Checklist, ChecklistStep, CompleteResult, NextStep, Playbook, StepProgress
 from .store import read_progress, write_progress
 
 
-def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -> Checklist:
-    band = get_cone_state(store=store).band
-    progress = read_progress(store)
+def get_checklist(*, store: Reader, playbook: Playbook, health: HealthStatus) -> Checklist:
+    """The checklist as the store holds it now (through the store, or inside
+    a transaction). ``health``: the published light, judged again with the
+    band read here, so the two agree."""
+    cone = get_cone_state(store=store)
+    return checklist_of(playbook, read_progress(store), cone, with_cone(health, cone))
+
+
+def checklist_of(
+    playbook: Playbook,
+    progress: dict[str, StepProgress],
+    cone: ConeState,
+    health: HealthStatus,
+) -> Checklist:
+    band = cone.band
     red = health.status == "red"
     steps: list[ChecklistStep] = []
     for step in playbook.steps:
@@ -53,20 +66,6 @@ def build_checklist(*, store: Store, playbook: Playbook, health: HealthStatus) -
     )
 
 
-def get_checklist(
-    *,
-    store: Store,
-    playbook: Playbook,
-    clock: Clock,
-    watcher: ChainWatcher,
-    at: int | None = None,
-) -> Checklist:
-    """``at``: the store generation the caller's request has already read."""
-    with store.reading(at):  # one consistency check for every read below (SQL)
-        health = get_health_status(store=store, clock=clock, watcher=watcher)
-        return build_checklist(store=store, playbook=playbook, health=health)
-
-
 def next_step_of(checklist: Checklist) -> NextStep:
     pending = [s for s in checklist.steps if not s.done]
     ready = [s for s in pending if s.fits and not s.blocked]
@@ -86,10 +85,8 @@ def next_step_of(checklist: Checklist) -> NextStep:
     )
 
 
-def get_next_step(
-    *, store: Store, playbook: Playbook, clock: Clock, watcher: ChainWatcher
-) -> NextStep:
-    return next_step_of(get_checklist(store=store, playbook=playbook, clock=clock, watcher=watcher))
+def get_next_step(*, store: Store, playbook: Playbook, health: HealthStatus) -> NextStep:
+    return next_step_of(get_checklist(store=store, playbook=playbook, health=health))
 
 
 def complete_step(
@@ -101,30 +98,30 @@ def complete_step(
     notes: str | None,
     actor: str,
     clock: Clock,
+    health: HealthStatus,
     keep_notes: bool = False,
-    watcher: ChainWatcher | None = None,
-    at: int | None = None,
 ) -> CompleteResult:
     """Mark a step done (or not done again). Audited GO_STEP_SET, tagged with
     the active session, which also records the step as completed in it.
 
     Marking a step done is refused (ConflictError) while it is blocked or
-    needs a better band; undoing is always allowed. ``keep_notes`` leaves the
-    stored notes as they are (the request did not mention them).
+    needs a better band, judged inside the write's transaction (a band moved
+    just before is seen); undoing is always allowed. ``keep_notes`` leaves
+    the stored notes as they are (the request did not mention them).
+    ``health``: the published light.
     """
     if playbook.get(step_id) is None:
         known = ", ".join(s.id for s in playbook.steps)
         raise NotFoundError(f"unknown step {step_id!r}; known steps: {known}")
-    if done:
-        checklist = get_checklist(
-            store=store, playbook=playbook, clock=clock, watcher=watcher or ChainWatcher(), at=at
-        )
-        step = next(s for s in checklist.steps if s.id == step_id)
-        if not step.done and (step.blocked or not step.fits):
-            reason = step.fit_reason if not step.fits else step.blocked_reason
-            raise ConflictError(f"step {step_id!r} cannot be done now: {reason}")
     with store.transaction() as txn:
         progress = read_progress(txn)
+        if done:
+            cone = get_cone_state(store=txn)
+            checklist = checklist_of(playbook, progress, cone, with_cone(health, cone))
+            step = next(s for s in checklist.steps if s.id == step_id)
+            if not step.done and (step.blocked or not step.fits):
+                reason = step.fit_reason if not step.fits else step.blocked_reason
+                raise ConflictError(f"step {step_id!r} cannot be done now: {reason}")
         previous = progress.get(step_id, StepProgress())
         if keep_notes:
             notes = previous.notes

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from ..auth.deps import OPERATOR_START, OPERATOR_WRITE, VIEWER
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
-from ..routing import one_hop
-from ..storage.aio import run_store
+from ..health.publisher import HealthPublisher
 from ..timeutil import UtcDateTime, as_utc
 from . import session_reads, session_service
 from .session_models import GoSession, SessionNotes, SessionPage
@@ -23,33 +22,15 @@ router = APIRouter(prefix="/go", tags=["GO session"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-class _LastBody:
-    """The JSON of the last session served, reused while the store hands back
-    the very same (cached, unchanged) session object."""
-
-    session: GoSession | None = None
-    body: bytes = b""
-
-
 @router.get(
     "/session",
     response_model=GoSession,
-    response_class=Response,
     summary="The current GO session",
     dependencies=[Depends(VIEWER)],
 )
-async def get_session(request: Request) -> Response:
+def get_session(ctx: Ctx) -> GoSession:
     """The current session, or the inactive default."""
-    # The hottest read: async with one dependency, no thread hop when the
-    # store can answer from what it knows (see run_store), and no
-    # re-serialisation while the session is unchanged.
-    ctx: AppContext = request.app.state.ctx
-    store = ctx.store
-    session = await run_store(store, lambda: session_reads.get_session(store=store), request.scope)
-    last = _LastBody
-    if last.session is not session:
-        last.body, last.session = session.model_dump_json().encode(), session
-    return Response(last.body, media_type="application/json")
+    return session_reads.get_session(store=ctx.store)
 
 
 @router.post(
@@ -63,7 +44,6 @@ async def get_session(request: Request) -> Response:
         }
     },
 )
-@one_hop
 def start_session(
     body: SessionNotes,
     ctx: Ctx,
@@ -74,7 +54,11 @@ def start_session(
     """Start a work session with a snapshot of cone and health. Only a start
     that happened counts against the start limit."""
     session = session_service.start_session(
-        store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
+        store=ctx.store,
+        clock=ctx.clock,
+        actor=who.name,
+        notes=body.notes,
+        health=ctx.get(HealthPublisher).current(),
     )
     count = getattr(request.state, "count_start", None)
     if count is not None:
@@ -99,7 +83,6 @@ def start_session(
         }
     },
 )
-@one_hop
 def end_session(
     body: SessionNotes,
     ctx: Ctx,
@@ -108,7 +91,11 @@ def end_session(
 ) -> GoSession:
     """End the active session (idempotent: an ended session comes back unchanged)."""
     session, ended = session_service.end_session_outcome(
-        store=ctx.store, clock=ctx.clock, actor=who.name, notes=body.notes, watcher=ctx.watcher
+        store=ctx.store,
+        clock=ctx.clock,
+        actor=who.name,
+        notes=body.notes,
+        health=ctx.get(HealthPublisher).current(),
     )
     if not ended:
         response.headers[NOOP_HEADER] = "true"
@@ -121,7 +108,6 @@ def end_session(
     summary="Ended GO sessions, newest first",
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
 def list_sessions(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=session_service.MAX_PAGE)] = 50,
@@ -146,7 +132,6 @@ def list_sessions(
     responses={404: {"description": "No session has that id."}},
     dependencies=[Depends(VIEWER)],
 )
-@one_hop
 def get_session_by_id(session_id: str, ctx: Ctx) -> GoSession:
     """A session, the current one or one from the history."""
     return session_service.get_session_by_id(store=ctx.store, session_id=session_id)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..audit.service import ChainWatcher, log_event
+from ..audit.service import log_event
 from ..auth.service import LOCAL_ACTOR
 from ..cone.service import get_cone_state
 from ..errors import ConflictError, NotFoundError
-from ..health.service import get_health_status
+from ..health.models import HealthStatus
+from ..health.service import with_cone
 from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, new_id, parse_iso
 from . import session_store
@@ -31,10 +32,11 @@ from .session_reads import get_session, session_model
 MAX_PAGE = 500
 
 
-def _snapshot(txn: StoreTxn, store: Store, clock: Clock, watcher: ChainWatcher) -> dict[str, Any]:
+def _snapshot(txn: StoreTxn, health: HealthStatus) -> dict[str, Any]:
+    """The cone as this transaction reads it, and the published light judged
+    with that cone (so they agree)."""
     cone = get_cone_state(store=txn)
-    health = get_health_status(store=store, clock=clock, watcher=watcher)
-    return {"cone": cone.model_dump(), "status": health.model_dump()}
+    return {"cone": cone.model_dump(), "status": with_cone(health, cone).model_dump()}
 
 
 def _given(notes: str | None) -> str | None:
@@ -73,10 +75,11 @@ def _save_end(
 
 
 def start_session(
-    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+    *, store: Store, clock: Clock, actor: str, notes: str | None, health: HealthStatus
 ) -> GoSession:
     """Start a session. Raises ConflictError (carrying the active session)
-    while one is active; that session is left untouched."""
+    while one is active; that session is left untouched. ``health``: the
+    published light, for the snapshot."""
     with store.transaction() as txn:
         current = session_model(session_store.read_session(txn))
         if current is not None and not current.active:
@@ -92,7 +95,7 @@ def start_session(
         if current is not None and current.ended_at_utc:
             # Sessions never overlap, even if the wall clock stepped back.
             now = max(now, parse_iso(current.ended_at_utc))
-        snapshot = _snapshot(txn, store, clock, watcher)
+        snapshot = _snapshot(txn, health)
         session = GoSession(
             active=True,
             started_at_utc=iso_z(now),
@@ -116,17 +119,15 @@ def start_session(
 
 
 def end_session(
-    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+    *, store: Store, clock: Clock, actor: str, notes: str | None, health: HealthStatus
 ) -> GoSession:
     """End the active session. With none ever started: the inactive default.
     With the last one already ended: that session, unchanged."""
-    return end_session_outcome(store=store, clock=clock, actor=actor, notes=notes, watcher=watcher)[
-        0
-    ]
+    return end_session_outcome(store=store, clock=clock, actor=actor, notes=notes, health=health)[0]
 
 
 def end_session_outcome(
-    *, store: Store, clock: Clock, actor: str, notes: str | None, watcher: ChainWatcher
+    *, store: Store, clock: Clock, actor: str, notes: str | None, health: HealthStatus
 ) -> tuple[GoSession, bool]:
     """:func:`end_session`, and whether it ended one (False: nothing changed,
     so the caller can say the notes were not saved)."""
@@ -148,7 +149,7 @@ def end_session_outcome(
                 "ended_by": actor,
                 "end_notes": end_notes,
                 "notes": end_notes if end_notes is not None else current.notes,
-                "end_snapshot": _snapshot(txn, store, clock, watcher),
+                "end_snapshot": _snapshot(txn, health),
                 "duration_seconds": round((now - started).total_seconds(), 6),
             }
         )

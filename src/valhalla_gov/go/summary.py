@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ..audit.service import ChainWatcher
 from ..cone.canon import Band
 from ..cone.models import ConeState
 from ..cone.service import get_cone_state
-from ..health.models import Status
-from ..health.service import get_health_status
+from ..health.models import HealthStatus, Status
+from ..health.service import with_cone
 from ..storage.protocol import Store
-from ..timeutil import Clock
 from .models import Checklist, NextStep, Playbook
-from .service import build_checklist, next_step_of
+from .service import checklist_of, next_step_of
 from .session_models import GoSession
 from .session_reads import get_session
+from .store import read_progress
 
 
 class SummaryHealth(BaseModel):
@@ -38,13 +37,12 @@ class GoSummary(BaseModel):
     health: SummaryHealth = Field(description="The health light, its reasons, and the cone.")
 
 
-def get_summary(
-    *, store: Store, playbook: Playbook, clock: Clock, watcher: ChainWatcher
-) -> GoSummary:
-    with store.reading():  # one consistency check for every read below (SQL)
-        health = get_health_status(store=store, clock=clock, watcher=watcher)
-        checklist = build_checklist(store=store, playbook=playbook, health=health)
+def get_summary(*, store: Store, playbook: Playbook, health: HealthStatus) -> GoSummary:
+    """``health``: the published light."""
+    with store.reading():  # one consistent view for every read below
         cone = get_cone_state(store=store)
+        health = with_cone(health, cone)
+        checklist = checklist_of(playbook, read_progress(store), cone, health)
         session = get_session(store=store)
     return GoSummary(
         session=session,

@@ -63,6 +63,4 @@ def _second_active(exc: IntegrityError) -> Exception:
 SESSIONS = KeyedRows(go_sessions, row_of=_row, on_conflict=_second_active)
 CURRENT_SQL = SESSIONS.latest()
 # The history is the ended rows; the active session is not history yet.
-HISTORY_SQL = SESSIONS.log(
-    go_sessions.c.active.is_(False), matches=lambda record: not record.get("active")
-)
+HISTORY_SQL = SESSIONS.log(go_sessions.c.active.is_(False))

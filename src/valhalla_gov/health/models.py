@@ -49,6 +49,13 @@ class HealthStatus(BaseModel):
     checked_at_utc: str = Field(description="When health was judged (UTC, Z).")
 
 
+class HealthMark(BaseModel):
+    """The light last recorded with HEALTH_CHANGED (``health_mark.json``)."""
+
+    status: Status
+    at_utc: str
+
+
 class Liveness(BaseModel):
     ok: bool = Field(description="Always true: the process answers.")
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ..auth.deps import PUBLIC, VIEWER
 from ..context import AppContext, get_ctx
-from ..storage.aio import run_store
 from . import service
 from .models import HealthStatus, Liveness, Readiness
+from .publisher import HealthPublisher
 
 router = APIRouter(tags=["health"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -21,21 +20,14 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 @router.get(
     "/status/ryg",
     response_model=HealthStatus,
-    response_class=Response,
     summary="The red / yellow / green health light",
     dependencies=[Depends(VIEWER)],
 )
-async def status_ryg(request: Request) -> Response:
+def status_ryg(ctx: Ctx) -> HealthStatus:
     """The light with its reasons and each check behind it (band, deny rate,
-    storage, audit chain, recent server errors)."""
-    # Async like GET /core/go/session: on the JSON backend the checks read a
-    # few small local files, cheaper than the thread hop a sync route pays.
-    ctx: AppContext = request.app.state.ctx
-    check = functools.partial(
-        service.get_health_status, store=ctx.store, clock=ctx.clock, watcher=ctx.watcher
-    )
-    health = await run_store(ctx.store, check, request.scope)
-    return Response(health.model_dump_json().encode(), media_type="application/json")
+    storage, audit chain, recent server errors), as this server last judged
+    it: again at once after any audited change, and at least every few seconds."""
+    return ctx.get(HealthPublisher).current()
 
 
 @router.get("/healthz", response_model=Liveness, summary="Liveness", dependencies=[Depends(PUBLIC)])

@@ -1,31 +1,22 @@
-"""Health: the worst of a few cheap checks, each with a readable reason.
+"""Health: the worst of a few checks, each with a readable reason.
 
 Every check reads a bounded amount (a few documents, the newest lines of two
 logs, the audit lines appended since the last look), so the cost does not
-grow with the audit log.
-
-Health is also taken inside writes (a GO session's snapshot), so nothing here
-writes, and what was already judged is not judged again: documents are parsed
-once per stored value (``read_cached``), the deny rate and the error count are
-kept per store with the version of the log they were counted from
-(``log_version``, which every append from any worker or replica changes) and
-the thresholds they used, and the error count also with the moment its oldest
-counted error leaves the window. The chain watcher is incremental already.
+grow with the audit log. Health is computed by each serving process's
+:class:`~.publisher.HealthPublisher`, not per request: nothing here writes,
+and nothing here remembers.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit.service import ChainWatcher
 from ..cone.canon import BAND_MEANING
 from ..cone.models import ConeState
-from ..cone.store import DECISIONS, cached_state, recent_decisions
+from ..cone.store import cached_state, recent_decisions
 from ..storage.errors import StorageCorruptError, StorageError
 from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
@@ -40,47 +31,6 @@ def _band_check(cone: ConeState) -> CheckResult:
     if cone.band == "B":
         return CheckResult(status="yellow", detail=f"cone band B ({meaning}): {cone.reason}")
     return CheckResult(status="red", detail=f"cone band {cone.band} ({meaning}): {cone.reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Counted:
-    """A check result and what it was computed from."""
-
-    version: str  # the log's version, read before the log was
-    limits: Thresholds
-    result: CheckResult
-    at: datetime | None = None  # the clock then (error count only)
-    until: datetime | None = None  # when the oldest counted error leaves the window
-
-
-class _Memo:
-    def __init__(self) -> None:
-        self.deny: _Counted | None = None
-        self.errors: _Counted | None = None
-
-
-_MEMOS: weakref.WeakKeyDictionary[Store, _Memo] = weakref.WeakKeyDictionary()
-_MEMOS_LOCK = threading.Lock()
-
-
-def _memo(store: Store) -> _Memo:
-    with _MEMOS_LOCK:
-        memo = _MEMOS.get(store)
-        if memo is None:
-            memo = _MEMOS[store] = _Memo()
-        return memo
-
-
-def _deny_rate_check(store: Store, limits: Thresholds, memo: _Memo) -> CheckResult:
-    # The version first: an append racing the scan leaves an older version
-    # beside a newer count, which the next call recounts (never the reverse).
-    version = store.log_version(DECISIONS)
-    hit = memo.deny
-    if hit is not None and hit.version == version and hit.limits == limits:
-        return hit.result
-    result = _count_denials(store, limits)
-    memo.deny = _Counted(version, limits, result)
-    return result
 
 
 def _count_denials(store: Store, limits: Thresholds) -> CheckResult:
@@ -117,42 +67,30 @@ def _error_time(record: dict[str, Any]) -> datetime:
     )
 
 
-def _errors_check(store: Store, limits: Thresholds, clock: Clock, memo: _Memo) -> CheckResult:
-    now = clock()
-    version = store.log_version(SERVER_ERRORS)
-    hit = memo.errors
-    if (
-        hit is not None
-        and hit.version == version
-        and hit.limits == limits
-        and hit.at is not None
-        and hit.at <= now  # a clock stepped back may bring older errors in
-        and (hit.until is None or now <= hit.until)
-    ):
-        return hit.result
-    span = timedelta(minutes=limits.error_window_minutes)
-    since = now - span
+# The error count reads at most this many lines past the threshold: a burst
+# of errors must not make each health check read the whole burst.
+ERRORS_COUNTED = 1000
+
+
+def _errors_check(store: Store, limits: Thresholds, clock: Clock) -> CheckResult:
+    since = clock() - timedelta(minutes=limits.error_window_minutes)
+    cap = limits.errors_red + ERRORS_COUNTED
     count = 0
-    oldest: datetime | None = None
-    for entry in store.scan_log(SERVER_ERRORS):
-        moment = _error_time(entry.record)
-        if moment < since:
+    for entry in store.scan_log(SERVER_ERRORS, take=cap):
+        if _error_time(entry.record) < since:
             break
         count += 1
-        oldest = moment if oldest is None else min(oldest, moment)
-    result = _errors_result(count, limits)
-    # The count holds until its oldest error ages out: the window's start
-    # moves forward only, so no error it stopped at comes back in.
-    until = None if oldest is None else oldest + span
-    memo.errors = _Counted(version, limits, result, at=now, until=until)
-    return result
+        if count >= cap:
+            break
+    return _errors_result(count, limits, capped=count >= cap)
 
 
-def _errors_result(count: int, limits: Thresholds) -> CheckResult:
+def _errors_result(count: int, limits: Thresholds, *, capped: bool = False) -> CheckResult:
     window = f"{limits.error_window_minutes:g} minutes"
     if count >= limits.errors_red:
+        many = f"{count}+" if capped else str(count)
         return CheckResult(
-            status="red", detail=f"{count} unhandled server errors in the last {window}"
+            status="red", detail=f"{many} unhandled server errors in the last {window}"
         )
     return CheckResult(status="green", detail=f"no unhandled server errors in the last {window}")
 
@@ -166,51 +104,59 @@ def _guard(name: str, checks: dict[str, CheckResult], fn: Any, *args: Any) -> An
         return None
 
 
-def get_health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
-    with store.reading():  # one consistency check for every read below (SQL)
-        return _health_status(store=store, clock=clock, watcher=watcher)
+def compute_health(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
+    """Judge every signal now (see :class:`~.publisher.HealthPublisher` for
+    who calls this, and how often)."""
+    with store.reading():  # one consistent view for every read below
+        checks: dict[str, CheckResult] = {}
+        cone: ConeState | None = _guard("band", checks, lambda: cached_state(store))
+        if cone is not None:
+            checks["band"] = _band_check(cone)
+        limits: Thresholds | None = _guard(
+            "thresholds", checks, lambda: cached_thresholds(store=store)
+        )
+        effective = limits or Thresholds()
+        deny = _guard("deny_rate", checks, _count_denials, store, effective)
+        if deny is not None:
+            checks["deny_rate"] = deny
+        # Judged without writing a probe file (readiness makes the test write).
+        problems = store.probe(write=False)
+        checks["storage"] = (
+            CheckResult(status="red", detail="; ".join(problems))
+            if problems
+            else CheckResult(status="green", detail="storage readable and writable")
+        )
+        try:
+            broken = watcher.check(store)
+        except StorageError as exc:  # e.g. audit.log unreadable: red, not an outage
+            broken = str(exc)
+        checks["audit"] = (
+            CheckResult(status="red", detail=broken)
+            if broken
+            else CheckResult(status="green", detail="audit chain intact")
+        )
+        errors = _guard("server_errors", checks, _errors_check, store, effective, clock)
+        if errors is not None:
+            checks["server_errors"] = errors
+    return _judged(checks, cone.band if cone is not None else None, iso_z(clock()))
 
 
-def _health_status(*, store: Store, clock: Clock, watcher: ChainWatcher) -> HealthStatus:
-    memo = _memo(store)
-    checks: dict[str, CheckResult] = {}
-    cone: ConeState | None = _guard("band", checks, lambda: cached_state(store))
-    if cone is not None:
-        checks["band"] = _band_check(cone)
-    limits: Thresholds | None = _guard("thresholds", checks, lambda: cached_thresholds(store=store))
-    effective = limits or Thresholds()
-    deny = _guard("deny_rate", checks, _deny_rate_check, store, effective, memo)
-    if deny is not None:
-        checks["deny_rate"] = deny
-    # Asked without writing a probe file: this runs on the request path and
-    # inside writes; readiness still makes the test write.
-    problems = store.probe(write=False)
-    checks["storage"] = (
-        CheckResult(status="red", detail="; ".join(problems))
-        if problems
-        else CheckResult(status="green", detail="storage readable and writable")
-    )
-    try:
-        broken = watcher.check(store)
-    except StorageError as exc:  # e.g. audit.log unreadable: red, not an outage
-        broken = str(exc)
-    checks["audit"] = (
-        CheckResult(status="red", detail=broken)
-        if broken
-        else CheckResult(status="green", detail="audit chain intact")
-    )
-    errors = _guard("server_errors", checks, _errors_check, store, effective, clock, memo)
-    if errors is not None:
-        checks["server_errors"] = errors
+def _judged(checks: dict[str, CheckResult], band: str | None, at_utc: str) -> HealthStatus:
     worst = max(checks.values(), key=lambda c: STATUS_RANK[c.status]).status
     reasons = [c.detail for c in checks.values() if c.status != "green"] or ["all signals green"]
     return HealthStatus(
-        status=worst,
-        reasons=reasons,
-        checks=checks,
-        cone_band=cone.band if cone is not None else None,
-        checked_at_utc=iso_z(clock()),
+        status=worst, reasons=reasons, checks=checks, cone_band=band, checked_at_utc=at_utc
     )
+
+
+def with_cone(health: HealthStatus, cone: ConeState) -> HealthStatus:
+    """``health`` judged again with ``cone`` as the band (the cone a read or
+    a write's transaction just saw), so the two agree: a band-D snapshot is
+    never green, whatever was published a moment before."""
+    band = _band_check(cone)
+    if health.cone_band == cone.band and health.checks.get("band") == band:
+        return health
+    return _judged({**health.checks, "band": band}, cone.band, health.checked_at_utc)
 
 
 def get_readiness(*, store: Store, checks: Iterable[Callable[[Store], object]] = ()) -> Readiness:

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +21,7 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .protocol import Appends, BulkRun, Document, Log, LogEntry, R, Schema, T, unwrap, wrap
+from .protocol import BulkRun, Document, Log, LogEntry, Schema, T, parse_int_cursor, unwrap, wrap
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,8 @@ _SPLIT_WINDOW = 1024 * 1024
 _PARSE_RUN = 256
 
 
-def parse_cursor(cursor: str) -> int:
-    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
-    # At most 18 digits: a file offset or row id, never past a 64-bit integer.
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
-    return int(cursor)
-
-
 class JsonStore:
     """Each document in its own JSON file and each log as JSON Lines, in ``data_dir``."""
-
-    blocking = False
 
     def __init__(self, data_dir: Path, schema: Schema, *, create: bool = True) -> None:
         """``create=False`` refuses a missing data dir instead of making one."""
@@ -112,27 +102,17 @@ class JsonStore:
         return value
 
     @contextlib.contextmanager
-    def reading(self, at: int | None = None) -> Iterator[int | None]:
+    def reading(self) -> Iterator[None]:
         # The scope's reads share what each document file held when first
-        # read (a caller's checks and the probe after them read some twice).
+        # read: one consistent view of the files for the whole scope.
         if getattr(self._held, "seen", None) is not None:
-            yield None
+            yield
             return
         self._held.seen = {}
         try:
-            yield None
+            yield
         finally:
             self._held.seen = None
-
-    @contextlib.asynccontextmanager
-    async def live(self) -> AsyncIterator[None]:
-        yield  # each read checks its own file: nothing to keep open
-
-    async def current_generation(self) -> int | None:
-        return None
-
-    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
-        return (fn(),)  # local reads: cheap enough to make on the event loop
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_JsonTxn]:
@@ -170,7 +150,7 @@ class JsonStore:
         return value
 
     def _cursor_offset(self, path: Path, cursor: str) -> int:
-        offset = parse_cursor(cursor)
+        offset = parse_int_cursor(cursor)
         if not json_store.is_line_start(path, offset):
             raise _not_a_boundary(cursor)
         return offset
@@ -230,12 +210,9 @@ class JsonStore:
                 continue
             yield LogEntry(str(offset), record)
 
-    def last_appends(self, log: Log) -> Appends | None:
-        return None  # no generations: a reader reads the file
-
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         path = self.log_path(log)
-        start = 0 if after is None else parse_cursor(after)
+        start = 0 if after is None else parse_int_cursor(after)
         # Only the last line can be torn; it is skipped whether or not its
         # bytes happen to parse, as scan_log does.
         torn = lambda offset: log_torn(path, offset)  # noqa: E731

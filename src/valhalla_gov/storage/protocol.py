@@ -14,12 +14,11 @@ with plain reads and writes inside it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +90,6 @@ class LogEntry:
     record: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Appends:
-    """Records one transaction appended to a log (see :meth:`Store.last_appends`);
-    shared with the store's cache: read-only."""
-
-    generation: int  # the store generation the transaction committed
-    before: dict[str, Any]  # the log's last record just before them
-    entries: tuple[LogEntry, ...]  # as scan_log_forward would yield them
-
-
 # A run of a bulk scan: stored texts and their records, index for index.
 BulkRun = tuple[list[bytes | str], list[dict[str, Any]]]
 
@@ -128,9 +117,6 @@ class StoreTxn(Reader, Protocol):
 class Store(Reader, Protocol):
     """A storage backend: JSON files, or SQL (SQLite / PostgreSQL)."""
 
-    # True when reads travel over the network (SQL): async code must move them
-    # off the event loop. Local JSON reads are cheap enough to do inline.
-    blocking: bool
     schema: Schema
 
     def describe(self) -> str: ...
@@ -143,34 +129,10 @@ class Store(Reader, Protocol):
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
-    def reading(self, at: int | None = None) -> AbstractContextManager[int | None]:
-        """A scope whose reads share one check that nothing changed (one
-        round trip on SQL, where each read outside it makes its own). Yields
-        the store generation checked (None where there is none: JSON).
-        ``at``: a generation the caller has read itself, after the request
-        it serves arrived (:meth:`current_generation`); no check is made."""
-        ...
-
-    def live(self) -> AbstractAsyncContextManager[None]:
-        """The server's lifetime, on its event loop: the store may keep what
-        :meth:`current_generation` needs (SQL on PostgreSQL: one async
-        connection)."""
-        ...
-
-    async def current_generation(self) -> int | None:
-        """The store generation, read without blocking the event loop; None
-        where there is none (JSON), where it cannot be read that way (SQLite,
-        outside :meth:`live`), or on any failure."""
-        ...
-
-    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
-        """``(fn(),)`` when every read ``fn`` makes is answered without I/O
-        that could block: JSON always; SQL when each is in the read cache at
-        ``generation`` (from :meth:`current_generation`, read after the
-        caller's request arrived). None otherwise: then ``fn`` stopped at its
-        first read that would wait, and must have done nothing before it that
-        a second run would repeat. Async code tries this before moving
-        ``fn`` to a thread (see :func:`.aio.run_store`)."""
+    def reading(self) -> AbstractContextManager[None]:
+        """A scope whose cached reads share one check that nothing changed
+        (one round trip on SQL, where each cached read outside it makes its
+        own; on JSON each file is read once in it)."""
         ...
 
     def scan_log(
@@ -219,22 +181,27 @@ class Store(Reader, Protocol):
         process or replica): what live readers poll before scanning."""
         ...
 
-    def last_appends(self, log: Log) -> Appends | None:
-        """What the last transaction committed through this store object
-        appended to ``log``, when it knew the record it appended after; None
-        otherwise, or where the store keeps no generations (JSON). True at
-        ``Appends.generation`` only: a reader at another generation must read."""
-        ...
-
     def probe(self, *, write: bool = True) -> list[str]:
         """Problems that make the store unusable now (empty when healthy).
 
         ``write=False`` asks the same questions without writing anything (for
-        checks on the request path): writability is judged from what the
+        frequent background checks): writability is judged from what the
         system reports (permissions, read-only mounts, free space) instead of
         by a test write, and unchanged documents are not parsed again.
         """
         ...
+
+
+def parse_int_cursor(cursor: str) -> int:
+    """A cursor that is a byte offset or a row id, checked: anything else is
+    a cursor no backend handed out."""
+    from .errors import InvalidCursorError
+
+    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
+    # At most 18 digits: never past a 64-bit integer.
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
+    return int(cursor)
 
 
 def unwrap(doc: Document, where: str, stored: Any | None) -> Any | None:

@@ -9,10 +9,11 @@ a data dir do, so logs whose records depend on the previous one (a hash
 chain) stay in order.
 
 Every write transaction bumps the store generation in the statement that
-takes the lock. Reads cache documents per generation (:class:`_ReadCache`):
-one small query tells whether anything was written since, by any worker or
-replica. A change made outside Valhalla (psql) must bump it too:
-``UPDATE store_generation SET n = n + 1``.
+takes the lock. :meth:`SqlStore.read_cached` keeps parsed documents for one
+generation only: a cached read first reads the generation (one small query,
+or none inside a :meth:`SqlStore.reading` scope that already has), and a
+write on any worker or replica empties the cache wholesale. A change made
+outside Valhalla (psql) must bump it too: ``UPDATE store_generation SET n = n + 1``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import contextlib
 import functools
 import logging
 import operator
+import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice, repeat
@@ -47,30 +48,19 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from .encoding import copy_parsed, loads
 from .errors import StorageCorruptError, StorageUnavailableError
-from .protocol import Appends, BulkRun, Document, Log, LogEntry, R, Schema, T
+from .protocol import BulkRun, Document, Log, LogEntry, Schema, T
 from .sql_placement import (
-    UNKNOWN,
-    UPSERTED,
-    DocumentRow,
-    FilteredRows,
-    KeyedRows,
-    LatestRow,
     LogRows,
-    SqlDocument,
     SqlLog,
-    Upserted,
     document_placement,
     log_placement,
 )
 
 if TYPE_CHECKING:
     from alembic.config import Config
-
-    from .sql_fence import GenerationFence
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +89,6 @@ _BEGIN_WRITE_PG = text(
 _BUMP = text("UPDATE store_generation SET n = n + 1 WHERE id = 1")
 _GENERATION = text("SELECT n FROM store_generation WHERE id = 1")
 _MISS = object()
-_NOTHING_DIRTY: frozenset[str] = frozenset()
-
-
-class _NeedsIO(Exception):
-    """Raised inside :meth:`SqlStore.run_cached` where the work would have to
-    wait for the database; the caller runs it again where it may."""
-
 
 # Statements built once and reused: SQLAlchemy builds and hashes a new
 # statement object on every call otherwise, which cost more than the round
@@ -114,7 +97,6 @@ class _NeedsIO(Exception):
 # kept, there may be any number of them.
 _PAGES: dict[tuple[Any, ...], Any] = {}
 _NEWEST_KEY: dict[tuple[Log, Any], Any] = {}
-_NEWEST_ROW: dict[tuple[Log, Any], Any] = {}
 
 
 def _page(
@@ -135,59 +117,27 @@ def _page(
 
 
 class _ReadCache:
-    """Documents as read outside a transaction, each tagged with the store
-    generation it was read at and the scope (table or row set) it lives in.
-
-    A hit needs the generation the caller has just read, so a write on any
-    worker or replica (which bumps it) is seen by the next read anywhere. A
-    transaction that committed tells :meth:`advance` which scopes it wrote:
-    what it did not write is still true at the new generation, so a GET after
-    a write re-reads only what that write changed.
-    """
+    """Parsed documents as of one store generation. A newer generation (any
+    write, by any worker or replica) empties it: nothing to invalidate by
+    hand, nothing that can be stale."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, object], tuple[int, str, Any]] = {}
+        self._generation = -1
+        self._values: dict[object, Any] = {}
 
-    def get(self, key: tuple[str, object], generation: int, dirty: AbstractSet[str]) -> Any:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] != generation or entry[1] in dirty:
-            return _MISS
-        return entry[2]
-
-    def put(self, key: tuple[str, object], generation: int, scope: str, value: Any) -> None:
+    def get(self, generation: int, key: object) -> Any:
         with self._lock:
-            old = self._entries.get(key)
-            if old is None or old[0] <= generation:
-                self._entries[key] = (generation, scope, value)
+            if generation != self._generation:
+                return _MISS
+            return self._values.get(key, _MISS)
 
-    def reparse(self, name: str, raw: Any, generation: int, scope: str) -> None:
-        """Document ``name`` is now ``raw`` (as a read returns it), at
-        ``generation``: its parsed entries are parsed again from it, so the
-        first read after a write needs no query."""
+    def put(self, generation: int, key: object, value: Any) -> None:
         with self._lock:
-            keys = [k for k in self._entries if k[0] == "parsed" and k[1][0] == name]  # type: ignore[index]
-        for key in keys:
-            parse = key[1][1]  # type: ignore[index]
-            try:
-                value = parse(copy_parsed(raw))
-            except Exception:
-                # Whatever the parse raises, the next read raises it again
-                # and reports it as every read does; the write has committed,
-                # so it must not fail here.
-                self.drop(key)
-            else:
-                self.put(key, generation, scope, value)
-
-    def drop(self, key: tuple[str, object]) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def advance(self, before: int, after: int, dirty: set[str]) -> None:
-        with self._lock:
-            for key, (generation, scope, value) in list(self._entries.items()):
-                if generation == before and scope not in dirty:
-                    self._entries[key] = (after, scope, value)
+            if generation > self._generation:
+                self._generation, self._values = generation, {}
+            if generation == self._generation:
+                self._values[key] = value
 
 
 @dataclass(frozen=True)
@@ -218,6 +168,15 @@ class SchemaOutOfDateError(Exception):
 
 def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def database_label(url: str) -> str:
+    """How errors name the database: its name, never the URL (a 503 body
+    goes to any client; the server log has the rest)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite database {Path(parsed.database or ':memory:').name}"
+    return f"database {parsed.database or '(default)'}"
 
 
 def libpq_url(url: str) -> str:
@@ -264,12 +223,21 @@ def current_revision(conn: Connection) -> str | None:
     return ", ".join(sorted(revisions)) or None
 
 
+def _private_sqlite_file(database: str) -> None:
+    """Create the SQLite file (and its dir) readable by this account only,
+    before SQLite creates it with the umask's permissions."""
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(database)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -312,9 +280,16 @@ def upgrade(url: str, migrations: Migrations) -> tuple[str | None, str | None]:
         engine.dispose()
 
 
-class SqlStore:
-    blocking = True
+def _driver_message(exc: SQLAlchemyError) -> str:
+    """The driver's own first line, without the SQL statement and parameters
+    SQLAlchemy appends (they may echo a client's input)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    first = lines[0] if lines else type(cause).__name__
+    return first.split("[SQL:")[0].strip() or type(cause).__name__
 
+
+class SqlStore:
     def __init__(
         self,
         url: str,
@@ -326,6 +301,7 @@ class SqlStore:
         self.url = url
         self.migrations = migrations
         self.schema = migrations.schema
+        self.where = database_label(url)
         self.engine = make_engine(url, pool_size=pool_size)
         # Reads outside a transaction are single statements: on PostgreSQL
         # autocommit saves the BEGIN and ROLLBACK round trips around each.
@@ -336,15 +312,6 @@ class SqlStore:
         )
         self._local = threading.local()
         self._cache = _ReadCache()
-        # Logs that are a KeyedRows table's rows under a filter with a record
-        # test, by table: a write to the table tells what their last record is.
-        self._filtered: dict[str, list[tuple[Log, FilteredRows]]] = {}
-        for log in self.schema.logs:
-            placement = log_placement(log)
-            if isinstance(placement, FilteredRows) and placement.matches is not None:
-                self._filtered.setdefault(placement.rows.table.name, []).append((log, placement))
-        self._fence: GenerationFence | None = None  # while live(): the async generation read
-        self._appends: dict[str, Appends] = {}  # the last commit's, by log (see last_appends)
         self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
@@ -358,50 +325,11 @@ class SqlStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def live(self) -> AsyncIterator[None]:
-        """While serving (PostgreSQL): one async connection on the server's
-        event loop reads the generation for :meth:`current_generation`."""
-        if self.engine.dialect.name != "postgresql" or self._fence is not None:
-            yield
-            return
-        from .sql_fence import GenerationFence
-
-        fence = GenerationFence(libpq_url(self.url), redact(self.url))
-        self._fence = fence
-        try:
-            yield
-        finally:
-            self._fence = None
-            await fence.close()
-
-    async def current_generation(self) -> int | None:
-        return None if self._fence is None else await self._fence.read()
-
-    def run_cached(self, fn: Callable[[], R], generation: int | None) -> tuple[R] | None:
-        if generation is None:
-            return None
-        if getattr(self._local, "txn", None) is not None or hasattr(self._local, "generation"):
-            return None  # inside a transaction or a reading scope: not ours to redirect
-        self._local.generation = generation
-        self._local.no_io = True
-        try:
-            return (fn(),)
-        except _NeedsIO:
-            return None
-        finally:
-            del self._local.generation, self._local.no_io
-
-    def _io(self) -> None:
-        """Every path that talks to the database passes here first."""
-        if getattr(self._local, "no_io", False):
-            raise _NeedsIO
-
-    def _unavailable(self, exc: Exception) -> StorageUnavailableError:
-        return StorageUnavailableError(redact(self.url), f"database error: {exc}")
+    def _unavailable(self, exc: SQLAlchemyError) -> StorageUnavailableError:
+        log.error("database error on %s: %s", redact(self.url), exc)
+        return StorageUnavailableError(self.where, f"database error: {_driver_message(exc)}")
 
     def schema_problem(self) -> str | None:
-        self._io()
         head = head_revision(self.migrations)
         try:
             with self.engine.connect() as conn:
@@ -416,165 +344,100 @@ class SqlStore:
         )
 
     # -- reads outside a transaction ---------------------------------------
+    def _txn(self) -> _SqlTxn | None:
+        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        return txn
+
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Connection]:
-        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        txn = self._txn()
         if txn is not None:
             # Inside this thread's transaction: read what it has written so far.
             yield txn.conn
             return
-        self._io()
         try:
             with self._read_engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 
-    def _generation(self, conn: Connection) -> int | None:
-        """The store generation, read once per :meth:`reading` scope."""
-        scoped: int | None = getattr(self._local, "generation", None)
-        if scoped is not None:
-            return scoped
+    @staticmethod
+    def _read_generation(conn: Connection) -> int | None:
         value = conn.execute(_GENERATION).scalar()
         return None if value is None else int(value)
 
     @contextlib.contextmanager
-    def reading(self, at: int | None = None) -> Iterator[int | None]:
-        """Reads in this scope share one generation check (one round trip, or
-        none with ``at``)."""
-        txn: _SqlTxn | None = getattr(self._local, "txn", None)
-        if txn is not None:
-            yield txn.base_generation
+    def reading(self) -> Iterator[None]:
+        """Cached reads in this scope share one generation check (one round
+        trip for all of them)."""
+        if self._txn() is not None or hasattr(self._local, "generation"):
+            yield
             return
-        if hasattr(self._local, "generation"):
-            yield self._local.generation
-            return
-        if at is not None:
-            self._local.generation = at
-        else:
-            with self._reader() as conn:
-                self._local.generation = self._generation(conn)
+        with self._reader() as conn:
+            self._local.generation = self._read_generation(conn)
         try:
-            yield self._local.generation
+            yield
         finally:
             del self._local.generation
 
-    def _cached(
-        self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]
-    ) -> Any:
-        txn: _SqlTxn | None = getattr(self._local, "txn", None)
-        if txn is not None:
-            return txn.cached(key, scope, load)
-        scoped: int | None = getattr(self._local, "generation", None)
-        if scoped is not None:  # a hit needs no connection from the pool
-            value = self._cache.get(key, scoped, _NOTHING_DIRTY)
-            if value is not _MISS:
-                return value
-        with self._reader() as conn:
-            generation = self._generation(conn)
-            if generation is None:  # no generation row: nothing can be trusted
-                return load(conn)
-            value = self._cache.get(key, generation, _NOTHING_DIRTY)
-            if value is _MISS:
-                # Loads that read through the cache themselves (a table's
-                # newest row) do it at this generation, on this connection.
-                outer = hasattr(self._local, "generation")
-                if not outer:
-                    self._local.generation = generation
-                try:
-                    value = load(conn)
-                finally:
-                    if not outer:
-                        del self._local.generation
-                self._cache.put(key, generation, scope, value)
-            return value
-
-    def _newest_row(self, rows: KeyedRows, conn: Connection) -> tuple[Any, dict[str, Any]] | None:
-        """A table's newest row, through the cache entry a transaction also
-        reads and follows (so a read before a write spares the write's)."""
-        generation: int | None = getattr(self._local, "generation", None)
-        key = ("newest", rows.table.name)
-        if generation is not None:
-            known = self._cache.get(key, generation, _NOTHING_DIRTY)
-            if known is not _MISS:
-                return known  # type: ignore[no-any-return]
-        newest = rows.latest().read_row(conn)
-        if generation is not None:
-            self._cache.put(key, generation, rows.scope, newest)
-        return newest
-
-    def _document(self, placement: SqlDocument, conn: Connection) -> Any | None:
-        if isinstance(placement, LatestRow):
-            newest = self._newest_row(placement.rows, conn)
-            return None if newest is None else newest[1]
-        return placement.read(conn)
-
     def read_document(self, doc: Document) -> Any | None:
-        # The caller owns what it gets (the cached value stays as read).
-        return copy_parsed(self._shared_document(doc))
-
-    def _shared_document(self, doc: Document) -> Any | None:
-        """The document as read and cached: shared, never to be mutated."""
-        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        txn = self._txn()
         if txn is not None:
-            return txn.shared_document(doc)
-        placement = document_placement(doc)
-
-        def load(conn: Connection) -> Any | None:
-            return self._document(placement, conn)
-
-        return self._cached(("doc", doc.name), placement.scope, load)
+            return txn.read_document(doc)
+        with self._reader() as conn:
+            return document_placement(doc).read(conn)
 
     def read_cached(self, doc: Document, parse: Callable[[Any | None], T]) -> T:
         # Parsed once per generation; the result is shared, not to be mutated.
         placement = document_placement(doc)
-
-        def load(conn: Connection) -> T:
-            return parse(self._document(placement, conn))
-
-        result: T = self._cached(("parsed", (doc.name, parse)), placement.scope, load)
-        return result
+        if self._txn() is not None:
+            return parse(self.read_document(doc))
+        key = (doc.name, parse)
+        generation: int | None = getattr(self._local, "generation", None)
+        if generation is not None:
+            hit = self._cache.get(generation, key)
+            if hit is not _MISS:
+                return hit  # type: ignore[no-any-return]
+        with self._reader() as conn:
+            if generation is None:
+                # Read before the document: a write between the two leaves a
+                # newer value under an older generation, never the reverse.
+                generation = self._read_generation(conn)
+                if generation is None:  # no generation row: nothing can be trusted
+                    return parse(placement.read(conn))
+                hit = self._cache.get(generation, key)
+                if hit is not _MISS:
+                    return hit  # type: ignore[no-any-return]
+            value = parse(placement.read(conn))
+        self._cache.put(generation, key, value)
+        return value
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_SqlTxn]:
-        current: _SqlTxn | None = getattr(self._local, "txn", None)
+        current = self._txn()
         if current is not None:
             yield current  # re-entrant, like the JSON backend's lock
             return
-        self._io()
         try:
             with self.engine.connect() as raw:
                 conn = raw.execution_options(valhalla_write=True)
                 with conn.begin():
-                    generation = self._begin_write(conn)
-                    txn = _SqlTxn(conn, self._cache, generation, self._filtered)
+                    self._begin_write(conn)
+                    txn = _SqlTxn(conn)
                     self._local.txn = txn
-                    # This transaction's upserts (sql_placement), only while it runs.
-                    conn.info[UPSERTED] = {}
                     try:
                         yield txn
                     finally:
                         self._local.txn = None
-                        conn.info.pop(UPSERTED, None)
-            # Committed: what this transaction did not write is still true.
-            self._cache.advance(txn.base_generation, generation, txn.dirty)
-            self._appends = {
-                name: Appends(generation, before, tuple(entries))
-                for name, (before, entries) in txn.appended.items()
-                if isinstance(before, dict) and entries
-            }
-            for key, (scope, value) in txn.fresh.items():
-                self._cache.put(key, generation, scope, value)
-                if key[0] == "doc":
-                    self._cache.reparse(str(key[1]), value, generation, scope)
         except IntegrityError as exc:
+            log.error("refused by %s: %s", redact(self.url), exc)
             raise StorageUnavailableError(
-                redact(self.url), f"refused by the database: {exc.orig}"
+                self.where, f"refused by the database: {_driver_message(exc)}"
             ) from exc
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 
-    def _begin_write(self, conn: Connection) -> int:
+    def _begin_write(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             row = conn.execute(_BEGIN_WRITE_PG, {"channel": LOG_CHANNEL}).first()
         else:
@@ -582,11 +445,10 @@ class SqlStore:
             row = conn.execute(_GENERATION).first()
         if row is None:
             raise StorageCorruptError(
-                f"{redact(self.url)} table store_generation",
+                f"{self.where} table store_generation",
                 "its row is missing; restore it with "
                 "INSERT INTO store_generation (id, n) VALUES (1, 0)",
             )
-        return int(row[0])
 
     def scan_log(
         self,
@@ -600,9 +462,6 @@ class SqlStore:
         bound = None if before is None else placement.parse_cursor(before)
         first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
         return self._keyset(placement, log, kind, bound, newest_first=True, first=first)
-
-    def last_appends(self, log: Log) -> Appends | None:
-        return self._appends.get(log.name)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
         placement = log_placement(log)
@@ -643,14 +502,13 @@ class SqlStore:
         placement = log_placement(log)
         start = None if after is None else placement.parse_cursor(after)
         stop = None if until is None else placement.parse_cursor(until)
-        txn: _SqlTxn | None = getattr(self._local, "txn", None)
+        txn = self._txn()
         if txn is not None:
             # Inside this thread's transaction: read what it has written.
             query = _between(placement, placement.query(None), start, stop)
             result = txn.conn.execute(query.order_by(placement.key.asc()))
             yield from _bulk_records(placement, log.name, result)
             return
-        self._io()
         try:
             with self._read_engine.connect() as conn:
                 pages = _key_pages(conn, placement, _BULK_BATCH, start, stop)
@@ -660,7 +518,7 @@ class SqlStore:
             raise self._unavailable(exc) from exc
         except self.engine.dialect.loaded_dbapi.Error as exc:
             # The driver's own cursor: its errors come unwrapped.
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(DBAPIError(None, None, exc)) from exc
 
     def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
         placement = log_placement(log)
@@ -678,25 +536,20 @@ class SqlStore:
         return [str(cut) for cut in cuts if low < cut <= high]
 
     def log_version(self, log: Log) -> str:
-        # The newest key: one probe of the log's index, once per generation.
+        # The newest key: one probe of the log's index.
         placement = log_placement(log)
         query = _NEWEST_KEY.get((log, log.sql))
         if query is None:
             query = _NEWEST_KEY[(log, log.sql)] = placement.query(None).with_only_columns(
                 func.max(placement.key)
             )
-
-        def read(conn: Connection) -> str:
+        with self._reader() as conn:
             return str(conn.execute(query).scalar())
 
-        version: str = self._cached(("version", log.name), placement.scope, read)
-        return version
-
     def probe(self, *, write: bool = True) -> list[str]:
-        # Nothing is written either way. ``write=False`` (request-path checks, also inside
-        # writes) re-reads the schema revision at most every few seconds (it
-        # changes only by `valhalla db upgrade`) and reads the documents on
-        # the caller's connection (its transaction's, inside one).
+        # Nothing is written either way. ``write=False`` (frequent background
+        # checks) re-reads the schema revision at most every few seconds (it
+        # changes only by `valhalla db upgrade`).
         fresh = self._schema_ok_at is not None and (
             time.monotonic() - self._schema_ok_at < SCHEMA_RECHECK_S
         )
@@ -708,16 +561,15 @@ class SqlStore:
                 return [str(exc)]
             if problem is not None:
                 self._schema_ok_at = None
-                return [f"{redact(self.url)}: {problem}"]
+                return [f"{self.where}: {problem}"]
             self._schema_ok_at = time.monotonic()
         problems: list[str] = []
         try:
             for doc in self.schema.documents:
                 try:
-                    # Read (and cached) to see that it parses; no copy needed.
-                    self._shared_document(doc)
+                    self.read_document(doc)  # it parses, or it is named
                 except StorageCorruptError as exc:
-                    problems.append(f"{redact(self.url)}: {exc}")
+                    problems.append(str(exc))
         except StorageUnavailableError as exc:
             problems.append(str(exc))
         return problems
@@ -836,215 +688,31 @@ _KIND_MAX = 200  # LogRows.kind cuts a longer one: the row-by-row check decides
 _PARSE_RUN = 256
 
 
-_ABSENT = object()
-
-
 class _SqlTxn:
-    """One write transaction. Every writer holds the one writer lock, so what
-    this one has read stays true until it writes there: each read is made
-    once (documents and records handed out as copies), and made again after
-    this transaction writes its scope. What it has not written comes from the
-    store's read cache when that is at the generation this one began from."""
+    """One write transaction: plain reads and writes on its connection (the
+    writer lock is held from its first statement to commit)."""
 
-    def __init__(
-        self,
-        conn: Connection,
-        cache: _ReadCache,
-        generation: int,
-        filtered: dict[str, list[tuple[Log, FilteredRows]]],
-    ) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._filtered = filtered
-        self.base_generation = generation - 1
-        self.dirty: set[str] = set()  # scopes this transaction wrote
-        # Known true at commit (a log's last record, just appended), for the cache.
-        self.fresh: dict[tuple[str, object], tuple[str, Any]] = {}
-        self._cache = cache
-        self._reads: dict[tuple[str, object], Any] = {}
-        # Per log: the record appended after (when known) and what was appended.
-        self.appended: dict[str, tuple[Any, list[LogEntry]]] = {}
-
-    def cached(self, key: tuple[str, object], scope: str, load: Callable[[Connection], Any]) -> Any:
-        value = self._reads.get(key, _MISS)
-        if value is not _MISS:
-            return value
-        value = self._cache.get(key, self.base_generation, self.dirty)
-        if value is _MISS:
-            value = load(self.conn)
-            if scope not in self.dirty:
-                # Unwritten by this transaction, under the writer lock: what
-                # was committed at the generation it began from.
-                self._cache.put(key, self.base_generation, scope, value)
-        self._reads[key] = value
-        return value
-
-    def _wrote(self, scope: str) -> None:
-        self.dirty.add(scope)
-        # Views over the same rows (a table's latest row, a filtered log) change too.
-        self._reads.clear()
-        self.fresh = {k: v for k, v in self.fresh.items() if v[0] != scope}
-
-    def _now(self, doc: Document, scope: str, raw: Any) -> None:
-        """Document ``doc`` reads as ``raw`` from here to commit (unless
-        its scope is written again)."""
-        key = ("doc", doc.name)
-        self._reads[key] = raw
-        self.fresh[key] = (scope, raw)
-
-    # A KeyedRows table's newest row, (key, record) or None, is read once and
-    # followed through this transaction's upserts where they tell it (the
-    # table as a document, and its filtered log's last record, come from it).
-    def _newest(self, rows: KeyedRows) -> tuple[Any, dict[str, Any]] | None:
-        newest: tuple[Any, dict[str, Any]] | None = self.cached(
-            ("newest", rows.table.name), rows.scope, rows.latest().read_row
-        )
-        return newest
-
-    def _known_newest(self, rows: KeyedRows) -> Any:
-        key = ("newest", rows.table.name)
-        known = self._reads.get(key, _MISS)
-        return self._cache.get(key, self.base_generation, self.dirty) if known is _MISS else known
-
-    def _known_tails(self, rows: KeyedRows) -> list[tuple[Log, FilteredRows, Any]]:
-        """The filtered logs over ``rows`` with their last row (key, record),
-        None (no row passes) or _MISS, as known before a write: call it
-        before :meth:`_wrote`, which forgets."""
-        known = []
-        for log, placement in self._filtered.get(rows.table.name, ()):
-            tail = self._reads.get(("ftail", log.name), _MISS)
-            if tail is _MISS:
-                tail = self._cache.get(("ftail", log.name), self.base_generation, self.dirty)
-            if tail is _MISS:
-                newest = self._known_newest(rows)
-                if newest is None:
-                    tail = None  # no rows at all
-                elif newest is not _MISS and placement.matches is not None:
-                    tail = newest if placement.matches(newest[1]) else _MISS
-            known.append((log, placement, tail))
-        return known
-
-    def _follow_tails(
-        self, known: list[tuple[Log, FilteredRows, Any]], written: list[Upserted]
-    ) -> None:
-        """Each filtered log's last row once ``written`` (rows as upserted)
-        are in, where that follows without ordering two keys: a row that does
-        not pass the filter and is not the last row leaves it; a row that
-        passes is the last when it replaces it, or when none passed before."""
-        for log, placement, before in known:
-            assert placement.matches is not None
-            tail = before
-            for row in written:
-                if tail is _MISS:
-                    break
-                same = tail is not None and tail[0] == row.key
-                if placement.matches(row.record):
-                    tail = (row.key, row.record) if tail is None or same else _MISS
-                elif same:
-                    tail = _MISS  # the last row no longer passes: only the database knows
-            if tail is not _MISS:
-                self._reads[("ftail", log.name)] = tail
-                self.fresh[("ftail", log.name)] = (placement.scope, tail)
-
-    def _upserted(self, rows: KeyedRows, before: Any, written: list[Upserted]) -> Any:
-        """Follow the newest row through ``written`` (rows as upserted);
-        returns it, or _MISS when only the database knows."""
-        after = rows.newest_after(UNKNOWN if before is _MISS else before, written)
-        if after is UNKNOWN:
-            return _MISS
-        key = ("newest", rows.table.name)
-        self._reads[key] = after
-        self.fresh[key] = (rows.scope, after)
-        return after
 
     def read_document(self, doc: Document) -> Any | None:
-        return copy_parsed(self.shared_document(doc))
-
-    def shared_document(self, doc: Document) -> Any | None:
-        """The document as this transaction knows it: shared, never to be mutated."""
-        placement = document_placement(doc)
-        if isinstance(placement, LatestRow):
-            newest = self._newest(placement.rows)
-            return None if newest is None else newest[1]
-        return self.cached(("doc", doc.name), placement.scope, placement.read)
+        return document_placement(doc).read(self.conn)
 
     def write_document(self, doc: Document, value: Any) -> None:
-        placement = document_placement(doc)
-        before = self._known_newest(placement.rows) if isinstance(placement, LatestRow) else _MISS
-        tails = self._known_tails(placement.rows) if isinstance(placement, LatestRow) else []
-        self._wrote(placement.scope)
-        if isinstance(placement, LatestRow):
-            written = placement.write_rows(self.conn, value)
-            self._follow_tails(tails, written)
-            newest = self._upserted(placement.rows, before, written)
-            if newest is not _MISS:
-                self._now(doc, placement.scope, None if newest is None else newest[1])
-            return
-        placement.write(self.conn, value)
-        if isinstance(placement, DocumentRow):
-            self._now(doc, placement.scope, placement.read_back(value))
+        document_placement(doc).write(self.conn, value)
 
     def append_log(self, log: Log, record: dict[str, Any]) -> None:
-        placement = log_placement(log)
-        scope = placement.scope
-        before = (
-            self._known_newest(placement.rows) if isinstance(placement, FilteredRows) else _MISS
-        )
-        tails = self._known_tails(placement.rows) if isinstance(placement, FilteredRows) else []
-        # The record this one goes after, if this transaction knows it.
-        tail = self._reads.get(("tail", log.name), _MISS)
-        self._wrote(scope)
-        if isinstance(placement, FilteredRows):
-            written = placement.insert_rows(self.conn, [record])
-            self._follow_tails(tails, written)
-            self._upserted(placement.rows, before, written)
-            return
-        if isinstance(placement, LogRows):
-            (row,) = placement.insert_rows(self.conn, [record])
-            # Rows in append order: the last record is this one, as a read
-            # would parse it back (the canonical JSON it was stored as).
-            key = ("tail", log.name)
-            self._reads[key] = stored = loads(row["body"])
-            self.fresh[key] = (scope, stored)
-            before_tail, entries = self.appended.setdefault(log.name, (tail, []))
-            if "id" in row and before_tail is not _MISS:
-                cursor = str(placement.after(row["id"]))
-                entries.append(LogEntry(cursor, stored))  # shared, read-only (see Appends)
-            else:
-                self.appended[log.name] = (_MISS, entries)
-            return
-        placement.insert(self.conn, [record])
+        log_placement(log).insert(self.conn, [record])
 
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         placement = log_placement(log)
-        self._wrote(placement.scope)
-        self.appended[log.name] = (_MISS, [])  # not followed row by row: nothing to hand over
+        records_iter = iter(records)
         count = 0
-        batch: list[dict[str, Any]] = []
-        for record in records:
-            count += 1
-            batch.append(record)
-            if len(batch) >= 1000:
-                placement.insert(self.conn, batch)
-                batch = []
-        if batch:
+        for batch in iter(lambda: list(islice(records_iter, 1000)), []):
             placement.insert(self.conn, batch)
+            count += len(batch)
         return count
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        placement = log_placement(log)
-        if isinstance(placement, FilteredRows) and placement.matches is not None:
-            newest = self._newest(placement.rows)
-            if newest is None:
-                return None  # no rows at all
-            if placement.matches(newest[1]):
-                return copy_parsed(newest[1])  # nothing in the table comes after it
-            load_row = functools.partial(_last_row, placement, log.name)
-            tail_row = self.cached(("ftail", log.name), placement.scope, load_row)
-            return None if tail_row is None else copy_parsed(tail_row[1])
-
-        def load(conn: Connection) -> dict[str, Any] | None:
-            last = _last_row(placement, log.name, conn)
-            return None if last is None else last[1]
-
-        tail = self.cached(("tail", log.name), placement.scope, load)
-        return copy_parsed(tail)  # type: ignore[no-any-return]
+        last = _last_row(log_placement(log), log.name, self.conn)
+        return None if last is None else last[1]

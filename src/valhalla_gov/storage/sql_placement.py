@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -20,7 +20,6 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
-    exists,
     insert,
     select,
 )
@@ -29,17 +28,11 @@ from sqlalchemy.exc import IntegrityError
 
 from .encoding import canonical_json, loads
 from .errors import InvalidCursorError, StorageCorruptError
-from .protocol import Document, Log, unwrap, wrap
+from .protocol import Document, Log, parse_int_cursor, unwrap, wrap
 from .sql_schema import documents, log_records
 
 
 class SqlDocument(Protocol):
-    @property
-    def scope(self) -> str:
-        """The rows it lives in: a write there changes every placement of
-        the same scope (read caches are kept per scope)."""
-        ...
-
     def read(self, conn: Connection) -> Any | None: ...
 
     def write(self, conn: Connection, value: Any) -> None: ...
@@ -51,9 +44,6 @@ class SqlLog(Protocol):
 
     @property
     def key(self) -> ColumnElement[Any]: ...
-
-    @property
-    def scope(self) -> str: ...
 
     def query(self, kind: str | None) -> Select[Any]: ...
 
@@ -74,24 +64,6 @@ class SqlLog(Protocol):
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None: ...
 
 
-# Connection.info key: the rows KeyedRows upserted in the connection's current
-# write transaction (set empty by the SQL backend as each one begins).
-UPSERTED = "valhalla.upserted"
-_NEWEST_KEY = "valhalla_newest_key"  # an upserted row's key, once more (see _upsert)
-
-
-@dataclass(frozen=True)
-class Upserted:
-    """A row :meth:`KeyedRows.upsert` wrote."""
-
-    key: Any
-    record: dict[str, Any]  # as a read returns it (parsed from the stored body)
-    # The database's answer to "is it now the table's newest row?" (in the
-    # key's collation); None where it was not asked (SQLite, or a row this
-    # transaction had already written with the same values).
-    newest: bool | None
-
-
 def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
     try:
         value = loads(body)
@@ -102,23 +74,11 @@ def parse_body(where: str, key: object, body: str) -> dict[str, Any]:
     return value
 
 
-def int_cursor(cursor: str) -> int:
-    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
-    # At most 18 digits: a row id, never past a 64-bit integer.
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise InvalidCursorError(f"invalid cursor {cursor!r}; pass back a next_cursor value")
-    return int(cursor)
-
-
 @dataclass(frozen=True)
 class DocumentRow:
     """A document as one row of the generic ``documents`` table."""
 
     doc: Document
-
-    @property
-    def scope(self) -> str:
-        return f"documents/{self.doc.name}"
 
     def read(self, conn: Connection) -> Any | None:
         text = conn.execute(_DOCUMENT_BODY, {"name": self.doc.name}).scalar()
@@ -131,15 +91,8 @@ class DocumentRow:
             raise StorageCorruptError(where, f"does not parse ({exc})") from exc
         return unwrap(self.doc, where, stored)
 
-    def read_back(self, value: Any) -> Any | None:
-        """What :meth:`read` returns once ``value`` is written."""
-        return unwrap(self.doc, f"documents row {self.doc.name!r}", loads(self._body(value)))
-
-    def _body(self, value: Any) -> str:
-        return canonical_json(wrap(self.doc, value))
-
     def write(self, conn: Connection, value: Any) -> None:
-        body = self._body(value)
+        body = canonical_json(wrap(self.doc, value))
         conn.execute(
             _upsert(conn, documents, documents.c.name), {"name": self.doc.name, "body": body}
         )
@@ -154,10 +107,6 @@ class LogRows:
     @property
     def key(self) -> ColumnElement[Any]:
         return log_records.c.id
-
-    @property
-    def scope(self) -> str:
-        return f"log_records/{self.log.name}"
 
     def query(self, kind: str | None) -> Select[Any]:
         # The kind column comes along, to be checked against the body.
@@ -188,24 +137,13 @@ class LogRows:
         return record
 
     def parse_cursor(self, cursor: str) -> Any:
-        return int_cursor(cursor)
+        return parse_int_cursor(cursor)
 
     def after(self, key: Any) -> Any:
         return key + 1
 
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
-        self.insert_rows(conn, records)
-
-    def insert_rows(
-        self, conn: Connection, records: Sequence[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """:meth:`insert`, returning the rows it wrote (one alone with its
-        ``id``, which the database assigned)."""
-        rows = [self.row(r) for r in records]
-        result = conn.execute(insert(log_records), rows)
-        if len(rows) == 1 and result.inserted_primary_key is not None:
-            rows[0]["id"] = result.inserted_primary_key[0]
-        return rows
+        conn.execute(insert(log_records), [self.row(r) for r in records])
 
     def kind(self, record: dict[str, Any]) -> str | None:
         """The ``kind`` column of a record's row."""
@@ -247,71 +185,20 @@ class KeyedRows:
     def key(self) -> ColumnElement[Any]:
         return self.table.c.id
 
-    @property
-    def scope(self) -> str:
-        return self.table.name
-
-    def upsert(self, conn: Connection, record: dict[str, Any]) -> Upserted:
+    def upsert(self, conn: Connection, record: dict[str, Any]) -> None:
         """Write ``record``'s row."""
-        row = self.row_of(record)
-        key = row[self.key.name]
-        stored = parse_body(self.table.name, key, row["body"])
-        # The same row written twice in one transaction (a feature whose
-        # document and log are views of this one table writes both): the
-        # second statement would change nothing.
-        written: dict[tuple[str, Any], dict[str, Any]] | None = conn.info.get(UPSERTED)
-        if written is not None and written.get((self.table.name, key)) == row:
-            return Upserted(key, stored, None)
-        # PostgreSQL says whether the row is now the newest; SQLite is not asked.
-        asks = conn.dialect.name == "postgresql"
         try:
-            statement = _upsert(conn, self.table, self.key, ask_newest=asks)
-            result = conn.execute(statement, {**row, _NEWEST_KEY: key} if asks else row)
+            conn.execute(_upsert(conn, self.table, self.key), self.row_of(record))
         except IntegrityError as exc:
             if self.on_conflict is None:
                 raise
             raise self.on_conflict(exc) from exc
-        if written is not None:
-            written[(self.table.name, key)] = row
-        return Upserted(key, stored, bool(result.scalar_one()) if asks else None)
 
     def latest(self) -> LatestRow:
         return LatestRow(self)
 
-    def log(
-        self,
-        where: ColumnElement[bool],
-        matches: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> FilteredRows:
-        return FilteredRows(self, where, matches)
-
-    def newest_after(
-        self, newest: Any, rows: Sequence[Upserted]
-    ) -> tuple[Any, dict[str, Any]] | object | None:
-        """The table's newest row (key, record as a read returns it) once
-        ``rows`` are written, given the
-        newest before them (None: no rows; :data:`UNKNOWN`: not known), where
-        that follows without another query: the database said a row is the
-        newest, or that it is not (the newest is then unchanged); or, where
-        it was not asked, each row replaces the newest in place or the table
-        was empty and one key was written. :data:`UNKNOWN` otherwise
-        (ordering two different keys is the database's collation, not
-        Python's)."""
-        for row in rows:
-            if row.newest is True:
-                newest = (row.key, row.record)
-            elif row.newest is False:
-                if newest is not UNKNOWN and newest is not None and newest[0] == row.key:
-                    return UNKNOWN  # cannot be: the newest row said it is not
-            elif newest is UNKNOWN or (newest is not None and newest[0] != row.key):
-                return UNKNOWN
-            else:
-                newest = (row.key, row.record)
-        return cast("tuple[Any, dict[str, Any]] | object | None", newest)
-
-
-# What KeyedRows.newest_after answers when only the database knows.
-UNKNOWN = object()
+    def log(self, where: ColumnElement[bool]) -> FilteredRows:
+        return FilteredRows(self, where)
 
 
 @dataclass(frozen=True)
@@ -320,16 +207,7 @@ class LatestRow:
 
     rows: KeyedRows
 
-    @property
-    def scope(self) -> str:
-        return self.rows.scope
-
     def read(self, conn: Connection) -> Any | None:
-        newest = self.read_row(conn)
-        return None if newest is None else newest[1]
-
-    def read_row(self, conn: Connection) -> tuple[Any, dict[str, Any]] | None:
-        """The newest row's key and record (None: no rows)."""
         table = self.rows.table
         newest = _LATEST.get(table)
         if newest is None:
@@ -337,36 +215,24 @@ class LatestRow:
                 select(self.rows.key, table.c.body).order_by(self.rows.key.desc()).limit(1)
             )
         row = conn.execute(newest).first()
-        return None if row is None else (row[0], parse_body(table.name, row[0], row[1]))
+        return None if row is None else parse_body(table.name, row[0], row[1])
 
     def write(self, conn: Connection, value: Any) -> None:
-        self.write_rows(conn, value)
-
-    def write_rows(self, conn: Connection, value: Any) -> list[Upserted]:
-        """:meth:`write`, returning the rows it wrote."""
-        if value is None:  # "no current record" is the absence of rows
-            return []
-        return [self.rows.upsert(conn, value)]
+        if value is not None:  # "no current record" is the absence of rows
+            self.rows.upsert(conn, value)
 
 
 @dataclass(frozen=True)
 class FilteredRows:
     """A :class:`KeyedRows` table as a log: the rows ``where`` selects, in key
-    order. ``matches``, when given, is the same filter on a record (the
-    backend then knows the log's last record without a query when the
-    table's newest row matches it: nothing after it can)."""
+    order."""
 
     rows: KeyedRows
     where: ColumnElement[bool]
-    matches: Callable[[dict[str, Any]], bool] | None = None
 
     @property
     def key(self) -> ColumnElement[Any]:
         return self.rows.key
-
-    @property
-    def scope(self) -> str:
-        return self.rows.scope
 
     def query(self, kind: str | None) -> Select[Any]:
         return select(self.rows.key, self.rows.table.c.body).where(self.where)
@@ -385,40 +251,28 @@ class FilteredRows:
         return key + _AFTER
 
     def insert(self, conn: Connection, records: Sequence[dict[str, Any]]) -> None:
-        self.insert_rows(conn, records)
-
-    def insert_rows(self, conn: Connection, records: Sequence[dict[str, Any]]) -> list[Upserted]:
-        """:meth:`insert`, returning the rows it wrote."""
-        return [self.rows.upsert(conn, record) for record in records]
+        for record in records:
+            self.rows.upsert(conn, record)
 
 
 # Statements built once per table and reused (SQLAlchemy would build and hash
 # a new one per call); values travel as parameters.
 _DOCUMENT_BODY = select(documents.c.body).where(documents.c.name == bindparam("name"))
 _LATEST: dict[Table, Any] = {}
-_UPSERTS: dict[tuple[str, Table, bool], Any] = {}
+_UPSERTS: dict[tuple[str, Table], Any] = {}
 
 
-def _upsert(
-    conn: Connection, table: Table, key: ColumnElement[Any], *, ask_newest: bool = False
-) -> Any:
+def _upsert(conn: Connection, table: Table, key: ColumnElement[Any]) -> Any:
     """INSERT ... ON CONFLICT (key) DO UPDATE every other column, for the
     connection's dialect: one statement where a delete and an insert took
-    two round trips. ``ask_newest`` (PostgreSQL): it also returns whether
-    the row is now the newest (the key bound once more as _NEWEST_KEY)."""
+    two round trips."""
     dialect = conn.dialect.name
-    statement = _UPSERTS.get((dialect, table, ask_newest))
+    statement = _UPSERTS.get((dialect, table))
     if statement is None:
         insert_ = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
         others = {c.name: insert_.excluded[c.name] for c in table.columns if c is not key}
         statement = insert_.on_conflict_do_update(index_elements=[key], set_=others)
-        if ask_newest:
-            # Whether the row is now the newest, in the key's own collation:
-            # the subquery sees the table as it was before this statement.
-            newer = table.alias("newer")
-            beyond = exists().where(newer.c[key.name] > bindparam(_NEWEST_KEY))
-            statement = statement.returning(~beyond)
-        _UPSERTS[(dialect, table, ask_newest)] = statement
+        _UPSERTS[(dialect, table)] = statement
     return statement
 
 
