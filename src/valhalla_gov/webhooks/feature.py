@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from ..context import AppContext
 from ..feature import Feature
@@ -11,23 +11,10 @@ from .store import SCHEMA, load_outbox, load_webhooks
 from .worker import start_dispatcher
 
 
-def _health(ctx: AppContext) -> Callable[[], tuple[str, list[str]]]:
-    """What the sender watches to audit HEALTH_CHANGED."""
-    from ..health.service import get_health_status
-
-    def probe() -> tuple[str, list[str]]:
-        status = get_health_status(store=ctx.store, clock=ctx.clock, watcher=ctx.watcher)
-        return status.status, status.reasons
-
-    return probe
-
-
 @contextlib.asynccontextmanager
 async def _sending(ctx: AppContext) -> AsyncIterator[None]:
     # Every worker runs the sender; a lease kept in the store lets one send.
-    dispatcher = start_dispatcher(
-        store=ctx.store, settings=ctx.settings, clock=ctx.clock, health=_health(ctx)
-    )
+    dispatcher = start_dispatcher(store=ctx.store, settings=ctx.settings, clock=ctx.clock)
     try:
         yield
     finally:
