@@ -77,32 +77,73 @@ def test_names_are_unique_and_default_to_the_host(api: TestClient) -> None:
     assert "exists" in again.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"url": "ftp://example.com/x"},
-        {"url": "javascript:alert(1)"},
-        {"url": "file:///etc/passwd"},
-        {"url": "http://"},
-        {"url": "http://exa mple.com/"},
-        {"url": "http://example.com:99999/"},
-        {"url": "http://example.com/" + "a" * 2100},
-        {"url": ""},
-        {"url": URL, "events": []},
-        {"url": URL, "events": ["all", "CONE_SET"]},
-        {"url": URL, "events": ["cone_set"]},
-        {"url": URL, "events": ["X"] * 51},
-        {"url": URL, "format": "xml"},
-        {"url": URL, "name": "../etc"},
-        {"url": URL, "name": "a" * 65},
-        {"url": URL, "secret": "mine"},
-        {"events": ["all"]},
-    ],
-)
-def test_bad_input_is_422(api: TestClient, body: dict[str, object]) -> None:
+# Each refused body, and words its one message must hold.
+BAD_BODIES: list[tuple[dict[str, object], str]] = [
+    ({"url": "ftp://example.com/x"}, "must start with http:// or https://"),
+    ({"url": "javascript:alert(1)"}, "must start with http:// or https://"),
+    ({"url": "file:///etc/passwd"}, "must start with http:// or https://"),
+    ({"url": "http://"}, "has no host name"),
+    ({"url": "http://exa mple.com/"}, "a space or an invisible character (U+0020)"),
+    ({"url": "http://example.com:99999/"}, "port must be a number from 1 to 65535"),
+    ({"url": "http://example.com:0/"}, "port must be a number from 1 to 65535"),
+    ({"url": "http://example.com/" + "a" * 2100}, "at most 2048 characters"),
+    ({"url": ""}, "at least 1 character"),
+    # Found in a security review: these passed, and the HTTP client could
+    # not parse them (the sender then failed for every webhook).
+    ({"url": "http://[::1]x/"}, "port must be a number from 1 to 65535"),
+    ({"url": "http://[v7.x]/"}, "is not a valid IPv6 address"),
+    ({"url": "http://exa\u202emple.com/"}, "invisible character (U+202E)"),
+    ({"url": "http://exa\u200bmple.com/"}, "invisible character (U+200B)"),
+    ({"url": "http://\u00e4..com/"}, "host name is not a valid domain name or IP address"),
+    ({"url": "http://256.1.1.1/"}, "host name is not a valid domain name or IP address"),
+    ({"url": URL, "events": []}, "name at least one event, or all"),
+    ({"url": URL, "events": ["all", "CONE_SET"]}, "all stands alone"),
+    ({"url": URL, "events": ["GO_SESION_START"]}, "did you mean GO_SESSION_START?"),
+    ({"url": URL, "events": ["go_session_started"]}, "did you mean GO_SESSION_START?"),
+    ({"url": URL, "events": ["NO_SUCH_THING"]}, "the events are GO_SESSION_START, "),
+    ({"url": URL, "events": ["webhook_test"]}, "a test delivery (webhook test) reaches"),
+    ({"url": URL, "events": ["X"] * 51}, "at most 50 items"),
+    ({"url": URL, "format": "xml"}, "'json' or 'slack'"),
+    ({"url": URL, "name": "../etc"}, "a webhook name is 1 to 64 letters, digits"),
+    ({"url": URL, "name": "a" * 65}, "a webhook name is 1 to 64 letters, digits"),
+    ({"url": URL, "secret": "mine"}, "Extra inputs are not permitted"),
+    ({"events": ["all"]}, "Field required"),
+]
+
+
+@pytest.mark.parametrize(("body", "says"), BAD_BODIES)
+def test_bad_input_is_422_in_plain_words(
+    api: TestClient, body: dict[str, object], says: str
+) -> None:
     resp = api.post("/core/webhooks", json=body)
     assert resp.status_code == 422, resp.text
+    (error,) = resp.json()["detail"]
+    assert set(error) >= {"type", "loc", "msg"}
+    msg = error["msg"]
+    assert says in msg
+    # A sentence, not a Python exception, a regex or a list repr.
+    assert not msg.startswith(("Value error", "Assertion")), msg
+    assert not any(bit in msg for bit in ("^", "$'", "{0,", "['", "\\")), msg
     assert api.get("/core/webhooks").json() == []
+
+
+def test_event_names_in_any_case_are_stored_in_upper_case(api: TestClient) -> None:
+    hook = add(api, events=["go_session_start", "Cone_Set", " GO_SESSION_START "])["webhook"]
+    assert isinstance(hook, dict)
+    assert hook["events"] == ["GO_SESSION_START", "CONE_SET"]
+    stored = api.get("/core/webhooks").json()[0]["events"]
+    assert stored == ["GO_SESSION_START", "CONE_SET"]
+    every = add(api, name="every", events=["ALL"])["webhook"]
+    assert isinstance(every, dict)
+    assert every["events"] == ["all"]
+
+
+def test_a_bad_name_in_the_path_is_422_in_words(api: TestClient) -> None:
+    resp = api.delete("/core/webhooks/" + "a" * 65)
+    assert resp.status_code == 422
+    (error,) = resp.json()["detail"]
+    assert error["loc"] == ["path", "name"]
+    assert error["msg"].startswith("a webhook name is 1 to 64 letters")
 
 
 def test_unknown_names_are_404(api: TestClient) -> None:
@@ -130,6 +171,42 @@ def test_test_send_reports_the_receiver(api: TestClient) -> None:
     assert down["ok"] is False
     assert down["status"] is None
     assert down["error"]
+
+
+# URLs that passed the old check and that the HTTP client cannot use.
+HOSTILE_URLS = [
+    "http://[::1]x/",
+    "http://[v7.x]/",
+    "http://exa\u202emple.com/",
+    "http://\u00e4..com/",
+]
+
+
+def edit_url_by_hand(data_dir: Path, name: str, url: str) -> None:
+    """What a person with an editor does to webhooks.json."""
+    path = data_dir / "webhooks.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for hook in doc["webhooks"]:
+        if hook["name"] == name:
+            hook["url"] = url
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+def test_test_send_to_an_unusable_stored_url_is_a_clear_failure(
+    api: TestClient, data_dir: Path, url: str
+) -> None:
+    add(api, name="bad")
+    edit_url_by_hand(data_dir, "bad", url)
+    resp = api.post("/core/webhooks/bad/test")
+    assert resp.status_code == 200, resp.text  # was a 500
+    result = resp.json()
+    assert (result["ok"], result["status"]) == (False, None)
+    assert "the URL" in result["error"]
+    assert "remove the webhook and add it again" in result["error"]
+    listed = api.get("/core/webhooks")
+    assert listed.status_code == 200
+    assert listed.json()[0]["url"] == url
 
 
 def test_the_key_file_is_private_and_the_secret_is_stored_nowhere(
@@ -181,14 +258,26 @@ def test_settings_refuse_a_lease_shorter_than_a_send(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, webhook_key="short")
 
 
-def test_the_cli_refuses_a_bad_url_locally(data_dir: Path) -> None:
+def test_the_cli_refuses_bad_input_in_one_plain_line(data_dir: Path) -> None:
     from tests.cli.conftest import Cli
 
     cli = Cli(data_dir)
     result = cli.local("webhook", "add", "ftp://example.com/x")
     assert result.exit_code == 2, result.output
-    assert "only http:// and https://" in result.output
+    assert result.output == "error: url: the URL must start with http:// or https://\n"
     added = cli.local("webhook", "add", "http://127.0.0.1:9/x", "--events", "all,CONE_SET")
     assert added.exit_code == 2
-    assert "'all' stands alone" in added.output
+    assert added.output == "error: events: all stands alone: it already takes every event\n"
+    typo = cli.local("webhook", "add", "http://127.0.0.1:9/x", "--events", "GO_SESION_START")
+    assert typo.exit_code == 2
+    assert typo.output == (
+        "error: events: GO_SESION_START is not an audited event; did you mean GO_SESSION_START?\n"
+    )
     assert "no webhooks" in cli.local("webhook", "list").output
+    # Any case is taken, and shown as stored: upper case.
+    ok = cli.local(
+        "webhook", "add", "http://127.0.0.1:9/x", "--events", "go_session_start,cone_set"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "events: GO_SESSION_START, CONE_SET;" in ok.output
+    assert "X-Valhalla-Timed-Signature: t=<unix time>," in ok.output

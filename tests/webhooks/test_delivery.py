@@ -3,25 +3,31 @@ real HTTP receiver on loopback, on every storage backend."""
 
 from __future__ import annotations
 
-import threading
+import hashlib
+import hmac
+import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import FakeClock, make_store
 from tests.webhooks.conftest import add_hook, fast_settings
 from tests.webhooks.receiver import Receiver
-from valhalla_gov.audit.service import query_events, verify_chain
+from valhalla_gov.audit.service import query_events, record_event, verify_chain
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.protocol import Store
-from valhalla_gov.webhooks import service
+from valhalla_gov.timeutil import iso_z
+from valhalla_gov.webhooks import payload, service, worker
 from valhalla_gov.webhooks import store as hook_store
 from valhalla_gov.webhooks.metrics import WebhookCollector
-from valhalla_gov.webhooks.worker import Dispatcher, backoff, record_health
+from valhalla_gov.webhooks.sender import Sender
+from valhalla_gov.webhooks.worker import Dispatcher, backoff
 
 pytestmark = pytest.mark.anyio
 
@@ -228,15 +234,41 @@ async def test_event_filter_and_skipped_events(
     add_hook(store, settings, clock, receiver.url, events=["CONE_SET"])
     from valhalla_gov.auth.service import create_token
 
+    start = state(store).last_seq
     create_token(store=store, name="bot", scopes=["viewer"], actor="alice", clock=clock)
     await dispatcher.tick()
     assert receiver.received == []
-    newest = hook_store.newest_seq(store)
-    assert state(store).last_seq == newest  # moved past what it does not want
+    # What it does not take is no reason to write: the cursor stays...
+    assert state(store).last_seq == start
     cone(store, clock, "D")
     await dispatcher.tick()
     (got,) = receiver.wait_for(1)
     assert got.event == "CONE_SET"
+    # ...and moves past it with the next delivery.
+    assert state(store).last_seq == hook_store.newest_seq(store)
+
+
+async def test_a_long_run_of_unwanted_events_moves_the_cursor_once_in_a_while(
+    store: Store,
+    settings: Settings,
+    clock: FakeClock,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So a restart never reads far, and the lag gauge stays near the truth."""
+    monkeypatch.setattr(worker, "SKIP_WRITE", 5)
+    add_hook(store, settings, clock, receiver.url, events=["GO_SESSION_START"])
+    start = state(store).last_seq
+    for band in "CDA":
+        cone(store, clock, band)
+    await dispatcher.tick()
+    assert state(store).last_seq == start  # three passed over: nothing written
+    for band in "BCD":
+        cone(store, clock, band)
+    await dispatcher.tick()
+    assert state(store).last_seq == hook_store.newest_seq(store) == start + 6
+    assert receiver.received == []
 
 
 async def test_a_stale_cursor_hint_is_found_again(
@@ -318,28 +350,6 @@ async def test_one_sender_at_a_time(
                 close()
 
 
-def test_health_change_is_recorded_once(store: Store, tmp_path: Path, clock: FakeClock) -> None:
-    assert record_health(store, "yellow", ["band B"], clock=clock) is False  # the baseline
-    assert record_health(store, "yellow", ["band B"], clock=clock) is False
-    assert events_named(store, "HEALTH_CHANGED") == []
-    assert record_health(store, "red", ["band C"], clock=clock) is True
-    (changed,) = events_named(store, "HEALTH_CHANGED")
-    assert changed["payload"] == {"from": "yellow", "to": "red", "reasons": ["band C"]}
-    # Many processes noticing the same change: one event.
-    results: list[bool] = []
-
-    def notice() -> None:
-        results.append(record_health(store, "green", [], clock=clock))
-
-    threads = [threading.Thread(target=notice) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [False, False, False, True]
-    assert [e["payload"]["to"] for e in events_named(store, "HEALTH_CHANGED")] == ["green", "red"]
-
-
 async def test_a_pass_moves_every_cursor_in_one_transaction(
     store: Store,
     settings: Settings,
@@ -352,7 +362,10 @@ async def test_a_pass_moves_every_cursor_in_one_transaction(
     the service keep the store lock to themselves as far as possible."""
     for name in ("a", "b", "c"):
         add_hook(store, settings, clock, receiver.url, name=name)
-    await dispatcher.tick()  # takes the lease; nothing to send yet
+    cone(store, clock, "B")
+    await dispatcher.tick()  # takes the lease to send this one
+    receiver.wait_for(3)
+    receiver.received.clear()
     for band in "CDACD":
         cone(store, clock, band)
     opened = []
@@ -366,8 +379,293 @@ async def test_a_pass_moves_every_cursor_in_one_transaction(
     await dispatcher.tick()
     assert len(receiver.wait_for(15)) == 15
     assert len(opened) == 1
+    # Five each in this pass, after the one that took the lease.
     assert {h.name: h.delivery.delivered for h in service.list_webhooks(store=store)} == {
-        "a": 5,
-        "b": 5,
-        "c": 5,
+        "a": 6,
+        "b": 6,
+        "c": 6,
     }
+
+
+# -- one webhook's trouble is its own -------------------------------------------
+
+# URLs that passed the old check and that the HTTP client cannot use.
+HOSTILE_URLS = [
+    "http://[::1]x/",
+    "http://[v7.x]/",
+    "http://exa\u202emple.com/",
+    "http://\u00e4..com/",
+]
+
+
+def edit_url_by_hand(store: Store, name: str, url: str) -> None:
+    """webhooks.json (or its row) changed behind the API's back."""
+    with store.transaction() as txn:
+        hooks = txn.read_document(hook_store.WEBHOOKS)
+        assert hooks is not None
+        for hook in hooks:
+            if hook["name"] == name:
+                hook["url"] = url
+        txn.write_document(hook_store.WEBHOOKS, hooks)
+
+
+def deliveries(result: str) -> float:
+    sample = REGISTRY.get_sample_value("valhalla_webhook_deliveries_total", {"result": result})
+    return sample or 0.0
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+async def test_an_unusable_stored_url_fails_alone(
+    store: Store,
+    settings: Settings,
+    clock: FakeClock,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    url: str,
+) -> None:
+    add_hook(store, settings, clock, receiver.url, name="good", events=["CONE_SET"])
+    bad, _ = add_hook(store, settings, clock, "http://127.0.0.1:9/x", name="bad")
+    edit_url_by_hand(store, "bad", url)
+    for band in "CDA":
+        cone(store, clock, band)
+    failed_before = deliveries("failed")
+    for _ in range(4):
+        await dispatcher.tick()
+        clock.advance(seconds=3)
+    got = receiver.wait_for(3)
+    # Each event once: the bad webhook did not make the pass start over.
+    assert [r.json["payload"]["to"] for r in got] == ["C", "D", "A"]
+    assert len(receiver.received) == 3
+    good = state(store, "good")
+    last_cone = max(e["seq"] for e in events_named(store, "CONE_SET"))
+    assert (good.delivered, good.failing, good.last_seq) == (3, False, last_cone)
+    broken = state(store, "bad")
+    assert broken.failing
+    assert broken.delivered == 0
+    assert broken.pending_attempts >= 2  # retried with backoff like any failure
+    assert broken.next_attempt_at_utc is not None
+    assert broken.last_status is None
+    assert "the URL" in (broken.last_error or "")
+    assert "remove the webhook and add it again" in (broken.last_error or "")
+    (failing,) = events_named(store, "WEBHOOK_FAILING")
+    assert failing["payload"]["webhook_id"] == bad.id
+    assert deliveries("failed") >= failed_before + 2
+
+
+@pytest.mark.parametrize("where", ["build", "send", "answer"])
+async def test_any_exception_in_one_delivery_is_its_failed_attempt(
+    store: Store,
+    settings: Settings,
+    clock: FakeClock,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """Not only the HTTP client's errors: whatever a delivery raises while its
+    body is built and signed, sent, or its answer read."""
+    add_hook(store, settings, clock, receiver.url, name="good")
+    bad, _ = add_hook(store, settings, clock, receiver.url + "/bad", name="bad")
+
+    def boom() -> None:
+        raise RuntimeError(f"broken while {where}")
+
+    real_headers = payload.headers
+
+    def headers(**kwargs: Any) -> dict[str, str]:
+        if kwargs["delivery"].startswith(bad.id) and where == "build":
+            boom()
+        return real_headers(**kwargs)
+
+    real_post = Sender._post
+
+    async def post(self: Sender, url: str, body: bytes, hdrs: dict[str, str]) -> int:
+        if url.endswith("/bad") and where == "send":
+            boom()
+        status = await real_post(self, url, body, hdrs)
+        if url.endswith("/bad") and where == "answer":
+            boom()
+        return status
+
+    monkeypatch.setattr(payload, "headers", headers)
+    monkeypatch.setattr(Sender, "_post", post)
+    cone(store, clock, "C")
+    cone(store, clock, "D")
+    for _ in range(3):
+        await dispatcher.tick()
+        clock.advance(seconds=3)
+    good = [r for r in receiver.received if r.path == "/hook"]
+    assert [r.json["payload"]["to"] for r in good] == ["C", "D"]  # once each
+    assert state(store, "good").delivered == 2
+    broken = state(store, "bad")
+    assert broken.failing
+    assert broken.pending_attempts >= 2
+    assert f"RuntimeError: broken while {where}" in (broken.last_error or "")
+    assert [e["payload"]["name"] for e in events_named(store, "WEBHOOK_FAILING")] == ["bad"]
+
+
+# -- signatures ------------------------------------------------------------------
+
+
+async def test_deliveries_carry_a_timed_signature_signed_anew_on_each_try(
+    store: Store, settings: Settings, clock: FakeClock, dispatcher: Dispatcher
+) -> None:
+    with Receiver() as rx:
+        _, secret = add_hook(store, settings, clock, rx.url)
+        rx.status = 500
+        cone(store, clock, "C")
+        await dispatcher.tick()
+        first_try = int(clock().timestamp())
+        clock.advance(seconds=2)
+        rx.status = 200
+        await dispatcher.tick()
+        failed, delivered = rx.wait_for(2)
+    stamps = []
+    for got, at in ((failed, first_try), (delivered, first_try + 2)):
+        header = got.headers["x-valhalla-timed-signature"]
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        assert set(fields) == {"t", "v1"}
+        assert int(fields["t"]) == at
+        signed = fields["t"].encode() + b"." + got.body
+        assert fields["v1"] == hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        # The body-only signature is still sent, unchanged (deprecated).
+        assert got.signed_with(secret)
+        stamps.append(fields["t"])
+    assert failed.body == delivered.body
+    assert stamps[0] != stamps[1]
+
+
+def doc_example(name: str) -> dict[str, Any]:
+    """Run the Python block of docs/WEBHOOKS.md that defines ``name``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "WEBHOOKS.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    (code,) = [b for b in blocks if f"def {name}(" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/WEBHOOKS.md", "exec"), namespace)
+    return namespace
+
+
+async def test_the_documented_receiver_check_accepts_a_delivery_and_refuses_a_replay(
+    store: Store, settings: Settings, clock: FakeClock, receiver: Receiver, dispatcher: Dispatcher
+) -> None:
+    verify = doc_example("verify")["verify"]
+    _, secret = add_hook(store, settings, clock, receiver.url)
+    cone(store, clock, "C")
+    await dispatcher.tick()
+    (got,) = receiver.wait_for(1)
+    header = got.headers["x-valhalla-timed-signature"]
+    sent_at = clock().timestamp()
+    assert verify(secret, got.body, header, now=sent_at) is True
+    assert verify(secret, got.body, header, now=sent_at + 299) is True
+    assert verify(secret, got.body, header, now=sent_at + 301) is False  # a replay, later
+    assert verify(secret, got.body, header, now=sent_at - 301) is False
+    assert verify(secret, got.body + b" ", header, now=sent_at) is False
+    assert verify(secret + "x", got.body, header, now=sent_at) is False
+    later = header.replace(f"t={int(sent_at)}", f"t={int(sent_at) + 100}")
+    assert verify(secret, got.body, later, now=sent_at + 100) is False  # t is signed too
+    assert verify(secret, got.body, "garbage", now=sent_at) is False
+    assert verify(secret, got.body, "", now=sent_at) is False
+    assert verify(secret, got.body, "t=\u00b2,v1=00", now=sent_at) is False
+    # The deprecated body-only check, as documented, still holds.
+    is_valhalla = doc_example("is_valhalla")["is_valhalla"]
+    assert is_valhalla(secret, got.body, got.headers["x-valhalla-signature"])
+
+
+# -- health is an ordinary event; an idle sender writes nothing -------------------
+
+
+async def test_health_changed_is_delivered_like_any_audited_event(
+    store: Store, settings: Settings, clock: FakeClock, receiver: Receiver, dispatcher: Dispatcher
+) -> None:
+    add_hook(store, settings, clock, receiver.url)  # the default events
+    record_event(
+        store=store,
+        event="HEALTH_CHANGED",
+        payload={"from": "green", "to": "red", "reasons": ["band D"]},
+        actor="system",
+        clock=clock,
+    )
+    await dispatcher.tick()
+    (got,) = receiver.wait_for(1)
+    assert got.event == "HEALTH_CHANGED"
+    assert got.json["payload"] == {"from": "green", "to": "red", "reasons": ["band D"]}
+
+
+async def test_a_pass_with_nothing_to_send_writes_nothing(
+    store: Store,
+    settings: Settings,
+    clock: FakeClock,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every write transaction wakes every process on PostgreSQL: an idle
+    sender opens none, the lease included (it is renewed only while sending)."""
+    add_hook(store, settings, clock, receiver.url, name="up")
+    down = Receiver()  # never started: a webhook waiting for its retry
+    add_hook(store, settings, clock, down.url, name="down")
+    cone(store, clock, "C")
+    await dispatcher.tick()  # holds the lease, delivers to one, fails the other
+    receiver.wait_for(1)
+    assert state(store, "down").failing
+    opened: list[int] = []
+    real = store.transaction
+
+    def counting() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "transaction", counting)
+    lease = settings.webhook_lease_seconds
+    for _ in range(3):  # past half the lease, then past all of it
+        clock.advance(seconds=lease / 2 + 0.1)
+        down_state = state(store, "down")
+        if down_state.next_attempt_at_utc is not None:
+            # Keep the failing one not yet due: only time passes.
+            with real() as txn:
+                outbox = hook_store.load_outbox(txn)
+                outbox.cursors[down_state_id(store, "down")].next_attempt_at_utc = iso_z(
+                    clock() + timedelta(hours=1)
+                )
+                hook_store.write_outbox(txn, outbox)
+        assert await dispatcher.tick() is False
+    for _ in range(2):  # nothing changes at all now
+        clock.advance(seconds=lease)
+        assert await dispatcher.tick() is False
+    assert opened == []
+    # Once there is something to send again, it is sent (the lease taken anew).
+    cone(store, clock, "D")
+    await dispatcher.tick()
+    assert [r.json["payload"]["to"] for r in receiver.wait_for(2)] == ["C", "D"]
+    assert opened
+
+
+def down_state_id(store: Store, name: str) -> str:
+    (hook,) = [h for h in service.list_webhooks(store=store) if h.name == name]
+    return hook.id
+
+
+async def test_an_outbox_with_the_old_health_mark_still_loads(
+    store: Store, settings: Settings, clock: FakeClock, receiver: Receiver, dispatcher: Dispatcher
+) -> None:
+    """Earlier versions kept the last health status in the outbox: such a file
+    opens as it is, and its cursors are used, not reset."""
+    add_hook(store, settings, clock, receiver.url, events=["CONE_SET"])
+    cone(store, clock, "C", "delivered before the upgrade")
+    await dispatcher.tick()
+    receiver.wait_for(1)
+    with store.transaction() as txn:
+        doc = txn.read_document(hook_store.OUTBOX)
+        assert doc is not None
+        doc["health"] = {"status": "yellow", "at_utc": "2026-01-01T09:00:00.000000Z"}
+        txn.write_document(hook_store.OUTBOX, doc)
+    before = state(store)
+    assert before.delivered == 1
+    cone(store, clock, "D", "after the upgrade")
+    await dispatcher.tick()
+    got = receiver.wait_for(2)
+    assert [r.json["payload"]["reason"] for r in got] == [
+        "delivered before the upgrade",
+        "after the upgrade",
+    ]
+    assert state(store).delivered == 2

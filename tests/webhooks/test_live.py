@@ -11,11 +11,12 @@ import httpx2 as httpx
 import pytest
 
 from tests.cli.conftest import Cli
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, _truncate
 from tests.live.server import LiveServer
-from tests.webhooks.conftest import add_hook
+from tests.webhooks.conftest import KEY, add_hook
 from tests.webhooks.receiver import Receiver
-from valhalla_gov.compose import open_json
+from tests.webhooks.test_delivery import doc_example
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.settings import Settings
 from valhalla_gov.webhooks import service
 
@@ -152,3 +153,117 @@ def test_the_cli_over_http(tmp_path: Path, data_dir: Path) -> None:
     assert secret not in log
     assert "HTTP Request" not in log  # httpx's per-request line, with the URL
     assert rx.url not in log
+
+
+def test_a_webhook_with_an_unusable_url_jams_nothing(data_dir: Path, clock: FakeClock) -> None:
+    """The security review's case, on the real server: a URL the HTTP client
+    cannot parse, edited by hand into webhooks.json beside a working webhook."""
+    verify = doc_example("verify")["verify"]
+    with Receiver() as rx:
+        store = open_json(data_dir)
+        settings = Settings(data_dir=data_dir)
+        good, secret = add_hook(store, settings, clock, rx.url, name="good", events=["CONE_SET"])
+        bad, _ = add_hook(store, settings, clock, "http://127.0.0.1:9/", name="bad")
+        path = data_dir / "webhooks.json"
+        doc = json.loads(path.read_text())
+        doc["webhooks"][1]["url"] = "http://[::1]x/"
+        path.write_text(json.dumps(doc))
+        with LiveServer(data_dir, env=FAST) as server:
+            for n, band in enumerate("CDA"):
+                set_band(server.url, band, f"write {n}")
+            got = rx.wait_for(3)
+            tested = httpx.post(f"{server.url}/core/webhooks/bad/test", timeout=10)
+
+            def bad_failing() -> bool:
+                cursors = outbox(data_dir)["cursors"]
+                assert isinstance(cursors, dict)
+                return bool(cursors.get(bad.id, {}).get("attempts", 0) >= 2)
+
+            wait_until(bad_failing)
+            time.sleep(1.0)  # time for any repeat to arrive
+            listed = httpx.get(f"{server.url}/core/webhooks", timeout=10).json()
+        assert len(rx.received) == 3  # each once: the broken one did not restart the pass
+    assert [r.json["payload"]["reason"] for r in got] == ["write 0", "write 1", "write 2"]
+    for r in got:
+        # The documented receiver check, against the real clock.
+        assert verify(secret, r.body, r.headers["x-valhalla-timed-signature"]) is True
+    assert tested.status_code == 200, tested.text
+    result = tested.json()
+    assert result["ok"] is False
+    assert "the URL" in result["error"]
+    state = {h["name"]: h["delivery"] for h in listed}
+    assert (state["good"]["delivered"], state["good"]["failing"]) == (3, False)
+    assert state["bad"]["failing"] is True
+    assert "the URL" in state["bad"]["last_error"]
+    log = (data_dir.parent / f"server-{server.port}.log").read_text()
+    assert "Traceback" not in log
+    assert "unexpected error" not in log
+    assert good.id != bad.id
+
+
+def _idle(read_marks: object, settle: float = 0.5, idle: float = 4.5) -> tuple[object, object]:
+    time.sleep(settle)
+    assert callable(read_marks)
+    before = read_marks()
+    time.sleep(idle)  # past the lease (3 s), so past any renewal at half of it
+    return before, read_marks()
+
+
+# The band the data starts in: setting it again is an event that moves no
+# health status, so nothing else has a reason to write afterwards either.
+SAME_BAND = "B"
+
+
+def test_an_idle_server_writes_nothing_for_webhooks_json(data_dir: Path, clock: FakeClock) -> None:
+    with Receiver() as rx:
+        add_hook(
+            open_json(data_dir), Settings(data_dir=data_dir), clock, rx.url, events=["CONE_SET"]
+        )
+        with LiveServer(data_dir, env=FAST) as server:
+            set_band(server.url, SAME_BAND, "one event")
+            rx.wait_for(1)
+
+            def marks() -> dict[str, tuple[int, int, int]]:
+                return {
+                    p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+                    for p in data_dir.iterdir()
+                    if p.name.startswith("webhook")
+                }
+
+            before, after = _idle(marks)
+    assert after == before
+    assert len(rx.received) == 1
+
+
+def test_an_idle_server_writes_nothing_for_webhooks_postgres(
+    tmp_path: Path, pg_url: str, clock: FakeClock
+) -> None:
+    """On PostgreSQL each write transaction bumps the store generation (and
+    wakes every server process): an idle sender must bump it never. (This
+    counts every writer of an idle server, whose only writes should be the
+    ones that follow a change.)"""
+    import sqlalchemy
+
+    _truncate(pg_url)
+    store = open_sql(pg_url)
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with Receiver() as rx:
+            settings = Settings(data_dir=tmp_path / "unused", webhook_key=KEY)
+            add_hook(store, settings, clock, rx.url, events=["CONE_SET"])
+            env = {**FAST, "VALHALLA_DATABASE_URL": pg_url, "VALHALLA_WEBHOOK_KEY": KEY}
+            with LiveServer(tmp_path / "data", workers=2, env=env) as server:
+                set_band(server.url, SAME_BAND, "one event")
+                rx.wait_for(1)
+
+                def generation() -> int:
+                    with engine.connect() as conn:
+                        query = "SELECT n FROM store_generation WHERE id = 1"
+                        return int(conn.exec_driver_sql(query).scalar_one())
+
+                before, after = _idle(generation)
+        assert after == before
+        assert len(rx.received) == 1
+    finally:
+        engine.dispose()
+        store.close()

@@ -52,8 +52,8 @@ def webhook_add(
     events: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated audit events, or 'all' (default: GO_SESSION_START, "
-            "GO_SESSION_END, CONE_SET, HEALTH_CHANGED).",
+            help="Comma-separated audit events in any case, or 'all' (default: "
+            "GO_SESSION_START, GO_SESSION_END, CONE_SET, HEALTH_CHANGED).",
             show_default=False,
         ),
     ] = None,
@@ -81,7 +81,8 @@ def webhook_add(
     typer.echo(f"added webhook {hook.name!r} -> {hook.url}")
     typer.echo(f"events: {', '.join(hook.events)}; format: {hook.format}")
     typer.echo(
-        "Deliveries carry X-Valhalla-Signature: sha256=HMAC-SHA256(secret, body). "
+        "Deliveries carry X-Valhalla-Timed-Signature: t=<unix time>,"
+        'v1=HMAC-SHA256(secret, "<t>.<body>"); check it as docs/WEBHOOKS.md shows. '
         "The secret is shown only now:"
     )
     typer.echo(created.secret)

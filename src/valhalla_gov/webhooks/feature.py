@@ -14,10 +14,7 @@ from .worker import start_dispatcher
 @contextlib.asynccontextmanager
 async def _sending(ctx: AppContext) -> AsyncIterator[None]:
     # Every worker runs the sender; a lease kept in the store lets one send.
-    # HEALTH_CHANGED is recorded by the health feature's publisher.
-    dispatcher = start_dispatcher(
-        store=ctx.store, settings=ctx.settings, clock=ctx.clock, health=None
-    )
+    dispatcher = start_dispatcher(store=ctx.store, settings=ctx.settings, clock=ctx.clock)
     try:
         yield
     finally:

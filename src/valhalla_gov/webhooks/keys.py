@@ -49,8 +49,18 @@ class SigningKey:
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The ``X-Valhalla-Signature`` value for ``body``."""
+    """The ``X-Valhalla-Signature`` value for ``body`` (deprecated: it signs the
+    body alone, so a captured delivery can be replayed; see :func:`sign_timed`)."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def sign_timed(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Valhalla-Timed-Signature`` value: ``t=<unix seconds>,v1=<hex>``,
+    the HMAC-SHA256 of ``"<t>.<body>"``. A receiver that checks ``t`` against
+    its own clock refuses a replayed delivery (docs/WEBHOOKS.md)."""
+    signed = str(timestamp).encode("ascii") + b"." + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
 
 
 def key_path(settings: Settings) -> Path:

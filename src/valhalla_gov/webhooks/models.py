@@ -3,26 +3,43 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic_core import PydanticCustomError
+
+from ..event_names import AUDITED_EVENTS, closest_event, known_event
+from .urls import MAX_URL, UnusableUrlError, check_url
 
 Format = Literal["json", "slack"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-EVENT_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
+NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 ALL_EVENTS = "all"
+# What `webhook test` sends: never audited, so no webhook subscribes to it.
+TEST_EVENT = "WEBHOOK_TEST"
 # What a webhook gets when no events are named: the moments operators asked
 # to hear about (a session starts or ends, the band moves, health changes).
 DEFAULT_EVENTS = ("GO_SESSION_START", "GO_SESSION_END", "CONE_SET", "HEALTH_CHANGED")
 MAX_WEBHOOKS = 50
 MAX_EVENTS = 50
-MAX_URL = 2048
+
+
+def valid_name(name: str) -> str:
+    """A webhook name, or a 422 that says what a name may be."""
+    if not re.match(NAME_PATTERN, name):
+        raise PydanticCustomError("webhook_name", f"a webhook name is {NAME_RULE}")
+    return name
+
+
+# A webhook's name as the API takes it (a plain-words 422 when it is not one).
+WebhookName = Annotated[str, AfterValidator(valid_name)]
 
 
 class WebhookRecord(BaseModel):
     """A webhook as stored. No secret: it is derived from the master key and
-    ``salt`` when a delivery is signed (docs/WEBHOOKS.md, "The secret")."""
+    ``salt`` when a delivery is signed (docs/WEBHOOKS.md, "The secret").
+    ``url`` is checked when it is used, not here: a URL edited by hand into
+    the file is that webhook's failed delivery, not a broken file."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -66,20 +83,16 @@ class Lease(BaseModel):
     expires_at_utc: str
 
 
-class HealthMark(BaseModel):
-    status: str
-    at_utc: str
-
-
 class Outbox(BaseModel):
-    """The ``webhook_outbox`` document: the sender lease, the cursors, and the
-    last health status announced."""
+    """The ``webhook_outbox`` document: the sender lease and the cursors.
+
+    Files written by earlier versions also hold a ``health`` mark (when the
+    sender audited health changes); it is ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     lease: Lease | None = None
     cursors: dict[str, DeliveryState] = Field(default_factory=dict)
-    health: HealthMark | None = None
 
 
 # -- API -------------------------------------------------------------------------
@@ -102,64 +115,75 @@ class WebhookCreate(BaseModel):
         },
     )
 
-    url: str = Field(min_length=1, max_length=MAX_URL, description="http:// or https:// only.")
-    name: str | None = Field(
+    url: str = Field(
+        min_length=1,
+        max_length=MAX_URL,
+        description=f"http:// or https:// with a host, at most {MAX_URL} characters.",
+    )
+    name: WebhookName | None = Field(
         default=None,
-        pattern=NAME_PATTERN,
-        description="Letters, digits, '.', '_', '-'; default: from the URL's host.",
+        description=f"{NAME_RULE[0].upper()}{NAME_RULE[1:]}; default: from the URL's host.",
     )
     events: list[str] | None = Field(
         default=None,
         max_length=MAX_EVENTS,
-        description=f'Audit event names, or ["all"]; default: {", ".join(DEFAULT_EVENTS)}.',
+        description="Audit event names in any case (stored in upper case), or "
+        f'["all"]; default: {", ".join(DEFAULT_EVENTS)}.',
     )
     format: Format = Field(default="json", description="json, or slack for chat webhooks.")
 
-    # Checked here, so a bad value is the documented 422 over HTTP.
+    # Checked here, so a bad value is the documented 422 over HTTP, in words.
     @field_validator("url")
     @classmethod
     def _usable_url(cls, value: str) -> str:
-        return valid_url(value)
+        try:
+            return check_url(value)
+        except UnusableUrlError as exc:
+            raise PydanticCustomError("webhook_url", str(exc)) from None
 
     @field_validator("events")
     @classmethod
     def _event_names(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else valid_events(value)
-
-
-def valid_url(url: str) -> str:
-    """A webhook URL we are willing to send to (http or https, with a host)."""
-    text = url.strip()
-    if len(text) > MAX_URL or any(ord(c) < 33 or ord(c) == 127 for c in text):
-        raise ValueError("the URL must be at most 2048 characters without spaces")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ValueError(f"not a usable URL: {exc}") from None
-    if parts.scheme not in {"http", "https"}:
-        raise ValueError("only http:// and https:// webhook URLs are allowed")
-    if not parts.hostname:
-        raise ValueError("the URL has no host")
-    return text
+        if value is None:
+            return None
+        try:
+            return valid_events(value)
+        except ValueError as exc:
+            raise PydanticCustomError("webhook_events", str(exc)) from None
 
 
 def valid_events(events: list[str]) -> list[str]:
-    """Event names as given (deduplicated, in order), or ``["all"]``."""
+    """Known audit event names in upper case (deduplicated, in order), or
+    ``["all"]``; a ValueError in words otherwise."""
     names = list(dict.fromkeys(e.strip() for e in events if e.strip()))
     if not names:
-        raise ValueError("name at least one event, or 'all'")
-    if ALL_EVENTS in names:
+        raise ValueError("name at least one event, or all")
+    if any(n.lower() == ALL_EVENTS for n in names):
         if len(names) > 1:
-            raise ValueError("'all' stands alone: it already takes every event")
+            raise ValueError("all stands alone: it already takes every event")
         return [ALL_EVENTS]
-    bad = [n for n in names if not re.match(EVENT_PATTERN, n)]
-    if bad:
-        raise ValueError(
-            f"not event names: {', '.join(repr(b) for b in bad[:5])}; "
-            "use audit event names such as GO_SESSION_START, or 'all'"
+    known: list[str] = []
+    for name in names:
+        event = known_event(name)
+        if event is None:
+            raise ValueError(unknown_event(name))
+        known.append(event)
+    return list(dict.fromkeys(known))
+
+
+def unknown_event(name: str) -> str:
+    """Why ``name`` is refused, with the likely meaning of a typo."""
+    printable = "".join(c if c.isprintable() else "?" for c in name)
+    shown = printable if len(printable) <= 64 else printable[:61] + "..."
+    if name.strip().upper() == TEST_EVENT:
+        return (
+            f"{TEST_EVENT} is not an audited event: a test delivery (webhook test) "
+            "reaches a webhook whatever its events"
         )
-    return names
+    guess = closest_event(name)
+    if guess is not None:
+        return f"{shown} is not an audited event; did you mean {guess}?"
+    return f"{shown} is not an audited event; the events are {', '.join(AUDITED_EVENTS)}, or all"
 
 
 class DeliveryInfo(BaseModel):

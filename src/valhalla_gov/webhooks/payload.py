@@ -7,10 +7,12 @@ from typing import Any
 
 from .. import __version__
 from ..cone.canon import BAND_MEANING
-from .keys import sign
+from .keys import sign, sign_timed
 from .models import Format
 
 MAX_TEXT = 3000  # chat services cut long messages; ours stay well inside
+SIGNATURE = "X-Valhalla-Signature"  # deprecated: the body alone (replayable)
+TIMED_SIGNATURE = "X-Valhalla-Timed-Signature"
 
 
 def delivery_id(webhook_id: str, seq: int) -> str:
@@ -36,13 +38,19 @@ def render(record: dict[str, Any], fmt: Format, *, event_id: str) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def headers(*, event: str, delivery: str, secret: str, body: bytes) -> dict[str, str]:
+def headers(
+    *, event: str, delivery: str, secret: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """``timestamp`` (unix seconds) is the time of this attempt: a retry is
+    signed anew, so its signature is as fresh as a first try's."""
     return {
         "Content-Type": "application/json",
         "User-Agent": f"valhalla-gov-webhook/{__version__}",
         "X-Valhalla-Event": event,
         "X-Valhalla-Delivery": delivery,
-        "X-Valhalla-Signature": sign(secret, body),
+        TIMED_SIGNATURE: sign_timed(secret, body, timestamp),
+        # Kept while receivers in the field verify it (docs: deprecated).
+        SIGNATURE: sign(secret, body),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import OWNER_WRITE, Guard
@@ -13,12 +14,12 @@ from ..context import AppContext, get_ctx
 from . import service
 from .keys import load_key
 from .models import (
-    NAME_PATTERN,
     TestResult,
     WebhookCreate,
     WebhookCreated,
     WebhookInfo,
     WebhookRemoved,
+    valid_name,
 )
 from .sender import Sender
 
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 # Listing shows receiver URLs, which for chat webhooks are credentials.
 OWNER_READ = Guard("owner")
-Name = Annotated[str, Path(pattern=NAME_PATTERN, description="The webhook's name.")]
+Name = Annotated[str, Path(description="The webhook's name."), AfterValidator(valid_name)]
 
 
 @router.get("", response_model=list[WebhookInfo], dependencies=[Depends(OWNER_READ)])
@@ -84,15 +85,11 @@ async def test_webhook(
     name: Name, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
 ) -> TestResult:
     """Send a WEBHOOK_TEST event now and report the receiver's answer
-    (``ok`` false with its status or error when it did not take it)."""
+    (``ok`` false with its status or error when it did not take it, or when
+    the stored URL cannot be used)."""
     hook = await run_in_threadpool(service.get_webhook, store=ctx.store, name=name)
     key = await run_in_threadpool(load_key, ctx.settings, create=False)
-    settings = ctx.settings
-    sender = Sender(
-        connect=settings.webhook_connect_timeout,
-        read=settings.webhook_read_timeout,
-        max_bytes=settings.webhook_max_response_bytes,
-    )
+    sender = Sender.for_settings(ctx.settings)
     try:
         return await service.send_test(
             hook=hook, key=key, sender=sender, actor=who.name, clock=ctx.clock

@@ -1,7 +1,9 @@
-"""Webhook rules: add, list, remove, test. No HTTP here (the sender is handed in)."""
+"""Webhook rules: add, list, remove, test, and what one delivery is. No HTTP
+here (the sender is handed in)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from typing import Any
@@ -18,6 +20,7 @@ from .models import (
     DEFAULT_EVENTS,
     MAX_WEBHOOKS,
     NAME_PATTERN,
+    TEST_EVENT,
     DeliveryInfo,
     DeliveryState,
     TestResult,
@@ -25,9 +28,10 @@ from .models import (
     WebhookInfo,
     WebhookRecord,
 )
-from .sender import Sender, redact_url
+from .sender import Attempt, Sender, failed
+from .urls import redact_url
 
-TEST_EVENT = "WEBHOOK_TEST"
+log = logging.getLogger(__name__)
 
 
 def _default_name(url: str) -> str:
@@ -134,7 +138,7 @@ def remove_webhook(*, store: Store, name: str, actor: str, clock: Clock) -> None
         if not gone:
             raise NotFoundError(f"no webhook named {name!r}")
         hook_store.write_webhooks(txn, [h for h in hooks if h.name != name])
-        outbox = hook_store.read_outbox(txn)
+        outbox = hook_store.load_outbox(txn)
         state = outbox.cursors.pop(gone[0].id, None)
         hook_store.write_outbox(txn, outbox)
         log_event(
@@ -164,16 +168,32 @@ def secret_for(hook: WebhookRecord, key: SigningKey | None) -> str:
     return key.secret(hook.id, hook.salt)
 
 
-def build(hook: WebhookRecord, record: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
-    """Body and headers for one audit record, sent to one webhook."""
-    seq = int(record.get("seq") or 0)
-    body = payload.render(record, hook.format, event_id=str(seq))
-    return body, payload.headers(
-        event=str(record.get("event")),
-        delivery=payload.delivery_id(hook.id, seq),
-        secret=secret,
-        body=body,
-    )
+async def deliver(
+    *,
+    sender: Sender,
+    hook: WebhookRecord,
+    record: dict[str, Any],
+    event_id: str,
+    delivery: str,
+    secret: str,
+    clock: Clock,
+) -> Attempt:
+    """Build, sign and POST one event to one webhook. Never raises: whatever
+    fails (the body, the signature, the send, the answer) is this attempt's
+    failure, reported like a refused connection."""
+    try:
+        body = payload.render(record, hook.format, event_id=event_id)
+        headers = payload.headers(
+            event=str(record.get("event")),
+            delivery=delivery,
+            secret=secret,
+            body=body,
+            timestamp=int(clock().timestamp()),
+        )
+    except Exception as exc:
+        log.debug("webhooks: building a delivery for %s raised", hook.name, exc_info=True)
+        return failed(f"the delivery could not be built ({type(exc).__name__}: {exc})", hook.url)
+    return await sender.post(hook.url, body, headers)
 
 
 async def send_test(
@@ -189,9 +209,15 @@ async def send_test(
         "actor": actor,
         "payload": {"webhook": hook.name, "message": "a test delivery from valhalla webhook test"},
     }
-    body = payload.render(record, hook.format, event_id=test_id)
-    hdrs = payload.headers(event=TEST_EVENT, delivery=test_id, secret=secret, body=body)
-    attempt = await sender.post(hook.url, body, hdrs)
+    attempt = await deliver(
+        sender=sender,
+        hook=hook,
+        record=record,
+        event_id=test_id,
+        delivery=test_id,
+        secret=secret,
+        clock=clock,
+    )
     return TestResult(
         name=hook.name,
         ok=attempt.ok,

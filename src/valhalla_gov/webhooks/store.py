@@ -2,8 +2,8 @@
 
 - ``webhooks`` (webhooks.json): ``{"webhooks": [WebhookRecord]}``, the
   configuration; no secrets (see keys.py).
-- ``webhook_outbox`` (webhook_outbox.json): the sender lease, one
-  :class:`DeliveryState` per webhook, and the last health status announced.
+- ``webhook_outbox`` (webhook_outbox.json): the sender lease and one
+  :class:`DeliveryState` per webhook.
 
 The events themselves are the audit log: a delivery cursor is an audit
 ``seq`` (the truth) plus the log cursor just after it (a hint, checked on
@@ -52,8 +52,9 @@ def load_webhooks(store: Store) -> list[WebhookRecord]:
     return store.read_cached(WEBHOOKS, parse_webhooks)
 
 
-def load_outbox(store: Reader) -> Outbox:
-    return parse_outbox(store.read_document(OUTBOX))
+def load_outbox(reader: Reader) -> Outbox:
+    """In a transaction (to write it back) or outside one."""
+    return parse_outbox(reader.read_document(OUTBOX))
 
 
 def read_webhooks(txn: StoreTxn) -> list[WebhookRecord]:
@@ -64,16 +65,12 @@ def write_webhooks(txn: StoreTxn, hooks: list[WebhookRecord]) -> None:
     txn.write_document(WEBHOOKS, [h.model_dump() for h in hooks])
 
 
-def read_outbox(txn: StoreTxn) -> Outbox:
-    return load_outbox(txn)
-
-
 def write_outbox(txn: StoreTxn, outbox: Outbox) -> None:
     txn.write_document(OUTBOX, outbox.model_dump())
 
 
 def newest_seq(store: Store) -> int:
-    for entry in store.scan_log(AUDIT_LOG):
+    for entry in store.scan_log(AUDIT_LOG, take=1):
         seq = entry.record.get("seq")
         return seq if isinstance(seq, int) else 0
     return 0
@@ -102,14 +99,12 @@ def events_after(store: Store, seq: int, hint: str | None) -> Iterator[Event]:
             first = next(iter(entries), None)
         except InvalidCursorError:
             first = None
-        if first is None:
-            # Nothing after the hint yet, or a hint that no longer fits: the
-            # relocation below tells the two apart cheaply (newest first).
-            pass
-        elif first.record.get("seq") == seq + 1:
+        if first is not None and first.record.get("seq") == seq + 1:
             yield Event(seq + 1, first.record, hint, first.cursor)
             yield from _chained(entries, first.cursor)
             return
+        # Nothing after the hint yet, or a hint that no longer fits: the
+        # relocation below tells the two apart cheaply (newest first).
     start = _locate(store, seq)
     if start is None:
         return

@@ -1,15 +1,18 @@
-"""The delivery worker: one background task per process, one sender at a time.
+"""The delivery loop: one background task per process, one sender at a time.
 
-Every worker process (and replica) runs a :class:`Dispatcher`. Only the
-holder of the sender lease (kept in the store, with an expiry) sends, so
-with N workers each event goes out once in the normal case; when the holder
-dies, another takes over once the lease runs out. The holder also watches
-health and audits HEALTH_CHANGED once per change.
+Every worker process (and replica) runs a :class:`Dispatcher`. A pass first
+reads what is due (the webhooks, their cursors, the audit log after them);
+when nothing is, the pass writes nothing at all. When something is, the
+process takes the sender lease (kept in the store, with an expiry) and sends:
+only the holder sends, so with N workers each event goes out once in the
+normal case; when the holder dies, another takes over once the lease runs out.
 
 A delivery is: find the webhook's next wanted event in the audit log after
 its cursor, POST it, and move the cursor (or schedule a retry) in one store
-transaction that first checks nobody else moved it. Crash anywhere and the
-event is sent again: at least once, in order per webhook.
+transaction per pass that first checks nobody else moved it. Crash anywhere
+and the event is sent again: at least once, in order per webhook. One
+webhook's failure, of any kind, is that webhook's failed attempt: the other
+webhooks' sends and cursors go on as if it were not there.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,14 +35,15 @@ from ..audit.service import log_event
 from ..errors import ServiceUnavailableError
 from ..settings import Settings
 from ..storage.errors import StorageError
-from ..storage.protocol import Store
+from ..storage.protocol import Store, StoreTxn
 from ..timeutil import Clock, iso_z, parse_iso
+from . import payload, service
 from . import store as hook_store
 from .keys import SigningKey, load_key
 from .metrics import DELIVERIES
-from .models import DeliveryState, HealthMark, Lease, Outbox, WebhookRecord
-from .sender import Attempt, Sender, redact_url
-from .service import build, secret_for
+from .models import DeliveryState, Lease, Outbox, WebhookRecord
+from .sender import Attempt, Sender, failed
+from .urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,15 @@ SYSTEM_ACTOR = "system"
 BATCH = 20
 # Audit records read past a webhook's cursor looking for an event it wants.
 SCAN_LIMIT = 5000
+# Records a webhook does not take, passed over before its cursor is moved
+# past them without a delivery (see plan_pass).
+SKIP_WRITE = 1000
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-HealthProbe = Callable[[], tuple[str, list[str]]]
 
-
-def _initial(hook: WebhookRecord) -> DeliveryState:
+def initial_state(hook: WebhookRecord) -> DeliveryState:
     return DeliveryState(last_seq=hook.start_seq)
 
 
@@ -85,11 +89,15 @@ class Plan:
     scanned: hook_store.Event | None
 
 
-def plan_batch(store: Store, hook: WebhookRecord, state: DeliveryState) -> Plan:
-    """Up to BATCH wanted events after the webhook's cursor, oldest first."""
+def plan_batch(
+    store: Store, hook: WebhookRecord, state: DeliveryState, resume: hook_store.Event | None = None
+) -> Plan:
+    """Up to BATCH wanted events after the webhook's cursor, oldest first;
+    from ``resume`` on when the records up to it are known to be unwanted."""
     events: list[hook_store.Event] = []
     scanned: hook_store.Event | None = None
-    for count, event in enumerate(hook_store.events_after(store, state.last_seq, state.cursor)):
+    start = (state.last_seq, state.cursor) if resume is None else (resume.seq, resume.after)
+    for count, event in enumerate(hook_store.events_after(store, *start)):
         if wanted(hook, event.record):
             events.append(event)
             if len(events) >= BATCH:
@@ -101,18 +109,88 @@ def plan_batch(store: Store, hook: WebhookRecord, state: DeliveryState) -> Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class Job:
+    """One webhook's share of a pass: where it stood, and what to send."""
+
+    hook: WebhookRecord
+    state: DeliveryState
+    plan: Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """In one process's memory: every record after ``state``'s cursor up to
+    ``last`` is one ``hook`` does not take (true while hook and state are)."""
+
+    hook: WebhookRecord
+    state: DeliveryState
+    last: hook_store.Event
+
+
+def _due(state: DeliveryState, now: datetime) -> bool:
+    if state.next_attempt_at_utc is None:
+        return True
+    try:
+        return parse_iso(state.next_attempt_at_utc) <= now
+    except ValueError:
+        return True  # a retry time edited into nonsense: retry now, not never
+
+
+def _retry_due(state: DeliveryState, now: datetime) -> bool:
+    return state.next_attempt_at_utc is not None and _due(state, now)
+
+
+def plan_pass(
+    store: Store,
+    hooks: list[WebhookRecord],
+    outbox: Outbox,
+    now: datetime,
+    skipped: dict[str, Skipped],
+) -> list[Job]:
+    """Every due webhook with something to send (reads only). An empty list
+    is an idle pass, which writes nothing, not even the lease.
+
+    Records a webhook does not take are not a reason to write: how far they
+    go is kept in ``skipped`` (updated here), so the next pass reads only
+    newer records, and the cursor moves past them with the webhook's next
+    delivery, or once SKIP_WRITE of them have piled up (so a restart never
+    reads far)."""
+    for gone in skipped.keys() - {h.id for h in hooks}:
+        del skipped[gone]
+    jobs = []
+    for hook in hooks:
+        state = outbox.cursors.get(hook.id) or initial_state(hook)
+        if not _due(state, now):
+            continue
+        known = skipped.get(hook.id)
+        resume = (
+            known.last if known is not None and (known.hook, known.state) == (hook, state) else None
+        )
+        plan = plan_batch(store, hook, state, resume)
+        if resume is not None and plan.events == [] and plan.scanned is None:
+            plan = Plan([], resume)  # nothing newer: still as far as before
+        if plan.events or (
+            plan.scanned is not None and plan.scanned.seq - state.last_seq >= SKIP_WRITE
+        ):
+            jobs.append(Job(hook, state, plan))
+            skipped.pop(hook.id, None)
+        elif plan.scanned is not None:
+            skipped[hook.id] = Skipped(hook, state, plan.scanned)
+    return jobs
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one pass did for one webhook: attempts in order (only the last
     may have failed), and whether the cursor may skip to ``plan.scanned``."""
 
-    hook: WebhookRecord
-    expected: DeliveryState
-    plan: Plan
+    job: Job
     attempts: list[tuple[hook_store.Event, Attempt]]
+    complete: bool  # every planned event was attempted and delivered
 
     @property
     def moved(self) -> bool:
-        return bool(self.attempts) or self.plan.scanned is not None
+        return bool(self.attempts) or (self.complete and self.job.plan.scanned is not None)
 
 
 def claim_lease(store: Store, *, holder: str, clock: Clock, seconds: float) -> datetime | None:
@@ -120,12 +198,12 @@ def claim_lease(store: Store, *, holder: str, clock: Clock, seconds: float) -> d
     process holds a live one."""
     outbox = hook_store.load_outbox(store)
     now = clock()
-    if _held_by_other(outbox, holder, now):
+    if held_by_other(outbox, holder, now):
         return None  # the common case for non-holders: no lock taken
     with store.transaction() as txn:
-        outbox = hook_store.read_outbox(txn)
+        outbox = hook_store.load_outbox(txn)
         now = clock()
-        if _held_by_other(outbox, holder, now):
+        if held_by_other(outbox, holder, now):
             return None
         until = now + timedelta(seconds=seconds)
         outbox.lease = Lease(holder=holder, expires_at_utc=iso_z(until))
@@ -133,14 +211,22 @@ def claim_lease(store: Store, *, holder: str, clock: Clock, seconds: float) -> d
         return until
 
 
-def _held_by_other(outbox: Outbox, holder: str, now: datetime) -> bool:
+def held_by_other(outbox: Outbox, holder: str, now: datetime) -> bool:
     lease = outbox.lease
-    return lease is not None and lease.holder != holder and parse_iso(lease.expires_at_utc) > now
+    if lease is None or lease.holder == holder:
+        return False
+    try:
+        return parse_iso(lease.expires_at_utc) > now
+    except ValueError:
+        return False  # an unreadable expiry holds nobody off
 
 
 def release_lease(store: Store, *, holder: str) -> None:
+    lease = hook_store.load_outbox(store).lease
+    if lease is None or lease.holder != holder:
+        return  # not ours (any more): nothing to write
     with store.transaction() as txn:
-        outbox = hook_store.read_outbox(txn)
+        outbox = hook_store.load_outbox(txn)
         if outbox.lease is not None and outbox.lease.holder == holder:
             outbox.lease = None
             hook_store.write_outbox(txn, outbox)
@@ -166,12 +252,12 @@ def record_pass(
     saved: dict[str, DeliveryState] = {}
     with store.transaction() as txn:
         live = {h.id for h in hook_store.read_webhooks(txn)}
-        outbox = hook_store.read_outbox(txn)
+        outbox = hook_store.load_outbox(txn)
         now = clock()
         for outcome in outcomes:
-            hook = outcome.hook
-            current = outbox.cursors.get(hook.id) or _initial(hook)
-            expected = outcome.expected
+            hook = outcome.job.hook
+            current = outbox.cursors.get(hook.id) or initial_state(hook)
+            expected = outcome.job.state
             if hook.id not in live or (current.last_seq, current.attempts) != (
                 expected.last_seq,
                 expected.attempts,
@@ -179,13 +265,12 @@ def record_pass(
                 continue  # removed meanwhile, or another sender moved it
             state = current
             for event, attempt in outcome.attempts:
-                state, notes, result = apply_attempt(state, hook, event, attempt, now, settings)
-                counts[result] += 1
-                for name, payload in notes:
-                    log_event(txn, event=name, payload=payload, actor=SYSTEM_ACTOR, clock=clock)
-            scanned = outcome.plan.scanned
-            all_sent = all(a.ok for _, a in outcome.attempts)
-            if scanned is not None and all_sent and scanned.seq > state.last_seq:
+                step = apply_attempt(state, hook, event, attempt, now, settings)
+                state = step.state
+                counts[step.result] += 1
+                _audit(txn, step, clock)
+            scanned = outcome.job.plan.scanned
+            if outcome.complete and scanned is not None and scanned.seq > state.last_seq:
                 state = state.model_copy(update={"last_seq": scanned.seq, "cursor": scanned.after})
             outbox.cursors[hook.id] = state
             saved[hook.id] = state
@@ -197,6 +282,30 @@ def record_pass(
     return saved
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One attempt applied to a webhook's delivery state."""
+
+    state: DeliveryState
+    result: str  # delivered, failed or gave_up
+    about: dict[str, Any]  # the payload of the audit events it calls for
+    recovered: bool = False  # the first delivery after failures
+    started_failing: bool = False  # the first failure after deliveries
+
+
+def _audit(txn: StoreTxn, step: Step, clock: Clock) -> None:
+    # Each event name written out where it is audited (tests/test_event_names.py
+    # checks every one against the known list).
+    if step.recovered:
+        log_event(
+            txn, event="WEBHOOK_RECOVERED", payload=step.about, actor=SYSTEM_ACTOR, clock=clock
+        )
+    if step.started_failing:
+        log_event(txn, event="WEBHOOK_FAILING", payload=step.about, actor=SYSTEM_ACTOR, clock=clock)
+    if step.result == "gave_up":
+        log_event(txn, event="WEBHOOK_GAVE_UP", payload=step.about, actor=SYSTEM_ACTOR, clock=clock)
+
+
 def apply_attempt(
     current: DeliveryState,
     hook: WebhookRecord,
@@ -204,9 +313,8 @@ def apply_attempt(
     attempt: Attempt,
     now: datetime,
     settings: Settings,
-) -> tuple[DeliveryState, list[tuple[str, dict[str, Any]]], str]:
-    """The state after one attempt, the audit events it calls for, and its
-    result (delivered, failed, gave_up)."""
+) -> Step:
+    """The state after one attempt, and what it calls for."""
     base: dict[str, Any] = {
         "webhook_id": hook.id,
         "name": hook.name,
@@ -231,11 +339,9 @@ def apply_attempt(
                 "delivered": current.delivered + 1,
             }
         )
-        notes = [("WEBHOOK_RECOVERED", base)] if current.failing else []
-        return new, notes, "delivered"
+        return Step(new, "delivered", base, recovered=current.failing)
     attempts = current.attempts + 1
     failure = {**base, "attempts": attempts, "status": attempt.status, "error": attempt.error}
-    notes = [] if current.failing else [("WEBHOOK_FAILING", failure)]
     if _too_old(event, now, settings):
         new = current.model_copy(
             update={
@@ -248,7 +354,7 @@ def apply_attempt(
                 "gave_up": current.gave_up + 1,
             }
         )
-        return new, [*notes, ("WEBHOOK_GAVE_UP", failure)], "gave_up"
+        return Step(new, "gave_up", failure, started_failing=not current.failing)
     retry_at = now + timedelta(seconds=backoff(attempts, settings))
     new = current.model_copy(
         update={
@@ -261,7 +367,7 @@ def apply_attempt(
             "next_attempt_at_utc": iso_z(retry_at),
         }
     )
-    return new, notes, "failed"
+    return Step(new, "failed", failure, started_failing=not current.failing)
 
 
 def _too_old(event: hook_store.Event, now: datetime, settings: Settings) -> bool:
@@ -273,48 +379,20 @@ def _too_old(event: hook_store.Event, now: datetime, settings: Settings) -> bool
     return (now - written).total_seconds() >= settings.webhook_give_up_seconds
 
 
-def record_health(store: Store, status: str, reasons: list[str], *, clock: Clock) -> bool:
-    """Store the status; audit HEALTH_CHANGED when it differs from the last
-    one stored (the first look only sets the baseline). Under the store lock,
-    so N processes seeing the same change write one event."""
-    with store.transaction() as txn:
-        outbox = hook_store.read_outbox(txn)
-        before = outbox.health
-        if before is not None and before.status == status:
-            return False
-        outbox.health = HealthMark(status=status, at_utc=iso_z(clock()))
-        hook_store.write_outbox(txn, outbox)
-        if before is None:
-            return False
-        log_event(
-            txn,
-            event="HEALTH_CHANGED",
-            payload={"from": before.status, "to": status, "reasons": reasons},
-            actor=SYSTEM_ACTOR,
-            clock=clock,
-        )
-        return True
-
-
 class Dispatcher:
     """The per-process delivery loop (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        settings: Settings,
-        clock: Clock,
-        health: HealthProbe | None = None,
-    ) -> None:
+    def __init__(self, *, store: Store, settings: Settings, clock: Clock) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.health = health
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._sender: Sender | None = None  # made when there is something to send
         self._lease_until: datetime | None = None
-        self._next_health = 0.0
+        # What this process knows from earlier passes (memory only): the
+        # records each webhook does not take, and what the last idle pass saw.
+        self._skipped: dict[str, Skipped] = {}
+        self._quiet: tuple[int, dict[str, DeliveryState], list[WebhookRecord]] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -369,32 +447,57 @@ class Dispatcher:
     async def tick(self) -> bool:
         """One pass: every due webhook's next events, sent concurrently across
         webhooks and in order within one, then one transaction for all the
-        cursors. True when a webhook has more waiting than one pass sends."""
+        cursors. True when a webhook has more waiting than one pass sends.
+
+        Reads come first: a pass with nothing to send writes nothing."""
         hooks = await self._io(hook_store.load_webhooks, self.store)
         if not hooks:
-            return False  # nothing to send: no lease, no writes
-        if not await self._hold_lease():
             return False
-        await self._watch_health()
-        key = await self._io(load_key, self.settings, create=False)
         outbox = await self._io(hook_store.load_outbox, self.store)
         now = self.clock()
-        due = []
-        for hook in hooks:
-            state = outbox.cursors.get(hook.id) or _initial(hook)
-            retry_at = state.next_attempt_at_utc
-            if retry_at is None or parse_iso(retry_at) <= now:
-                due.append(self._send(hook, state, key))
-        outcomes = [o for o in await asyncio.gather(*due) if o.moved]
+        if held_by_other(outbox, self.holder, now):
+            return False  # the holder sends; the others only look
+        newest = await self._io(hook_store.newest_seq, self.store)
+        quiet = (newest, outbox.cursors, hooks)
+        if quiet == self._quiet and not any(_retry_due(s, now) for s in outbox.cursors.values()):
+            return False  # nothing new since the last idle pass, and no retry due
+        jobs = await self._io(plan_pass, self.store, hooks, outbox, now, self._skipped)
+        if not jobs:
+            self._quiet = quiet
+            return False
+        self._quiet = None
+        if not await self._hold_lease():
+            return False
+        # Planned before the lease was ours: a cursor another sender moved
+        # meanwhile is planned again next pass, not sent twice now.
+        now_outbox = await self._io(hook_store.load_outbox, self.store)
+        current = [
+            job
+            for job in jobs
+            if (now_outbox.cursors.get(job.hook.id) or initial_state(job.hook)) == job.state
+        ]
+        key = await self._io(load_key, self.settings, create=False)
+        results = await asyncio.gather(
+            *(self._send(job, key) for job in current), return_exceptions=True
+        )
+        outcomes = []
+        for job, result in zip(current, results, strict=True):
+            if isinstance(result, Outcome):
+                if result.moved:
+                    outcomes.append(result)
+            else:  # _send catches what a send raises; this is a last line
+                log.error("webhooks: the pass for %s failed: %r", job.hook.name, result)
         if outcomes:
             await self._io(
                 record_pass, self.store, outcomes, clock=self.clock, settings=self.settings
             )
-        return any(
-            len(o.plan.events) >= BATCH and all(a.ok for _, a in o.attempts) for o in outcomes
-        )
+        full = any(len(o.job.plan.events) >= BATCH and o.complete for o in outcomes)
+        return full or len(current) < len(jobs)
 
     async def _hold_lease(self) -> bool:
+        """Ours until ``_lease_until``; renewed only when due, i.e. when less
+        than half of it is left (a send fits in that half: settings), so while
+        sending it is written once per half lease, and while idle never."""
         now = self.clock()
         half = timedelta(seconds=self.settings.webhook_lease_seconds / 2)
         if self._lease_until is not None and self._lease_until - now > half:
@@ -408,66 +511,64 @@ class Dispatcher:
         )
         return self._lease_until is not None
 
-    async def _watch_health(self) -> None:
-        if self.health is None or time.monotonic() < self._next_health:
-            return
-        self._next_health = time.monotonic() + self.settings.webhook_health_seconds
-        status, reasons = await self._io(self.health)
-        await self._io(record_health, self.store, status, reasons, clock=self.clock)
-
-    async def _send(
-        self, hook: WebhookRecord, state: DeliveryState, key: SigningKey | None
-    ) -> Outcome:
+    async def _send(self, job: Job, key: SigningKey | None) -> Outcome:
         """Send this webhook's planned events in order until one fails."""
-        plan = await self._io(plan_batch, self.store, hook, state)
+        hook = job.hook
         sent: list[tuple[hook_store.Event, Attempt]] = []
-        for event in plan.events:
-            # Renewed before each send: a send fits in half a lease (settings).
-            if self._stop.is_set() or not await self._hold_lease():
-                break
-            attempt = await self._deliver(hook, event, key)
-            sent.append((event, attempt))
-            if not attempt.ok:
-                log.warning(
-                    "webhooks: delivery of seq %d to %s (%s) failed: %s",
-                    event.seq,
-                    hook.name,
-                    redact_url(hook.url),
-                    attempt.error,
-                )
-                break
-        complete = len(sent) == len(plan.events)
-        return Outcome(hook, state, plan if complete else Plan(plan.events, None), sent)
+        try:
+            for event in job.plan.events:
+                # Renewed before each send when due: a send fits in half a lease.
+                if self._stop.is_set() or not await self._hold_lease():
+                    break
+                attempt = await self._deliver(hook, event, key)
+                sent.append((event, attempt))
+                if not attempt.ok:
+                    log.warning(
+                        "webhooks: delivery of seq %d to %s (%s) failed: %s",
+                        event.seq,
+                        hook.name,
+                        redact_url(hook.url),
+                        attempt.error,
+                    )
+                    break
+        except Exception as exc:
+            log.warning("webhooks: sending to %s stopped: %s", hook.name, exc)
+        complete = len(sent) == len(job.plan.events) and all(a.ok for _, a in sent)
+        return Outcome(job, sent, complete)
 
     async def _deliver(
         self, hook: WebhookRecord, event: hook_store.Event, key: SigningKey | None
     ) -> Attempt:
+        """Never raises: any failure is this webhook's failed attempt."""
         try:
-            secret = secret_for(hook, key)
+            secret = service.secret_for(hook, key)
+            sender = self.sender()
         except ServiceUnavailableError as exc:
-            return Attempt(False, None, exc.detail, 0.0)
-        body, headers = build(hook, event.record, secret)
-        return await self.sender().post(hook.url, body, headers)
+            return failed(exc.detail, hook.url)
+        except Exception as exc:
+            return failed(
+                f"the delivery could not be prepared ({type(exc).__name__}: {exc})", hook.url
+            )
+        return await service.deliver(
+            sender=sender,
+            hook=hook,
+            record=event.record,
+            event_id=str(event.seq),
+            delivery=payload.delivery_id(hook.id, event.seq),
+            secret=secret,
+            clock=self.clock,
+        )
 
     def sender(self) -> Sender:
         if self._sender is None:
-            self._sender = Sender(
-                connect=self.settings.webhook_connect_timeout,
-                read=self.settings.webhook_read_timeout,
-                max_bytes=self.settings.webhook_max_response_bytes,
-            )
+            self._sender = Sender.for_settings(self.settings)
         return self._sender
 
 
-def start_dispatcher(
-    *, store: Store, settings: Settings, clock: Clock, health: HealthProbe | None
-) -> Dispatcher | None:
+def start_dispatcher(*, store: Store, settings: Settings, clock: Clock) -> Dispatcher | None:
     """Started from the app's lifespan in every worker (unless turned off)."""
     if not settings.webhook_worker:
         return None
-    dispatcher = Dispatcher(store=store, settings=settings, clock=clock, health=health)
+    dispatcher = Dispatcher(store=store, settings=settings, clock=clock)
     dispatcher.start()
     return dispatcher
-
-
-__all__ = ["Dispatcher", "start_dispatcher"]
