@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test browser lint typecheck pytest lock bench clean mutate-fsync
+.PHONY: run test test-deep browser lint typecheck pytest lock bench clean mutate-fsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,16 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# Two workers: most of the suite waits on subprocesses, sockets and fsync.
+# A test file stays on one worker (module-scoped servers start once).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 pytest: $(VENV)/.dev-installed
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Run before each stop: the long crash storms, the soak and the large
+# property runs at their full size (about 15 minutes).
+test-deep: $(VENV)/.dev-installed browser lint typecheck
+	VALHALLA_TEST_DEEP=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # Regenerate the pinned lock files (needs `uv` on PATH).
 lock:

@@ -28,6 +28,17 @@ from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import Clock, utc_now
 
 REQUIRE_SERVICES = os.environ.get("VALHALLA_TEST_REQUIRE_SERVICES") == "1"
+# `make test` runs every test at a size a developer can run often; `make
+# test-deep` (VALHALLA_TEST_DEEP=1) runs the long crash storms, the soak and
+# the large property runs at their full size.
+DEEP = os.environ.get("VALHALLA_TEST_DEEP") == "1"
+
+
+def sized(quick: int, deep: int) -> int:
+    """A test's size: ``deep`` under `make test-deep`, ``quick`` otherwise."""
+    return deep if DEEP else quick
+
+
 # Starlette's TestClient sends "Host: testserver" (schemathesis: "localhost").
 # Apps built in tests answer to that name too; the Host allow-list itself is
 # tested with explicit settings and over real HTTP (tests/security).

@@ -226,3 +226,18 @@ def test_insights_route(client: TestClient) -> None:
     ):
         resp = client.get("/core/go/insights", params=params)
         assert resp.status_code == 422, params
+
+
+def test_times_with_an_offset_or_no_zone_are_taken_as_utc(client: TestClient) -> None:
+    def window(**params: str) -> tuple[str, str]:
+        resp = client.get("/core/go/insights", params={"bucket": "day", **params})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        return body["since"], body["until"]
+
+    utc = window(since="2026-03-05T00:00:00Z", until="2026-03-06T12:00:00Z")
+    # The same instants, written with an offset: converted, not compared raw.
+    assert window(since="2026-03-05T02:00:00+02:00", until="2026-03-06T07:00:00-05:00") == utc
+    # No zone at all: read as UTC.
+    assert window(since="2026-03-05T00:00:00", until="2026-03-06T12:00:00") == utc
+    assert utc[0].startswith("2026-03-05T00:00:00")

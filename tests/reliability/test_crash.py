@@ -20,7 +20,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import _truncate
+from tests.conftest import _truncate, sized
 from tests.live.server import LiveServer
 from tests.reliability.conftest import Record, seed_for
 from tests.reliability.storm import Ledger, check_files_parse, check_store, storm_worker
@@ -124,7 +124,7 @@ def test_kill_minus_nine_during_a_write_storm(tmp_path: Path, record_figures: Re
     _storm(
         name="crash_json",
         data_dir=data_dir,
-        rounds=10,
+        rounds=sized(3, 10),
         open_store=lambda: open_json(data_dir),
         atomic=False,
         env=None,
@@ -139,7 +139,7 @@ def test_kill_minus_nine_during_a_write_storm_on_postgres(
     _storm(
         name="crash_postgres",
         data_dir=tmp_path / "data",
-        rounds=4,
+        rounds=sized(2, 4),
         open_store=lambda: open_sql(pg_url),
         atomic=True,
         env={"VALHALLA_DATABASE_URL": pg_url},

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.conftest import sized
 from tests.live.server import LiveServer
 from tests.reliability.conftest import Record, seed_for
 from tests.reliability.storm import Ledger, check_store
@@ -38,7 +39,7 @@ def test_a_bounded_soak_has_no_errors(
     record_figures: Record,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seconds = float(os.environ.get("VALHALLA_SOAK_SECONDS", "60"))
+    seconds = float(os.environ.get("VALHALLA_SOAK_SECONDS", sized(10, 60)))
     seed = seed_for("soak")
     data_dir = tmp_path / "data"
     out = figures_path.parent / "soak-report.json"

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import sized
 from valhalla_gov.storage import encoding
 from valhalla_gov.storage.errors import UnstorableValueError
 
@@ -50,7 +51,7 @@ _values = st.recursive(
 _DIFFERING = [1e-7, 1e-05, 5.783e-05, -2.86e-07, 9.99e-06, 1e-9, 2**64, 2**100, -(2**65)]
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=sized(300, 3000), deadline=None)
 @given(_values)
 @example({"x": [1e-7, 1e-05, 0.0001, 1e16, 1e-10]})
 @example({"b": 1, "a": {"é": "\u2028\x7f\x1f\n", "z": 2**64}})
@@ -60,14 +61,14 @@ def test_canonical_bytes_match_the_standard_library(value: Any) -> None:
     assert encoding.canonical_json(value) == _reference_canonical(value).decode()
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=sized(150, 1500), deadline=None)
 @given(_values)
 @example({"x": [1e-7, 1e-05], "empty": {}, "none": []})
 def test_documents_match_the_standard_library(value: Any) -> None:
     assert encoding.document_bytes(value) == _reference_document(value)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=sized(150, 1500), deadline=None)
 @given(_values)
 def test_loads_reads_what_the_standard_library_reads(value: Any) -> None:
     raw = _reference_canonical(value)
@@ -147,7 +148,7 @@ def _containers(value: Any) -> list[Any]:
     return found
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=sized(50, 500), deadline=None)
 @given(_values)
 def test_copy_parsed_is_equal_and_shares_no_container(value: Any) -> None:
     copied = encoding.copy_parsed(value)
