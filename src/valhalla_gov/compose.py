@@ -16,13 +16,11 @@ from .audit.feature import FEATURE as AUDIT
 from .auth.feature import FEATURE as AUTH
 from .auth.ratelimit import RateLimiter
 from .auth.service import Authenticator
-from .cone.canon import load_canon
 from .cone.feature import FEATURE as CONE
 from .context import AppContext
 from .events.feature import FEATURE as EVENTS
 from .feature import Feature
 from .go.feature import FEATURE as GO
-from .go.playbook import load_playbook
 from .health.feature import FEATURE as HEALTH
 from .insights.feature import FEATURE as INSIGHTS
 from .migrations import HEAD, VERSIONS_DIR
@@ -87,8 +85,6 @@ def build_context(
     ctx = AppContext(
         settings=settings,
         store=open_store(settings),
-        canon=load_canon(settings.canon_file),
-        playbook=load_playbook(settings.playbook_file),
         rate_limiter=rate_limiter
         or RateLimiter(
             start_session=settings.rate_limit_start_session,

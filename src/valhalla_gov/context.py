@@ -16,8 +16,6 @@ from fastapi import Request
 
 from .auth.ratelimit import RateLimiter
 from .auth.service import Authenticator
-from .cone.canon import Canon
-from .go.models import Playbook
 from .settings import Settings
 from .storage.protocol import Store
 from .timeutil import Clock, utc_now
@@ -29,8 +27,6 @@ T = TypeVar("T")
 class AppContext:
     settings: Settings
     store: Store
-    canon: Canon
-    playbook: Playbook
     rate_limiter: RateLimiter
     clock: Clock = utc_now
     authenticator: Authenticator = field(default_factory=Authenticator)

@@ -11,7 +11,7 @@ from ..auth.deps import OWNER_WRITE, VIEWER, VIEWER_AUDITED
 from ..auth.models import SCOPE_RANK, Identity, Scope
 from ..context import AppContext, get_ctx
 from . import service
-from .canon import Action
+from .canon import Action, Canon
 from .models import ConeDecideRequest, ConeDecision, ConeSetRequest, ConeState
 
 router = APIRouter(prefix="/cone", tags=["cone"])
@@ -67,7 +67,7 @@ def decide_post(
     """May this engine take this action in the current band? (audited)"""
     return service.decide(
         store=ctx.store,
-        canon=ctx.canon,
+        canon=ctx.get(Canon),
         engine=body.engine,
         action=body.action,
         actor=who.name,
@@ -104,7 +104,7 @@ def decide(
     an audited decision, so the security gate refuses it from other sites."""
     return service.decide(
         store=ctx.store,
-        canon=ctx.canon,
+        canon=ctx.get(Canon),
         engine=engine,
         action=action,
         actor=who.name,

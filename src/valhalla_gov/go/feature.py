@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from ..context import AppContext
 from ..feature import Feature, TransferHooks
 from ..storage.protocol import Document, Log, Store
 from . import session_store
+from .playbook import load_playbook
 from .session_reads import get_session
 from .store import SCHEMA, read_progress
 
@@ -32,11 +35,16 @@ def _with_id(doc: Document, value: Any) -> Any:
     return value
 
 
+def _build(ctx: AppContext) -> Sequence[object]:
+    return [load_playbook(ctx.settings.playbook_file)]  # read by routers as ctx.get(Playbook)
+
+
 FEATURE = Feature(
     __name__,
     schema=SCHEMA + session_store.SCHEMA,
     # The page's hottest reads (the session) are matched first.
     router_modules=("session_router", "router"),
     readiness=(lambda store: get_session(store=store), read_progress),
+    build=_build,
     transfer=TransferHooks(extra_records=_unarchived_end, normalise=_with_id),
 )

@@ -11,7 +11,7 @@ from ..auth.models import Identity
 from ..context import AppContext, get_ctx
 from ..health.publisher import HealthPublisher
 from . import service
-from .models import Checklist, CompleteRequest, CompleteResult, NextStep
+from .models import Checklist, CompleteRequest, CompleteResult, NextStep, Playbook
 from .summary import GoSummary, get_summary
 
 router = APIRouter(prefix="/go", tags=["GO playbook"])
@@ -28,7 +28,7 @@ def checklist(ctx: Ctx) -> Checklist:
     """Every playbook step with its state: done, its notes, whether it fits
     the current band and whether red health blocks it."""
     health = ctx.get(HealthPublisher).current()
-    return service.get_checklist(store=ctx.store, playbook=ctx.playbook, health=health)
+    return service.get_checklist(store=ctx.store, playbook=ctx.get(Playbook), health=health)
 
 
 @router.get(
@@ -41,7 +41,7 @@ def next_step(ctx: Ctx) -> NextStep:
     """The first step not done that fits the band and is not blocked (or
     null), with a message saying why when there is none."""
     health = ctx.get(HealthPublisher).current()
-    return service.get_next_step(store=ctx.store, playbook=ctx.playbook, health=health)
+    return service.get_next_step(store=ctx.store, playbook=ctx.get(Playbook), health=health)
 
 
 @router.post(
@@ -65,7 +65,7 @@ def complete(
     active session, if any, records it in `steps_completed`."""
     return service.complete_step(
         store=ctx.store,
-        playbook=ctx.playbook,
+        playbook=ctx.get(Playbook),
         step_id=body.step_id,
         done=body.done,
         notes=body.notes,
@@ -86,4 +86,4 @@ def summary(ctx: Ctx) -> GoSummary:
     """What the GO page shows: the current session, the next step, the
     checklist and the health (with the cone state)."""
     health = ctx.get(HealthPublisher).current()
-    return get_summary(store=ctx.store, playbook=ctx.playbook, health=health)
+    return get_summary(store=ctx.store, playbook=ctx.get(Playbook), health=health)
