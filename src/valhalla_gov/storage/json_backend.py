@@ -157,6 +157,13 @@ class JsonStore:
                 if seen:
                     seen.clear()  # a reading scope around a write reads afresh after it
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[JsonStore]:
+        """The store itself, read under the data-dir lock: writers in every
+        process wait until it is released, so every read sees one moment."""
+        with self._lock.hold():
+            yield self
+
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
         try:
@@ -554,6 +561,35 @@ class _JsonTxn:
         record = next((e.record for e in self._store.scan_log(log)), None)
         tails[path] = None if record is None else encoding.canonical_bytes(record)
         return record
+
+    def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
+        path = self._store.log_path(log)
+        self._set_aside_torn_tail(path)  # torn bytes kept beside it, never dropped
+        before = json_store.read_bytes(path)
+        if before is None:
+            return 0
+        kept = bytearray()
+        dropped = 0
+        offset = 0
+        for line in before.split(b"\n"):
+            if line.strip():
+                if keep(self._store._parse_line(path, offset, line)):
+                    kept += line + b"\n"  # the stored bytes, as they were
+                else:
+                    dropped += 1
+            offset += len(line) + 1
+        if not dropped:
+            return 0
+        self._forget_log(path)
+        json_store.write_bytes_atomic(path, bytes(kept))
+        self._undo.append((path, before))
+        if log.kind_field is not None:
+            # Offsets moved: the index is rebuilt from the log when next read.
+            json_store.remove_file(json_index.sidecar_path(path))
+            index = self._store._indexes.get(log.name)
+            if index is not None:
+                index.forget()
+        return dropped
 
     def _set_aside_torn_tail(self, path: Path) -> None:
         """Move an unfinished last line into a side file before appending.

@@ -124,6 +124,37 @@ class StoreTxn(Reader, Protocol):
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None: ...
 
+    def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Keep only the records ``keep`` accepts, in their order, and drop the
+        rest (pruning); returns how many were dropped. On JSON the log is
+        written anew (temp file, fsync, ``os.replace``, fsync of the dir); on
+        SQL the rows go in one DELETE per batch. Cursors into the log handed
+        out before are void afterwards."""
+        ...
+
+
+class Snapshot(Reader, Protocol):
+    """Reads of the whole store as it was at one moment (:meth:`Store.snapshot`)."""
+
+    schema: Schema
+
+    def describe(self) -> str: ...
+
+    def scan_log(
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
+    ) -> Iterator[LogEntry]: ...
+
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]: ...
+
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[BulkRun]: ...
+
 
 class Store(Reader, Protocol):
     """A storage backend: JSON files, or SQL (SQLite / PostgreSQL)."""
@@ -142,6 +173,13 @@ class Store(Reader, Protocol):
         ...
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """A consistent view of every document and log for as long as it is
+        held (backups, exports): on JSON the data-dir lock is held (writers
+        wait), on SQL one read transaction (REPEATABLE READ on PostgreSQL,
+        a read transaction on SQLite in WAL mode; writers go on)."""
+        ...
 
     def reading(self, at: int | None = None) -> AbstractContextManager[int | None]:
         """A scope whose reads share one check that nothing changed (one
