@@ -128,7 +128,7 @@ class StoreTxn(Reader, Protocol):
         """Keep only the records ``keep`` accepts, in their order, and drop the
         rest (pruning); returns how many were dropped. On JSON the log is
         written anew (temp file, fsync, ``os.replace``, fsync of the dir); on
-        SQL the rows go in one DELETE per batch. Cursors into the log handed
+        SQL the rows are deleted in batches. Cursors into the log handed
         out before are void afterwards."""
         ...
 
@@ -178,7 +178,7 @@ class Store(Reader, Protocol):
         """A consistent view of every document and log for as long as it is
         held (backups, exports): on JSON the data-dir lock is held (writers
         wait), on SQL one read transaction (REPEATABLE READ on PostgreSQL,
-        a read transaction on SQLite in WAL mode; writers go on)."""
+        a read transaction on SQLite in WAL mode; writers carry on)."""
         ...
 
     def reading(self, at: int | None = None) -> AbstractContextManager[int | None]:

@@ -579,7 +579,7 @@ class SqlStore:
         """Reads inside one read-only transaction: REPEATABLE READ on
         PostgreSQL, a deferred transaction on SQLite (WAL: it reads the
         database as of its first read). Its first read is made here, so every
-        write committed before the call is in it; writers go on meanwhile."""
+        write committed before the call is in it; writers carry on meanwhile."""
         self._io()
         try:
             with self.engine.connect() as raw:
