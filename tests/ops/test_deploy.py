@@ -76,12 +76,23 @@ class Proxy:
         transport = httpx.HTTPTransport(verify=context, local_address=local)
         return httpx.Client(base_url=self.url, transport=transport, timeout=10)
 
-    def request(self, client: httpx.Client, method: str, path: str, **kw: object) -> httpx.Response:
+    def request(
+        self,
+        client: httpx.Client,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """As a browser at https://valhalla.example.com would ask (SNI and Host)."""
-        headers = {"Host": NAME, **dict(kw.pop("headers", {}) or {})}  # type: ignore[call-overload]
         return client.request(
-            method, path, headers=headers, extensions={"sni_hostname": NAME}, **kw
-        )  # type: ignore[arg-type]
+            method,
+            path,
+            json=json,
+            headers={"Host": NAME, **(headers or {})},
+            extensions={"sni_hostname": NAME},
+        )
 
 
 @contextlib.contextmanager
