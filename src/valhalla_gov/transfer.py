@@ -115,7 +115,7 @@ def _check(target: Store, report: TransferReport) -> None:
     problems = []
     for log in target.schema.logs:
         copied = report.records.get(log.name, 0)
-        have = sum(1 for _ in target.scan_log_forward(log))
+        have = sum(len(records) for _, records in target.scan_log_bulk(log))
         if have != copied:
             problems.append(f"{log.name}: copied {copied} records, the target has {have}")
     for doc in target.schema.documents:

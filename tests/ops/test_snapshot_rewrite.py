@@ -42,12 +42,9 @@ def test_a_snapshot_reads_one_moment_while_another_writer_writes(
     with store.snapshot() as snap:
         thread = threading.Thread(target=writer)
         thread.start()
-        if isinstance(store, JsonStore):
-            # The data-dir lock is held: the writer waits for the snapshot.
-            assert not done.wait(0.5)
-        else:
-            # One read transaction: the writer commits, the snapshot does not see it.
-            assert done.wait(10)
+        # JSON: a copy made under the lock; SQL: one read transaction. Either
+        # way the writer commits meanwhile and the snapshot does not see it.
+        assert done.wait(10)
         assert [e.record for e in snap.scan_log_forward(DECISIONS)] == [{"n": 1}]
         assert [e.record for e in snap.scan_log(DECISIONS)] == [{"n": 1}]
         runs = list(snap.scan_log_bulk(DECISIONS))
@@ -56,6 +53,37 @@ def test_a_snapshot_reads_one_moment_while_another_writer_writes(
     join_all([thread])
     assert _decisions(store) == [{"n": 1}, {"n": 2}]
     assert store.read_document(CONE_STATE) == {"n": 2}
+    if isinstance(store, JsonStore):  # the copy is gone with the snapshot
+        assert not list(store.data_dir.glob(".snapshot-*"))
+
+
+def test_a_json_snapshot_is_taken_under_the_lock_and_leaves_a_torn_line_out(
+    tmp_path: Path,
+) -> None:
+    from valhalla_gov.compose import open_json
+
+    store = open_json(tmp_path / "data")
+    _write(store, 1)
+    with (tmp_path / "data" / DECISIONS.file).open("ab") as log:
+        log.write(b'{"n":2,"torn')  # an append that never finished
+    other = open_json(tmp_path / "data")
+    taken = threading.Event()
+
+    def snapshot() -> None:
+        with store.snapshot():
+            taken.set()
+
+    with other.transaction():  # a writer holds the lock: the snapshot waits
+        thread = threading.Thread(target=snapshot)
+        thread.start()
+        assert not taken.wait(0.5)
+    assert taken.wait(10)
+    join_all([thread])
+    with store.snapshot() as snap:
+        assert [e.record for e in snap.scan_log_forward(DECISIONS)] == [{"n": 1}]
+        copy = Path(str(snap.describe()).removeprefix("json:")) / DECISIONS.file
+        assert copy.read_bytes() == b'{"n":1}\n'
+        assert copy.stat().st_mode & 0o777 == 0o600
 
 
 def test_rewrite_log_keeps_what_the_test_keeps_in_order(store: Store) -> None:

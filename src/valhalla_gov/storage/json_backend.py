@@ -7,6 +7,8 @@ import errno
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +33,8 @@ _SPLIT_WINDOW = 1024 * 1024
 # scan_log_bulk parses this many lines at a time: few enough that they stay in
 # the CPU's cache until the caller has used them.
 _PARSE_RUN = 256
+# A snapshot copies logs in blocks of this size.
+_COPY_BLOCK = 4 * 1024 * 1024
 
 
 def parse_cursor(cursor: str) -> int:
@@ -159,10 +163,25 @@ class JsonStore:
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[JsonStore]:
-        """The store itself, read under the data-dir lock: writers in every
-        process wait until it is released, so every read sees one moment."""
-        with self._lock.hold():
-            yield self
+        """A private copy of every declared file as it was at one moment,
+        made under the data-dir lock (writers in every process wait for a
+        file copy only), then read through a store of its own; removed
+        afterwards. It lives in the data dir (same file system, as private)."""
+        try:
+            where = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=self.data_dir))
+        except OSError as exc:
+            raise StorageUnavailableError(self.data_dir, f"cannot make a snapshot: {exc}") from exc
+        try:
+            with self._lock.hold():
+                for doc in self.schema.documents:
+                    raw = json_store.read_bytes(self.doc_path(doc))
+                    if raw is not None:
+                        _copy_file(raw, where / doc.file)
+                for log in self.schema.logs:
+                    _copy_whole_lines(self.log_path(log), where / log.file)
+            yield JsonStore(where, self.schema)
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
 
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
@@ -393,6 +412,54 @@ class JsonStore:
         if fs.f_bavail == 0 or (fs.f_files and fs.f_favail == 0):
             return os.strerror(errno.ENOSPC)
         return None
+
+
+def _copy_file(data: bytes, target: Path) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _copy_whole_lines(source: Path, target: Path) -> None:
+    """``source`` up to its last newline (a torn last line is not a record)
+    into a new ``target``; nothing for a missing log."""
+    try:
+        src = os.open(source, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot read: {exc}") from exc
+    try:
+        size = os.fstat(src).st_size
+        end = size
+        while end > 0:  # back to just past the last newline
+            start = max(0, end - _COPY_BLOCK)
+            newline = os.pread(src, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            done = 0
+            while done < end:
+                chunk = os.pread(src, min(_COPY_BLOCK, end - done), done)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view) :]
+                done += len(chunk)
+        finally:
+            os.close(dst)
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot copy for a snapshot: {exc}") from exc
+    finally:
+        os.close(src)
 
 
 def _offset_of(start: int, lines: list[bytes], line: bytes) -> int:
