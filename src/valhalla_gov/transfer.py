@@ -153,6 +153,7 @@ def backup(
     target_dir = Path(target_dir)
     if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
         raise ConflictError(f"{target_dir} is not empty; back up into a new or empty directory")
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = target_dir.with_name(f".{target_dir.name}.partial-{os.getpid()}")
     try:
         report = _backup_into(source, partial, secrets or {}, allow_broken_chain)

@@ -48,7 +48,10 @@ def test_a_target_that_holds_anything_is_refused_in_one_line(source: Path, tmp_p
         f"refused: {target} is not empty; back up into a new or empty directory"
     ]
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
-    # An empty directory is fine, and becomes the private backup.
+    # A new directory is made (with its parents) ...
+    assert run("--data-dir", str(source), "--to", str(tmp_path / "a" / "b")).exit_code == 0
+    assert (tmp_path / "a" / "b" / "audit.log").is_file()
+    # ... and an empty one is fine too, and becomes the private backup.
     empty = tmp_path / "empty"
     empty.mkdir(mode=0o755)
     assert run("--data-dir", str(source), "--to", str(empty)).exit_code == 0
@@ -125,3 +128,20 @@ def test_a_missing_source_is_refused_and_two_sources_are_a_usage_error(tmp_path:
     both = run("--data-dir", "x", "--database-url", "sqlite:///x", "--to", "b")
     assert both.exit_code == 2
     assert not (tmp_path / "b").exists()
+
+
+def test_a_copy_that_does_not_check_out_keeps_nothing(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import valhalla_gov.transfer as transfer
+
+    def lost_a_record(target: Store, report: transfer.TransferReport) -> None:
+        raise ValueError("audit: copied 7 records, the target has 6")
+
+    monkeypatch.setattr(transfer, "_check", lost_a_record)
+    result = run("--data-dir", str(source), "--to", str(tmp_path / "backup"))
+    assert result.exit_code == 1
+    assert "the backup does not check out: audit: copied 7 records" in result.stderr
+    assert "done" not in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert not list(source.glob(".snapshot-*"))

@@ -165,7 +165,9 @@ def data_backup(
         )
     except StorageError as exc:
         fail(CliError(f"storage error: {exc}; nothing was written to {target_dir}"))
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        fail(CliError(f"cannot write the backup: {exc}; nothing was kept"))
+    except ValueError as exc:
         fail(CliError(f"the backup does not check out: {exc}; nothing was kept"))
     typer.echo(f"backed up {source.describe()} -> {target_dir}")
     for log, count in report.records.items():
