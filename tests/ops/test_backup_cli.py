@@ -133,7 +133,7 @@ def test_a_missing_source_is_refused_and_two_sources_are_a_usage_error(tmp_path:
 def test_a_copy_that_does_not_check_out_keeps_nothing(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import valhalla_gov.transfer as transfer
+    from valhalla_gov import transfer
 
     def lost_a_record(target: Store, report: transfer.TransferReport) -> None:
         raise ValueError("audit: copied 7 records, the target has 6")
