@@ -164,21 +164,31 @@ class JsonStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[JsonStore]:
         """A private copy of every declared file as it was at one moment,
-        made under the data-dir lock (writers in every process wait for a
-        file copy only), then read through a store of its own; removed
-        afterwards. It lives in the data dir (same file system, as private)."""
+        read through a store of its own; removed afterwards. Under the
+        data-dir lock only the documents are read and each log is hard-linked
+        with the length of its whole lines, so writers wait for moments: a
+        log only grows past that length (a rewrite replaces the file, which
+        the link keeps), and the copy up to it is made after the lock is
+        released. It lives in the data dir (one file system, as private)."""
         try:
             where = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=self.data_dir))
         except OSError as exc:
             raise StorageUnavailableError(self.data_dir, f"cannot make a snapshot: {exc}") from exc
         try:
+            links: list[tuple[Path, int, Path]] = []
             with self._lock.hold():
                 for doc in self.schema.documents:
                     raw = json_store.read_bytes(self.doc_path(doc))
                     if raw is not None:
-                        _copy_file(raw, where / doc.file)
+                        _write_new(where / doc.file, [raw])
                 for log in self.schema.logs:
-                    _copy_whole_lines(self.log_path(log), where / log.file)
+                    link = where / f".{log.file}.link"
+                    end = _link_whole_lines(self.log_path(log), link)
+                    if end is not None:
+                        links.append((link, end, where / log.file))
+            for link, end, target in links:
+                _write_new(target, _prefix(link, end))
+                link.unlink()
             yield JsonStore(where, self.schema)
         finally:
             shutil.rmtree(where, ignore_errors=True)
@@ -414,52 +424,54 @@ class JsonStore:
         return None
 
 
-def _copy_file(data: bytes, target: Path) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_new(target: Path, chunks: Iterable[bytes]) -> None:
+    """A new private file holding ``chunks`` (a snapshot's: no fsync)."""
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def _copy_whole_lines(source: Path, target: Path) -> None:
-    """``source`` up to its last newline (a torn last line is not a record)
-    into a new ``target``; nothing for a missing log."""
-    try:
-        src = os.open(source, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StorageUnavailableError(source, f"cannot read: {exc}") from exc
-    try:
-        size = os.fstat(src).st_size
-        end = size
-        while end > 0:  # back to just past the last newline
-            start = max(0, end - _COPY_BLOCK)
-            newline = os.pread(src, end - start, start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            done = 0
-            while done < end:
-                chunk = os.pread(src, min(_COPY_BLOCK, end - done), done)
-                if not chunk:
-                    break
+            for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(dst, view) :]
-                done += len(chunk)
+                    view = view[os.write(fd, view) :]
         finally:
-            os.close(dst)
+            os.close(fd)
     except OSError as exc:
-        raise StorageUnavailableError(source, f"cannot copy for a snapshot: {exc}") from exc
-    finally:
-        os.close(src)
+        raise StorageUnavailableError(target, f"cannot write a snapshot: {exc}") from exc
+
+
+def _link_whole_lines(source: Path, link: Path) -> int | None:
+    """Hard-link ``source`` at ``link``; return the length of its whole lines
+    (a torn last line is not a record), None for a missing log."""
+    try:
+        os.link(source, link)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot link for a snapshot: {exc}") from exc
+    try:
+        with open(link, "rb") as fh:
+            end = os.fstat(fh.fileno()).st_size
+            while end > 0:  # back to just past the last newline
+                start = max(0, end - _COPY_BLOCK)
+                newline = os.pread(fh.fileno(), end - start, start).rfind(b"\n")
+                if newline >= 0:
+                    return start + newline + 1
+                end = start
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot read for a snapshot: {exc}") from exc
+    return 0
+
+
+def _prefix(path: Path, end: int) -> Iterator[bytes]:
+    """The first ``end`` bytes of ``path``, in blocks."""
+    with open(path, "rb") as fh:
+        done = 0
+        while done < end:
+            chunk = os.pread(fh.fileno(), min(_COPY_BLOCK, end - done), done)
+            if not chunk:
+                return
+            yield chunk
+            done += len(chunk)
 
 
 def _offset_of(start: int, lines: list[bytes], line: bytes) -> int:
