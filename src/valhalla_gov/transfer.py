@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,6 +33,10 @@ from .storage.protocol import Document, Snapshot, Store
 DATA_DIR_SECRETS: tuple[str, ...] = (
     "webhook.key",  # the webhook master key (webhooks/keys.py)
 )
+
+
+# Records appended per call while copying a log.
+_RUN = 50_000
 
 
 class BrokenChainError(Exception):
@@ -88,8 +93,12 @@ def _copy(source: Snapshot, target: Store, source_audit: AuditVerifyResult) -> T
     with target.transaction() as txn:
         # Logs before documents: on SQL a document may be a view over a log's rows.
         for log in source.schema.logs:
-            copied = (entry.record for entry in source.scan_log_forward(log))
-            report.records[log.name] = txn.append_many(log, copied)
+            stream = (entry.record for entry in source.scan_log_forward(log))
+            report.records[log.name] = 0
+            # In runs: a backend may keep what it appends in one call in
+            # memory until it returns (the JSON kind index does).
+            while run := list(islice(stream, _RUN)):
+                report.records[log.name] += txn.append_many(log, run)
         for feature in FEATURES:
             extra = feature.transfer.extra_records
             for log, records in (extra(_reading(source)) if extra is not None else {}).items():
