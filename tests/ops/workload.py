@@ -3,37 +3,19 @@ completed, ended, in a loop, remembering when each write was acknowledged."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 
-from tests.live.server import VALHALLA
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.go.session_store import CURRENT, HISTORY
 from valhalla_gov.storage.protocol import Store
 
 STEP = "preflight_view_dashboard"
-
-
-def make_token(env: dict[str, str], *, data_dir: Path | None = None) -> str:
-    """An operator token made with `valhalla token create`, as an operator would."""
-    where = [] if data_dir is None else ["--data-dir", str(data_dir)]
-    done = subprocess.run(
-        [VALHALLA, "token", "create", "--name", "ops-test", "--scopes", "operator", *where],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
 
 
 @dataclass
