@@ -175,10 +175,11 @@ class Store(Reader, Protocol):
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
 
     def snapshot(self) -> AbstractContextManager[Snapshot]:
-        """A consistent view of every document and log for as long as it is
-        held (backups, exports): on JSON the data-dir lock is held (writers
-        wait), on SQL one read transaction (REPEATABLE READ on PostgreSQL,
-        a read transaction on SQLite in WAL mode; writers carry on)."""
+        """A consistent view of every document and log as of one moment,
+        for as long as it is held (backups, exports): on JSON a private copy
+        taken under the data-dir lock (writers wait a moment), on SQL one
+        read transaction (REPEATABLE READ on PostgreSQL, a read transaction
+        on SQLite in WAL mode; writers carry on)."""
         ...
 
     def reading(self, at: int | None = None) -> AbstractContextManager[int | None]:
