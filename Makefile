@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test test-deep browser lint typecheck pytest lock bench clean mutate-fsync
+.PHONY: run test test-deep browser nginx lint typecheck pytest lock bench clean mutate-fsync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/valhalla serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(VENV)/.dev-installed browser lint typecheck pytest
+test: $(VENV)/.dev-installed browser nginx lint typecheck pytest
 
 # The GO page tests drive Debian's chromium (Playwright with executable_path).
 # Installed when missing and we can (root + apt-get); otherwise a message, and
@@ -44,6 +44,23 @@ browser:
 		echo "browser: run 'sudo apt-get install chromium'. The UI tests skip until then (fail in CI)."; \
 	fi
 
+# The deployment tests (tests/ops/test_deploy.py) run Debian's nginx with the
+# shipped deploy/nginx.conf in front of a live server. Installed like chromium:
+# when missing and we can (root + apt-get); otherwise a message, and the test
+# skips locally (or fails where VALHALLA_TEST_REQUIRE_SERVICES=1).
+NGINX ?= /usr/sbin/nginx
+nginx:
+	@if [ -x "$(NGINX)" ]; then \
+		echo "nginx: $(NGINX) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "nginx: installing Debian's nginx for the deployment tests"; \
+		apt-get update && apt-get install -y --no-install-recommends nginx \
+			|| echo "nginx: could not install nginx; the deployment test will skip (fail in CI)"; \
+	else \
+		echo "nginx: $(NGINX) is missing and cannot be installed here (needs root and apt-get);"; \
+		echo "nginx: run 'sudo apt-get install nginx'. The deployment test skips until then (fail in CI)."; \
+	fi
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,7 +76,7 @@ pytest: $(VENV)/.dev-installed
 
 # Run before each stop: the long crash storms, the soak and the large
 # property runs at their full size (about 15 minutes).
-test-deep: $(VENV)/.dev-installed browser lint typecheck
+test-deep: $(VENV)/.dev-installed browser nginx lint typecheck
 	VALHALLA_TEST_DEEP=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # Regenerate the pinned lock files (needs `uv` on PATH).

@@ -18,7 +18,7 @@ PACKAGE = Path(valhalla_gov.__file__).parent
 ROOT = "valhalla_gov"
 # The top: what composes the features, and the entry points. Everything else
 # is "below" and must not import these.
-TOP = {"app", "compose", "core_router", "metrics_endpoint", "transfer", "cli"}
+TOP = {"app", "compose", "core_router", "metrics_endpoint", "transfer", "prune", "cli"}
 
 
 def _module_name(path: Path) -> str:

@@ -7,10 +7,17 @@ one. A shown ``refused:`` / ``error:`` message must be the one printed (ids,
 times and numbers aside). Blocks fenced ```` ```sh norun ```` are synopses or
 need what a test cannot have (``make run`` serving forever, a remote
 database, a public URL); they say so in their info string.
+
+The operator pages (docs/deploy.md, docs/operations.md) run as written on
+the server too: their paths are mapped to the test's (the data dir, a
+backups dir), ``sudo systemctl stop|start|restart valhalla`` stops and starts
+the live server, ``sudo`` (``-u valhalla``) runs the command as the test's
+user, and their PostgreSQL URLs (``@db.internal/``) are scratch databases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -20,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need, pg_available, pg_schema
 from tests.live.server import VALHALLA, LiveServer
 
 pytestmark = pytest.mark.live
@@ -29,6 +37,9 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)(.*)$")
 ULID = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b")
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ][\d:.]+Z?")
+SERVICE = re.compile(r"^sudo systemctl (stop|start|restart) valhalla$")
+SUDO = re.compile(r"^sudo (-u valhalla )?")
+PG_URL = re.compile(r"postgresql\+psycopg://[^\s/]+@db\.internal/\w+")
 
 
 @dataclass
@@ -128,9 +139,12 @@ def normal(text: str) -> str:
 class Reader:
     """Runs the steps as a reader on the server's machine would."""
 
-    def __init__(self, server: LiveServer, home: Path) -> None:
+    def __init__(
+        self, server: LiveServer, home: Path, databases: dict[str, str] | None = None
+    ) -> None:
         self.server = server
         self.home = home
+        self.databases = databases or {}  # a docs URL -> a scratch database
         self.port = server.url.rsplit(":", 1)[1]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
         self.env.update(
@@ -147,10 +161,20 @@ class Reader:
         command = command.replace("127.0.0.1:8000", f"127.0.0.1:{self.port}")
         command = command.replace("https://valhalla.example.com", self.server.url)
         command = command.replace("/srv/valhalla", str(self.server.data_dir))
-        return command
+        command = command.replace("/var/lib/valhalla/data", str(self.server.data_dir))
+        command = command.replace("/var/backups/valhalla", str(self.home / "backups"))
+        return PG_URL.sub(lambda m: self.databases[m.group(0)], command)
 
     def run(self, step: Step) -> None:
-        command = self.substitute(step.command)
+        service = SERVICE.match(step.command)
+        if service is not None:
+            # The systemd unit is the live server here.
+            if service.group(1) in ("stop", "restart"):
+                self.server.stop()
+            if service.group(1) in ("start", "restart"):
+                self.server.start()
+            return
+        command = self.substitute(SUDO.sub("", step.command))
         if command.startswith("export "):
             name, _, value = command[len("export ") :].partition("=")
             value = shlex.split(value)[0] if value else ""
@@ -195,14 +219,20 @@ def test_the_getting_started_docs_have_runnable_examples() -> None:
     # Docs without shell examples are left out below rather than skipped.
     assert _runnable(ROOT / "README.md")
     assert _runnable(ROOT / "docs" / "CLI.md")
+    assert _runnable(ROOT / "docs" / "deploy.md")
+    assert _runnable(ROOT / "docs" / "operations.md")
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d)], ids=lambda p: p.name)
 def test_every_example_runs(doc: Path, tmp_path: Path) -> None:
     todo = [step for block in blocks(doc) for step in steps(block)]
     home = tmp_path / "home"
-    home.mkdir()
-    with LiveServer(tmp_path / "data") as server:
-        reader = Reader(server, home)
+    (home / "backups").mkdir(parents=True)
+    urls = sorted({m.group(0) for step in todo for m in PG_URL.finditer(step.command)})
+    if urls:
+        need(pg_available(), f"{doc.name} runs against PostgreSQL on 127.0.0.1:5432")
+    with contextlib.ExitStack() as stack, LiveServer(tmp_path / "data") as server:
+        databases = {url: stack.enter_context(pg_schema()) for url in urls}
+        reader = Reader(server, home, databases)
         for step in todo:
             reader.run(step)

@@ -45,7 +45,12 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "audit": ("audit", "audit_app", "The audit log: every state change, in a SHA-256 hash chain."),
     "sessions": ("sessions", "sessions_app", "The history of ended GO sessions."),
     "db": ("db", "db_app", "SQL backend schema (VALHALLA_DATABASE_URL)."),
-    "data": ("data", "data_app", "Move data between a JSON data dir and the configured database."),
+    "data": (
+        "data",
+        "data_app",
+        "Back up the data while it serves, prune old records, move data between a JSON data "
+        "dir and the configured database.",
+    ),
     "webhook": (
         "webhook",
         "webhook_app",

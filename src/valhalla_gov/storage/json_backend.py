@@ -7,6 +7,8 @@ import errno
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +33,8 @@ _SPLIT_WINDOW = 1024 * 1024
 # scan_log_bulk parses this many lines at a time: few enough that they stay in
 # the CPU's cache until the caller has used them.
 _PARSE_RUN = 256
+# A snapshot copies logs in blocks of this size.
+_COPY_BLOCK = 4 * 1024 * 1024
 
 
 class JsonStore:
@@ -136,6 +140,38 @@ class JsonStore:
                 seen: dict[Path, bytes | None] | None = getattr(self._held, "seen", None)
                 if seen:
                     seen.clear()  # a reading scope around a write reads afresh after it
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[JsonStore]:
+        """A private copy of every declared file as it was at one moment,
+        read through a store of its own; removed afterwards. Under the
+        data-dir lock only the documents are read and each log is hard-linked
+        with the length of its whole lines, so writers wait for moments: a
+        log only grows past that length (a rewrite replaces the file, which
+        the link keeps), and the copy up to it is made after the lock is
+        released. It lives in the data dir (one file system, as private)."""
+        try:
+            where = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=self.data_dir))
+        except OSError as exc:
+            raise StorageUnavailableError(self.data_dir, f"cannot make a snapshot: {exc}") from exc
+        try:
+            links: list[tuple[Path, int, Path]] = []
+            with self._lock.hold():
+                for doc in self.schema.documents:
+                    raw = json_store.read_bytes(self.doc_path(doc))
+                    if raw is not None:
+                        _write_new(where / doc.file, [raw])
+                for log in self.schema.logs:
+                    link = where / f".{log.file}.link"
+                    end = _link_whole_lines(self.log_path(log), link)
+                    if end is not None:
+                        links.append((link, end, where / log.file))
+            for link, end, target in links:
+                _write_new(target, _prefix(link, end))
+                link.unlink()
+            yield JsonStore(where, self.schema)
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
 
     # -- logs ------------------------------------------------------------
     def _parse_line(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
@@ -365,6 +401,56 @@ class JsonStore:
         return None
 
 
+def _write_new(target: Path, chunks: Iterable[bytes]) -> None:
+    """A new private file holding ``chunks`` (a snapshot's: no fsync)."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageUnavailableError(target, f"cannot write a snapshot: {exc}") from exc
+
+
+def _link_whole_lines(source: Path, link: Path) -> int | None:
+    """Hard-link ``source`` at ``link``; return the length of its whole lines
+    (a torn last line is not a record), None for a missing log."""
+    try:
+        os.link(source, link)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot link for a snapshot: {exc}") from exc
+    try:
+        with open(link, "rb") as fh:
+            end = os.fstat(fh.fileno()).st_size
+            while end > 0:  # back to just past the last newline
+                start = max(0, end - _COPY_BLOCK)
+                newline = os.pread(fh.fileno(), end - start, start).rfind(b"\n")
+                if newline >= 0:
+                    return start + newline + 1
+                end = start
+    except OSError as exc:
+        raise StorageUnavailableError(source, f"cannot read for a snapshot: {exc}") from exc
+    return 0
+
+
+def _prefix(path: Path, end: int) -> Iterator[bytes]:
+    """The first ``end`` bytes of ``path``, in blocks."""
+    with open(path, "rb") as fh:
+        done = 0
+        while done < end:
+            chunk = os.pread(fh.fileno(), min(_COPY_BLOCK, end - done), done)
+            if not chunk:
+                return
+            yield chunk
+            done += len(chunk)
+
+
 def _offset_of(start: int, lines: list[bytes], line: bytes) -> int:
     """The byte offset of ``line`` in a block of ``lines`` read from ``start``
     (its first occurrence: an equal line before it would have parsed too)."""
@@ -531,6 +617,35 @@ class _JsonTxn:
         record = next((e.record for e in self._store.scan_log(log)), None)
         tails[path] = None if record is None else encoding.canonical_bytes(record)
         return record
+
+    def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
+        path = self._store.log_path(log)
+        self._set_aside_torn_tail(path)  # torn bytes kept beside it, never dropped
+        before = json_store.read_bytes(path)
+        if before is None:
+            return 0
+        kept = bytearray()
+        dropped = 0
+        offset = 0
+        for line in before.split(b"\n"):
+            if line.strip():
+                if keep(self._store._parse_line(path, offset, line)):
+                    kept += line + b"\n"  # the stored bytes, as they were
+                else:
+                    dropped += 1
+            offset += len(line) + 1
+        if not dropped:
+            return 0
+        self._forget_log(path)
+        json_store.write_bytes_atomic(path, bytes(kept))
+        self._undo.append((path, before))
+        if log.kind_field is not None:
+            # Offsets moved: the index is rebuilt from the log when next read.
+            json_store.remove_file(json_index.sidecar_path(path))
+            index = self._store._indexes.get(log.name)
+            if index is not None:
+                index.forget()
+        return dropped
 
     def _set_aside_torn_tail(self, path: Path) -> None:
         """Move an unfinished last line into a side file before appending.

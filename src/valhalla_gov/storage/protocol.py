@@ -113,6 +113,37 @@ class StoreTxn(Reader, Protocol):
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None: ...
 
+    def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Keep only the records ``keep`` accepts, in their order, and drop the
+        rest (pruning); returns how many were dropped. On JSON the log is
+        written anew (temp file, fsync, ``os.replace``, fsync of the dir); on
+        SQL the rows are deleted in batches. Cursors into the log handed
+        out before are void afterwards."""
+        ...
+
+
+class Snapshot(Reader, Protocol):
+    """Reads of the whole store as it was at one moment (:meth:`Store.snapshot`)."""
+
+    schema: Schema
+
+    def describe(self) -> str: ...
+
+    def scan_log(
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
+    ) -> Iterator[LogEntry]: ...
+
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]: ...
+
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[BulkRun]: ...
+
 
 class Store(Reader, Protocol):
     """A storage backend: JSON files, or SQL (SQLite / PostgreSQL)."""
@@ -128,6 +159,14 @@ class Store(Reader, Protocol):
         ...
 
     def transaction(self) -> AbstractContextManager[StoreTxn]: ...
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """A consistent view of every document and log as of one moment,
+        for as long as it is held (backups, exports): on JSON a private copy
+        taken under the data-dir lock (writers wait a moment), on SQL one
+        read transaction (REPEATABLE READ on PostgreSQL, a read transaction
+        on SQLite in WAL mode; writers carry on)."""
+        ...
 
     def reading(self) -> AbstractContextManager[None]:
         """A scope whose cached reads share one check that nothing changed

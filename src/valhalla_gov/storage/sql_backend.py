@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice, repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -437,6 +437,25 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[SqlSnapshot]:
+        """Reads inside one read-only transaction: REPEATABLE READ on
+        PostgreSQL, a deferred transaction on SQLite (WAL: it reads the
+        database as of its first read). Its first read is made here, so every
+        write committed before the call is in it; writers carry on meanwhile."""
+        try:
+            with self.engine.connect() as raw:
+                conn = raw
+                if raw.dialect.name == "postgresql":
+                    conn = raw.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                with conn.begin():
+                    conn.execute(_GENERATION)
+                    yield SqlSnapshot(self, conn)
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+
     def _begin_write(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             row = conn.execute(_BEGIN_WRITE_PG, {"channel": LOG_CHANNEL}).first()
@@ -573,6 +592,70 @@ class SqlStore:
         except StorageUnavailableError as exc:
             problems.append(str(exc))
         return problems
+
+
+class SqlSnapshot:
+    """The reads of :class:`SqlStore`, made on the one connection whose
+    transaction holds the snapshot (no read cache: it is of another moment)."""
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self.schema = store.schema
+        self._store = store
+        self._conn = conn
+
+    def describe(self) -> str:
+        return self._store.describe()
+
+    def read_document(self, doc: Document) -> Any | None:
+        return document_placement(doc).read(self._conn)
+
+    def scan_log(
+        self,
+        log: Log,
+        *,
+        before: str | None = None,
+        kind: str | None = None,
+        take: int | None = None,
+    ) -> Iterator[LogEntry]:
+        placement = log_placement(log)
+        bound = None if before is None else placement.parse_cursor(before)
+        first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
+        return self._pages(placement, log, kind, bound, newest_first=True, batch=first)
+
+    def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
+        placement = log_placement(log)
+        bound = None if after is None else placement.parse_cursor(after)
+        return self._pages(placement, log, None, bound, newest_first=False, batch=_MAX_BATCH)
+
+    def _pages(
+        self,
+        placement: SqlLog,
+        log: Log,
+        kind: str | None,
+        bound: Any | None,
+        *,
+        newest_first: bool,
+        batch: int,
+    ) -> Iterator[LogEntry]:
+        while True:
+            page = _page(placement, log, kind, bound is not None, newest_first, batch)
+            rows = self._conn.execute(page, {"bound": bound}).all()
+            for row in rows:
+                cursor = row[0] if newest_first else placement.after(row[0])
+                yield LogEntry(str(cursor), placement.record(log.name, row))
+            if len(rows) < batch:
+                return
+            bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
+            batch = min(batch * 4, _MAX_BATCH)
+
+    def scan_log_bulk(
+        self, log: Log, *, after: str | None = None, until: str | None = None
+    ) -> Iterator[BulkRun]:
+        placement = log_placement(log)
+        start = None if after is None else placement.parse_cursor(after)
+        stop = None if until is None else placement.parse_cursor(until)
+        for rows in _key_pages(self._conn, placement, _BULK_BATCH, start, stop):
+            yield from _bulk_records(placement, log.name, rows)
 
 
 def _key_pages(
@@ -712,6 +795,27 @@ class _SqlTxn:
             placement.insert(self.conn, batch)
             count += len(batch)
         return count
+
+    def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
+        from sqlalchemy import Column, delete
+
+        placement = log_placement(log)
+        key = placement.key
+        dropped: list[Any] = []
+        bound: Any | None = None
+        while True:
+            page = _between(placement, placement.query(None), bound, None)
+            rows = self.conn.execute(page.order_by(key.asc()).limit(_MAX_BATCH)).all()
+            dropped += [row[0] for row in rows if not keep(placement.record(log.name, row))]
+            if len(rows) < _MAX_BATCH:
+                break
+            bound = placement.after(rows[-1][0])
+        if not dropped:
+            return 0
+        rows_of = cast(Column[Any], key).table
+        for at in range(0, len(dropped), _MAX_BATCH):
+            self.conn.execute(delete(rows_of).where(key.in_(dropped[at : at + _MAX_BATCH])))
+        return len(dropped)
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
         last = _last_row(log_placement(log), log.name, self.conn)
