@@ -109,7 +109,11 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="How often the sender looks for new events."
     )
     webhook_lease_seconds: float = Field(
-        default=30.0, gt=0, le=600, description="How long one process holds the sender lease."
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long one process holds the sender lease (taken only to send, "
+        "renewed at half its life while sending).",
     )
     webhook_connect_timeout: float = Field(default=3.0, gt=0, le=60)
     webhook_read_timeout: float = Field(default=10.0, gt=0, le=120)
@@ -122,9 +126,6 @@ class Settings(BaseSettings):
     )
     webhook_give_up_seconds: float = Field(
         default=86400.0, gt=0, description="Give up on an event this long after it was written."
-    )
-    webhook_health_seconds: float = Field(
-        default=5.0, gt=0, le=3600, description="How often health is checked for HEALTH_CHANGED."
     )
 
     @field_validator("webhook_key")

@@ -101,7 +101,6 @@ SETTING_FIELDS = frozenset(
         "trusted_proxies",
         "webhook_connect_timeout",
         "webhook_give_up_seconds",
-        "webhook_health_seconds",
         "webhook_key",
         "webhook_key_file",
         "webhook_lease_seconds",

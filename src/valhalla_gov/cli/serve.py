@@ -117,7 +117,7 @@ def serve(
     """Serve the HTTP API, the GO page and /docs."""
     import uvicorn
 
-    from ..auth.ratelimit import RATE_LIMIT_DB, SharedFileStorage
+    from ..auth.ratelimit import SharedFileStorage
     from ..auth.service import is_loopback, protected_mode
     from ..compose import build_context
     from ..observability import logs
@@ -189,7 +189,7 @@ def serve(
         # Without Redis the workers share their rate-limit counters in one SQLite
         # file, so the enforced limit is the configured one, not N times it.
         shared = tempfile.mkdtemp(prefix="valhalla-ratelimit-")
-        SharedFileStorage(Path(shared) / RATE_LIMIT_DB)  # the schema, once, before the workers
+        SharedFileStorage(Path(shared))  # the schema, once, before the workers
         os.environ["VALHALLA_RATE_LIMIT_DIR"] = shared
     os.environ["VALHALLA_LOG_LEVEL"] = log_level
     os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
