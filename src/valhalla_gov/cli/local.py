@@ -44,7 +44,10 @@ def load_settings(data_dir: Path | None) -> Settings:
         return Settings() if data_dir is None else Settings(data_dir=data_dir)
     except ValidationError as exc:
         problems = "; ".join(
-            f"VALHALLA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            # A check across settings has no one name; pydantic prefixes the
+            # message of a ValueError with "Value error, ".
+            (f"VALHALLA_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
         raise CliError(f"error: bad setting: {problems}") from None
@@ -101,6 +104,7 @@ SETTING_FIELDS = frozenset(
         "trusted_proxies",
         "webhook_connect_timeout",
         "webhook_give_up_seconds",
+        "webhook_health_seconds",
         "webhook_key",
         "webhook_key_file",
         "webhook_lease_seconds",

@@ -120,6 +120,7 @@ def serve(
     """Serve the HTTP API, the GO page and /docs."""
     from ..auth.service import is_loopback, protected_mode
     from ..compose import build_context
+    from ..settings import LOG_LEVELS
     from ..storage.errors import StorageError
     from ..storage.sql_backend import SchemaOutOfDateError
     from ..textfiles import ConfigFileError
@@ -135,10 +136,12 @@ def serve(
         settings = load_settings(data_dir)
     except CliError as exc:
         fail(CliError(f"cannot start: {exc.message.removeprefix('error: ')}"))
-    created = False
-    if not settings.database_url and not settings.data_dir.is_dir():
-        _create(settings.data_dir)
-        created = True
+    if log_level.lower() not in LOG_LEVELS:
+        fail(
+            CliError(
+                f"cannot start: --log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        )
     if _port_in_use(host, port):
         fail(
             CliError(
@@ -146,11 +149,18 @@ def serve(
                 "stop it, or pick another port with --port"
             )
         )
+    created = False
+    if not settings.database_url and not settings.data_dir.is_dir():
+        _create(settings.data_dir)
+        created = True
     # Open everything once here, so a bad setting is one clear message instead
     # of a traceback from every worker.
     try:
         ctx = build_context(settings)
     except (SchemaOutOfDateError, ConfigFileError, StorageError) as exc:
+        if created:  # a refused start leaves nothing behind (only if still empty)
+            with contextlib.suppress(OSError):
+                settings.data_dir.rmdir()
         fail(CliError(f"cannot start: {exc}"))
     if not is_loopback(host) and protected_mode(store=ctx.store):
         typer.secho(
