@@ -94,7 +94,25 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="Time allowed to send a request's headers."
     )
     max_connections: int = Field(
-        default=200, ge=1, le=100_000, description="Open connections per worker before 503."
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Connections busy with a request, per worker, before 503 (a connection "
+        "waiting for its next request's headers does not count).",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Open connections per client address, per worker (all of loopback is one "
+        "client, an IPv6 /64 one); more are refused at once.",
+    )
+    write_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time for a client to take an answer's pending output before its "
+        "connection is closed.",
     )
 
     # Webhooks (src/valhalla_gov/webhooks, docs/WEBHOOKS.md). Times are

@@ -81,6 +81,8 @@ BAD = [
 ]
 # The same path, checked in this process (each `serve` above costs a start).
 MORE_BAD = [
+    ("VALHALLA_MAX_CONNECTIONS_PER_CLIENT", "0", "greater than or equal to 1"),
+    ("VALHALLA_WRITE_TIMEOUT_SECONDS", "-1", "greater than 0"),
     ("VALHALLA_HEADER_TIMEOUT_SECONDS", "soon", "valid number"),
     ("VALHALLA_RATE_LIMIT_WRITES", "lots", "not a rate limit"),
     ("VALHALLA_RATE_LIMIT_FAIL_OPEN", "maybe", "valid boolean"),

@@ -95,6 +95,7 @@ SETTING_FIELDS = frozenset(
         "log_level",
         "max_body_bytes",
         "max_connections",
+        "max_connections_per_client",
         "playbook_file",
         "rate_limit_dir",
         "rate_limit_fail_open",
@@ -114,6 +115,7 @@ SETTING_FIELDS = frozenset(
         "webhook_retry_base_seconds",
         "webhook_retry_max_seconds",
         "webhook_worker",
+        "write_timeout_seconds",
     ]
 )
 

@@ -212,8 +212,17 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str)
             SharedFileStorage(run_dirs[-1])  # the schema, once, before the workers
             os.environ["VALHALLA_RATE_LIMIT_DIR"] = str(run_dirs[-1])
         os.environ["VALHALLA_LOG_LEVEL"] = log_level
-        os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
-        from ..security.server import KEEP_ALIVE_SECONDS, BoundedHttpToolsProtocol
+        from ..security.server import (
+            ENV_HEADER_TIMEOUT,
+            ENV_PER_CLIENT,
+            ENV_WRITE_TIMEOUT,
+            KEEP_ALIVE_SECONDS,
+            BoundedHttpToolsProtocol,
+        )
+
+        os.environ[ENV_HEADER_TIMEOUT] = str(ctx.settings.header_timeout_seconds)
+        os.environ[ENV_WRITE_TIMEOUT] = str(ctx.settings.write_timeout_seconds)
+        os.environ[ENV_PER_CLIENT] = str(ctx.settings.max_connections_per_client)
 
         logs.configure(log_level)
         trusted = ctx.settings.trusted_proxies
@@ -226,11 +235,15 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str)
             log_level=log_level,
             log_config=None,
             access_log=False,
-            # Limits before work: bounded headers, slow headers cut off, idle
-            # connections closed, at most this many connections per worker.
+            # Limits before work: bounded heads, slow heads cut off, idle
+            # connections closed, connections shared out per client, slow
+            # readers dropped, at most this many busy connections per worker
+            # (security/server.py).
             http=BoundedHttpToolsProtocol,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             limit_concurrency=ctx.settings.max_connections,
+            # No WebSocket route: an Upgrade header is an ordinary request.
+            ws="none",
             # X-Forwarded-* only from the proxies the operator lists (uvicorn
             # would otherwise believe any client on 127.0.0.1).
             proxy_headers=bool(trusted),
