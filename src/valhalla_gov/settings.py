@@ -8,9 +8,15 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# (backend, driver) pairs this package ships the driver for.
+SUPPORTED_DATABASES = frozenset([("postgresql", "psycopg"), ("sqlite", "pysqlite")])
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VALHALLA_", extra="ignore")
+    # An empty variable (``VALHALLA_REDIS_URL=`` as compose files write it)
+    # means unset, as for every other program reading the environment.
+    model_config = SettingsConfigDict(env_prefix="VALHALLA_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(default=Path("data"), description="Where the JSON files live.")
     database_url: str | None = Field(
@@ -88,7 +94,25 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="Time allowed to send a request's headers."
     )
     max_connections: int = Field(
-        default=200, ge=1, le=100_000, description="Open connections per worker before 503."
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Connections busy with a request, per worker, before 503 (a connection "
+        "waiting for its next request's headers does not count).",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Open connections per client address, per worker (all of loopback is one "
+        "client, an IPv6 /64 one); more are refused at once.",
+    )
+    write_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time for a client to take an answer's pending output before its "
+        "connection is closed.",
     )
 
     # Webhooks (src/valhalla_gov/webhooks, docs/WEBHOOKS.md). Times are
@@ -161,6 +185,60 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a rate limit such as '10/hour'") from exc
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked here, so a typo is one line at start-up, not a traceback
+        # from the Redis client (nor a 503 on every write).
+        if value is None:
+            return None
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ValueError(f"not a Redis URL such as redis://127.0.0.1:6379/0 ({exc})") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        example = "postgresql+psycopg://user@host/db or sqlite:///path/to/file.db"
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL such as {example}") from None
+        if (url.get_backend_name(), url.get_driver_name()) not in SUPPORTED_DATABASES:
+            raise ValueError(f"{url.drivername!r} is not supported; use {example}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (such as 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod

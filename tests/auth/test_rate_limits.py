@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import socket
+import stat
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -16,11 +21,18 @@ from fastapi.testclient import TestClient
 from tests.auth.conftest import REMOTE, make_app, make_tokens
 from tests.conftest import FakeClock, join_all, need
 from tests.live.server import LiveServer
-from valhalla_gov.auth.ratelimit import RULE_START_SESSION, RateLimiter
+from valhalla_gov.auth.ratelimit import (
+    RATE_LIMIT_DB,
+    REDIS_TIMEOUT_SECONDS,
+    RULE_START_SESSION,
+    RULE_WRITES,
+    RateLimiter,
+)
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.compose import open_json
-from valhalla_gov.errors import RateLimitedError
+from valhalla_gov.errors import RateLimitedError, ServiceUnavailableError
 from valhalla_gov.settings import Settings
+from valhalla_gov.storage.errors import StorageUnavailableError
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -237,3 +249,223 @@ def test_default_limits_parse_and_bad_ones_are_refused(
     monkeypatch.setenv(f"VALHALLA_{name.upper()}", "ten per hour")
     with pytest.raises(ValidationError, match="is not a rate limit"):
         Settings()
+
+
+# -- a Redis that does not answer -----------------------------------------------------
+
+
+class SilentServer:
+    """A TCP listener that accepts connections and never answers: a Redis
+    that hangs (a closed port would refuse at once, which is the easy case)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_redis_that_does_not_answer_is_asked_once_per_outage_period(
+    silent_redis: SilentServer,
+) -> None:
+    """One caller waits for the short timeout; every other call in the next
+    seconds answers at once (refused: fail closed) without a connection."""
+    limiter = RateLimiter(
+        start_session="10/hour",
+        writes="10/minute",
+        redis_url=f"redis://127.0.0.1:{silent_redis.port}/0",
+        outage_retry_seconds=0.5,
+    )
+    for n in range(10):
+        with pytest.raises(ServiceUnavailableError, match="rate-limit store"):
+            limiter.hit(RULE_WRITES, f"token:t{n}")
+    assert len(silent_redis.accepted) == 1
+    time.sleep(0.6)  # the period is over: it is asked again, once
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailableError):
+            limiter.check(RULE_START_SESSION, "token:t")
+    assert len(silent_redis.accepted) == 2
+
+
+def test_a_redis_that_does_not_answer_can_fail_open(silent_redis: SilentServer) -> None:
+    limiter = RateLimiter(
+        start_session="10/hour",
+        writes="10/minute",
+        redis_url=f"redis://127.0.0.1:{silent_redis.port}/0",
+        fail_open=True,
+    )
+    assert [limiter.hit(RULE_WRITES, "token:t") for _ in range(5)] == [{}] * 5
+    assert limiter.record(RULE_START_SESSION, "token:t") == {}
+    assert len(silent_redis.accepted) == 1
+
+
+def test_redis_is_given_short_timeouts() -> None:
+    limiter = RateLimiter(start_session="1/hour", writes="1/minute", redis_url=REDIS_URL)
+    pool = limiter._limiter.storage.storage.connection_pool  # type: ignore[attr-defined]
+    assert pool.connection_kwargs["socket_timeout"] == REDIS_TIMEOUT_SECONDS
+    assert pool.connection_kwargs["socket_connect_timeout"] == REDIS_TIMEOUT_SECONDS
+    assert REDIS_TIMEOUT_SECONDS <= 1
+
+
+def test_redis_comes_back_after_an_outage(tmp_path: Path) -> None:
+    """A failed store is tried again after the period, and counts as before."""
+    need(redis_up(), "Redis on 127.0.0.1:6379 is needed: apt-get install redis-server")
+    limiter = RateLimiter(
+        start_session="10/hour", writes="3/minute", redis_url=REDIS_URL, outage_retry_seconds=0.2
+    )
+    key = f"token:back-{uuid.uuid4().hex[:12]}"
+    limiter._down_until = time.monotonic() + 0.2  # as after a failed call
+    with pytest.raises(ServiceUnavailableError):
+        limiter.hit(RULE_WRITES, key)
+    time.sleep(0.3)
+    assert limiter.hit(RULE_WRITES, key)["RateLimit-Remaining"] == "2"
+    assert limiter._down_until == 0.0
+
+
+# -- called from worker threads ---------------------------------------------------------
+
+
+def _limiter(backend: str, tmp_path: Path) -> RateLimiter:
+    if backend == "redis":
+        need(redis_up(), "Redis on 127.0.0.1:6379 is needed: apt-get install redis-server")
+    return RateLimiter(
+        start_session="10/hour",
+        writes="50/minute",
+        redis_url=REDIS_URL if backend == "redis" else None,
+        shared_dir=tmp_path / "rl" if backend == "shared file" else None,
+    )
+
+
+@pytest.mark.parametrize("backend", ["memory", "shared file", "redis"])
+def test_one_limiter_called_from_many_threads_counts_exactly(backend: str, tmp_path: Path) -> None:
+    """What the HTTP guard does: one limiter, calls from the worker threads."""
+    limiter = _limiter(backend, tmp_path)
+    assert limiter.blocking is (backend != "memory")
+    key = f"token:threads-{uuid.uuid4().hex[:12]}"
+    allowed: list[int] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        for _ in range(12):
+            try:
+                limiter.hit(RULE_WRITES, key)
+            except RateLimitedError:
+                continue
+            with lock:
+                allowed.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    join_all(threads)
+    assert len(allowed) == 50
+
+
+# -- the shared counters' directory -------------------------------------------------------
+
+
+def _limiter_on(directory: Path) -> RateLimiter:
+    return RateLimiter(start_session="5/hour", writes="5/minute", shared_dir=directory)
+
+
+def test_the_shared_counters_are_private(tmp_path: Path) -> None:
+    directory = tmp_path / "made" / "here"
+    old = os.umask(0o002)
+    try:
+        _limiter_on(directory).hit(RULE_WRITES, "token:x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / RATE_LIMIT_DB).stat().st_mode) == 0o600
+
+
+def test_an_operators_readable_dir_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "rl"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    (directory / RATE_LIMIT_DB).touch(mode=0o644)
+    _limiter_on(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / RATE_LIMIT_DB).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+def test_a_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "rl"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(StorageUnavailableError, match="writable by other users"):
+        _limiter_on(directory)
+    assert list(directory.iterdir()) == []
+
+
+def _someone_elses(path: Path) -> Path:
+    """``path``, owned by another user (as root: chown; else a root-owned path)."""
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+        return path
+    need(Path("/").stat().st_uid != os.geteuid(), "needs a directory of another user's")
+    return Path("/")
+
+
+def test_a_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "rl"
+    directory.mkdir(mode=0o700)
+    directory = _someone_elses(directory)
+    with pytest.raises(StorageUnavailableError, match="belongs to user"):
+        _limiter_on(directory)
+    assert not (directory / RATE_LIMIT_DB).exists()
+
+
+def test_a_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(StorageUnavailableError, match="not a symlink"):
+        _limiter_on(tmp_path / "link")
+    assert list(real.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", [RATE_LIMIT_DB, f"{RATE_LIMIT_DB}-wal", f"{RATE_LIMIT_DB}-shm"])
+def test_a_planted_symlink_is_not_followed(tmp_path: Path, name: str) -> None:
+    directory = tmp_path / "rl"
+    directory.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (directory / name).symlink_to(victim)
+    with pytest.raises(StorageUnavailableError):
+        _limiter_on(directory)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_counters_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "making a file of another user's needs root")
+    directory = tmp_path / "rl"
+    directory.mkdir(mode=0o700)
+    planted = directory / RATE_LIMIT_DB
+    planted.touch()
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(StorageUnavailableError, match="not a regular file of this user's"):
+        _limiter_on(directory)

@@ -5,6 +5,12 @@ Counters live in memory for a single process, in Redis when
 with ``--workers N`` and no Redis, in one SQLite file in a run directory
 shared by the workers (``VALHALLA_RATE_LIMIT_DIR``, set by ``valhalla serve``),
 so the enforced limit is the configured one and never N times it.
+
+Every call is synchronous and thread-safe, and may block on the network or a
+file lock (see :attr:`RateLimiter.blocking`): the HTTP guard calls it from a
+worker thread, never on the event loop. A store that fails is not asked
+again for :data:`OUTAGE_RETRY_SECONDS`; meanwhile every call answers at once,
+as ``VALHALLA_RATE_LIMIT_FAIL_OPEN`` says.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import collections
 import contextlib
 import logging
 import math
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +35,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import RateLimitedError, ServiceUnavailableError
 from ..observability.metrics import RATE_LIMITED
+from ..storage.errors import StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,82 @@ RULE_WRITES = "writes"
 
 
 RATE_LIMIT_DB = "ratelimit.sqlite"
+# Redis is on the request path: a few milliseconds when it is well, so a
+# short wait tells an outage apart quickly.
+REDIS_TIMEOUT_SECONDS = 0.5
+# How long a store that failed is left alone before it is tried again.
+OUTAGE_RETRY_SECONDS = 5.0
+# How long a worker waits for another's transaction on the shared file (each
+# takes microseconds: a longer wait means something is stuck).
+SHARED_FILE_BUSY_SECONDS = 2.0
+
+
+def private_counter_file(directory: Path) -> Path:
+    """The shared counters' file in ``directory``, both made private (0700,
+    0600) and checked as the data dir is: a directory that is a symlink, is
+    owned by another user or is writable by others is refused, and so is a
+    file (or SQLite journal) planted there as a symlink or by another user.
+
+    Raises :class:`StorageUnavailableError` naming the path and the fix."""
+    me = os.geteuid()
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = directory.lstat()
+    except OSError as exc:
+        raise StorageUnavailableError(
+            directory, f"cannot create the rate-limit dir: {exc.strerror or exc}"
+        ) from exc
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise StorageUnavailableError(
+            directory, "the rate-limit dir must be a directory, not a symlink or a file"
+        )
+    if info.st_uid != me:
+        raise StorageUnavailableError(
+            directory,
+            f"the rate-limit dir belongs to user {info.st_uid}, not to this one ({me}); "
+            "use a directory of this user's (or leave VALHALLA_RATE_LIMIT_DIR unset)",
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise StorageUnavailableError(
+            directory,
+            f"the rate-limit dir is writable by other users (mode {mode:o}), who could "
+            f"replace its file; fix it with: chmod 700 {directory}",
+        )
+    if mode & 0o077:
+        os.chmod(directory, 0o700)  # ours, and none of the others' business
+    path = directory / RATE_LIMIT_DB
+    for planted in (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")):
+        _refuse_foreign(planted, me, missing_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageUnavailableError(
+            path, f"cannot open the rate-limit counters (a symlink?): {exc.strerror or exc}"
+        ) from exc
+    try:
+        _refuse_foreign(path, me, missing_ok=False, info=os.fstat(fd))
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _refuse_foreign(
+    path: Path, me: int, *, missing_ok: bool, info: os.stat_result | None = None
+) -> None:
+    try:
+        info = info or path.lstat()
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != me:
+        raise StorageUnavailableError(
+            path,
+            "is not a regular file of this user's (planted?); remove it, it holds only "
+            "rate-limit counters",
+        )
 
 
 class SharedFileStorage(Storage, MovingWindowSupport):
@@ -44,22 +129,19 @@ class SharedFileStorage(Storage, MovingWindowSupport):
     rows of its key, counts the rest and inserts, all in one ``BEGIN
     IMMEDIATE`` transaction, so processes never both take the last slot.
     Counters are not data: no fsync (``synchronous=OFF``); a power cut forgets
-    them, as a restart of the memory storage does.
+    them, as a restart of the memory storage does. The file and its directory
+    are checked by :func:`private_counter_file` first.
     """
 
     STORAGE_SCHEME = ["valhalla+sqlite"]  # noqa: RUF012 - the base class declares it so
 
-    def __init__(self, path: Path, wrap_exceptions: bool = True) -> None:
-        self.path = path
+    def __init__(self, directory: Path, wrap_exceptions: bool = True) -> None:
+        self.path = private_counter_file(directory)
         self._local = threading.local()
-        super().__init__(f"valhalla+sqlite://{path}", wrap_exceptions=wrap_exceptions)
+        super().__init__(f"valhalla+sqlite://{self.path}", wrap_exceptions=wrap_exceptions)
         conn = self._conn()
         conn.execute("CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL)")
         conn.execute("CREATE INDEX IF NOT EXISTS hits_key_at ON hits (key, at)")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, "
-            "expires REAL NOT NULL)"
-        )
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -69,7 +151,9 @@ class SharedFileStorage(Storage, MovingWindowSupport):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE below.
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn = sqlite3.connect(
+                self.path, timeout=SHARED_FILE_BUSY_SECONDS, isolation_level=None
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
             self._local.conn = conn
@@ -110,36 +194,17 @@ class SharedFileStorage(Storage, MovingWindowSupport):
         )
         return (now if oldest is None else float(oldest)), int(count)
 
-    # -- fixed-window counters (the rest of the `limits` storage interface) ---
+    # -- the rest of the `limits` storage interface --------------------------
+    # Only the moving window is used (RateLimiter's strategy): fixed-window
+    # counters are refused rather than kept untested.
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = time.time()
-        with self._exclusive() as conn:
-            conn.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))
-            conn.execute(
-                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
-                (key, amount, now + expiry),
-            )
-            (value,) = conn.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
-            return int(value)
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def get(self, key: str) -> int:
-        row = (
-            self._conn()
-            .execute("SELECT value FROM counters WHERE key = ? AND expires > ?", (key, time.time()))
-            .fetchone()
-        )
-        return 0 if row is None else int(row[0])
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def get_expiry(self, key: str) -> float:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT expires FROM counters WHERE key = ? AND expires > ?", (key, time.time())
-            )
-            .fetchone()
-        )
-        return time.time() if row is None else float(row[0])
+        raise NotImplementedError(_MOVING_WINDOW_ONLY)
 
     def check(self) -> bool:
         try:
@@ -150,14 +215,12 @@ class SharedFileStorage(Storage, MovingWindowSupport):
 
     def reset(self) -> int | None:
         with self._exclusive() as conn:
-            removed = conn.execute("DELETE FROM hits").rowcount
-            removed += conn.execute("DELETE FROM counters").rowcount
+            removed: int = conn.execute("DELETE FROM hits").rowcount
         return removed
 
     def clear(self, key: str) -> None:
         with self._exclusive() as conn:
             conn.execute("DELETE FROM hits WHERE key = ?", (key,))
-            conn.execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
 class LocalStorage(Storage, MovingWindowSupport):
@@ -250,7 +313,7 @@ class LocalStorage(Storage, MovingWindowSupport):
             self._hits.pop(key, None)
 
 
-_MOVING_WINDOW_ONLY = "LocalStorage keeps moving windows only (MovingWindowRateLimiter)"
+_MOVING_WINDOW_ONLY = "this storage keeps moving windows only (MovingWindowRateLimiter)"
 
 
 def _redacted(url: str) -> str:
@@ -259,6 +322,15 @@ def _redacted(url: str) -> str:
 
 
 class RateLimiter:
+    """Per-identity limits on writes. Thread-safe; every method is synchronous
+    and may block for up to about :data:`REDIS_TIMEOUT_SECONDS` (Redis) or
+    :data:`SHARED_FILE_BUSY_SECONDS` (the shared file) when :attr:`blocking`:
+    call it from a worker thread then."""
+
+    # Whether a call may wait on the network or a lock (Redis, the shared
+    # file); the memory store (and a subclass without a store) never does.
+    blocking = False
+
     def __init__(
         self,
         *,
@@ -267,6 +339,7 @@ class RateLimiter:
         redis_url: str | None = None,
         shared_dir: Path | None = None,
         fail_open: bool = False,
+        outage_retry_seconds: float = OUTAGE_RETRY_SECONDS,
     ) -> None:
         self.rules: dict[str, RateLimitItem] = {
             RULE_START_SESSION: parse(start_session),
@@ -275,24 +348,32 @@ class RateLimiter:
         self.fail_open = fail_open
         storage: Storage
         if redis_url is None and shared_dir is not None:
-            path = shared_dir / RATE_LIMIT_DB
-            self.backend = f"sqlite:{path}"
+            self.backend = f"sqlite:{shared_dir / RATE_LIMIT_DB}"
             try:
-                storage = SharedFileStorage(path)
+                storage = SharedFileStorage(shared_dir)
             except sqlite3.Error as exc:
-                raise ServiceUnavailableError(
-                    f"cannot open the shared rate-limit counters {path}: {exc}"
+                raise StorageUnavailableError(
+                    shared_dir / RATE_LIMIT_DB, f"cannot open the rate-limit counters: {exc}"
                 ) from exc
+            self.blocking = True
         elif redis_url is None:
             self.backend = "memory"
             storage = LocalStorage()
         else:
             self.backend = _redacted(redis_url)
+            # Short timeouts: an unreachable Redis costs one call this long,
+            # then OUTAGE_RETRY_SECONDS of immediate answers (see _count).
             storage = RedisStorage(
-                redis_url, wrap_exceptions=True, socket_timeout=2, socket_connect_timeout=2
+                redis_url,
+                wrap_exceptions=True,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             )
+            self.blocking = True
         self._limiter = MovingWindowRateLimiter(storage)
-        self._log_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._outage_retry = outage_retry_seconds
+        self._down_until = 0.0  # monotonic; the store is not asked before then
         self._last_outage_log = 0.0
 
     def hit(self, rule: str, key: str) -> dict[str, str]:
@@ -312,6 +393,8 @@ class RateLimiter:
 
     def _count(self, rule: str, key: str, *, consume: bool) -> dict[str, str]:
         item = self.rules[rule]
+        if not self._may_ask_store():
+            return self._outage(None)
         try:
             if consume:
                 allowed = self._limiter.hit(item, rule, key)
@@ -319,7 +402,12 @@ class RateLimiter:
                 allowed = self._limiter.test(item, rule, key)
             stats = self._limiter.get_window_stats(item, rule, key)
         except LimitsStorageError as exc:
+            with self._state_lock:
+                self._down_until = time.monotonic() + self._outage_retry
             return self._outage(exc)
+        if self._down_until:
+            with self._state_lock:
+                self._down_until = 0.0
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "RateLimit-Limit": str(item.amount),
@@ -338,10 +426,22 @@ class RateLimiter:
             )
         return headers
 
-    def _outage(self, exc: Exception) -> dict[str, str]:
+    def _may_ask_store(self) -> bool:
+        """False while a failed store is left alone; after that, one caller at
+        a time asks it again (the others answer at once until it has)."""
+        if not self._down_until:
+            return True
+        with self._state_lock:
+            now = time.monotonic()
+            if now < self._down_until:
+                return False
+            self._down_until = now + self._outage_retry  # this caller's try
+            return True
+
+    def _outage(self, exc: Exception | None) -> dict[str, str]:
         now = time.monotonic()
-        with self._log_lock:
-            if now - self._last_outage_log > 10:
+        with self._state_lock:
+            if exc is not None and now - self._last_outage_log > 10:
                 self._last_outage_log = now
                 log.error(
                     "rate-limit store %s unreachable (%s); writes are %s "

@@ -44,7 +44,10 @@ def load_settings(data_dir: Path | None) -> Settings:
         return Settings() if data_dir is None else Settings(data_dir=data_dir)
     except ValidationError as exc:
         problems = "; ".join(
-            f"VALHALLA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            # A check across settings has no one name; pydantic prefixes the
+            # message of a ValueError with "Value error, ".
+            (f"VALHALLA_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
         raise CliError(f"error: bad setting: {problems}") from None
@@ -92,6 +95,7 @@ SETTING_FIELDS = frozenset(
         "log_level",
         "max_body_bytes",
         "max_connections",
+        "max_connections_per_client",
         "playbook_file",
         "rate_limit_dir",
         "rate_limit_fail_open",
@@ -110,6 +114,7 @@ SETTING_FIELDS = frozenset(
         "webhook_retry_base_seconds",
         "webhook_retry_max_seconds",
         "webhook_worker",
+        "write_timeout_seconds",
     ]
 )
 

@@ -3,7 +3,9 @@ data dir, and both say so."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +14,7 @@ import typer
 from .client import CliError, fail, plural
 
 if TYPE_CHECKING:
+    from ..context import AppContext
     from ..settings import Settings
     from ..storage.protocol import Store
 
@@ -115,12 +118,9 @@ def serve(
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the HTTP API, the GO page and /docs."""
-    import uvicorn
-
-    from ..auth.ratelimit import RATE_LIMIT_DB, SharedFileStorage
     from ..auth.service import is_loopback, protected_mode
     from ..compose import build_context
-    from ..observability import logs
+    from ..settings import LOG_LEVELS
     from ..storage.errors import StorageError
     from ..storage.sql_backend import SchemaOutOfDateError
     from ..textfiles import ConfigFileError
@@ -136,10 +136,12 @@ def serve(
         settings = load_settings(data_dir)
     except CliError as exc:
         fail(CliError(f"cannot start: {exc.message.removeprefix('error: ')}"))
-    created = False
-    if not settings.database_url and not settings.data_dir.is_dir():
-        _create(settings.data_dir)
-        created = True
+    if log_level.lower() not in LOG_LEVELS:
+        fail(
+            CliError(
+                f"cannot start: --log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        )
     if _port_in_use(host, port):
         fail(
             CliError(
@@ -147,11 +149,18 @@ def serve(
                 "stop it, or pick another port with --port"
             )
         )
+    created = False
+    if not settings.database_url and not settings.data_dir.is_dir():
+        _create(settings.data_dir)
+        created = True
     # Open everything once here, so a bad setting is one clear message instead
     # of a traceback from every worker.
     try:
         ctx = build_context(settings)
     except (SchemaOutOfDateError, ConfigFileError, StorageError) as exc:
+        if created:  # a refused start leaves nothing behind (only if still empty)
+            with contextlib.suppress(OSError):
+                settings.data_dir.rmdir()
         fail(CliError(f"cannot start: {exc}"))
     if not is_loopback(host) and protected_mode(store=ctx.store):
         typer.secho(
@@ -180,43 +189,107 @@ def serve(
         ),
         err=True,
     )
+    _run(ctx, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str) -> None:
+    """uvicorn with the limits of security/server.py, until it stops."""
+    import uvicorn
+
+    from ..auth.ratelimit import SharedFileStorage
+    from ..observability import logs
+
+    run_dirs: list[Path] = []  # removed when the server stops
+    with _removed_at_exit(run_dirs):
+        if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Workers add up their counters in files here; a fresh dir per run.
+            run_dirs.append(_run_dir("valhalla-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dirs[-1])
+        if workers > 1 and ctx.settings.redis_url is None and ctx.settings.rate_limit_dir is None:
+            # Without Redis the workers share their rate-limit counters in one SQLite
+            # file, so the enforced limit is the configured one, not N times it.
+            run_dirs.append(_run_dir("valhalla-ratelimit-"))
+            SharedFileStorage(run_dirs[-1])  # the schema, once, before the workers
+            os.environ["VALHALLA_RATE_LIMIT_DIR"] = str(run_dirs[-1])
+        os.environ["VALHALLA_LOG_LEVEL"] = log_level
+        from ..security.server import (
+            ENV_HEADER_TIMEOUT,
+            ENV_PER_CLIENT,
+            ENV_WRITE_TIMEOUT,
+            KEEP_ALIVE_SECONDS,
+            BoundedHttpToolsProtocol,
+        )
+
+        os.environ[ENV_HEADER_TIMEOUT] = str(ctx.settings.header_timeout_seconds)
+        os.environ[ENV_WRITE_TIMEOUT] = str(ctx.settings.write_timeout_seconds)
+        os.environ[ENV_PER_CLIENT] = str(ctx.settings.max_connections_per_client)
+
+        logs.configure(log_level)
+        trusted = ctx.settings.trusted_proxies
+        uvicorn.run(
+            "valhalla_gov.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            log_config=None,
+            access_log=False,
+            # Limits before work: bounded heads, slow heads cut off, idle
+            # connections closed, connections shared out per client, slow
+            # readers dropped, at most this many busy connections per worker
+            # (security/server.py).
+            http=BoundedHttpToolsProtocol,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            limit_concurrency=ctx.settings.max_connections,
+            # No WebSocket route: an Upgrade header is an ordinary request.
+            ws="none",
+            # X-Forwarded-* only from the proxies the operator lists (uvicorn
+            # would otherwise believe any client on 127.0.0.1).
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=",".join(trusted) if trusted else "",
+            # uvicorn kills a worker that has not answered its supervisor in this
+            # time; importing the app on a busy machine can take longer than the
+            # 5 s default, and the killed workers would be restarted in a loop.
+            timeout_worker_healthcheck=60,
+        )
+
+
+def _run_dir(prefix: str) -> Path:
+    """A fresh directory for this run only, readable by this user only."""
     import tempfile
 
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Workers add up their counters in files here; a fresh dir per run.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="valhalla-metrics-")
-    if workers > 1 and ctx.settings.redis_url is None and ctx.settings.rate_limit_dir is None:
-        # Without Redis the workers share their rate-limit counters in one SQLite
-        # file, so the enforced limit is the configured one, not N times it.
-        shared = tempfile.mkdtemp(prefix="valhalla-ratelimit-")
-        SharedFileStorage(Path(shared) / RATE_LIMIT_DB)  # the schema, once, before the workers
-        os.environ["VALHALLA_RATE_LIMIT_DIR"] = shared
-    os.environ["VALHALLA_LOG_LEVEL"] = log_level
-    os.environ["VALHALLA_HEADER_TIMEOUT_SECONDS"] = str(ctx.settings.header_timeout_seconds)
-    from ..security.server import KEEP_ALIVE_SECONDS, BoundedHttpToolsProtocol
+    return Path(tempfile.mkdtemp(prefix=prefix))  # 0700, whatever the umask
 
-    logs.configure(log_level)
-    trusted = ctx.settings.trusted_proxies
-    uvicorn.run(
-        "valhalla_gov.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        log_config=None,
-        access_log=False,
-        # Limits before work: bounded headers, slow headers cut off, idle
-        # connections closed, at most this many connections per worker.
-        http=BoundedHttpToolsProtocol,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        limit_concurrency=ctx.settings.max_connections,
-        # X-Forwarded-* only from the proxies the operator lists (uvicorn
-        # would otherwise believe any client on 127.0.0.1).
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=",".join(trusted) if trusted else "",
-        # uvicorn kills a worker that has not answered its supervisor in this
-        # time; importing the app on a busy machine can take longer than the
-        # 5 s default, and the killed workers would be restarted in a loop.
-        timeout_worker_healthcheck=60,
-    )
+
+class _Terminated(BaseException):
+    """SIGTERM, as an unwinding (SIGINT is one already: KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def _removed_at_exit(paths: list[Path]) -> Iterator[None]:
+    """Remove ``paths`` when the server stops, by a signal too.
+
+    While uvicorn runs it handles SIGTERM and SIGINT itself; when it is done
+    it restores the handlers it found and raises the signal again. The
+    SIGTERM handler installed here turns that (or a SIGTERM before uvicorn's
+    start) into an unwinding, and SIGTERM is raised once more at the end,
+    with the handler from before, so the process ends as it always did."""
+    import shutil
+    import signal
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise _Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    stopped = False
+    try:
+        yield
+    except _Terminated:
+        stopped = True
+    finally:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, before)
+    if stopped:
+        signal.raise_signal(signal.SIGTERM)
