@@ -7,11 +7,11 @@ into a PostgreSQL scratch database, then times in one run:
 - **raw**: ``hashlib.sha256(line).hexdigest()`` for every line of the same
   ``audit.log``, read from the file in one process (the floor: every verify
   hashes each line once);
-- **in process**: ``verify_chain`` on the store (JSON dir or PostgreSQL), in
-  one process (what a server does) and in parts by one process per CPU (what
-  the CLI's direct read does, see ``audit/parts.py``);
-- **CLI**: ``valhalla audit verify`` as a fresh process, end to end, and the
-  same command on an empty data dir or database (its start-up share).
+- **in process**: ``verify_chain`` on the store (JSON dir or PostgreSQL), as
+  a server's route runs it;
+- **CLI**: ``valhalla audit verify`` as a fresh process, end to end (a direct
+  read: it opens the store itself, builds no app), and the same command on
+  an empty data dir or database (its start-up share).
 
 Each is run ``--rounds`` times; the figure is the minimum (the least
 disturbed run). The ratios are speeds: raw time / verify time (the issue's
@@ -46,10 +46,8 @@ import psycopg
 from bench.common import load_text, source_state, wait_quiet
 from bench.fill import _moment, cached_audit_dir
 from bench.pg import derived_url, ensure_database, libpq, reset_schema
-from valhalla_gov.audit.parts import Workers
 from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.cli.local import walk_processes
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.timeutil import new_id
 
@@ -125,17 +123,13 @@ def raw_hash(path: Path) -> None:
 
 
 def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Minimum wall and minimum CPU seconds (this process and the workers it
-    forked and waited for) over ``rounds``."""
+    """Minimum wall and minimum CPU seconds (this process) over ``rounds``."""
     walls, cpus = [], []
     for _ in range(rounds):
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu, wall = time.process_time(), time.perf_counter()
         fn()
         walls.append(time.perf_counter() - wall)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        forked = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
-        cpus.append(time.process_time() - cpu + forked)
+        cpus.append(time.process_time() - cpu)
     return min(walls), min(cpus)
 
 
@@ -155,27 +149,15 @@ def timed_cli(argv: list[str], env: dict[str, str], rounds: int) -> tuple[float,
 
 
 def pg_rows(
-    url: str,
-    base_url: str,
-    env: dict[str, str],
-    rounds: int,
-    check: Callable[[Any, Workers | None], None],
+    url: str, base_url: str, env: dict[str, str], rounds: int, check: Callable[[Any], None]
 ) -> list[tuple[str, float, float]]:
-    """The PostgreSQL rows: in process, in parts, the CLI and its start-up."""
+    """The PostgreSQL rows: in process, the CLI and its start-up."""
     valhalla = str(BIN / "valhalla")
-    cpus = walk_processes()
     rows: list[tuple[str, float, float]] = []
     sql_store = open_sql(url)
-    workers = Workers(cpus, lambda: open_sql(url, check_schema=False, pool_size=1))
     try:
         rows.append(
-            ("verify_chain in process, PostgreSQL", *timed(lambda: check(sql_store, None), rounds))
-        )
-        rows.append(
-            (
-                f"verify_chain in {cpus} processes, PostgreSQL",
-                *timed(lambda: check(sql_store, workers), rounds),
-            )
+            ("verify_chain in process, PostgreSQL", *timed(lambda: check(sql_store), rounds))
         )
     finally:
         sql_store.close()
@@ -221,12 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = timed(lambda: raw_hash(log_path), args.rounds)
     rows.append(("raw SHA-256 per line (file, one process)", *raw))
 
-    def check(store: Any, workers: Workers | None = None) -> None:
-        result = verify_chain(store=store, workers=workers)
+    def check(store: Any) -> None:
+        result = verify_chain(store=store)
         if not result.ok or result.events != args.entries:
             raise SystemExit(f"verify_chain failed: {result}")
-
-    cpus = walk_processes()
 
     with tempfile.TemporaryDirectory() as scratch:
         empty = Path(scratch) / "empty"
@@ -234,13 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         json_store = open_json(data)
         rows.append(
             ("verify_chain in process, JSON", *timed(lambda: check(json_store), args.rounds))
-        )
-        json_workers = Workers(cpus, lambda: open_json(data))
-        rows.append(
-            (
-                f"verify_chain in {cpus} processes, JSON",
-                *timed(lambda: check(json_store, json_workers), args.rounds),
-            )
         )
         cli = [valhalla, "audit", "verify", "--data-dir"]
         rows.append(

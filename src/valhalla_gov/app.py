@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -143,9 +144,15 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         # ASCII-escaped: the echoed input may hold lone surrogates, which are
         # valid JSON escapes but cannot be encoded as UTF-8.
         # A body that is not text (any content type) is echoed as readable
-        # text: decoding it strictly would turn the 422 into a 500.
-        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _printable})
-        body = json.dumps({"detail": [_capped(e) for e in errors]}, ensure_ascii=True)
+        # text: decoding it strictly would turn the 422 into a 500. NaN and
+        # Infinity (which Python's JSON reader takes) are echoed as strings:
+        # JSON has no such numbers.
+        errors = jsonable_encoder(
+            exc.errors(), custom_encoder={bytes: _printable, float: _json_float}
+        )
+        body = json.dumps(
+            {"detail": [_capped(e) for e in errors]}, ensure_ascii=True, allow_nan=False
+        )
         return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(UnstorableValueError)
@@ -191,6 +198,12 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
 def _printable(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
+
+
+def _json_float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 # A 422 echoes what was refused; a 10,000-character note is not worth

@@ -8,9 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.audit.helpers import LEGACY_LINES, edit_line, record_events, write_lines
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, _truncate
+from valhalla_gov.app import create_app
+from valhalla_gov.audit.service import record_event
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
+from valhalla_gov.settings import Settings
 from valhalla_gov.storage.json_backend import JsonStore
 
 EVENTS = "/core/audit/events"
@@ -151,3 +154,41 @@ def test_a_corrupt_audit_line_is_503_naming_the_file(
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith("audit")) == [
         "audit.log"
     ]
+
+
+@pytest.mark.parametrize(
+    "value", ["\x00", "GO_SESSION\x00START", "\x1b[2J", "two\nlines", "tab\there", "x" * 201]
+)
+def test_an_event_filter_that_is_not_printable_text_is_422(client: TestClient, value: str) -> None:
+    response = client.get(EVENTS, params={"event": value})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "event"]
+
+
+@pytest.mark.parametrize("value", ["\x00", "12\x00", "\x7f"])
+def test_a_cursor_that_is_not_printable_text_is_422(client: TestClient, value: str) -> None:
+    response = client.get(EVENTS, params={"cursor": value})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def test_an_event_name_in_any_script_is_a_filter(
+    client: TestClient, side_store: JsonStore, clock: FakeClock
+) -> None:
+    record_event(store=side_store, event="été ✓", payload={"i": 1}, actor="op", clock=clock)
+    record_events(side_store, clock, 2)
+    assert numbers(client.get(EVENTS, params={"event": "été ✓"}).json()) == [1]
+
+
+def test_a_nul_in_the_event_filter_is_422_on_postgresql(
+    pg_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """PostgreSQL refuses a NUL in a text parameter: it answered 503, with the
+    SQL statement and the database URL in the body."""
+    _truncate(pg_url)
+    app = create_app(Settings(database_url=pg_url, data_dir=tmp_path / "data"), clock=clock)
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as pg:
+        response = pg.get(EVENTS, params={"event": "GO\x00START"})
+        assert response.status_code == 422, response.text
+        assert "postgresql" not in response.text.lower()
+        assert pg.get(EVENTS, params={"event": "GO_START"}).status_code == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import sqlalchemy
 
 from tests.audit.helpers import edit_line, lines, record_events, synthetic_chain, write_lines
 from tests.conftest import FakeClock
@@ -17,6 +18,7 @@ from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.json_backend import JsonStore
 from valhalla_gov.storage.protocol import Store
+from valhalla_gov.storage.sql_backend import SqlStore
 
 
 def test_passes_on_an_empty_and_a_clean_growing_log(
@@ -136,3 +138,43 @@ def test_a_window_starting_in_legacy_lines_passes(jstore: JsonStore, clock: Fake
     write_lines(path, [legacy] * 5)
     record_events(jstore, clock, 3)
     assert ChainWatcher().check(jstore) is None
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_every_check_reads_even_at_an_unchanged_generation(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    """A hand edit that does not bump the store generation is still seen at
+    the next check: the watcher keeps no answer per generation."""
+    assert isinstance(store, SqlStore)
+    record_events(store, clock, 3)
+    assert watcher.check(store) is None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text("UPDATE log_records SET body = replace(body, :old, :new)"),
+            {"old": '"i":2', "new": '"i":8'},
+        )
+    assert watcher.check(store) == "the last verified audit line changed or disappeared"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+def test_lines_this_store_just_appended_are_read_back(
+    store: Store, clock: FakeClock, watcher: ChainWatcher
+) -> None:
+    """The lines a write appended are checked as stored, not as the write
+    handed them over: an edit between the write and the check is seen."""
+    assert isinstance(store, SqlStore)
+    record_events(store, clock, 2)
+    assert watcher.check(store) is None
+    record_events(store, clock, 1)  # i = 0, after the last verified line
+    with store.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "UPDATE log_records SET body = replace(body, :old, :new) "
+                "WHERE id = (SELECT max(id) FROM log_records)"
+            ),
+            {"old": '"i":0', "new": '"i":7'},
+        )
+    problem = watcher.check(store)
+    assert problem is not None
+    assert "near seq 3" in problem

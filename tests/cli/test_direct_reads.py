@@ -17,8 +17,6 @@ import pytest
 from tests.audit.helpers import record_events
 from tests.cli.conftest import Seeder
 from tests.conftest import FakeClock, _truncate
-from valhalla_gov.audit import parts
-from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cli.inprocess import app_client
 from valhalla_gov.cli.local import (
     DIRECT_READS,
@@ -217,14 +215,11 @@ def test_a_database_url_alone_is_a_plain_database(clean_env: pytest.MonkeyPatch)
 def test_a_direct_verify_on_postgresql_answers_what_the_app_answers(
     pg_url: str, clean_env: pytest.MonkeyPatch
 ) -> None:
-    """Walked in parts by forked workers (each opens its own connection)."""
-    clean_env.setattr(parts, "MIN_PART_LINES", 1)
     _truncate(pg_url)
     clean_env.setenv("VALHALLA_DATABASE_URL", pg_url)
     store = open_sql(pg_url)
     try:
         record_events(store, FakeClock(), 12)
-        assert len(store.split_log(AUDIT_LOG, 2, min_part=1)) == 1
     finally:
         store.close()
     direct = _verified(None)

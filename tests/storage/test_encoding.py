@@ -111,6 +111,32 @@ def test_loads_takes_what_orjson_refuses() -> None:
         encoding.loads(b"{not json")
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # past the standard library's recursion limit
+        b'{"n": ' + b"7" * 5000 + b"}",  # past its limit on an integer's digits
+        '{"n": ' + "7" * 5000 + "}",
+        b'{"t": "\xff\xfe"}',  # not UTF-8
+    ],
+    ids=["deep", "long-int", "long-int-text", "not-utf8"],
+)
+def test_loads_raises_only_decode_errors(raw: bytes | str) -> None:
+    # What every store turns into a StorageCorruptError naming the file or row.
+    with pytest.raises(json.JSONDecodeError):
+        encoding.loads(raw)
+
+
+def test_what_could_not_be_read_back_is_not_stored() -> None:
+    # Integers of any size are stored exactly and read back exactly, up to
+    # the standard library's limit on digits; past it, a write is refused.
+    assert encoding.loads(encoding.canonical_bytes({"n": 10**4000})) == {"n": 10**4000}
+    with pytest.raises(UnstorableValueError):
+        encoding.canonical_bytes({"n": 10**5000})
+    with pytest.raises(UnstorableValueError):
+        encoding.document_bytes({"n": 10**5000})
+
+
 def test_depth_past_the_limit_is_refused_however_it_is_encoded() -> None:
     deep: Any = []
     for _ in range(encoding.MAX_DEPTH):

@@ -148,38 +148,23 @@ def describe(settings: Settings) -> str:
     return str(settings.data_dir)
 
 
-def _go_session(store: Store, _reopen: Callable[[], Store]) -> BaseModel:
+def _go_session(store: Store) -> BaseModel:
     from ..go.session_reads import get_session
 
     return get_session(store=store)
 
 
-def _audit_verify(store: Store, reopen: Callable[[], Store]) -> BaseModel:
-    from ..audit.parts import Workers
+def _audit_verify(store: Store) -> BaseModel:
     from ..audit.service import verify_chain
 
     # A walk of the whole log: building the app would cost about as much as
-    # hashing 500,000 lines. This process runs no other thread, so a long log
-    # is walked in parts by forked workers, one per CPU (see audit/parts.py).
-    return verify_chain(store=store, workers=Workers(walk_processes(), reopen))
+    # hashing 500,000 lines.
+    return verify_chain(store=store)
 
 
-def walk_processes() -> int:
-    """One process per CPU this one may run on, at most MAX_WORKERS."""
-    try:
-        return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
-    except AttributeError:  # not on Linux
-        return min(os.cpu_count() or 1, MAX_WORKERS)
-
-
-# More processes than this stop paying: each re-reads its share and the
-# joins are serial.
-MAX_WORKERS = 4
-
-# GET path (without a query) -> the read its route serves, given the store
-# and how a worker process opens its own. Only reads that need nothing from
-# the app's start-up belong here.
-DIRECT_READS: dict[str, Callable[[Store, Callable[[], Store]], BaseModel]] = {
+# GET path (without a query) -> the read its route serves, given the store.
+# Only reads that need nothing from the app's start-up belong here.
+DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {
     "/core/go/session": _go_session,
     "/core/audit/verify": _audit_verify,
 }
@@ -205,7 +190,7 @@ class DirectReads:
         if read is None or (self.database_url is not None and path not in SQL_DIRECT_READS):
             return None
         try:
-            model = read(self._open(), self.open_store)
+            model = read(self._open())
         except StorageError as exc:
             return DirectReply(503, storage_unavailable(exc))
         return DirectReply(200, model.model_dump(mode="json"))

@@ -35,6 +35,29 @@ class ConeState(BaseModel):
     updated_by: str | None = Field(default=None, description="Who moved it last (a token name).")
 
 
+# Integers in free-form metrics: signed 64 bits, what SQLite's and
+# PostgreSQL's integers, orjson and most JSON readers hold exactly (a
+# browser holds 53 bits; a longer one is stored, but hard to use anywhere).
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+
+
+def _bounded_integers(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not MIN_INT <= item <= MAX_INT:
+            # Its size, not its digits: str() refuses past 4,300 of them.
+            raise ValueError(
+                f"an integer of {item.bit_length()} bits is outside signed 64 bits "
+                f"({MIN_INT} to {MAX_INT})"
+            )
+    return value
+
+
 class ConeSetRequest(BaseModel):
     """Where the cone moves, and why (both go into the audit log)."""
 
@@ -57,12 +80,16 @@ class ConeSetRequest(BaseModel):
         return value.strip().upper() if isinstance(value, str) else value
 
     metrics: Annotated[
-        dict[str, Any] | None, AfterValidator(bounded_json), AfterValidator(ensure_utf8)
+        dict[str, Any] | None,
+        AfterValidator(bounded_json),
+        AfterValidator(ensure_utf8),
+        AfterValidator(_bounded_integers),
     ] = Field(
         default=None,
         description=(
             f"Free-form KPIs, at most {MAX_TEXT} characters as JSON, nested at most "
-            f"{MAX_FREE_FORM_DEPTH} levels, {MAX_FREE_FORM_KEYS} keys in all; no NaN or Infinity."
+            f"{MAX_FREE_FORM_DEPTH} levels, {MAX_FREE_FORM_KEYS} keys in all; no NaN or "
+            "Infinity, integers within signed 64 bits."
         ),
     )
 

@@ -144,11 +144,21 @@ _IMMUTABLE = frozenset([str, int, float, bool, type(None)])
 def loads(raw: bytes | str) -> Any:
     """Parse JSON as the standard library would: it also takes what orjson
     refuses (NaN literals in hand-edited files, lone surrogates) and keeps
-    integers past 64 bits exact."""
+    integers past 64 bits exact.
+
+    Whatever it cannot read raises ``json.JSONDecodeError``, which every
+    store turns into StorageCorruptError naming the file or row: also bytes
+    that are not UTF-8, nesting past the standard library's recursion limit
+    and integers past its limit on digits (which raise other errors there)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
-        return json.loads(raw)
+    if _LONG_RUN not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
         return json.loads(raw)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise json.JSONDecodeError(f"{type(exc).__name__}: {exc}", "", 0) from exc

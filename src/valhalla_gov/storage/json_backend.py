@@ -28,8 +28,6 @@ from .protocol import BulkRun, Document, Log, LogEntry, Schema, T, parse_int_cur
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".valhalla.lock"
-# split_log looks this far past an even share of a log's bytes for a line start.
-_SPLIT_WINDOW = 1024 * 1024
 # scan_log_bulk parses this many lines at a time: few enough that they stay in
 # the CPU's cache until the caller has used them.
 _PARSE_RUN = 256
@@ -260,15 +258,11 @@ class JsonStore:
         except json_store.NotALineStart:
             raise _not_a_boundary(after or "") from None
 
-    def scan_log_bulk(
-        self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[BulkRun]:
+    def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         path = self.log_path(log)
-        start = 0 if after is None else self._cursor_offset(path, after)
-        end = None if until is None else self._cursor_offset(path, until)
         torn = lambda offset: log_torn(path, offset)  # noqa: E731
         fast = orjson.loads
-        for first, block in json_store.iter_line_blocks(path, start, on_unterminated=torn, end=end):
+        for first, block in json_store.iter_line_blocks(path, 0, on_unterminated=torn):
             for at in range(0, len(block), _PARSE_RUN):
                 lines = cast(list[bytes | str], block[at : at + _PARSE_RUN])
                 # A run of well-formed lines is parsed without a Python step
@@ -309,36 +303,6 @@ class JsonStore:
             parsed.append(record)
         if texts:
             yield texts, parsed
-
-    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
-        path = self.log_path(log)
-        cuts: list[str] = []
-        last = 0
-        try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                # Lines estimated from the length of the first ones.
-                head = fh.read(_SPLIT_WINDOW)
-                lines = size * head.count(b"\n") // max(1, len(head))
-                parts = min(parts, lines // max(1, min_part))
-                for i in range(1, parts):
-                    # The first line start at or after an even share of the bytes.
-                    share = max(last, size * i // parts, 1)
-                    fh.seek(share - 1)
-                    newline = fh.read(_SPLIT_WINDOW).find(b"\n")
-                    if newline < 0:
-                        break  # a line longer than the window: fewer parts
-                    cut = share + newline
-                    if cut >= size:
-                        break
-                    if cut > last:
-                        cuts.append(str(cut))
-                        last = cut
-        except FileNotFoundError:
-            return []  # an empty log
-        except OSError as exc:
-            raise StorageUnavailableError(path, f"cannot read: {exc}") from exc
-        return cuts
 
     def _forward_entry(self, path: Path, offset: int, line: bytes) -> LogEntry:
         return LogEntry(str(offset + len(line) + 1), self._parse_line(path, offset, line))

@@ -140,9 +140,7 @@ class Snapshot(Reader, Protocol):
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]: ...
 
-    def scan_log_bulk(
-        self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[BulkRun]: ...
+    def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]: ...
 
 
 class Store(Reader, Protocol):
@@ -192,9 +190,7 @@ class Store(Reader, Protocol):
         """Records oldest first, starting just newer than cursor ``after``."""
         ...
 
-    def scan_log_bulk(
-        self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[BulkRun]:
+    def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         """Every record oldest first, in runs: each run a list of stored JSON
         texts and the list of their records, in order, never empty (for walks of a whole
         log, such as a hash-chain check, that work on many records at once).
@@ -202,17 +198,7 @@ class Store(Reader, Protocol):
         come back as a float, so a caller that needs such a value exact parses
         the text again with :func:`~valhalla_gov.storage.encoding.loads`. A
         record that does not parse raises StorageCorruptError once every
-        record before it has been yielded, as the other scans do. ``after``
-        and ``until`` are boundaries from :meth:`split_log`: only the records
-        from the one to before the other (a walk in parts)."""
-        ...
-
-    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
-        """At most ``parts - 1`` boundaries, in order, that cut the log as it
-        is now into parts of about equal size for :meth:`scan_log_bulk`, each
-        of about ``min_part`` records or more (estimated); fewer (none) when
-        it does not split. The parts between them, the first from the start
-        and the last to the end, hold every record once."""
+        record before it has been yielded, as the other scans do."""
         ...
 
     def log_version(self, log: Log) -> str:

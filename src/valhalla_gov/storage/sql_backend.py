@@ -515,22 +515,17 @@ class SqlStore:
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
-    def scan_log_bulk(
-        self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[BulkRun]:
+    def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         placement = log_placement(log)
-        start = None if after is None else placement.parse_cursor(after)
-        stop = None if until is None else placement.parse_cursor(until)
         txn = self._txn()
         if txn is not None:
             # Inside this thread's transaction: read what it has written.
-            query = _between(placement, placement.query(None), start, stop)
-            result = txn.conn.execute(query.order_by(placement.key.asc()))
+            result = txn.conn.execute(placement.query(None).order_by(placement.key.asc()))
             yield from _bulk_records(placement, log.name, result)
             return
         try:
             with self._read_engine.connect() as conn:
-                pages = _key_pages(conn, placement, _BULK_BATCH, start, stop)
+                pages = _key_pages(conn, placement, _BULK_BATCH)
                 for rows in _prefetched(pages):
                     yield from _bulk_records(placement, log.name, rows)
         except SQLAlchemyError as exc:
@@ -538,21 +533,6 @@ class SqlStore:
         except self.engine.dialect.loaded_dbapi.Error as exc:
             # The driver's own cursor: its errors come unwrapped.
             raise self._unavailable(DBAPIError(None, None, exc)) from exc
-
-    def split_log(self, log: Log, parts: int, *, min_part: int = 1) -> list[str]:
-        placement = log_placement(log)
-        query = placement.query(None).with_only_columns(
-            func.min(placement.key), func.max(placement.key)
-        )
-        with self._reader() as conn:
-            low, high = conn.execute(query).one()
-        if type(low) is not int or type(high) is not int:
-            return []  # an empty log, or keys that do not split evenly
-        # Even shares of the key range: rows are appended with growing ids
-        # (shared by every log, so a share may hold fewer rows than it spans).
-        parts = min(parts, (high - low + 1) // max(1, min_part))
-        cuts = sorted({low + (high - low + 1) * i // parts for i in range(1, parts)})
-        return [str(cut) for cut in cuts if low < cut <= high]
 
     def log_version(self, log: Log) -> str:
         # The newest key: one probe of the log's index.
@@ -648,26 +628,19 @@ class SqlSnapshot:
             bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
             batch = min(batch * 4, _MAX_BATCH)
 
-    def scan_log_bulk(
-        self, log: Log, *, after: str | None = None, until: str | None = None
-    ) -> Iterator[BulkRun]:
+    def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         placement = log_placement(log)
-        start = None if after is None else placement.parse_cursor(after)
-        stop = None if until is None else placement.parse_cursor(until)
-        for rows in _key_pages(self._conn, placement, _BULK_BATCH, start, stop):
+        for rows in _key_pages(self._conn, placement, _BULK_BATCH):
             yield from _bulk_records(placement, log.name, rows)
 
 
-def _key_pages(
-    conn: Connection, placement: SqlLog, size: int, start: Any | None, stop: Any | None
-) -> Iterator[list[Any]]:
-    """Keyset pages of ``size`` rows in key order from ``start`` to before
-    ``stop``, fetched by the driver's own cursor: SQLAlchemy's per-row work
-    would cost more than the walk itself."""
+def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[Any]]:
+    """Keyset pages of ``size`` rows in key order, fetched by the driver's own
+    cursor: SQLAlchemy's per-row work would cost more than the walk itself."""
     key = placement.key
-    bound = start
+    bound: Any | None = None
     while True:
-        query = _between(placement, placement.query(None), bound, stop)
+        query = _between(placement, placement.query(None), bound, None)
         compiled = query.order_by(key.asc()).limit(size).compile(dialect=conn.dialect)
         params: Any = compiled.params
         if compiled.positional and compiled.positiontup is not None:
