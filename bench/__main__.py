@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Callable
 
@@ -94,7 +95,14 @@ def usage() -> str:
     )
 
 
+def _stop(signum: int, _frame: object) -> None:
+    # A benchmark killed with SIGTERM stops its servers and removes its
+    # scratch dirs on the way out, as on Ctrl-C.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(usage())

@@ -305,12 +305,12 @@ def datasets(args: argparse.Namespace, work: Path) -> Iterator[list[Dataset]]:
 def run(args: argparse.Namespace) -> list[Guardrail]:
     info = common.header(f"writes ({args.backend})")
     cpus = common.cpus()
-    cpus.pin_self_to_load()
     print(f"# {cpus.text}")
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="writes-", dir=common.RESULTS_DIR))
     try:
         with ExitStack() as stack:
+            stack.enter_context(cpus.load_pinned())
             sets = stack.enter_context(datasets(args, work))
             floor: DiskFloor | CommitFloor
             if args.backend == "json":

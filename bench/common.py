@@ -186,9 +186,17 @@ class Cpus:
     def load_prefix(self) -> list[str]:
         return [] if self.load is None else ["taskset", "-c", str(self.load)]
 
-    def pin_self_to_load(self) -> None:
+    @contextlib.contextmanager
+    def load_pinned(self) -> Iterator[None]:
+        """This process on the load CPU while the block runs (the CPUs it
+        had are given back after, for the next benchmark and its children)."""
+        before = os.sched_getaffinity(0)
         if self.load is not None:
             os.sched_setaffinity(0, {self.load})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
 
 
 def cpus() -> Cpus:
@@ -214,6 +222,9 @@ def deployment_env(**extra: str) -> dict[str, str]:
     """This environment without the caller's VALHALLA_* settings, plus what a
     deployment keeps there (warnings only) and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
+    # An installed deployment runs from compiled bytecode; without the cache
+    # every start-up compiles each module again (seconds, not milliseconds).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(VALHALLA_LOG_LEVEL="warning", **extra)
     return env
 
