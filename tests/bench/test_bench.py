@@ -136,3 +136,38 @@ def test_the_writes_bench_runs_over_http_with_a_token(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| JSON start+end / disk floor |" in done.stdout
     assert "not measured" in done.stdout
+
+
+def test_pinning_to_the_load_cpu_gives_the_cpus_back() -> None:
+    before = os.sched_getaffinity(0)
+    cpus = common.Cpus(server=min(before), load=max(before))
+    with cpus.load_pinned():
+        assert os.sched_getaffinity(0) == {max(before)}
+    assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.live
+def test_a_terminated_benchmark_stops_its_servers_and_removes_its_scratch_dir() -> None:
+    before = set(common.RESULTS_DIR.glob("writes-*"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "writes", "--skip-filled", "--rounds", "1000"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the servers are up and warm by then
+        if line.startswith("# before the timed rounds"):
+            break
+    ours = set(common.RESULTS_DIR.glob("writes-*")) - before
+    logs = [p / "serve-empty.log" for p in ours]
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + 15
+    assert ours
+    assert not any(p.exists() for p in ours)
+    # Nothing still serves from the removed dir.
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(next(iter(ours)))], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout == "", logs
