@@ -1,1 +1,4 @@
-"""Benchmarks for Valhalla GO (see docs/PERFORMANCE.md). Not shipped, not tests."""
+"""Benchmarks for Valhalla GO: ``python -m bench --help`` (docs/dev/performance.md).
+
+Not shipped, not tests.
+"""

@@ -1,18 +1,22 @@
-"""How long a ``valhalla`` command takes from the shell, start to exit.
+"""Wall time of every local ``valhalla`` command the README shows, start to exit.
 
-Each command runs ``--runs`` times as a fresh process; the minimum is the
-figure (the least disturbed run), the median shows the noise. Baselines from
-the same run: the bare interpreter, and ``import fastapi`` alone (the floor
-of any command that drives the app in process; ``go status`` on a data dir
-reads directly and imports no FastAPI).
+Runs against a prepared data dir (a copy of ``bench.fill``'s dir with
+``--entries`` sessions and audit lines, plus a token and a webhook), with the
+settings a deployment keeps in its environment (``VALHALLA_DATA_DIR``,
+``VALHALLA_LOG_LEVEL=warning``), so no command names ``--data-dir``. Each
+round runs the whole list once, in an order that keeps the state sensible
+(start before complete before end); every command runs ``--runs`` times and
+its best run counts. ``python -c pass`` runs in the same rounds: the floor of
+any Python command on this machine at this moment.
 
-    .venv/bin/python -m bench.bench_cli [--runs 20] [--wait-quiet 600]
+    python -m bench cli                    # 5 runs, 1,000 entries, budget 0.15 s
+    python -m bench cli --runs 11 --strict # exit 1 if a command is over budget
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,56 +24,90 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import load_text, wait_quiet
+from bench import common
 
-BIN = Path(sys.executable).parent
-
-
-def timed(argv: list[str], runs: int) -> tuple[float, float, float]:
-    """Wall-clock min and median, and the minimum CPU time (user + system) of
-    the process: on a busy machine the CPU time is the steadier figure."""
-    seconds, cpu = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
-        seconds.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return min(seconds), statistics.median(seconds), min(cpu)
+STEP = "preflight_view_dashboard"
+FLOOR = "python -c pass"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--wait-quiet", type=float, default=0.0)
-    args = parser.parse_args()
-    noise = wait_quiet(args.wait_quiet) if args.wait_quiet else load_text()
-    valhalla = str(BIN / "valhalla")
-    with tempfile.TemporaryDirectory() as scratch:
-        data = Path(scratch) / "data"
-        subprocess.run([valhalla, "init", str(data)], check=True, capture_output=True)
-        cases = {
-            "python -c pass (baseline)": [sys.executable, "-c", "pass"],
-            "python -c 'import fastapi' (baseline)": [sys.executable, "-c", "import fastapi"],
-            "valhalla --version": [valhalla, "--version"],
-            "valhalla --help": [valhalla, "--help"],
-            "valhalla go --help": [valhalla, "go", "--help"],
-            "valhalla go status (local, direct read)": [
-                valhalla,
-                "go",
-                "status",
-                "--data-dir",
-                str(data),
-            ],
-        }
-        print(f"# {noise}; {args.runs} runs each; seconds")
-        print("| command | wall min | wall median | CPU min |")
-        print("|---|---|---|---|")
-        for name, argv in cases.items():
-            best, median, cpu = timed(argv, args.runs)
-            print(f"| `{name}` | {best:.3f} | {median:.3f} | {cpu:.3f} |")
+def commands(valhalla: str) -> dict[str, list[str]]:
+    """Every local command of the README, in the order one round runs them."""
+    return {
+        FLOOR: [sys.executable, "-c", "pass"],
+        "valhalla --help": [valhalla, "--help"],
+        "valhalla go status": [valhalla, "go", "status"],
+        "valhalla go start": [valhalla, "go", "start", "--notes", "bench"],
+        "valhalla go checklist": [valhalla, "go", "checklist"],
+        "valhalla go next": [valhalla, "go", "next"],
+        "valhalla go complete STEP": [valhalla, "go", "complete", STEP, "--notes", "bench"],
+        "valhalla go end": [valhalla, "go", "end", "--notes", "bench"],
+        "valhalla go history": [valhalla, "go", "history"],
+        "valhalla cone show": [valhalla, "cone", "show"],
+        "valhalla cone set B": [valhalla, "cone", "set", "B", "--reason", "bench"],
+        "valhalla audit tail": [valhalla, "audit", "tail"],
+        "valhalla audit verify": [valhalla, "audit", "verify"],
+        "valhalla token list": [valhalla, "token", "list"],
+        "valhalla sessions report": [valhalla, "sessions", "report"],
+        "valhalla webhook list": [valhalla, "webhook", "list"],
+    }
 
 
-if __name__ == "__main__":
-    main()
+def prepare(work: Path, entries: int, env: dict[str, str]) -> Path:
+    from bench.fill import ensure_filled
+
+    data = work / "data"
+    shutil.copytree(ensure_filled(entries), data)
+    for argv in (
+        [common.VALHALLA, "token", "create", "--name", "phone", "--scopes", "operator"],
+        [common.VALHALLA, "webhook", "add", "http://127.0.0.1:9/hook", "--name", "ops"],
+    ):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv[1:])} failed: {done.stdout}{done.stderr}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench cli", description=(__doc__ or "").split("\n\n")[0]
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs of each command; the best counts")
+    parser.add_argument("--entries", type=int, default=1_000, help="sessions in the data dir")
+    parser.add_argument("--budget", type=float, default=0.15, help="seconds a command may take")
+    common.add_common(parser)
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.entries < 1:
+        parser.error("--runs and --entries must be >= 1")
+    info = common.header("cli")
+    work = Path(tempfile.mkdtemp(prefix="cli-", dir=common.RESULTS_DIR))
+    try:
+        env = common.deployment_env(VALHALLA_DATA_DIR=str(work / "data"))
+        prepare(work, args.entries, env)
+        print(f"# {common.wait_quiet(args.wait_quiet)}")
+        cases = commands(common.VALHALLA)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs + 1):  # the first round writes the bytecode caches
+            for name, command in cases.items():
+                began = time.perf_counter()
+                done = subprocess.run(command, env=env, capture_output=True, check=False)
+                times[name].append(time.perf_counter() - began)
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} exited {done.returncode}: {done.stderr!r}")
+        times = {name: values[1:] for name, values in times.items()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    floor = min(times[FLOOR])
+    print(f"\n{args.entries:,} sessions in the data dir; best of {args.runs}, seconds\n")
+    print(f"| command | best s | median s | best - `{FLOOR}` | <= {args.budget:g} s |")
+    print("|---|---:|---:|---:|---|")
+    over = []
+    for name, values in times.items():
+        best = min(values)
+        within = "yes" if best <= args.budget else "**no**"
+        if best > args.budget:
+            over.append(name)
+        median = statistics.median(values)
+        print(f"| `{name}` | {best:.3f} | {median:.3f} | {best - floor:.3f} | {within} |")
+    print(f"\n{len(over)} of {len(times)} commands over {args.budget:g} s")
+    common.save("cli", {**info, "args": vars(args)}, {"seconds": times, "over_budget": over})
+    return 1 if args.strict and over else 0

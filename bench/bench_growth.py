@@ -39,16 +39,14 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from bench.bench_verify import _BASE_US, _event
 from bench.common import load_text
-from bench.fill import cached_audit_dir
+from bench.fill import ensure_filled
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.storage.json_index import sidecar_path
 
 BIN = Path(sys.executable).parent
 VALHALLA = str(BIN / "valhalla")
-FILL_VERSION = 1
 MB = 1_000_000
 
 
@@ -91,9 +89,7 @@ def free_port() -> int:
 
 
 def measure(entries: int, scratch: Path) -> list[tuple[str, str]]:
-    cached = cached_audit_dir(
-        f"growth-{entries}", FILL_VERSION, entries, _event, seed=1, base_us=_BASE_US
-    )
+    cached = ensure_filled(entries)
     data = scratch / f"data-{entries}"
     data.mkdir(mode=0o700)
     shutil.copyfile(cached / AUDIT_LOG.file, data / AUDIT_LOG.file)
@@ -186,10 +182,9 @@ def measure_server(data: Path, entries: int, scratch: Path) -> list[tuple[str, s
 def pg_size(base_url: str, entries: int) -> str:
     import psycopg
 
-    from bench.bench_verify import fill_dir, load_pg
-    from bench.pg import libpq
+    from bench.pg import ensure_filled_pg, libpq
 
-    url = load_pg(base_url, fill_dir(entries), entries)
+    url = ensure_filled_pg(base_url, entries)
     with psycopg.connect(libpq(url)) as conn:
         row = conn.execute("SELECT pg_total_relation_size('log_records')").fetchone()
     assert row is not None

@@ -18,8 +18,8 @@ p90 of ``time.perf_counter_ns``). The sizes are timed in turn, call by call,
 so a load that comes and goes hits every size alike; ratios are taken
 between sizes of the same run.
 
-    .venv/bin/python -m bench.bench_insights
-    .venv/bin/python -m bench.bench_insights --sizes 1000 100000 --calls 30
+    python -m bench insights
+    python -m bench insights --sizes 1000 100000 --calls 30
 
 Flat means: records read equal, and the median at the largest size <= 1.2 x
 the median at the smallest.
@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from bench.common import begin_run, save_run, wait_quiet
-from bench.fill import RESULTS_DIR, ensure_filled
+from bench import common
+from bench.common import wait_quiet
+from bench.fill import ensure_filled
 from valhalla_gov.compose import SCHEMA
 from valhalla_gov.go.session_store import scan_history
 from valhalla_gov.insights.service import get_insights
@@ -78,14 +78,16 @@ def _calls(store: JsonStore) -> dict[str, Callable[[], Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench insights", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--calls", type=int, default=30, help="timed calls per size and case")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="per case, all sizes")
     parser.add_argument("--wait-quiet", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    header = begin_run(RESULTS_DIR, None)
+    info = common.header("insights")
     stores = {size: CountingStore(ensure_filled(size), SCHEMA) for size in args.sizes}
     if args.wait_quiet:
         print(wait_quiet(args.wait_quiet))
@@ -128,9 +130,5 @@ def main(argv: list[str] | None = None) -> int:
         for low in sizes[:-1]:
             ratio = by_size[sizes[-1]]["median_ms"] / by_size[low]["median_ms"]
             print(f"{case}: median at {int(sizes[-1]):,} / at {int(low):,} = {ratio:.2f}")
-    save_run(RESULTS_DIR, "insights", args, header, {"figures": figures})
+    common.save("insights", {**info, "args": vars(args)}, {"figures": figures})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,8 +16,8 @@ on the JSON backend (the cached fills of ``bench.fill``) and on PostgreSQL
 is also checked to be identical on both. Each case runs ``--calls`` times
 (at most ``--max-seconds``, at least 3 calls) after a warm-up; median and p90.
 
-    .venv/bin/python -m bench.bench_pages                  # both backends, 1e3/1e5/1e6
-    .venv/bin/python -m bench.bench_pages --backend json --sizes 1000 100000
+    python -m bench pages                  # both backends, 1e3/1e5/1e6
+    python -m bench pages --backend json --sizes 1000 100000
 
 Flat means: the median at the largest size <= 1.2 x the median at the smallest.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ from typing import Any
 
 import psycopg
 
-from bench.common import begin_run, save_run, wait_quiet
-from bench.fill import RESULTS_DIR, ensure_filled
+from bench import common
+from bench.common import wait_quiet
+from bench.fill import ensure_filled
 from bench.pg import DEFAULT_URL, db_name, ensure_filled_pg, libpq, server_settings
 from valhalla_gov.audit.service import query_events
 from valhalla_gov.audit.store import AUDIT_LOG
@@ -238,7 +238,9 @@ def print_table(backend: str, sizes: list[int], figures: dict[int, dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="One history / audit page at growing sizes.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench pages", description="One history / audit page at growing sizes."
+    )
     parser.add_argument("--backend", choices=("json", "postgres", "both"), default="both")
     parser.add_argument(
         "--database-url",
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(set(args.sizes))
     backends = ["json", "postgres"] if args.backend == "both" else [args.backend]
     postgres = server_settings(args.database_url) if "postgres" in backends else None
-    header = begin_run(RESULTS_DIR, postgres)
+    info = {**common.header("pages"), "postgres": postgres}
     results: dict[str, Any] = {}
     for backend in backends:
         figures: dict[int, dict[str, Any]] = {}
@@ -269,9 +271,5 @@ def main(argv: list[str] | None = None) -> int:
         results[backend] = {"figures": figures, "extra": extras}
     for backend in backends:
         print_table(backend, sizes, results[backend]["figures"])
-    save_run(RESULTS_DIR, "pages", args, header, {"results": results})
+    common.save("pages", {**info, "args": vars(args)}, {"results": results})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,118 +1,42 @@
-"""How fast ``valhalla audit verify`` walks a long chain, against raw SHA-256.
+"""``valhalla audit verify`` against raw SHA-256 over the same bytes.
 
-Fills N chained audit events (the record ``log_event`` writes, hashed with
-``chain_hash``; default 500,000) into a data dir and, with ``--database-url``,
-into a PostgreSQL scratch database, then times in one run:
+On the cached data dir of ``bench.fill`` with N chained audit lines (default
+500,000) and, with ``--database-url``, on the database ``bench.pg`` loads from
+it, times in one run (each ``--rounds`` times, the minimum counts: the run
+least disturbed by the machine's other work):
 
-- **raw**: ``hashlib.sha256(line).hexdigest()`` for every line of the same
-  ``audit.log``, read from the file in one process (the floor: every verify
-  hashes each line once);
-- **in process**: ``verify_chain`` on the store (JSON dir or PostgreSQL), as
-  a server's route runs it;
-- **CLI**: ``valhalla audit verify`` as a fresh process, end to end (a direct
-  read: it opens the store itself, builds no app), and the same command on
-  an empty data dir or database (its start-up share).
+- **raw SHA-256**: ``hashlib.sha256(line).hexdigest()`` of every line of that
+  ``audit.log``, read from the file by this process: the floor of any check
+  that hashes each line once;
+- **CLI**: ``valhalla audit verify`` as a fresh process, start to exit (what
+  an operator waits for), and the same command on an empty data dir (its
+  start-up share);
+- ``verify_chain`` in this process on the same store (what the server's
+  ``GET /core/audit/verify`` does).
 
-Each is run ``--rounds`` times; the figure is the minimum (the least
-disturbed run). The ratios are speeds: raw time / verify time (the issue's
-target is CLI ≥ 0.3, that is verify ≤ 3.3x the raw hashing). CPU seconds are
-printed too: on a shared machine they are the steadier figure.
+Speed = raw time / verify time. Guardrail: CLI speed >= 0.3 (verify at most
+3.3x the raw hashing).
 
-    .venv/bin/python -m bench.bench_verify                      # JSON, 500,000 events
-    .venv/bin/python -m bench.bench_verify --database-url postgresql+psycopg://postgres@127.0.0.1:5432/valhalla_bench
-
-The filled dir is cached in ``bench/results/verify-<N>/`` and the database is
-``<name>_verify_<N>`` (created with the marker of ``bench/pg.py``; loaded once
-with COPY and kept).
+    python -m bench verify
+    python -m bench verify --database-url postgresql+psycopg://postgres@127.0.0.1:5432/valhalla_bench
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import random
-import resource
+import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
+from bench import common
+from bench.common import Guardrail
 
-from bench.common import load_text, source_state, wait_quiet
-from bench.fill import _moment, cached_audit_dir
-from bench.pg import derived_url, ensure_database, libpq, reset_schema
-from valhalla_gov.audit.service import verify_chain
-from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.compose import open_json, open_sql, upgrade_database
-from valhalla_gov.timeutil import new_id
-
-BIN = Path(sys.executable).parent
-DEFAULT_ENTRIES = 500_000
-# Bump when the generated lines change, so stale caches are rebuilt.
-FILL_VERSION = 1
-_BASE_US = 1_700_000_000_000_000
-
-
-def _event(seq: int, micros: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    start = seq % 2 == 1
-    payload: dict[str, Any] = {
-        "session_id": new_id(_moment(micros), rng.randbytes(10)),
-        "notes": f"bench session {seq // 2} {'start' if start else 'end'}",
-    }
-    if not start:
-        payload["duration_seconds"] = round(rng.uniform(30, 200), 6)
-    return ("GO_SESSION_START" if start else "GO_SESSION_END"), payload
-
-
-def fill_dir(entries: int) -> Path:
-    """The cached data dir holding ``entries`` chained audit events (built once)."""
-    return cached_audit_dir(
-        f"verify-{entries}", FILL_VERSION, entries, _event, seed=1, base_us=_BASE_US
-    )
-
-
-def load_pg(base_url: str, data: Path, entries: int) -> str:
-    """``<name>_verify_<N>`` holding the same lines as rows (COPY, once)."""
-    url = derived_url(base_url, f"verify_{entries}")
-    ensure_database(url)
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
-        row = (
-            conn.execute(
-                "SELECT count(*) FROM log_records WHERE log = %s", (AUDIT_LOG.name,)
-            ).fetchone()
-            if _has_table(conn)
-            else None
-        )
-    if row is not None and row[0] == entries:
-        upgrade_database(url)  # a kept database, brought to this version's schema
-        return url
-    print(f"loading {entries:,} rows into the scratch database (COPY, cached) ...")
-    reset_schema(url)
-    import orjson
-
-    with (
-        psycopg.connect(libpq(url)) as conn,
-        conn.cursor() as cur,
-        cur.copy("COPY log_records (log, kind, ts_utc, body) FROM STDIN") as copy,
-        open(data / AUDIT_LOG.file, encoding="utf-8") as lines,
-    ):
-        for line in lines:
-            body = line.rstrip("\n")
-            record = orjson.loads(body)
-            copy.write_row((AUDIT_LOG.name, record["event"], record["ts_utc"], body))
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) log_records")
-    return url
-
-
-def _has_table(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regclass('public.log_records')").fetchone()
-    return row is not None and row[0] is not None
+LIMIT = 0.3
 
 
 def raw_hash(path: Path) -> None:
@@ -122,119 +46,117 @@ def raw_hash(path: Path) -> None:
             sha(line).hexdigest()
 
 
-def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Minimum wall and minimum CPU seconds (this process) over ``rounds``."""
-    walls, cpus = [], []
+def best(fn: Callable[[], object], rounds: int) -> float:
+    times = []
     for _ in range(rounds):
-        cpu, wall = time.process_time(), time.perf_counter()
+        began = time.perf_counter()
         fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return min(walls), min(cpus)
+        times.append(time.perf_counter() - began)
+    return min(times)
 
 
-def timed_cli(argv: list[str], env: dict[str, str], rounds: int) -> tuple[float, float]:
-    """Minimum wall and minimum CPU seconds (the child, plus what it ran) over ``rounds``."""
-    walls, cpus = [], []
-    for _ in range(rounds):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall = time.perf_counter()
+def cli(argv: list[str], env: dict[str, str]) -> Callable[[], None]:
+    def run() -> None:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        walls.append(time.perf_counter() - wall)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        if done.returncode != 0 or "OK" not in done.stdout:
-            raise SystemExit(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
-    return min(walls), min(cpus)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"{' '.join(argv)} exited {done.returncode}: {done.stdout}{done.stderr}"
+            )
+
+    return run
 
 
-def pg_rows(
-    url: str, base_url: str, env: dict[str, str], rounds: int, check: Callable[[Any], None]
-) -> list[tuple[str, float, float]]:
-    """The PostgreSQL rows: in process, the CLI and its start-up."""
-    valhalla = str(BIN / "valhalla")
-    rows: list[tuple[str, float, float]] = []
-    sql_store = open_sql(url)
-    try:
-        rows.append(
-            ("verify_chain in process, PostgreSQL", *timed(lambda: check(sql_store), rounds))
-        )
-    finally:
-        sql_store.close()
-    pg_env = {**env, "VALHALLA_DATABASE_URL": url}
-    rows.append(
-        (
-            "`valhalla audit verify`, PostgreSQL",
-            *timed_cli([valhalla, "audit", "verify"], pg_env, rounds),
-        )
+def in_process(store: Any, entries: int) -> Callable[[], None]:
+    from valhalla_gov.audit.service import verify_chain
+
+    def run() -> None:
+        result = verify_chain(store=store)
+        if not result.ok or result.events != entries:
+            raise SystemExit(f"verify_chain: {result}")
+
+    return run
+
+
+def run(args: argparse.Namespace) -> list[Guardrail]:
+    from bench.fill import ensure_filled
+    from valhalla_gov.audit.store import AUDIT_LOG
+    from valhalla_gov.compose import open_json, open_sql
+
+    info = common.header("verify")
+    data = ensure_filled(args.entries)
+    log = data / AUDIT_LOG.file
+    url = None
+    if args.database_url:
+        from bench.pg import ensure_filled_pg
+
+        url = ensure_filled_pg(args.database_url, args.entries)
+    env = common.bench_env()
+    verify = [common.VALHALLA, "audit", "verify"]
+    print(f"# {common.wait_quiet(args.wait_quiet)}")
+    print(f"# {args.entries:,} chained events, audit.log {log.stat().st_size / 2**20:.0f} MiB")
+    rows: list[tuple[str, float]] = []
+    raw = best(lambda: raw_hash(log), args.rounds)
+    rows.append(("raw SHA-256 of each line (one process)", raw))
+    cli_json = best(cli([*verify, "--data-dir", str(data)], env), args.rounds)
+    rows.append(("`valhalla audit verify`, JSON data dir", cli_json))
+    scratch = Path(tempfile.mkdtemp(prefix="verify-", dir=common.RESULTS_DIR))
+    empty = scratch / "empty"
+    subprocess.run([common.VALHALLA, "init", str(empty)], env=env, check=True, capture_output=True)
+    start_up = best(cli([*verify, "--data-dir", str(empty)], env), args.rounds)
+    rows.append(("`valhalla audit verify`, empty data dir (start-up)", start_up))
+    in_json = best(in_process(open_json(data), args.entries), args.rounds)
+    rows.append(("verify_chain in process, JSON", in_json))
+    cli_pg = None
+    if url is not None:
+        # The database is the store; the data dir holds only local files.
+        pg_env = {**env, "VALHALLA_DATABASE_URL": url}
+        cli_pg = best(cli([*verify, "--data-dir", str(empty)], pg_env), args.rounds)
+        rows.append(("`valhalla audit verify`, PostgreSQL", cli_pg))
+        store = open_sql(url)
+        try:
+            in_pg = best(in_process(store, args.entries), args.rounds)
+        finally:
+            store.close()
+        rows.append(("verify_chain in process, PostgreSQL", in_pg))
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\nbest of {args.rounds}; speed = raw / this\n")
+    print("| what | seconds | speed vs raw |")
+    print("|---|---:|---:|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.3f} | {raw / seconds:.2f} |")
+    how = f"`python -m bench verify --entries {args.entries}`"
+    guardrails = [
+        Guardrail("`audit verify` (JSON) / raw SHA-256", raw / cli_json, LIMIT, True, how)
+    ]
+    if cli_pg is not None:
+        name = "`audit verify` (PostgreSQL) / raw SHA-256"
+        guardrails.append(Guardrail(name, raw / cli_pg, LIMIT, True, f"{how} --database-url URL"))
+    common.print_guardrails(guardrails)
+    common.save(
+        "verify",
+        {**info, "args": vars(args)},
+        {"seconds": dict(rows), "guardrails": common.guardrails_json(guardrails)},
     )
-    empty_url = derived_url(base_url, "verify_empty")
-    ensure_database(empty_url)
-    upgrade_database(empty_url)
-    empty_env = {**env, "VALHALLA_DATABASE_URL": empty_url}
-    rows.append(
-        (
-            "`valhalla audit verify`, empty database (start-up)",
-            *timed_cli([valhalla, "audit", "verify"], empty_env, rounds),
-        )
+    return guardrails
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entries", type=int, default=500_000, help="audit events (default 5e5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each; the minimum counts")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="also on PostgreSQL: server and name prefix of the scratch databases (bench/pg.py)",
     )
-    return rows
+    common.add_common(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--entries", type=int, default=DEFAULT_ENTRIES)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database-url", default=None, help="PostgreSQL server and name prefix")
-    parser.add_argument("--wait-quiet", type=float, default=0.0)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench verify", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if args.entries < 1 or args.rounds < 1:
         parser.error("--entries and --rounds must be >= 1")
-    data = fill_dir(args.entries)
-    log_path = data / AUDIT_LOG.file
-    url = None if args.database_url is None else load_pg(args.database_url, data, args.entries)
-    noise = wait_quiet(args.wait_quiet) if args.wait_quiet else load_text()
-    print(f"measuring {source_state()}; {noise}")
-    print(f"{args.entries:,} chained events, {log_path.stat().st_size / 2**20:.0f} MiB")
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
-    valhalla = str(BIN / "valhalla")
-    rows: list[tuple[str, float, float]] = []
-    raw = timed(lambda: raw_hash(log_path), args.rounds)
-    rows.append(("raw SHA-256 per line (file, one process)", *raw))
-
-    def check(store: Any) -> None:
-        result = verify_chain(store=store)
-        if not result.ok or result.events != args.entries:
-            raise SystemExit(f"verify_chain failed: {result}")
-
-    with tempfile.TemporaryDirectory() as scratch:
-        empty = Path(scratch) / "empty"
-        subprocess.run([valhalla, "init", str(empty)], env=env, check=True, capture_output=True)
-        json_store = open_json(data)
-        rows.append(
-            ("verify_chain in process, JSON", *timed(lambda: check(json_store), args.rounds))
-        )
-        cli = [valhalla, "audit", "verify", "--data-dir"]
-        rows.append(
-            ("`valhalla audit verify`, JSON", *timed_cli([*cli, str(data)], env, args.rounds))
-        )
-        rows.append(
-            (
-                "`valhalla audit verify`, empty dir (start-up)",
-                *timed_cli([*cli, str(empty)], env, args.rounds),
-            )
-        )
-        if url is not None:
-            rows += pg_rows(url, args.database_url, env, args.rounds, check)
-    print(f"\n{args.rounds} rounds each, minimum; speed = raw / verify (CLI target: >= 0.3)")
-    print("| what | wall s | CPU s | speed vs raw (wall) | speed vs raw (CPU) |")
-    print("|---|---:|---:|---:|---:|")
-    for name, wall, cpu in rows:
-        print(f"| {name} | {wall:.3f} | {cpu:.3f} | {raw[0] / wall:.2f} | {raw[1] / cpu:.2f} |")
-    print(f"\nat the end: {load_text()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return common.exit_code(run(args), args.strict)

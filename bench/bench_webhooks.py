@@ -11,7 +11,7 @@ one is an event for every webhook):
 
 Scenarios are interleaved round by round, and each is reported as a ratio
 against the baseline of the same round, so machine noise cancels out as far
-as it can. Run: ``.venv/bin/python -m bench.bench_webhooks``.
+as it can. Run: ``python -m bench webhooks``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from bench.common import begin_run, save_run, wait_quiet
+from bench import common
+from bench.common import wait_quiet
 from valhalla_gov.compose import open_json
 from valhalla_gov.settings import Settings
 from valhalla_gov.timeutil import utc_now
@@ -122,15 +123,12 @@ def run_scenario(name: str, writes: int, hooks: int, slow: float) -> dict[str, A
                 spec = WebhookCreate(url=url, name=f"hook{n}", events=["all"])
                 service.add_webhook(store=store, key=key, spec=spec, actor="bench", clock=utc_now)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
-        env.update(
-            {
-                "VALHALLA_RATE_LIMIT_WRITES": "1000000/minute",
-                "VALHALLA_WEBHOOK_POLL_SECONDS": "0.2",
-                "VALHALLA_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
-                "VALHALLA_WEBHOOK_RETRY_MAX_SECONDS": "1",
-            }
+        env = common.bench_env(
+            VALHALLA_WEBHOOK_POLL_SECONDS="0.2",
+            VALHALLA_WEBHOOK_RETRY_BASE_SECONDS="0.2",
+            VALHALLA_WEBHOOK_RETRY_MAX_SECONDS="1",
         )
+        token = common.create_token(env, data_dir)
         proc = subprocess.Popen(
             [VALHALLA, "serve", "--port", str(port), "--data-dir", str(data_dir), *QUIET],
             env=env,
@@ -140,7 +138,8 @@ def run_scenario(name: str, writes: int, hooks: int, slow: float) -> dict[str, A
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, timeout=30) as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
                 deadline = time.monotonic() + 60
                 while True:
                     try:
@@ -177,15 +176,17 @@ def run_scenario(name: str, writes: int, hooks: int, slow: float) -> dict[str, A
         shutil.rmtree(root, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench webhooks", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hooks", type=int, default=5)
     parser.add_argument("--slow", type=float, default=0.5, help="seconds the slow receiver takes")
     parser.add_argument("--quiet-wait", type=float, default=0)
-    args = parser.parse_args()
-    header = begin_run(RESULTS_DIR, None)
+    args = parser.parse_args(argv)
+    info = common.header("webhooks")
     if args.quiet_wait:
         print(wait_quiet(args.quiet_wait))
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -208,8 +209,5 @@ def main() -> None:
         med = statistics.median(r[name]["median_ms"] / r["baseline"]["median_ms"] for r in rounds)
         p95 = statistics.median(r[name]["p95_ms"] / r["baseline"]["p95_ms"] for r in rounds)
         print(f"  {name:8} median x{med:.2f}  p95 x{p95:.2f}")
-    save_run(RESULTS_DIR, "webhooks", args, header, {"rounds": rounds})
-
-
-if __name__ == "__main__":
-    main()
+    common.save("webhooks", {**info, "args": vars(args)}, {"rounds": rounds})
+    return 0

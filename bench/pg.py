@@ -16,7 +16,7 @@ history line as body, ``log_records`` rows with ``kind`` = the audit event,
 JSON). A sample is checked against ``sql_backend``'s own row builders, and
 the newest pages must read the same through both backends.
 
-    .venv/bin/python -m bench.pg --entries 1000000 --verify   # load once, walk the chain
+    python -m bench pg --entries 1000000 --verify   # load once, walk the chain
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,7 +369,9 @@ def server_settings(url: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Load (once) and check a bench database.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench pg", description="Load (once) and check a bench database."
+    )
     parser.add_argument("--database-url", default=DEFAULT_URL, help="server and name prefix")
     parser.add_argument("--entries", type=int, default=DEFAULT_ENTRIES, help="N (default 1e6)")
     parser.add_argument("--verify", action="store_true", help="verify_chain over the loaded log")
@@ -379,7 +380,3 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--entries must be >= 1")
     print(ensure_filled_pg(args.database_url, args.entries, verify=args.verify))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """A bounded soak: 16 connections of mixed reads and writes for about a
 minute against a 2-worker live server. No errors at all; the latency
 percentiles and the throughput are reported (pytest -s), not asserted:
-speed belongs to the benchmarks (bench/, docs/PERFORMANCE.md).
+speed belongs to the benchmarks (bench/, docs/dev/performance.md).
 
 ``VALHALLA_SOAK_SECONDS`` shortens or lengthens the run (default 60).
 """
