@@ -119,8 +119,9 @@ def test_ryg_deny_rate_drift_over_http(client: TestClient) -> None:
         client.get("/core/cone/decide", params={"engine": "brrrr", "action": "run"})
     for _ in range(7):
         client.get("/core/cone/decide", params={"engine": "resort_chain", "action": "run"})
-    body = client.get("/core/status/ryg").json()
-    assert body["checks"]["deny_rate"]["status"] == "red"  # 7 of 20 = 35%
+    # The decisions are audited: the server judges again within moments.
+    body = _light_when(client, lambda b: b["checks"]["deny_rate"]["status"] == "red")
+    assert "35%" in body["checks"]["deny_rate"]["detail"]  # 7 of 20
     assert body["status"] == "red"
 
 

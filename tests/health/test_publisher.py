@@ -13,7 +13,7 @@ from valhalla_gov.compose import open_json
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.go.session_service import end_session, start_session
-from valhalla_gov.health.publisher import MAX_AGE, HealthPublisher
+from valhalla_gov.health.publisher import MAX_AGE, PERIOD, HealthPublisher
 from valhalla_gov.health.store import MARK, THRESHOLDS
 from valhalla_gov.storage.protocol import Store
 
@@ -27,29 +27,28 @@ def _changes(store: Store) -> list[tuple[str, str]]:
     return [(e.payload["from"], e.payload["to"]) for e in reversed(page.items)]
 
 
-def test_the_light_is_judged_once_until_something_changes(
+def test_the_light_is_published_not_judged_per_request(
     store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
-    first = publisher.current()
-    assert publisher.current() is first  # nothing changed: the same light
-    _band(store, clock, "D")  # an audited change: judged again at once
-    after = publisher.current()
-    assert after is not first
-    assert (after.status, after.cone_band) == ("red", "D")
-    assert publisher.current() is after
-    publisher.forget()  # a signal that is not audited changed here
-    assert publisher.current() is not after
+    first = publisher.current()  # nothing published yet: judged once
+    _band(store, clock, "D")
+    assert publisher.current() is first  # fresh: answered as published
+    judged = publisher.judge()  # what the server's task does within moments
+    assert (judged.status, judged.cone_band) == ("red", "D")
+    assert publisher.current() is judged
+    publisher.forget()  # a server error was recorded here: judged before the next answer
+    assert publisher.current() is not judged
 
 
-def test_an_unaudited_change_shows_once_the_light_ages(
+def test_a_stale_light_is_judged_before_it_is_answered(
     store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     _band(store, clock, "A")
     assert publisher.current().status == "green"
     with store.transaction() as txn:  # by hand, not audited
         txn.write_document(THRESHOLDS, {"errors_red": 1, "deny_window": 0})
-    assert publisher.current().status == "green"  # not seen yet: no audited change
-    clock.advance(seconds=MAX_AGE.total_seconds() + 1)
+    assert publisher.current().status == "green"  # still fresh
+    clock.advance(seconds=MAX_AGE + 1)
     light = publisher.current()
     assert light.status == "red"
     assert "thresholds.json" in light.checks["thresholds"].detail
@@ -57,16 +56,29 @@ def test_an_unaudited_change_shows_once_the_light_ages(
     assert publisher.current() is not light
 
 
+def test_the_task_judges_when_the_audit_log_moves_and_every_period(
+    store: Store, clock: FakeClock, publisher: HealthPublisher
+) -> None:
+    judged = publisher._tick(-PERIOD)  # the first look judges
+    light = publisher.current()
+    assert publisher._tick(judged) == judged  # nothing moved, PERIOD not over: no judgement
+    assert publisher.current() is light
+    _band(store, clock, "D")
+    assert publisher._tick(judged) > judged  # the audit log moved: judged at once
+    assert publisher.current().status == "red"
+    assert _changes(store) == [("yellow", "red")]
+
+
 def test_a_new_data_dir_gets_no_write_until_the_light_changes(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     store = open_json(tmp_path / "data")
     publisher = HealthPublisher(store=store, clock=clock)
-    assert publisher.record_change(publisher.current()) is False
+    assert publisher.record_change(publisher.judge()) is False
     assert sorted(p.name for p in store.data_dir.iterdir() if not p.name.startswith(".")) == []
     _band(store, clock, "D")
-    assert publisher.record_change(publisher.current()) is True
-    assert publisher.record_change(publisher.current()) is False  # recorded once
+    assert publisher.record_change(publisher.judge()) is True
+    assert publisher.record_change(publisher.judge()) is False  # recorded once
     assert _changes(store) == [("yellow", "red")]
     assert store.read_document(MARK) == {"status": "red", "at_utc": "2026-01-01T09:00:00.000000Z"}
 
@@ -76,11 +88,11 @@ def test_workers_seeing_one_change_record_it_once(
 ) -> None:
     other = HealthPublisher(store=store, clock=clock)  # another worker or replica
     for light in (publisher, other):
-        light.record_change(light.current())
+        light.record_change(light.judge())
     _band(store, clock, "A")
-    assert [light.record_change(light.current()) for light in (publisher, other)] == [True, False]
+    assert [light.record_change(light.judge()) for light in (publisher, other)] == [True, False]
     _band(store, clock, "C")
-    assert [light.record_change(light.current()) for light in (other, publisher)] == [True, False]
+    assert [light.record_change(light.judge()) for light in (other, publisher)] == [True, False]
     assert _changes(store) == [("yellow", "green"), ("green", "red")]
 
 
@@ -88,13 +100,13 @@ def test_a_change_while_no_process_watched_is_recorded_at_the_next_start(
     store: Store, clock: FakeClock, publisher: HealthPublisher
 ) -> None:
     _band(store, clock, "A")
-    publisher.record_change(publisher.current())
+    publisher.record_change(publisher.judge())
     _band(store, clock, "D")
-    publisher.record_change(publisher.current())  # mark: red
+    publisher.record_change(publisher.judge())  # mark: red
     # The server stops; the band is moved back with no server running.
     _band(store, clock, "A")
     restarted = HealthPublisher(store=store, clock=clock)
-    assert restarted.record_change(restarted.current()) is True
+    assert restarted.record_change(restarted.judge()) is True
     assert _changes(store)[-1] == ("red", "green")
 
 

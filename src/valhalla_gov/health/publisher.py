@@ -1,15 +1,19 @@
 """The published health light: judged by this process, read by its routes.
 
-One :class:`HealthPublisher` per app. A background task (:meth:`run`, while
-the server serves) judges health every :data:`PERIOD` seconds and records
-HEALTH_CHANGED when the light changed (once, across workers and replicas:
-under the store's lock, against the stored mark). Routes call
-:meth:`current`: the last light, judged again first when the audit log has
-moved since (every state change is audited, so a band just set is never
-answered with the light from before it), when this process recorded a server
-error (:meth:`forget`), or when it is older than :data:`MAX_AGE` by the
-app's clock. Judging reads the store: call :meth:`current` from a worker
-thread.
+One :class:`HealthPublisher` per app. While the server serves, a background
+task (:meth:`run`) looks at the audit log every :data:`POLL` seconds and
+judges health at once when it moved (every state change is audited), and
+at least every :data:`PERIOD` seconds otherwise (for what nobody audits: free
+space, a file edited by hand, an error ageing out). It records HEALTH_CHANGED
+when the light changed, once across workers and replicas (under the store's
+lock, against the stored mark).
+
+Routes call :meth:`current`: the published light, never judged on the
+request path while it is fresh. Only a light older than :data:`MAX_AGE` (no
+task runs: the CLI, a test client without its lifespan) or forgotten (this
+process just recorded a server error) is judged then, in the caller's thread.
+A route that shows the band beside the light judges the light again with the
+cone it read (:func:`.service.with_cone`): the band is never behind.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 
@@ -33,8 +37,9 @@ from .store import read_mark, write_mark
 
 log = logging.getLogger(__name__)
 
-PERIOD = 1.0  # seconds between two judgements by the background task
-MAX_AGE = timedelta(seconds=5)  # an older light is judged again before it is answered
+POLL = 0.2  # seconds between two looks at the audit log by the background task
+PERIOD = 1.0  # the longest the task goes without judging
+MAX_AGE = 5.0  # seconds: an older light is judged again before it is answered
 SYSTEM_ACTOR = "system"  # who HEALTH_CHANGED is recorded as
 
 
@@ -46,43 +51,35 @@ class HealthPublisher:
         self._lock = threading.Lock()  # one judgement at a time
         self._light: HealthStatus | None = None
         self._version: str | None = None  # the audit log's version it was judged at
-        self._judged_at: datetime | None = None  # by the app's clock
+        # When it was judged, by the app's clock and by the monotonic one (a
+        # clock stepped back, or a test's clock that stands still, cannot keep
+        # a light fresh).
+        self._judged_at: tuple[datetime, float] | None = None
         self._recorded: str | None = None  # the status this process last saw recorded
 
     def current(self) -> HealthStatus:
-        """The light, judged again first if the audit log moved or it aged."""
-        version = self.store.log_version(AUDIT_LOG)
-        light = self._light
-        if light is not None and self._unchanged(version):
-            return light
-        return self.judge(version)
+        """The published light; judged now only when it is stale."""
+        light, judged = self._light, self._judged_at
+        if light is not None and judged is not None:
+            age = (self.clock() - judged[0]).total_seconds()
+            if 0 <= age < MAX_AGE and time.monotonic() - judged[1] < MAX_AGE:
+                return light
+        return self.judge()
 
     def forget(self) -> None:
         """Judge again before the next answer (a signal that is not audited
         changed here: a server error was recorded)."""
-        self._version = None
+        self._judged_at = None
 
-    def _unchanged(self, version: str) -> bool:
-        """The light was judged at this audit version, and recently (a clock
-        stepped back makes it stale too)."""
-        judged = self._judged_at
-        if version != self._version or judged is None:
-            return False
-        return timedelta(0) <= self.clock() - judged < MAX_AGE
-
-    def judge(self, version: str | None = None) -> HealthStatus:
-        """Judge health now and publish it. ``version``: the audit log's
-        version read before (read here otherwise)."""
+    def judge(self) -> HealthStatus:
+        """Judge health now and publish it."""
         with self._lock:
-            light = self._light
-            # Another thread may have judged it while this one waited.
-            if light is not None and version is not None and self._unchanged(version):
-                return light
             # The version first: a change racing the judgement leaves an
             # older version beside a newer light, judged again next time.
-            version = version or self.store.log_version(AUDIT_LOG)
+            version = self.store.log_version(AUDIT_LOG)
             light = compute_health(store=self.store, clock=self.clock, watcher=self._watcher)
-            self._light, self._version, self._judged_at = light, version, self.clock()
+            self._light, self._version = light, version
+            self._judged_at = (self.clock(), time.monotonic())
             return light
 
     def record_change(self, light: HealthStatus) -> bool:
@@ -116,19 +113,26 @@ class HealthPublisher:
         self._recorded = status
         return changed
 
-    def _tick(self) -> None:
+    def _tick(self, judged: float) -> float:
+        """One look: judge (and record) when the audit log moved or PERIOD
+        passed since ``judged``; returns when it last judged."""
+        moved = self.store.log_version(AUDIT_LOG) != self._version
+        if not moved and time.monotonic() - judged < PERIOD:
+            return judged
         self.record_change(self.judge())
+        return time.monotonic()
 
     async def run(self) -> None:
-        """Judge and record every PERIOD seconds until cancelled."""
-        failed_at = 0.0
+        """Look every POLL seconds until cancelled."""
+        judged = -PERIOD
+        failed_at = -60.0
         while True:
             try:
-                await run_in_threadpool(self._tick)
+                judged = await run_in_threadpool(self._tick, judged)
             except StorageError as exc:
                 # The light already says red for storage it cannot read; a
                 # mark it cannot write is said here, at most twice a minute.
                 if time.monotonic() - failed_at > 30:
                     failed_at = time.monotonic()
                     log.error("health: cannot record the light: %s", exc)
-            await asyncio.sleep(PERIOD)
+            await asyncio.sleep(POLL)

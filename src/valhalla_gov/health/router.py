@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ..auth.deps import PUBLIC, VIEWER
+from ..cone.store import cached_state
 from ..context import AppContext, get_ctx
+from ..storage.errors import StorageError
 from . import service
 from .models import HealthStatus, Liveness, Readiness
 from .publisher import HealthPublisher
@@ -26,8 +28,14 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 def status_ryg(ctx: Ctx) -> HealthStatus:
     """The light with its reasons and each check behind it (band, deny rate,
     storage, audit chain, recent server errors), as this server last judged
-    it: again at once after any audited change, and at least every few seconds."""
-    return ctx.get(HealthPublisher).current()
+    it (at once after an audited change, at least every second otherwise),
+    with the band as it is now."""
+    light = ctx.get(HealthPublisher).current()
+    try:
+        cone = cached_state(ctx.store)
+    except StorageError:
+        return light  # its band check already says the cone cannot be read
+    return service.with_cone(light, cone)
 
 
 @router.get("/healthz", response_model=Liveness, summary="Liveness", dependencies=[Depends(PUBLIC)])
