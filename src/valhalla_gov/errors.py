@@ -60,5 +60,14 @@ class ServiceUnavailableError(DomainError):
 
 def storage_unavailable(exc: StorageError) -> dict[str, Any]:
     """The 503 body for a storage error: what the app answers, and what the
-    CLI's direct reads answer in its place (so one mapping reads both)."""
+    CLI's direct reads answer in its place (so one mapping reads both).
+
+    A database's error names its URL and may quote SQL: neither goes to a
+    client (the server's log has both); the answer says what to look at."""
+    if "://" in exc.path:  # the SQL backend names the (redacted) database URL
+        return {
+            "detail": "storage unavailable: the database did not answer as expected; "
+            "the server's log has the details",
+            "file": "database",
+        }
     return {"detail": f"storage unavailable: {exc}", "file": exc.path}

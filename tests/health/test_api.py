@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, unwritable
+from tests.conftest import FakeClock, owner_headers, unwritable
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import HEALTH_WINDOW, ChainWatcher, log_event
 from valhalla_gov.compose import open_json
@@ -120,7 +120,8 @@ def boom_client(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
         raise RuntimeError("kaboom")
 
     app.add_api_route("/boom", boom, methods=["GET"])
-    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+    owner = owner_headers(data_dir)
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK, headers=owner) as client:
         yield client
 
 
@@ -149,7 +150,7 @@ def test_server_error_seen_by_another_app_on_the_same_data_dir(
     # Recorded durably, so another worker's health sees it.
     assert boom_client.get("/boom").status_code == 500
     other = create_app(Settings(data_dir=data_dir), clock=clock)
-    with TestClient(other, client=LOOPBACK) as client:
+    with TestClient(other, client=LOOPBACK, headers=owner_headers(data_dir)) as client:
         body = client.get("/core/status/ryg").json()
     assert body["checks"]["server_errors"]["status"] == "red"
 

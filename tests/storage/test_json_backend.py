@@ -65,6 +65,7 @@ def test_files_are_the_documented_ones(jstore: JsonStore) -> None:
         "go_progress": "go_progress.json",
         "thresholds": "thresholds.json",
         "tokens": "tokens.json",
+        "signin_codes": "signin_codes.json",
         "webhooks": "webhooks.json",
         "webhook_outbox": "webhook_outbox.json",
     }
