@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import ChainWatcher
+from valhalla_gov.auth.owner_file import read_owner_token
+from valhalla_gov.auth.service import ensure_owner_credential
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.health.models import HealthStatus
 from valhalla_gov.health.publisher import HealthPublisher
@@ -289,10 +291,31 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+def owner_token(data_dir: Path, store: Store | None = None) -> str:
+    """The data dir's owner credential (created as `valhalla init` creates it,
+    when missing): what the operator's own clients send."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_owner_credential(store=store or open_json(data_dir), data_dir=data_dir, clock=utc_now)
+    token = read_owner_token(data_dir)
+    assert token is not None
+    return token
+
+
+def owner_headers(data_dir: Path, store: Store | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {owner_token(data_dir, store)}"}
+
+
 @pytest.fixture
 def client(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
+    """The app as its owner uses it: every request carries the data dir's
+    owner credential (an address grants nothing)."""
+    headers = owner_headers(data_dir)
     app = create_app(Settings(data_dir=data_dir), clock=clock)
     # raise_server_exceptions=False: a 500 is answered as users would see it.
-    # A loopback client address: with no token yet the caller is the local owner.
-    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as test_client:
+    with TestClient(
+        app, raise_server_exceptions=False, client=("127.0.0.1", 50000), headers=headers
+    ) as test_client:
+        # The credential's first use is stamped (tokens.json, once a minute at
+        # most); done here, a test's own requests change only what they change.
+        assert test_client.get("/core/whoami").status_code == 200
         yield test_client

@@ -60,5 +60,7 @@ class ServiceUnavailableError(DomainError):
 
 def storage_unavailable(exc: StorageError) -> dict[str, Any]:
     """The 503 body for a storage error: what the app answers, and what the
-    CLI's direct reads answer in its place (so one mapping reads both)."""
+    CLI's direct reads answer in its place (so one mapping reads both). A
+    database's error names the database, never its URL or SQL (see
+    storage/sql_backend.py)."""
     return {"detail": f"storage unavailable: {exc}", "file": exc.path}

@@ -24,6 +24,8 @@ AUDITED_EVENTS: Final[Mapping[str, str]] = MappingProxyType(
         "HEALTH_CHANGED": "health moved between green, yellow and red",
         "TOKEN_CREATE": "an API token was created",
         "TOKEN_REVOKE": "an API token was revoked",
+        "OWNER_CREDENTIAL_ROTATE": "the owner credential was replaced",
+        "SIGNIN_LINK_USED": "a page signed in with a one-time link",
         "DATA_PRUNED": "old cone decisions or server errors were pruned",
         "WEBHOOK_ADD": "a webhook was added",
         "WEBHOOK_REMOVE": "a webhook was removed",

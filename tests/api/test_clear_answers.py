@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.auth.conftest import REMOTE, make_app, make_tokens
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_headers
 from valhalla_gov.observability.logs import JsonFormatter
 
 
@@ -43,8 +43,9 @@ def test_bands_and_actions_in_any_case(client: TestClient) -> None:
 
 
 def test_a_refused_start_does_not_use_up_the_limit(data_dir: Path, clock: FakeClock) -> None:
+    owner = owner_headers(data_dir)
     app = make_app(data_dir, clock, rate_limit_start_session="2/hour")
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+    with TestClient(app, client=("127.0.0.1", 50000), headers=owner) as client:
         assert client.post("/core/go/start_session", json={}).status_code == 200  # 1 of 2
         for _ in range(3):  # refused while one is active: not counted
             assert client.post("/core/go/start_session", json={}).status_code == 409

@@ -228,11 +228,14 @@ def test_unstorable_text_is_422_and_changes_nothing(
     client: TestClient, data_dir: Path, url: str, body: dict[str, object], field: str
 ) -> None:
     # Escaped lone surrogates are valid JSON but not storable UTF-8.
+    before = {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.startswith(".")}
+    assert sorted(before) == ["owner.token", "tokens.json"]  # the credential the client sends
     raw = json.dumps(body)
     response = client.post(url, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][:2] == ["body", field]
-    assert sorted(p.name for p in data_dir.iterdir() if not p.name.startswith(".")) == []
+    after = {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.startswith(".")}
+    assert after == before
 
 
 def test_a_record_that_is_not_an_audit_event_is_503(client: TestClient, data_dir: Path) -> None:

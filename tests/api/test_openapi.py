@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.auth.test_scope_matrix import EXPECTED
+from tests.conftest import owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.settings import Settings
 
@@ -27,6 +28,7 @@ LIMITED = {
     ("POST", "/core/go/end_session"),
     ("POST", "/core/tokens"),
     ("DELETE", "/core/tokens/{name}"),
+    ("POST", "/core/auth/links"),
 }
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -38,7 +40,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 
 @pytest.fixture(scope="module")
 def spec(app: FastAPI) -> dict[str, Any]:
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # the local owner
+    owner = owner_headers(app.state.ctx.settings.data_dir)
+    with TestClient(app, client=("127.0.0.1", 50000), headers=owner) as client:
         resp = client.get("/openapi.json")
     assert resp.status_code == 200
     body: dict[str, Any] = resp.json()

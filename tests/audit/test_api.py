@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.audit.helpers import LEGACY_LINES, edit_line, record_events, write_lines
-from tests.conftest import FakeClock, _truncate
+from tests.conftest import FakeClock, _truncate, owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import record_event
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.compose import open_json
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.json_backend import JsonStore
 
@@ -186,8 +186,11 @@ def test_a_nul_in_the_event_filter_is_422_on_postgresql(
     """PostgreSQL refuses a NUL in a text parameter: it answered 503, with the
     SQL statement and the database URL in the body."""
     _truncate(pg_url)
+    headers = owner_headers(tmp_path / "data", open_sql(pg_url))
     app = create_app(Settings(database_url=pg_url, data_dir=tmp_path / "data"), clock=clock)
-    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as pg:
+    with TestClient(
+        app, raise_server_exceptions=False, client=("127.0.0.1", 50000), headers=headers
+    ) as pg:
         response = pg.get(EVENTS, params={"event": "GO\x00START"})
         assert response.status_code == 422, response.text
         assert "postgresql" not in response.text.lower()

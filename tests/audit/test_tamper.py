@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.audit.helpers import record_events, scan_records
-from tests.conftest import STORE_URL_FILE, FakeClock, make_store
+from tests.conftest import STORE_URL_FILE, FakeClock, make_store, owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import (
     ChainWatcher,
@@ -264,8 +264,9 @@ def test_since_and_until_are_right_when_the_clock_steps_back(
 
 
 def test_head_over_http_in_metrics_and_verify_with_anchor(data_dir: Path, clock: FakeClock) -> None:
+    owner = owner_headers(data_dir)
     app = create_app(Settings(data_dir=data_dir), clock=clock)
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+    with TestClient(app, client=("127.0.0.1", 50000), headers=owner) as client:
         assert client.post("/core/go/start_session", json={"notes": "a"}).status_code == 200
         head = client.get("/core/audit/head").json()
         assert head["seq"] >= 1

@@ -44,8 +44,9 @@ def test_verifies_run_one_at_a_time_and_the_others_get_429(
     answers: list[httpx.Response] = []
     done = threading.Lock()
 
-    def verify(url: str) -> None:
-        response = httpx.get(f"{url}/core/audit/verify", timeout=60)
+    def verify(server: LiveServer) -> None:
+        with server.client(timeout=60) as http:
+            response = http.get("/core/audit/verify")
         with done:
             answers.append(response)
 
@@ -55,9 +56,7 @@ def test_verifies_run_one_at_a_time_and_the_others_get_429(
         try:
             with holder.begin():
                 holder.execute(sqlalchemy.text("LOCK TABLE log_records IN ACCESS EXCLUSIVE MODE"))
-                threads = [
-                    threading.Thread(target=verify, args=(server.url,)) for _ in range(VERIFIES)
-                ]
+                threads = [threading.Thread(target=verify, args=(server,)) for _ in range(VERIFIES)]
                 for thread in threads:
                     thread.start()
                 # One verify reaches the table and waits on the lock; each of
@@ -71,7 +70,8 @@ def test_verifies_run_one_at_a_time_and_the_others_get_429(
                 with engine.connect() as probe:
                     assert _waiting_on_locks(probe) >= 1  # the held one, still walking
                 # Waiting for a turn holds no worker thread: other requests go on.
-                assert httpx.get(f"{server.url}/core/cone/state", timeout=10).status_code == 200
+                with server.client(timeout=10) as http:
+                    assert http.get("/core/cone/state").status_code == 200
         finally:
             holder.close()  # the lock goes with the transaction
         join_all(threads)
@@ -85,7 +85,8 @@ def test_verifies_run_one_at_a_time_and_the_others_get_429(
             assert body["retry_after_seconds"] == retry
             assert "one at a time" in body["detail"]
         # The turn was handed back: the next verify runs.
-        again = httpx.get(f"{server.url}/core/audit/verify", timeout=60)
+        with server.client(timeout=60) as http:
+            again = http.get("/core/audit/verify")
         assert again.status_code == 200
         assert again.json()["events"] == 5
     engine.dispose()

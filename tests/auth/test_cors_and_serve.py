@@ -85,10 +85,34 @@ def _serve_stderr(data_dir: Path, host: str) -> str:
     return err
 
 
-def test_serve_warns_when_it_binds_beyond_loopback_with_no_token(
-    data_dir: Path, clock: FakeClock
-) -> None:
-    assert "with no API token" in _serve_stderr(data_dir, "0.0.0.0")
-    assert "with no API token" not in _serve_stderr(data_dir, "127.0.0.1")
+def _link(stderr: str) -> str:
+    links = [word for word in stderr.split() if "/#signin=" in word]
+    assert len(links) == 1, stderr
+    return links[0]
+
+
+def test_serve_creates_the_owner_credential_and_prints_a_signin_link(data_dir: Path) -> None:
+    first = _serve_stderr(data_dir, "0.0.0.0")
+    credential = data_dir / "owner.token"
+    assert credential.stat().st_mode & 0o777 == 0o600
+    assert f"created the owner credential {credential}" in first
+    # Listening on every address, the link is for the page on this machine.
+    assert _link(first).startswith("http://127.0.0.1:")
+    assert "what changed" not in first  # a new data dir has nothing to upgrade
+    token = credential.read_text()
+    again = _serve_stderr(data_dir, "127.0.0.1")
+    assert "created the owner credential" not in again
+    assert _link(again) != _link(first)  # a fresh one-time code at every start
+    assert credential.read_text() == token  # the credential stays
+
+
+def test_an_upgraded_data_dir_says_once_what_changed(data_dir: Path, clock: FakeClock) -> None:
+    # A data dir of an earlier version: a token, no owner credential.
     create_token(store=open_json(data_dir), name="ops", scopes=["owner"], actor="t", clock=clock)
-    assert "with no API token" not in _serve_stderr(data_dir, "0.0.0.0")
+    first = _serve_stderr(data_dir, "127.0.0.1")
+    assert "what changed: an address no longer makes anyone the owner" in first
+    assert "Tokens you made keep working" in first
+    assert (data_dir / "owner.token").is_file()
+    assert "/#signin=" in _link(first)
+    second = _serve_stderr(data_dir, "127.0.0.1")
+    assert "what changed" not in second

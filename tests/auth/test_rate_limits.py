@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.auth.conftest import REMOTE, make_app, make_tokens
-from tests.conftest import FakeClock, join_all, need
+from tests.conftest import FakeClock, join_all, need, owner_headers
 from tests.live.server import LiveServer
 from valhalla_gov.auth.ratelimit import (
     RATE_LIMIT_DB,
@@ -73,18 +73,23 @@ def test_start_session_limit_is_per_identity_and_changes_nothing(
         assert other.status_code == 200
 
 
-def test_writes_limit_and_anonymous_clients_keyed_by_address(
-    data_dir: Path, clock: FakeClock
-) -> None:
+def test_writes_limit_is_keyed_by_identity_not_address(data_dir: Path, clock: FakeClock) -> None:
+    owner = owner_headers(data_dir)
+    tokens = make_tokens(data_dir, clock)
     app = make_app(data_dir, clock, rate_limit_writes="3/minute")
     body = {"step_id": "intake_ready"}
     with (
-        TestClient(app, client=("127.0.0.1", 1)) as first,
-        TestClient(app, client=("127.0.0.2", 1)) as second,
+        TestClient(app, client=("127.0.0.1", 1), headers=owner) as first,
+        TestClient(app, client=("127.0.0.2", 1), headers=owner) as moved,
+        TestClient(app, client=("127.0.0.1", 1)) as same_address,
     ):
         codes = [first.post("/core/go/complete", json=body).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
-        assert second.post("/core/go/complete", json=body).status_code == 200
+        # Another address gives the same credential no fresh budget ...
+        assert moved.post("/core/go/complete", json=body).status_code == 429
+        # ... and another credential from the same address has its own.
+        op = tokens.header("operator")
+        assert same_address.post("/core/go/complete", json=body, headers=op).status_code == 200
         # Reads are not limited.
         assert all(first.get("/core/go/checklist").status_code == 200 for _ in range(5))
 
@@ -97,8 +102,12 @@ def test_bad_limit_notation_is_refused_at_start() -> None:
 def test_unreachable_redis_refuses_writes_by_default(
     data_dir: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    owner = owner_headers(data_dir)
     app = make_app(data_dir, clock, redis_url="redis://127.0.0.1:1/0")
-    with TestClient(app, client=("127.0.0.1", 1)) as client, caplog.at_level(logging.ERROR):
+    with (
+        TestClient(app, client=("127.0.0.1", 1), headers=owner) as client,
+        caplog.at_level(logging.ERROR),
+    ):
         resp = client.post("/core/go/start_session", json={})
         assert resp.status_code == 503
         assert "rate-limit store" in resp.json()["detail"]
@@ -108,8 +117,9 @@ def test_unreachable_redis_refuses_writes_by_default(
 
 
 def test_unreachable_redis_can_fail_open(data_dir: Path, clock: FakeClock) -> None:
+    owner = owner_headers(data_dir)
     app = make_app(data_dir, clock, redis_url="redis://127.0.0.1:1/0", rate_limit_fail_open=True)
-    with TestClient(app, client=("127.0.0.1", 1)) as client:
+    with TestClient(app, client=("127.0.0.1", 1), headers=owner) as client:
         assert client.post("/core/go/start_session", json={}).status_code == 200
 
 
@@ -205,22 +215,24 @@ def test_three_workers_without_redis_enforce_the_configured_limit(tmp_path: Path
     decide = {"engine": "flips", "action": "run"}
     with LiveServer(tmp_path / "data", workers=3, env=env, log_level="info") as server:
         codes: list[int] = []
+        answers: list[str] = []
         lock = threading.Lock()
         barrier = threading.Barrier(limit + extra)
 
         def start() -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as http:
+            with server.client(timeout=30) as http:
                 barrier.wait(30)
                 resp = http.post("/core/cone/decide", json=decide)
             with lock:
                 codes.append(resp.status_code)
+                answers.append(f"{resp.status_code} {resp.text[:200]}")
 
         threads = [threading.Thread(target=start) for _ in range(limit + extra)]
         for t in threads:
             t.start()
         join_all(threads)
-        assert sorted(codes) == sorted([200] * limit + [429] * extra), codes
-        after = httpx.post(f"{server.url}/core/cone/decide", json=decide)
+        assert sorted(codes) == sorted([200] * limit + [429] * extra), answers
+        after = httpx.post(f"{server.url}/core/cone/decide", json=decide, headers=server.headers)
         assert after.status_code == 429
     lines = [
         json.loads(line)

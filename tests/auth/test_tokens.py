@@ -1,4 +1,5 @@
-"""Tokens, protected mode and actors."""
+"""Tokens, the owner credential and actors: authority from a credential,
+never from an address."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.auth.conftest import LOOPBACK, REMOTE, Tokens
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_headers
 from tests.live.server import VALHALLA
+from valhalla_gov.app import create_app
 from valhalla_gov.auth.service import (
     LAST_USED_RESOLUTION_S,
     create_token,
@@ -21,37 +23,52 @@ from valhalla_gov.auth.service import (
     list_tokens,
     parse_scopes,
     revoke_token,
+    rotate_owner_credential,
 )
 from valhalla_gov.compose import open_json
 from valhalla_gov.errors import ConflictError, InvalidInputError, NotFoundError
+from valhalla_gov.settings import Settings
 
 
-def test_protected_mode_serves_loopback_as_local_owner(local_client: TestClient) -> None:
-    who = local_client.get("/core/whoami").json()
-    assert who == {"name": "local", "scopes": ["owner"], "via": "local", "protected_mode": True}
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "203.0.113.7"])
+def test_an_address_grants_nothing(generous_app: FastAPI, host: str) -> None:
+    # No token exists at all: a loopback client is still nobody.
+    with TestClient(generous_app, client=(host, 1)) as client:
+        who = client.get("/core/whoami")
+        assert who.status_code == 401
+        assert who.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "valhalla token link" in who.json()["detail"]
+        assert client.get("/core/go/session").status_code == 401
+        assert client.post("/core/go/start_session", json={}).status_code == 401
+        assert (
+            client.post("/core/tokens", json={"name": "x", "scopes": ["owner"]}).status_code == 401
+        )
+        assert client.get("/core/healthz").status_code == 200
+
+
+def test_the_owner_credential_acts_as_local(
+    data_dir: Path, local_client: TestClient, remote_client: TestClient
+) -> None:
+    owner = owner_headers(data_dir)
+    for client in (local_client, remote_client):  # from any address alike
+        who = client.get("/core/whoami", headers=owner).json()
+        assert who == {
+            "name": "local",
+            "scopes": ["owner"],
+            "via": "token",
+            "protected_mode": False,
+        }
     assert (
-        local_client.post("/core/cone/state", json={"band": "A", "reason": "ok"}).status_code == 200
+        local_client.post(
+            "/core/cone/state", json={"band": "A", "reason": "ok"}, headers=owner
+        ).status_code
+        == 200
     )
-    started = local_client.post("/core/go/start_session", json={}).json()
+    started = remote_client.post("/core/go/start_session", json={}, headers=owner).json()
     assert started["started_by"] == "local"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1"])
-def test_every_loopback_address_counts(generous_app: FastAPI, host: str) -> None:
-    with TestClient(generous_app, client=(host, 1)) as client:
-        assert client.get("/core/go/session").status_code == 200
-
-
-def test_protected_mode_refuses_other_clients_with_a_hint(remote_client: TestClient) -> None:
-    resp = remote_client.get("/core/go/session")
-    assert resp.status_code == 401
-    assert "valhalla token create" in resp.json()["detail"]
-    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    assert remote_client.post("/core/go/start_session", json={}).status_code == 401
-    assert remote_client.get("/core/healthz").status_code == 200
-
-
-def test_once_a_token_exists_everyone_needs_one(
+def test_tokens_act_under_their_own_names(
     tokens: Tokens, local_client: TestClient, remote_client: TestClient
 ) -> None:
     assert local_client.get("/core/go/session").status_code == 401
@@ -147,6 +164,30 @@ def test_token_rules(data_dir: Path, clock: FakeClock) -> None:
         parse_scopes("admin")
     with pytest.raises(InvalidInputError):
         parse_scopes(" , ")
+    # The owner credential's name is not for a token.
+    with pytest.raises(ConflictError, match="owner credential"):
+        create_token(store=store, name="local", scopes=["viewer"], actor="t", clock=clock)
+
+
+def test_the_owner_credential_is_rotated_not_revoked(data_dir: Path, clock: FakeClock) -> None:
+    store = open_json(data_dir)
+    old = owner_headers(data_dir, store)
+    assert (data_dir / "owner.token").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConflictError, match="rotate-owner"):
+        revoke_token(store=store, name="local", actor="t", clock=clock)
+    listed = {t.name: t.kind for t in list_tokens(store=store)}
+    assert listed == {"local": "owner_credential"}
+    rotate_owner_credential(store=store, data_dir=data_dir, actor="local", clock=clock)
+    new = owner_headers(data_dir, store)
+    assert new != old
+    assert (data_dir / "owner.token").stat().st_mode & 0o777 == 0o600
+    app = create_app(Settings(data_dir=data_dir), clock=clock)
+    with TestClient(app, client=REMOTE) as client:
+        assert client.get("/core/whoami", headers=old).status_code == 401
+        assert client.get("/core/whoami", headers=new).json()["name"] == "local"
+        events = client.get("/core/audit/events", headers=new).json()["items"]
+    assert [(e["event"], e["actor"]) for e in events] == [("OWNER_CREDENTIAL_ROTATE", "local")]
+    assert [t.name for t in list_tokens(store=store)] == ["local"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -180,5 +221,5 @@ def test_token_cli_round_trip(data_dir: Path, generous_app: FastAPI) -> None:
     assert _cli("token", "revoke", "phone", "--data-dir", str(data_dir)).returncode == 0
     assert _cli("token", "revoke", "phone", "--data-dir", str(data_dir)).returncode == 1
     with TestClient(generous_app, client=LOOPBACK) as client:
-        # No token left: back to protected mode.
-        assert client.get("/core/whoami").json()["protected_mode"] is True
+        # No token left: nobody is served without a credential, loopback or not.
+        assert client.get("/core/whoami").status_code == 401

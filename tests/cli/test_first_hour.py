@@ -70,13 +70,18 @@ def test_init_creates_a_data_dir_once(cli: Cli, tmp_path: Path) -> None:
     made = cli.run("init", str(target))
     assert made.exit_code == 0, made.output
     assert f"created data dir {target}" in made.stdout
+    assert f"created the owner credential {target / 'owner.token'}" in made.stdout
     assert target.is_dir()
+    assert (target / "owner.token").stat().st_mode & 0o777 == 0o600
+    credential = (target / "owner.token").read_text()
     status = cli.run("go", "status", "--data-dir", str(target))
     assert status.exit_code == 0
     assert "no session has been started yet" in status.stdout
     again = cli.run("init", str(target))
     assert again.exit_code == 0
     assert "exists; left as it is" in again.stdout
+    assert "owner credential" not in again.stdout
+    assert (target / "owner.token").read_text() == credential
 
 
 def test_a_file_where_the_data_dir_should_be_is_refused(cli: Cli, tmp_path: Path) -> None:
@@ -141,16 +146,18 @@ def test_missing_arguments_are_named_as_in_the_help(cli: Cli) -> None:
         assert f"Missing argument '{name}'" in result.output
 
 
-def test_first_token_ends_protected_mode_and_shows_the_header(cli: Cli) -> None:
+def test_token_create_shows_the_header(cli: Cli) -> None:
+    empty = cli.local("token", "list")
+    assert empty.exit_code == 0
+    assert "valhalla init" in empty.stdout
     first = cli.local("token", "create", "--name", "ops", "--scopes", "owner")
     assert first.exit_code == 0, first.output
-    assert "Protected mode is over" in first.stdout
+    assert "Protected mode" not in first.stdout
     assert "curl -H 'Authorization: Bearer <token>'" in first.stdout
     token = first.stdout.strip().splitlines()[-1]
     assert token.startswith("vgo_")
     second = cli.local("token", "create", "--name", "phone", "--scopes", "viewer,operator")
     assert second.exit_code == 0
-    assert "Protected mode is over" not in second.stdout
     listed = json.loads(cli.local("token", "list", "--json").stdout)
     assert [(t["name"], t["scopes"]) for t in listed] == [
         ("ops", ["owner"]),

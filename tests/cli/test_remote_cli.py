@@ -50,34 +50,37 @@ def test_session_workflow_with_the_real_executable(
     server: LiveServer, cli: Cli, tmp_path: Path
 ) -> None:
     url = ("--url", server.url)
-    started = valhalla("go", "start", "--notes", "over http", "--json", *url)
+    # On the server's machine, as the account that owns its data dir: no
+    # token to pass, the data dir's owner credential is used.
+    here = {"VALHALLA_DATA_DIR": str(server.data_dir)}
+    started = valhalla("go", "start", "--notes", "over http", "--json", *url, **here)
     assert started.returncode == 0, started.stderr
     session = json.loads(started.stdout)
     assert session["active"] is True
-    assert session["started_by"] == "local"  # loopback, no token yet: the local owner
+    assert session["started_by"] == "local"  # the owner credential's name
 
-    again = cli.run("go", "start", *url)  # in-process: each executable run costs a second
+    again = cli.run("go", "start", *url, env=dict(here))  # in-process: an executable costs 1 s
     assert again.exit_code == 1
     assert "already active" in again.stderr
     assert "`valhalla go end` ends it" in again.stderr
 
-    done = valhalla("go", "complete", FIRST, "--notes", "looked", "--json", *url)
+    done = valhalla("go", "complete", FIRST, "--notes", "looked", "--json", *url, **here)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["session_id"] == session["id"]
 
-    ended = valhalla("go", "end", "--notes", "all good", "--json", *url)
+    ended = valhalla("go", "end", "--notes", "all good", "--json", *url, **here)
     assert ended.returncode == 0, ended.stderr
     finished = json.loads(ended.stdout)
     assert finished["id"] == session["id"]
     assert finished["steps_completed"] == [FIRST]
 
-    history = valhalla("go", "history", "--json", *url)
+    history = valhalla("go", "history", "--json", *url, **here)
     assert history.returncode == 0, history.stderr
     assert [s["id"] for s in json.loads(history.stdout)][:1] == [session["id"]]
 
     out = tmp_path / "sessions.csv"
     export = valhalla(
-        "sessions", "export", "--since", session["started_at_utc"], "-o", str(out), *url
+        "sessions", "export", "--since", session["started_at_utc"], "-o", str(out), *url, **here
     )
     assert export.returncode == 0, export.stderr
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
@@ -91,7 +94,9 @@ def test_session_workflow_with_the_real_executable(
 
 def test_every_group_in_process_over_http(server: LiveServer, cli: Cli) -> None:
     def remote(*args: str) -> tuple[int, str, str]:
-        result = cli.run(*args, "--url", server.url)
+        result = cli.run(
+            *args, "--url", server.url, env={"VALHALLA_DATA_DIR": str(server.data_dir)}
+        )
         return result.exit_code, result.stdout, result.stderr
 
     code, out, _ = remote("cone", "set", "c", "--reason", "remote drill", "--json")
@@ -136,7 +141,9 @@ def test_a_corrupt_file_on_the_server_is_named(server: LiveServer, cli: Cli) -> 
     before = state.read_bytes() if state.exists() else None
     state.write_text("{broken")
     try:
-        result = cli.run("cone", "show", "--url", server.url)
+        result = cli.run(
+            "cone", "show", "--url", server.url, env={"VALHALLA_DATA_DIR": str(server.data_dir)}
+        )
         assert result.exit_code == 1
         assert "cone_state.json" in result.stderr
         assert "server storage error" in result.stderr
@@ -200,31 +207,39 @@ def test_token_commands_against_a_server(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(elsewhere)  # a ./data here must never be created or used
     cli = Cli(tmp_path / "unused")
     with LiveServer(data_dir) as server:
-        env: dict[str, str | None] = {"VALHALLA_URL": server.url}
-        # Protected mode: loopback is the local owner, so the first token needs none.
+        # No token and no data dir of this server here: nobody.
+        anonymous = cli.run("token", "list", env={"VALHALLA_URL": server.url})
+        assert anonymous.exit_code == 1
+        assert "unauthorized" in anonymous.stderr
+        assert "VALHALLA_DATA_DIR" in anonymous.stderr
+        assert not (elsewhere / "data").exists()
+        # The server's data dir named: its owner credential is used.
+        env: dict[str, str | None] = {
+            "VALHALLA_URL": server.url,
+            "VALHALLA_DATA_DIR": str(data_dir),
+        }
         first = cli.run("token", "create", "--name", "ops", "--scopes", "owner", env=env)
         assert first.exit_code == 0, first.output
-        assert "Protected mode is over" in first.stdout
+        assert "Protected mode" not in first.stdout
         owner = first.stdout.strip().splitlines()[-1]
-        assert not (elsewhere / "data").exists()
-        # The server knows it at once, and now refuses anonymous clients.
+        # The server knows it at once.
         with httpx.Client(base_url=server.url, timeout=10) as http:
             assert http.get("/core/go/session").status_code == 401
-            assert (
-                http.get("/core/whoami", headers={"Authorization": f"Bearer {owner}"}).json()[
-                    "name"
-                ]
-                == "ops"
-            )
-        env["VALHALLA_TOKEN"] = owner
+            mine = http.get("/core/whoami", headers={"Authorization": f"Bearer {owner}"})
+            assert mine.json()["name"] == "ops"
+        env["VALHALLA_TOKEN"] = owner  # a token given wins over the data dir's credential
         second = cli.run("token", "create", "--name", "phone", "--scopes", "viewer", env=env)
         assert second.exit_code == 0, second.output
-        assert "Protected mode is over" not in second.stdout
         viewer = second.stdout.strip().splitlines()[-1]
         listed = cli.run("token", "list", "--json", env=env)
         assert listed.exit_code == 0, listed.output
-        assert [t["name"] for t in json.loads(listed.stdout)] == ["ops", "phone"]
+        assert [(t["name"], t["kind"]) for t in json.loads(listed.stdout)] == [
+            ("local", "owner_credential"),
+            ("ops", "token"),
+            ("phone", "token"),
+        ]
         assert owner not in listed.stdout
+        assert server.owner_token not in listed.stdout
         # A viewer may not manage tokens.
         denied = cli.run("token", "list", env={**env, "VALHALLA_TOKEN": viewer})
         assert denied.exit_code == 1
@@ -233,6 +248,9 @@ def test_token_commands_against_a_server(tmp_path: Path, monkeypatch: pytest.Mon
         gone = cli.run("token", "revoke", "phone", env=env)
         assert gone.exit_code == 1
         assert "no token named 'phone'" in gone.stderr
+        kept = cli.run("token", "revoke", "local", env=env)
+        assert kept.exit_code == 1
+        assert "rotate-owner" in kept.stderr
         events = json.loads(cli.run("audit", "tail", "--json", env=env).stdout)
         assert [(e["event"], e["actor"]) for e in events] == [
             ("TOKEN_CREATE", "local"),

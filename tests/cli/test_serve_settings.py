@@ -35,9 +35,8 @@ def test_serve_starts_with_every_setting_empty(tmp_path: Path) -> None:
     empty = {f"VALHALLA_{name.upper()}": "" for name in SETTING_FIELDS}
     with LiveServer(tmp_path / "data", env=empty) as server:
         assert httpx.get(f"{server.url}/core/healthz", timeout=10).status_code == 200
-        decided = httpx.post(
-            f"{server.url}/core/cone/decide", json={"engine": "flips", "action": "run"}
-        )
+        with server.client() as http:
+            decided = http.post("/core/cone/decide", json={"engine": "flips", "action": "run"})
         assert decided.status_code == 200  # the rate limiter in memory, no Redis
 
 

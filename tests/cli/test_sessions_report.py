@@ -100,11 +100,20 @@ def test_over_http_it_prints_what_the_server_computes(
 ) -> None:
     _seed(seeder)
     with LiveServer(data_dir) as server:
-        remote = cli.run("sessions", "report", *RANGE, "--json", "--url", server.url)
+        remote = cli.run(
+            "sessions",
+            "report",
+            *RANGE,
+            "--json",
+            "--url",
+            server.url,
+            env={"VALHALLA_DATA_DIR": str(data_dir)},
+        )
         assert remote.exit_code == 0, remote.output
         api = httpx.get(
             f"{server.url}/core/go/insights",
             params={"since": "2026-01-01T00:00:00Z", "until": "2026-01-14T23:59:59Z"},
+            headers=server.headers,
         ).json()
     local = cli.local("sessions", "report", *RANGE, "--json")
     assert json.loads(remote.stdout) == api == json.loads(local.stdout)

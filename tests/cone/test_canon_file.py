@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.cone.canon import load_canon
 from valhalla_gov.settings import Settings
@@ -136,9 +136,9 @@ def test_missing_canon_file_names_the_path(tmp_path: Path) -> None:
 def test_create_app_uses_the_canon_file(tmp_path: Path, data_dir: Path, clock: FakeClock) -> None:
     path = tmp_path / "canon.yaml"
     path.write_text(yaml.safe_dump(CUSTOM), encoding="utf-8")
+    owner = owner_headers(data_dir)
     app = create_app(Settings(data_dir=data_dir, canon_file=path), clock=clock)
-    # A loopback address: with no token yet the caller is the local owner.
-    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK, headers=owner) as client:
         # Band B (boot default): steady may scale under this canon.
         ok = client.get("/core/cone/decide", params={"engine": "vending", "action": "scale"})
         assert ok.status_code == 200

@@ -165,6 +165,18 @@ class Reader:
         command = command.replace("/var/backups/valhalla", str(self.home / "backups"))
         return PG_URL.sub(lambda m: self.databases[m.group(0)], command)
 
+    def _shell(self, command: str) -> str:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.home,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout
+
     def run(self, step: Step) -> None:
         service = SERVICE.match(step.command)
         if service is not None:
@@ -177,8 +189,11 @@ class Reader:
         command = self.substitute(SUDO.sub("", step.command))
         if command.startswith("export "):
             name, _, value = command[len("export ") :].partition("=")
-            value = shlex.split(value)[0] if value else ""
-            if value.startswith("vgo_"):
+            if "$(" in value:  # e.g. $(cat data/owner.token): as the shell would
+                value = self._shell(f"printf %s {value}")
+            else:
+                value = shlex.split(value)[0] if value else ""
+            if value.startswith("vgo_") and value.endswith("..."):
                 value = self.token or ""
             self.env[name] = value
             return
@@ -233,6 +248,8 @@ def test_every_example_runs(doc: Path, tmp_path: Path) -> None:
         need(pg_available(), f"{doc.name} runs against PostgreSQL on 127.0.0.1:5432")
     with contextlib.ExitStack() as stack, LiveServer(tmp_path / "data") as server:
         databases = {url: stack.enter_context(pg_schema()) for url in urls}
+        # The reader's ./data is the server's, as after `make run` in the checkout.
+        (home / "data").symlink_to(server.data_dir)
         reader = Reader(server, home, databases)
         for step in todo:
             reader.run(step)

@@ -34,10 +34,12 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def _settle_health(server: LiveServer) -> None:
     """Band D, and its HEALTH_CHANGED recorded: the tests' writes keep band D,
     so the only events from here on are theirs."""
-    assert httpx.post(f"{server.url}/core/cone/state", json={"band": "D", "reason": "settle"})
+    with server.client() as http:
+        assert http.post("/core/cone/state", json={"band": "D", "reason": "settle"})
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        found = httpx.get(f"{server.url}/core/audit/events?event=HEALTH_CHANGED").json()
+        with server.client() as http:
+            found = http.get("/core/audit/events?event=HEALTH_CHANGED").json()
         if found["items"]:
             return
         time.sleep(0.1)
@@ -45,14 +47,14 @@ def _settle_health(server: LiveServer) -> None:
 
 
 def _stream(server: LiveServer, **headers: str) -> Stream:
-    return Stream(f"{server.url}/core/events/stream", headers=headers).start()
+    return Stream(f"{server.url}/core/events/stream", headers={**server.headers, **headers}).start()
 
 
 def _writes(server: LiveServer, count: int) -> None:
     """``count`` audited writes, from several connections at once (so several workers)."""
 
     def one(n: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with server.client(timeout=30) as http:
             reason = f"event test {n}"
             assert http.post("/core/cone/state", json={"band": "D", "reason": reason})
 
@@ -64,7 +66,9 @@ def _writes(server: LiveServer, count: int) -> None:
 
 
 def _newest_seq(server: LiveServer) -> int:
-    items = httpx.get(f"{server.url}/core/audit/events?limit=1").json()["items"]
+    items = httpx.get(
+        f"{server.url}/core/audit/events?limit=1", headers=server.headers, timeout=10
+    ).json()["items"]
     return int(items[0]["seq"]) if items else 0
 
 
@@ -125,7 +129,10 @@ def test_keep_alive_comments_flow_while_nothing_happens(workers: LiveServer) -> 
 
 
 def test_bad_last_event_id_is_422(workers: LiveServer) -> None:
-    resp = httpx.get(f"{workers.url}/core/events/stream", headers={"Last-Event-ID": "not-a-number"})
+    resp = httpx.get(
+        f"{workers.url}/core/events/stream",
+        headers={"Last-Event-ID": "not-a-number", **workers.headers},
+    )
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["header", "Last-Event-ID"]
 
@@ -134,7 +141,7 @@ def test_streams_per_client_are_bounded(tmp_path: Path) -> None:
     env = {**FAST, "VALHALLA_EVENTS_MAX_STREAMS": "2"}
     with LiveServer(tmp_path / "data", env=env) as live:
         one, two = _stream(live), _stream(live)
-        refused = httpx.get(f"{live.url}/core/events/stream", timeout=10)
+        refused = httpx.get(f"{live.url}/core/events/stream", headers=live.headers, timeout=10)
         assert refused.status_code == 429
         assert "at most 2 event streams" in refused.json()["detail"]
         assert int(refused.headers["Retry-After"]) > 0
@@ -143,7 +150,7 @@ def test_streams_per_client_are_bounded(tmp_path: Path) -> None:
         # The closed stream's place is free again (the server sees the
         # disconnect at its next write, a keep-alive within a second).
         for _ in range(50):
-            third = Stream(f"{live.url}/core/events/stream").start()
+            third = Stream(f"{live.url}/core/events/stream", headers=live.headers).start()
             if third.status == 200:
                 break
             third.closed.wait(1)
@@ -169,6 +176,43 @@ def test_the_stream_needs_the_viewer_scope_and_ends_when_the_token_is_revoked(
         revoke_token(store=store, name="watcher", actor="t", clock=FakeClock())
         # The revocation itself is an audited event; then the stream ends.
         assert stream.closed.wait(10)
+        names = []
+        while not stream.events.empty():
+            names.append(stream.events.get_nowait().event)
+        assert names[-1] == "stream-end"
+
+
+def test_a_revoked_tokens_stream_ends_while_events_keep_flowing(tmp_path: Path) -> None:
+    """Reproduced: revoked, a stream went on (24 events in the next 20 s)
+    because its right was checked at keep-alives only, which never come while
+    events flow. It is checked on a timer, and before each batch."""
+    store = open_json(tmp_path / "data")
+    _, token = create_token(
+        store=store, name="watcher", scopes=["viewer"], actor="t", clock=FakeClock()
+    )
+    # The default 15 s keep-alive: a check at keep-alives alone would come too late.
+    with LiveServer(tmp_path / "data") as live:
+        stream = Stream(
+            f"{live.url}/core/events/stream", headers={"Authorization": f"Bearer {token}"}
+        ).start()
+        stop = threading.Event()
+
+        def keep_writing() -> None:
+            with live.client() as http:
+                while not stop.is_set():
+                    http.post("/core/cone/decide", json={"engine": "flips", "action": "run"})
+                    time.sleep(0.1)
+
+        writer = threading.Thread(target=keep_writing, daemon=True)
+        writer.start()
+        try:
+            stream.take(3)  # events flow
+            revoke_token(store=store, name="watcher", actor="t", clock=FakeClock())
+            # Ten events a second flow meanwhile: no keep-alive is ever due.
+            assert stream.closed.wait(10), "the stream went on after its token was revoked"
+        finally:
+            stop.set()
+            writer.join(10)
         names = []
         while not stream.events.empty():
             names.append(stream.events.get_nowait().event)

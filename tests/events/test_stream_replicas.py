@@ -27,12 +27,19 @@ def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_
     one = LiveServer(tmp_path / "a", workers=2, env=env)
     two = LiveServer(tmp_path / "b", env=env)
     with one, two:  # each starts on entry and stops (its whole process group) on exit
-        watchers = [Stream(f"{one.url}/core/events/stream").start() for _ in range(3)]
+        # One owner credential for the database: the first replica's data dir
+        # holds its file, and the second knows it from the database.
+        assert not (tmp_path / "b" / "owner.token").exists()
+        owner = one.headers
+        url = f"{one.url}/core/events/stream"
+        watchers = [Stream(url, headers=owner).start() for _ in range(3)]
         try:
-            with httpx.Client(base_url=two.url, timeout=30) as http:
+            with httpx.Client(base_url=two.url, timeout=30, headers=owner) as http:
                 assert http.post("/core/go/start_session", json={"notes": "r"}).status_code == 200
                 assert (
-                    http.post("/core/cone/state", json={"band": "C", "reason": "r"}).status_code
+                    # Band B, as it boots: the light stays yellow, so no
+                    # HEALTH_CHANGED joins the events counted here.
+                    http.post("/core/cone/state", json={"band": "B", "reason": "r"}).status_code
                     == 200
                 )
                 assert http.post("/core/go/end_session", json={"notes": "r"}).status_code == 200
@@ -49,9 +56,11 @@ def test_a_write_on_one_replica_reaches_streams_on_the_other(tmp_path: Path, pg_
                 watcher.stop()
 
         # Resume on the other replica from what the first one sent.
-        with httpx.Client(base_url=one.url, timeout=30) as http:
+        with one.client(timeout=30) as http:
             http.post("/core/cone/state", json={"band": "B", "reason": "later"})
-        resumed = Stream(f"{two.url}/core/events/stream", headers={"Last-Event-ID": "1"}).start()
+        resumed = Stream(
+            f"{two.url}/core/events/stream", headers={"Last-Event-ID": "1", **owner}
+        ).start()
         try:
             events = resumed.take(3, timeout=10)
             assert [int(e.id or 0) for e in events] == [2, 3, 4]

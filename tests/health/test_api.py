@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, health_now, unwritable
+from tests.conftest import FakeClock, health_now, owner_headers, unwritable
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import HEALTH_WINDOW, log_event
 from valhalla_gov.compose import open_json
@@ -136,7 +136,8 @@ def boom_client(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
         raise RuntimeError("kaboom")
 
     app.add_api_route("/boom", boom, methods=["GET"])
-    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+    owner = owner_headers(data_dir)
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK, headers=owner) as client:
         yield client
 
 
@@ -165,7 +166,7 @@ def test_server_error_seen_by_another_app_on_the_same_data_dir(
     # Recorded durably, so another worker's health sees it.
     assert boom_client.get("/boom").status_code == 500
     other = create_app(Settings(data_dir=data_dir), clock=clock)
-    with TestClient(other, client=LOOPBACK) as client:
+    with TestClient(other, client=LOOPBACK, headers=owner_headers(data_dir)) as client:
         body = client.get("/core/status/ryg").json()
     assert body["checks"]["server_errors"]["status"] == "red"
 
@@ -195,7 +196,8 @@ def test_health_reads_a_bounded_window_of_the_audit_log(data_dir: Path, clock: F
     # The CONE_SET line is first; line00000 is second, far beyond the window.
     _tamper(data_dir / "audit.log", b'"line00000"', b'"LINE00000"')
     app = create_app(Settings(data_dir=data_dir), clock=clock)
-    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+    headers = owner_headers(data_dir)
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK, headers=headers) as client:
         verify = client.get("/core/audit/verify").json()
         assert verify["ok"] is False  # the full walk sees it
         body = client.get("/core/status/ryg").json()

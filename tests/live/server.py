@@ -72,6 +72,38 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
+    @property
+    def owner_token(self) -> str:
+        """The owner credential `valhalla serve` created in its data dir."""
+        return (self.data_dir / "owner.token").read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What the data dir's owner sends: its credential (no address is trusted)."""
+        return {"Authorization": f"Bearer {self.owner_token}"}
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """An HTTP client of the server as its owner."""
+        options: dict[str, object] = {"timeout": 10, **kwargs}
+        return httpx.Client(base_url=self.url, headers=self.headers, **options)  # type: ignore[arg-type]
+
+    def new_signin_link(self, path: str = "/") -> str:
+        """A fresh one-time sign-in link for the page at ``path``, made as
+        `valhalla token link --url` makes it (the owner asks the server)."""
+        with self.client() as http:
+            made = http.post("/core/auth/links")
+        assert made.status_code == 201, made.text
+        return f"{self.url}{path}#signin={made.json()['code']}"
+
+    def signin_link(self) -> str:
+        """The last sign-in link `valhalla serve` printed."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode(errors="replace")
+        links = [w for w in text.split() if "/#signin=" in w]
+        assert links, f"no sign-in link printed:\n{text}"
+        return links[-1]
+
     def start(self, timeout: float = 90.0) -> LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
         env.update(self.env)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.live
 
 def test_session_workflow_over_http(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with LiveServer(data_dir) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+    with LiveServer(data_dir) as server, server.client() as http:
         resp = http.get("/core/go/session")
         assert resp.status_code == 200
         assert "active" in resp.json()
@@ -60,7 +60,7 @@ def test_parallel_starts_across_worker_processes_give_exactly_one_session(
         barrier = threading.Barrier(40)
 
         def start(n: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as http:
+            with server.client(timeout=30) as http:
                 barrier.wait(30)
                 resp = http.post("/core/go/start_session", json={"notes": f"racer {n}"})
             with lock:
@@ -76,18 +76,20 @@ def test_parallel_starts_across_worker_processes_give_exactly_one_session(
         assert {r.json()["session"]["id"] for r in results if r.status_code == 409} == {
             winner["id"]
         }
-        current = httpx.get(f"{server.url}/core/go/session").json()
+        current = httpx.get(f"{server.url}/core/go/session", headers=server.headers).json()
         assert current["id"] == winner["id"]
         assert current["notes"] == winner["notes"]
         starts = httpx.get(
-            f"{server.url}/core/audit/events", params={"event": "GO_SESSION_START"}
+            f"{server.url}/core/audit/events",
+            params={"event": "GO_SESSION_START"},
+            headers=server.headers,
         ).json()["items"]
         assert len(starts) == 1
 
 
 def test_cli_beside_a_running_server_shares_the_invariants(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with LiveServer(data_dir, workers=2) as server, httpx.Client(base_url=server.url) as http:
+    with LiveServer(data_dir, workers=2) as server, server.client() as http:
         cli = subprocess.run(
             [
                 VALHALLA,

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import owner_headers
 from tests.live.server import LiveServer
 from valhalla_gov.app import create_app
 from valhalla_gov.observability.logs import JsonFormatter
@@ -73,8 +74,9 @@ def test_metrics_count_requests_by_route_template_and_report_state(client: TestC
 
 
 def test_rate_limit_rejections_are_counted(data_dir: Path) -> None:
+    owner = owner_headers(data_dir)
     app = create_app(Settings(data_dir=data_dir, rate_limit_writes="1/minute"))
-    with TestClient(app, client=("127.0.0.1", 1)) as http:
+    with TestClient(app, client=("127.0.0.1", 1), headers=owner) as http:
         before = _value(
             http.get("/metrics").text, "valhalla_rate_limit_rejections_total", rule="writes"
         )
@@ -128,14 +130,14 @@ def test_a_multi_worker_server_sums_its_workers_and_logs_json(tmp_path: Path) ->
         # them to either worker; sent until the access log shows both answered.
         sent = 0
         while sent < 30 or (len(_access_pids(server.log_path)) < 2 and sent < 400):
-            with httpx.Client(base_url=server.url) as http:
+            with server.client() as http:
                 assert http.get("/core/go/checklist").status_code == 200
             sent += 1
         pids = _access_pids(server.log_path)
         assert len(pids) >= 2, f"one worker answered all {sent} fresh connections"
         totals = set()
         for _ in range(6):
-            with httpx.Client(base_url=server.url) as http:
+            with server.client() as http:
                 totals.add(
                     _value(
                         http.get("/metrics").text,

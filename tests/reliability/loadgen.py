@@ -8,7 +8,8 @@ decide). Every answer is classified: 2xx is fine, and so is a 409 for a
 start while another connection's session is active; anything else, and
 every transport error, is an error (each one is in the report). The report
 is JSON: counts, statuses, throughput and latency percentiles (milliseconds),
-overall and per operation.
+overall and per operation. Requests carry ``$VALHALLA_TOKEN`` (the server's
+owner credential, say) as their bearer token.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -83,7 +85,11 @@ async def connection(
 ) -> None:
     names, weights = list(MIX), list(MIX.values())
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    token = os.environ.get("VALHALLA_TOKEN")  # the credential, as the CLI takes it
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=limits, headers=headers
+    ) as client:
         n = 0
         while time.monotonic() < deadline:
             n += 1

@@ -105,10 +105,16 @@ def build_request(kind: str, token: str, rng: random.Random) -> dict[str, Any]:
 
 
 def storm_worker(
-    url: str, ledger: Ledger, stop: threading.Event, rng: random.Random, tag: str
+    url: str,
+    ledger: Ledger,
+    stop: threading.Event,
+    rng: random.Random,
+    tag: str,
+    headers: dict[str, str],
 ) -> None:
-    """Send random writes until told to stop or the server dies under us."""
-    with httpx.Client(base_url=url, timeout=20) as http:
+    """Send random writes (with ``headers``: the credential) until told to
+    stop or the server dies under us."""
+    with httpx.Client(base_url=url, timeout=20, headers=headers) as http:
         for n in itertools.count():
             if stop.is_set():
                 return
@@ -159,10 +165,11 @@ def check_files_parse(data_dir: Path) -> dict[str, int]:
             seen["temp_files"] += 1
         elif ".torn-" in name:
             seen["torn_side_files"] += 1
-        elif name.endswith(".kinds"):
-            # A log's kind index: derived, unsynced, checked and rebuilt by
-            # its readers, so a crash may leave it in any state.
-            seen["derived_indexes"] += 1
+        elif name.endswith((".kinds", ".token")):
+            # A log's kind index (derived, unsynced, checked and rebuilt by
+            # its readers, so a crash may leave it in any state), or the owner
+            # credential (written once, whole, at the first start).
+            seen["derived_indexes" if name.endswith(".kinds") else "credentials"] += 1
         elif name != ".valhalla.lock" and not name.startswith(".probe."):
             raise AssertionError(f"unexpected file in the data dir: {path}")
     return dict(seen)

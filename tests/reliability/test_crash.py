@@ -36,7 +36,7 @@ THREADS = 6
 def _assert_ready(server: LiveServer) -> None:
     ready = httpx.get(f"{server.url}/core/readyz", timeout=10)
     assert ready.status_code == 200, f"restarted server not ready: {ready.text}"
-    verify = httpx.get(f"{server.url}/core/audit/verify", timeout=30).json()
+    verify = httpx.get(f"{server.url}/core/audit/verify", headers=server.headers, timeout=30).json()
     assert verify["ok"] is True, verify
 
 
@@ -46,7 +46,14 @@ def _storm_round(server: LiveServer, ledger: Ledger, rng: random.Random, round_n
     threads = [
         threading.Thread(
             target=storm_worker,
-            args=(server.url, ledger, stop, random.Random(rng.random()), f"r{round_no}t{i}"),
+            args=(
+                server.url,
+                ledger,
+                stop,
+                random.Random(rng.random()),
+                f"r{round_no}t{i}",
+                server.headers,
+            ),
         )
         for i in range(THREADS)
     ]

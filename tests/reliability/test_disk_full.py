@@ -84,7 +84,7 @@ def served(small_tmpfs: Path) -> Iterator[tuple[httpx.Client, Path]]:
     data_dir = small_tmpfs / "data"
     with (
         LiveServer(data_dir, log_path=small_tmpfs.parent / "server.log") as server,
-        httpx.Client(base_url=server.url, timeout=30) as http,
+        server.client(timeout=30) as http,
     ):
         yield http, data_dir
 

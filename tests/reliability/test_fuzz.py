@@ -1,8 +1,8 @@
 """Schemathesis against the app's own OpenAPI schema, every operation.
 
 The app runs in process (ASGI) on a fresh data dir with generous rate limits,
-and every request comes from a loopback address: with no token yet, that
-caller is the local owner, so every operation is really exercised rather than
+and every request that carries no Authorization of its own carries the data
+dir's owner credential, so every operation is really exercised rather than
 refused with 401. Generation is derandomised (same cases every run). Checks:
 no 5xx, every status documented, every response body matches its schema.
 
@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.conftest import owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.settings import Settings
 
@@ -56,35 +57,30 @@ APP = create_app(
     )
 )
 LOOPBACK = ("127.0.0.1", 50000)
+OWNER = owner_headers(_DATA_DIR)
+_OWNER_HEADER = (b"authorization", OWNER["Authorization"].encode())
 
 
-async def loopback_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The app, seen from a loopback client (schemathesis' own is 'testclient')."""
-    if scope["type"] == "http":
-        scope = {**scope, "client": LOOPBACK}
+async def owner_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The app as its owner uses it: the owner credential on every request
+    that does not carry an Authorization of its own."""
+    if scope["type"] == "http" and not any(k == b"authorization" for k, _ in scope["headers"]):
+        scope = {**scope, "headers": [*scope["headers"], _OWNER_HEADER]}
     await APP(scope, receive, send)
 
 
 # The event stream's answer never ends (it is live until the client goes),
 # which a request/response fuzzer cannot wait for: tests/events drives it.
 STREAM = "/core/events/stream"
-# A token the fuzzer creates would end protected mode for every later case
-# (401 from then on): token routes are driven by tests/auth and tests/api.
-TOKENS = "^/core/tokens"
-schema = (
-    schemathesis.openapi.from_asgi("/openapi.json", loopback_app)
-    .exclude(path=STREAM)
-    .exclude(path_regex=TOKENS)
-)
+schema = schemathesis.openapi.from_asgi("/openapi.json", owner_app).exclude(path=STREAM)
 # The same operations with values that break the schema (query strings and
 # bodies alike): every answer must still be a 4xx, never a 5xx. Operations
 # that take no input at all (no parameter, no body, no credentials) have
 # nothing to break: left out here, not skipped (checked below).
 NO_INPUT = "^/core/(healthz|readyz)$"
 negative = (
-    schemathesis.openapi.from_asgi("/openapi.json", loopback_app)
+    schemathesis.openapi.from_asgi("/openapi.json", owner_app)
     .exclude(path=STREAM)
-    .exclude(path_regex=TOKENS)
     .exclude(path_regex=NO_INPUT)
 )
 negative.config.generation.update(modes=[GenerationMode.NEGATIVE])
@@ -165,7 +161,7 @@ def test_every_operation_is_fuzzed() -> None:
 
 @pytest.fixture
 def owner() -> Iterator[TestClient]:
-    with TestClient(APP, raise_server_exceptions=False, client=LOOPBACK) as client:
+    with TestClient(APP, raise_server_exceptions=False, client=LOOPBACK, headers=OWNER) as client:
         yield client
 
 

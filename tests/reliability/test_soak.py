@@ -61,6 +61,7 @@ def test_a_bounded_soak_has_no_errors(
                 str(out),
             ],
             cwd=ROOT,
+            env={**os.environ, "VALHALLA_TOKEN": server.owner_token},
             capture_output=True,
             text=True,
             timeout=seconds + 120,
@@ -69,10 +70,12 @@ def test_a_bounded_soak_has_no_errors(
         assert run.returncode == 0, f"the load generator failed:\n{run.stderr}"
         report = json.loads(out.read_text())
         print(f"\nsoak report written to {out}")
-        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        metrics = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=30).text
         served_5xx = sum(float(n) for n in SERVER_ERRORS.findall(metrics))
         assert httpx.get(f"{server.url}/core/readyz", timeout=30).status_code == 200
-        verify = httpx.get(f"{server.url}/core/audit/verify", timeout=60).json()
+        verify = httpx.get(
+            f"{server.url}/core/audit/verify", headers=server.headers, timeout=60
+        ).json()
     record_figures(
         "soak",
         {

@@ -13,6 +13,7 @@ from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import load_canon
 from valhalla_gov.cone.service import decide
 from valhalla_gov.cone.store import DECISIONS, SCAN_FACTOR, recent_decisions
+from valhalla_gov.health.publisher import HealthPublisher
 
 LOOPBACK = ("127.0.0.1", 50000)
 DENIED = {"engine": "fx_arbitrage", "action": "scale"}  # band B denies it
@@ -30,6 +31,8 @@ def test_viewer_decisions_do_not_move_health_but_operator_ones_do(
             )
             assert response.status_code == 200
             assert response.json()["allowed"] is False
+        light = app.state.ctx.get(HealthPublisher)
+        light.judge()  # what the server's health task does within moments
         health = client.get("/core/status/ryg", headers=tokens.header("viewer")).json()
         assert health["checks"]["deny_rate"]["status"] == "green"
         assert "0 cone decisions so far" in health["checks"]["deny_rate"]["detail"]
@@ -37,6 +40,7 @@ def test_viewer_decisions_do_not_move_health_but_operator_ones_do(
         assert roles == ["viewer"] * 25
         for _ in range(25):
             client.get("/core/cone/decide", params=DENIED, headers=tokens.header("operator"))
+        light.judge()
         health = client.get("/core/status/ryg", headers=tokens.header("viewer")).json()
         assert health["checks"]["deny_rate"]["status"] == "red"
 

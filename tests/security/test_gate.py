@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from tests.auth.conftest import Tokens, make_app, make_tokens
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, need, owner_headers, pg_available, pg_schema
 from tests.security.helpers import data_dir_digest
+from valhalla_gov.app import create_app
+from valhalla_gov.auth.service import create_token, revoke_token
+from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.security.gate import allowed_host_names, host_name
+from valhalla_gov.settings import Settings
 
 LOOPBACK = ("127.0.0.1", 50000)
 STATE_CHANGE = {"band": "D", "reason": "hostile"}
@@ -23,11 +29,18 @@ STATE_CHANGE = {"band": "D", "reason": "hostile"}
 
 @pytest.fixture
 def strict(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
-    """An app with the default Host list (no 'testserver'), seen from loopback."""
+    """An app with the default Host list (no 'testserver'), used by its owner
+    (the owner credential on every request)."""
+    owner = owner_headers(data_dir)
     app = make_app(data_dir, clock, allowed_hosts=[], cors_origins=["https://ops.example"])
     with TestClient(
-        app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False, client=LOOPBACK
+        app,
+        base_url="http://127.0.0.1:8000",
+        raise_server_exceptions=False,
+        client=LOOPBACK,
+        headers=owner,
     ) as client:
+        assert client.get("/core/whoami").status_code == 200  # its first use, stamped now
         yield client
 
 
@@ -80,8 +93,9 @@ def test_local_names_are_served(strict: TestClient, host: str) -> None:
 
 
 def test_configured_names_are_served(data_dir: Path, clock: FakeClock) -> None:
+    owner = owner_headers(data_dir)
     app = make_app(data_dir, clock, allowed_hosts="ops.lan", bind_host="192.0.2.5")
-    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK, headers=owner) as client:
         for host in ("ops.lan:8000", "192.0.2.5:8000"):
             assert client.get("/core/go/session", headers={"Host": host}).status_code == 200
         assert client.get("/core/go/session", headers={"Host": "other.lan"}).status_code == 421
@@ -170,9 +184,14 @@ class _Channel:
 
 
 def _call(
-    app: Any, method: str, path: str, headers: dict[str, str], channel: _Channel
+    app: Any,
+    method: str,
+    path: str,
+    headers: dict[str, str] | list[tuple[str, str]],
+    channel: _Channel,
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     sent: list[dict[str, Any]] = []
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -187,7 +206,7 @@ def _call(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "headers": [(k.lower().encode(), v.encode()) for k, v in pairs],
         "client": LOOPBACK,
         "server": ("127.0.0.1", 8000),
         "state": {},
@@ -216,10 +235,19 @@ def test_no_token_is_answered_401_without_reading_the_body(
     assert status == 401
 
 
+def _owner(data_dir: Path) -> dict[str, str]:
+    return {"authorization": owner_headers(data_dir)["Authorization"]}
+
+
 def test_a_body_past_the_cap_is_413_from_its_length_alone(data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock, max_body_bytes=2048)
     channel = _Channel([b"{}"])
-    headers = {"host": "localhost", "content-type": "application/json", "content-length": "2049"}
+    headers = {
+        "host": "localhost",
+        "content-type": "application/json",
+        "content-length": "2049",
+        **_owner(data_dir),
+    }
     status, _, body = _call(app, "POST", "/core/go/start_session", headers, channel)
     assert status == 413
     assert "VALHALLA_MAX_BODY_BYTES" in body["detail"]
@@ -228,12 +256,16 @@ def test_a_body_past_the_cap_is_413_from_its_length_alone(data_dir: Path, clock:
 
 def test_streamed_bytes_are_counted(data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock, max_body_bytes=2048)
+    owner = _owner(data_dir)
+    # The credential's first use is stamped in tokens.json: done before.
+    assert _call(app, "GET", "/core/whoami", {"host": "localhost", **owner}, _Channel([]))[0] == 200
     before = data_dir_digest(data_dir)
     channel = _Channel([b" " * 1024] * 3)  # chunked: no Content-Length
     headers = {
         "host": "localhost",
         "content-type": "application/json",
         "transfer-encoding": "chunked",
+        **owner,
     }
     status, _, _ = _call(app, "POST", "/core/go/start_session", headers, channel)
     assert status == 413
@@ -244,7 +276,12 @@ def test_streamed_bytes_are_counted(data_dir: Path, clock: FakeClock) -> None:
 def test_a_body_that_does_not_arrive_in_time_is_408(data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock, body_timeout_seconds=0.3)
     channel = _Channel([b"{", b"}"], delay=0.2)
-    headers = {"host": "localhost", "content-type": "application/json", "content-length": "2"}
+    headers = {
+        "host": "localhost",
+        "content-type": "application/json",
+        "content-length": "2",
+        **_owner(data_dir),
+    }
     status, _, body = _call(app, "POST", "/core/go/start_session", headers, channel)
     assert status == 408
     assert "0.3s" in body["detail"]
@@ -252,7 +289,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408(data_dir: Path, clock: FakeC
 
 def test_a_bad_content_length_is_400(data_dir: Path, clock: FakeClock) -> None:
     app = make_app(data_dir, clock)
-    headers = {"host": "localhost", "content-length": "-1"}
+    headers = {"host": "localhost", "content-length": "-1", **_owner(data_dir)}
     status, _, _ = _call(app, "POST", "/core/go/start_session", headers, _Channel([b""]))
     assert status == 400
 
@@ -263,7 +300,51 @@ def test_a_body_within_the_cap_is_served(strict: TestClient) -> None:
     assert response.json()["notes"] == "n" * 5000
 
 
-def test_the_guard_reuses_the_gates_identity(data_dir: Path, clock: FakeClock) -> None:
+class _RevokingChannel(_Channel):
+    """A body that arrives only after the token that sent it was revoked."""
+
+    def __init__(self, chunks: list[bytes], revoke: Any) -> None:
+        super().__init__(chunks)
+        self.revoke = revoke
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.reads == 0:
+            self.revoke()
+        return await super().__call__()
+
+
+def test_the_route_decides_when_it_runs_not_when_headers_arrived(
+    data_dir: Path, clock: FakeClock
+) -> None:
+    """The gate let the headers through with a valid token; the token is
+    revoked while the body is on its way: the route refuses (the reproduced
+    bug: a POST whose headers came first ran with the rights they had)."""
+    tokens: Tokens = make_tokens(data_dir, clock)
+    app = make_app(data_dir, clock)
+    store = open_json(data_dir)
+
+    def revoke() -> None:
+        revoke_token(store=store, name="owner-bot", actor="t", clock=clock)
+
+    channel = _RevokingChannel([b'{"band": "D", "reason": "late"}'], revoke)
+    headers = {
+        "host": "localhost",
+        "content-type": "application/json",
+        "content-length": "31",
+        "authorization": tokens.header("owner")["Authorization"],
+    }
+    status, _, body = _call(app, "POST", "/core/cone/state", headers, channel)
+    assert status == 401, body
+    assert body["detail"] == "invalid or revoked token"
+    assert channel.reads == 1  # the gate did read the body: the guard refused after it
+    assert not (data_dir / "cone_state.json").exists()
+    with TestClient(app, client=LOOPBACK, headers=owner_headers(data_dir)) as client:
+        assert client.get("/core/cone/state").json()["band"] == "B"
+        events = [e["event"] for e in client.get("/core/audit/events").json()["items"]]
+    assert "CONE_SET" not in events
+
+
+def test_scopes_are_checked_by_the_route_guard(data_dir: Path, clock: FakeClock) -> None:
     tokens: Tokens = make_tokens(data_dir, clock)
     app = make_app(data_dir, clock)
     with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
@@ -272,6 +353,83 @@ def test_the_guard_reuses_the_gates_identity(data_dir: Path, clock: FakeClock) -
         operator = client.post("/core/go/start_session", json={}, headers=tokens.header("operator"))
         assert operator.status_code == 200
         assert operator.json()["started_by"] == "operator-bot"
+
+
+@pytest.mark.parametrize("name", ["Host", "Origin", "Sec-Fetch-Site", "Authorization"])
+def test_a_repeated_header_the_checks_read_is_400(
+    data_dir: Path, clock: FakeClock, name: str
+) -> None:
+    """Two copies could be read differently by the gate and by the route
+    (one checks the first, another the last): the request is refused."""
+    owner = owner_headers(data_dir)["Authorization"]
+    app = make_app(data_dir, clock)
+    before = data_dir_digest(data_dir)
+    base = {
+        "host": "localhost",
+        "origin": "http://localhost",
+        "sec-fetch-site": "same-origin",
+        "authorization": owner,
+        "content-type": "application/json",
+        "content-length": "31",
+    }
+    second = {
+        "host": "attacker.example",
+        "origin": "http://attacker.example",
+        "sec-fetch-site": "cross-site",
+        "authorization": "Bearer vgo_someone-else",
+    }[name.lower()]
+    pairs = [*base.items(), (name.lower(), second)]
+    channel = _Channel([b'{"band": "D", "reason": "twice"}'])
+    status, _, body = _call(app, "POST", "/core/cone/state", pairs, channel)
+    assert status == 400, body
+    assert name.lower() in body["detail"]
+    assert channel.reads == 0
+    assert data_dir_digest(data_dir) == before
+    # Once is fine.
+    status, _, _ = _call(app, "POST", "/core/cone/state", list(base.items()), _Channel([b"{}"]))
+    assert status == 422  # past the gate: the route's own validation
+
+
+def test_websockets_are_refused(client: TestClient) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/core/go/session"),
+    ):
+        pass
+    assert refused.value.code == 1008
+
+
+def test_the_gates_503_on_postgresql_names_no_sql_and_no_url(clock: FakeClock) -> None:
+    need(pg_available(), "PostgreSQL at 127.0.0.1:5432 is needed")
+    with pg_schema() as url:
+        store = open_sql(url)
+        try:
+            _, token = create_token(
+                store=store, name="ops", scopes=["owner"], actor="t", clock=clock
+            )
+        finally:
+            store.close()
+        app = create_app(Settings(database_url=url), clock=clock)
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+            assert client.get("/core/whoami", headers=headers).status_code == 200
+            schema = url.rsplit("%3D", 1)[1]
+            engine = sqlalchemy.create_engine(url)
+            with engine.begin() as conn:  # the database stops answering as expected
+                conn.exec_driver_sql(f"ALTER TABLE {schema}.store_generation RENAME TO gone")
+            try:
+                gate = client.post("/core/cone/state", json=STATE_CHANGE, headers=headers)
+                route = client.get("/core/cone/state", headers=headers)
+            finally:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {schema}.gone RENAME TO store_generation")
+                engine.dispose()
+    for response in (gate, route):
+        assert response.status_code == 503, response.text
+        text = response.text.lower()
+        for leak in ("select", "store_generation", "postgresql", "5432", schema, "[sql"):
+            assert leak not in text, (leak, response.text)
+        assert response.json()["file"] == "database test"  # the database's name alone
 
 
 # -- response headers --

@@ -87,6 +87,11 @@ def _get(path: str, *, host: str = "localhost", extra: bytes = b"") -> bytes:
     return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path.encode(), host.encode(), extra)
 
 
+def _auth(server: LiveServer) -> bytes:
+    """The owner's credential as a header line, for requests written by hand."""
+    return b"Authorization: Bearer %s\r\n" % server.owner_token.encode()
+
+
 def _status(sock: socket.socket, request: bytes) -> str:
     """Send ``request`` (asking for the connection to close); the status line."""
     sock.sendall(request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
@@ -298,7 +303,7 @@ def _stall_a_wave(server: LiveServer) -> list[socket.socket]:
     """Connections that ask for the big answer and never read: half pipeline
     all their requests at once, half send the rest once their output is
     backed up."""
-    request = _get(BIG)
+    request = _get(BIG, extra=_auth(server))
     stalled = [_connect(server, rcvbuf=4096) for _ in range(READERS)]
     for n, sock in enumerate(stalled):
         sock.sendall(request * (PIPELINED if n % 2 else 1))
@@ -313,7 +318,7 @@ def test_clients_that_never_read_hold_one_answer_for_the_write_timeout(
 ) -> None:
     server = big_answers
     assert server.proc is not None
-    whole = httpx.get(f"{server.url}{BIG}", timeout=60)
+    whole = httpx.get(f"{server.url}{BIG}", headers=server.headers, timeout=60)
     assert whole.status_code == 200
     answer = len(whole.content)
     assert answer > 8_000_000  # more than the kernel's socket buffers take
@@ -340,7 +345,9 @@ def test_clients_that_never_read_hold_one_answer_for_the_write_timeout(
     # than one wave's answers (it would be twice that per wave if held).
     grown = rss[-1] - rss[0]
     assert grown < READERS * answer / 2**20, f"RSS per wave: {rss} MiB"
-    assert httpx.get(f"{server.url}{BIG}", timeout=60).content == whole.content
+    assert httpx.get(f"{server.url}{BIG}", headers=server.headers, timeout=60).content == (
+        whole.content
+    )
 
 
 # -- pipelined heads ---------------------------------------------------------------
@@ -352,13 +359,14 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
-def _first_request(kind: str) -> bytes:
+def _first_request(kind: str, server: LiveServer) -> bytes:
     """A request with no body, a sized body or a chunked one."""
     if kind == "no body":
         return _get("/core/healthz")
     body = b'{"engine": "flips", "action": "run"}'
     head = (
         b"POST /core/cone/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        + _auth(server)
     )
     if kind == "sized body":
         return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
@@ -380,7 +388,7 @@ def test_a_pipelined_head_past_the_cap_is_431_after_the_answer_before_it(
     # Both in one send: the second head arrives in the same read as the
     # first request's end.
     with _connect(plain) as sock:
-        sock.sendall(_first_request(kind) + _padded_get(MAX_HEADER_BYTES + 16))
+        sock.sendall(_first_request(kind, plain) + _padded_get(MAX_HEADER_BYTES + 16))
         first, second = _responses(sock, 2)
         assert first == "HTTP/1.1 200 OK"
         assert second == "HTTP/1.1 431 Request Header Fields Too Large"
@@ -390,5 +398,5 @@ def test_a_pipelined_head_past_the_cap_is_431_after_the_answer_before_it(
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_pipelined_head_under_the_cap_is_served(plain: LiveServer, kind: str) -> None:
     with _connect(plain) as sock:
-        sock.sendall(_first_request(kind) + _padded_get(MAX_HEADER_BYTES - 200))
+        sock.sendall(_first_request(kind, plain) + _padded_get(MAX_HEADER_BYTES - 200))
         assert _responses(sock, 2) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]

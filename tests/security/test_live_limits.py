@@ -48,10 +48,10 @@ def _connect(server: LiveServer) -> socket.socket:
 
 
 @pytest.fixture(scope="module")
-def protected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Protected mode (no token), short deadlines, few writes. (Connections
-    per client and busy ones: test_live_connections.py.)"""
-    data_dir = tmp_path_factory.mktemp("protected") / "data"
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A fresh data dir (only the owner credential), short deadlines, few
+    writes. (Connections per client and busy ones: test_live_connections.py.)"""
+    data_dir = tmp_path_factory.mktemp("limited") / "data"
     env = {
         "VALHALLA_HEADER_TIMEOUT_SECONDS": "1",
         "VALHALLA_BODY_TIMEOUT_SECONDS": "1",
@@ -73,13 +73,13 @@ def tokened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
         yield server, token
 
 
-def test_rebinding_is_refused_over_http(protected: LiveServer) -> None:
-    hostile = {"Host": f"attacker.example:{protected.port}"}
-    with httpx.Client(base_url=protected.url, timeout=10) as http:
+def test_rebinding_is_refused_over_http(limited: LiveServer) -> None:
+    hostile = {"Host": f"attacker.example:{limited.port}"}
+    with limited.client() as http:
         response = http.post(
             "/core/cone/state",
             json={"band": "D", "reason": "rebinding"},
-            headers={**hostile, "Origin": f"http://attacker.example:{protected.port}"},
+            headers={**hostile, "Origin": f"http://attacker.example:{limited.port}"},
         )
         assert response.status_code == 421
         img = http.get(
@@ -92,10 +92,10 @@ def test_rebinding_is_refused_over_http(protected: LiveServer) -> None:
         assert http.get("/core/audit/events").json()["items"] == []
 
 
-def test_forwarded_for_is_not_believed_by_default(protected: LiveServer) -> None:
-    """X-Forwarded-For from 127.0.0.1 neither makes a client remote nor
-    gives it a fresh per-address rate-limit counter."""
-    with httpx.Client(base_url=protected.url, timeout=10) as http:
+def test_forwarded_for_is_not_believed_by_default(limited: LiveServer) -> None:
+    """X-Forwarded-For from 127.0.0.1 gives no fresh rate-limit counter (they
+    are per identity) and changes nobody's identity."""
+    with limited.client() as http:
         statuses = []
         for n in range(4):
             spoof = {"X-Forwarded-For": f"203.0.113.{n}"}
@@ -105,7 +105,11 @@ def test_forwarded_for_is_not_believed_by_default(protected: LiveServer) -> None
             statuses.append(response.status_code)
         assert statuses == [200, 200, 200, 429]
         who = http.get("/core/whoami", headers={"X-Forwarded-For": "localhost"}).json()
-        assert who["via"] == "local"
+        assert who["name"] == "local"
+        anonymous = httpx.get(
+            f"{limited.url}/core/whoami", headers={"X-Forwarded-For": "127.0.0.1"}, timeout=10
+        )
+        assert anonymous.status_code == 401  # nor does it make anyone local
 
 
 def test_forwarded_for_is_believed_from_a_trusted_proxy(tokened: tuple[LiveServer, str]) -> None:
@@ -125,55 +129,64 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(tokened: tuple[LiveServe
     assert "198.51.100.23" in clients
 
 
-def test_a_huge_header_is_refused_and_the_server_lives_on(protected: LiveServer) -> None:
-    with _connect(protected) as sock:
+def test_a_huge_header_is_refused_and_the_server_lives_on(limited: LiveServer) -> None:
+    with _connect(limited) as sock:
         sock.sendall(b"GET /core/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ")
         with contextlib.suppress(OSError):  # the server may close while we send
             for _ in range(20):
                 sock.sendall(b"a" * MB)
         status = _status_line(sock)
     assert status.startswith("HTTP/1.1 4"), status
-    assert httpx.get(f"{protected.url}/core/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{limited.url}/core/healthz", timeout=10).status_code == 200
 
 
-def _request_head(extra_header_bytes: int) -> bytes:
+def _auth(server: LiveServer) -> bytes:
+    return b"Authorization: Bearer " + server.owner_token.encode() + b"\r\n"
+
+
+def _request_head(server: LiveServer, extra_header_bytes: int) -> bytes:
     return (
         b"GET /core/whoami HTTP/1.1\r\nHost: localhost\r\n"
-        b"X-Pad: " + b"p" * extra_header_bytes + b"\r\n\r\n"
+        + _auth(server)
+        + b"X-Pad: "
+        + b"p" * extra_header_bytes
+        + b"\r\n\r\n"
     )
 
 
 def test_a_head_just_past_the_cap_is_431_and_one_just_under_is_served(
-    protected: LiveServer,
+    limited: LiveServer,
 ) -> None:
-    with _connect(protected) as sock:
-        sock.sendall(_request_head(MAX_HEADER_BYTES + 16))
+    with _connect(limited) as sock:
+        sock.sendall(_request_head(limited, MAX_HEADER_BYTES + 16))
         assert _status_line(sock) == "HTTP/1.1 431 Request Header Fields Too Large"
-    with _connect(protected) as sock:
-        sock.sendall(_request_head(MAX_HEADER_BYTES - 200))
+    with _connect(limited) as sock:
+        sock.sendall(_request_head(limited, MAX_HEADER_BYTES - 200))
         assert _status_line(sock) == "HTTP/1.1 200 OK"
 
 
 def test_the_head_cap_counts_each_request_on_a_kept_alive_connection(
-    protected: LiveServer,
+    limited: LiveServer,
 ) -> None:
     # Several heads under the cap on one connection: each is counted alone,
     # even when the end of a head is split across reads.
-    with _connect(protected) as sock:
+    with _connect(limited) as sock:
         for _ in range(3):
-            head = _request_head(MAX_HEADER_BYTES // 2)
+            head = _request_head(limited, MAX_HEADER_BYTES // 2)
             sock.sendall(head[:-3])
             time.sleep(0.05)
             sock.sendall(head[-3:])
             assert _one_response(sock) == "HTTP/1.1 200 OK"
 
 
-def test_a_body_arriving_with_its_head_does_not_count_as_head(protected: LiveServer) -> None:
+def test_a_body_arriving_with_its_head_does_not_count_as_head(limited: LiveServer) -> None:
     body = json.dumps({"notes": "n" * (MAX_HEADER_BYTES + 8000)}).encode()
-    with _connect(protected) as sock:
+    with _connect(limited) as sock:
         sock.sendall(
             b"POST /core/go/end_session HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            + _auth(limited)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         status = _status_line(sock)
     assert not status.startswith("HTTP/1.1 431"), status
@@ -198,18 +211,19 @@ def _one_response(sock: socket.socket) -> str:
     return lines[0].decode()
 
 
-def test_slow_headers_are_cut_off(protected: LiveServer) -> None:
-    with _connect(protected) as sock:
+def test_slow_headers_are_cut_off(limited: LiveServer) -> None:
+    with _connect(limited) as sock:
         sock.sendall(b"GET /core/healthz HTTP/1.1\r\nHost: localh")
         # The one-second header deadline closes the connection: recv sees EOF.
         assert sock.recv(4096) == b""
 
 
-def test_a_slow_body_is_408(protected: LiveServer) -> None:
-    with _connect(protected) as sock:
+def test_a_slow_body_is_408(limited: LiveServer) -> None:
+    with _connect(limited) as sock:
         sock.sendall(
             b"POST /core/go/end_session HTTP/1.1\r\nHost: localhost\r\n"
-            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"no'
+            + _auth(limited)
+            + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"no'
         )
         assert _status_line(sock) == "HTTP/1.1 408 Request Timeout"
 

@@ -9,12 +9,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, need
 from tests.live.server import VALHALLA
 from valhalla_gov.auth.service import create_token
 from valhalla_gov.compose import open_json
@@ -141,3 +142,85 @@ def test_another_user_cannot_take_the_lock(open_parent: Path, clock: FakeClock) 
     control.touch()
     control.chmod(0o644)
     assert run_as_nobody(control).stdout.strip() == "LOCKED"
+
+
+# -- links planted in a data dir are never written through --
+
+
+# A file outside the data dir that a planted link points at; its text parses
+# as what the data dir's file would hold, so the store reads on and writes.
+PRECIOUS = '{"tokens": [], "precious": true}\n'
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim.conf"
+    path.write_text(PRECIOUS)
+    path.chmod(0o644)
+    return path
+
+
+def test_a_planted_document_link_is_replaced_not_followed(
+    tmp_path: Path, clock: FakeClock, victim: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    open_json(data_dir)
+    (data_dir / "tokens.json").symlink_to(victim)
+    # The temp file's name too (this process and thread's own).
+    tmp_name = f".tokens.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    (data_dir / tmp_name).symlink_to(victim)
+    store = open_json(data_dir)
+    create_token(store=store, name="ops", scopes=["owner"], actor="a", clock=clock)
+    assert victim.read_text() == PRECIOUS
+    assert not (data_dir / "tokens.json").is_symlink()
+    assert not (data_dir / tmp_name).exists()
+
+
+@pytest.mark.parametrize("name", ["audit.log", LOCK_FILE])
+def test_a_planted_link_for_an_append_or_the_lock_is_refused(
+    tmp_path: Path, clock: FakeClock, victim: Path, name: str
+) -> None:
+    data_dir = tmp_path / "data"
+    open_json(data_dir)
+    (data_dir / name).symlink_to(victim)
+    store = open_json(data_dir)
+    with pytest.raises(StorageUnavailableError, match="symbolic link"):
+        create_token(store=store, name="ops", scopes=["owner"], actor="a", clock=clock)
+    assert victim.read_text() == PRECIOUS
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644  # the lock's chmod did not reach it
+
+
+def test_a_planted_owner_credential_link_is_refused(tmp_path: Path, victim: Path) -> None:
+    data_dir = tmp_path / "data"
+    open_json(data_dir)
+    (data_dir / "owner.token").symlink_to(victim)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VALHALLA_")}
+    result = subprocess.run(
+        [VALHALLA, "init", str(data_dir)], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 1
+    assert "symbolic link" in result.stderr
+    assert victim.read_text() == PRECIOUS
+
+
+def test_a_log_another_account_owns_is_not_appended_to(tmp_path: Path, clock: FakeClock) -> None:
+    need(os.geteuid() == 0, "giving a file to another account needs root")
+    data_dir = tmp_path / "data"
+    store = open_json(data_dir)
+    set_cone_state(store=store, band="C", reason="r", metrics=None, actor="a", clock=clock)
+    log = data_dir / "audit.log"
+    before = log.read_bytes()
+    os.chown(log, NOBODY, NOBODY)
+    with pytest.raises(StorageUnavailableError, match=f"chown 0 {log}"):
+        set_cone_state(store=store, band="D", reason="r", metrics=None, actor="a", clock=clock)
+    assert log.read_bytes() == before
+
+
+def test_a_data_dir_another_account_owns_is_refused(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "giving a dir to another account needs root")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    os.chown(data_dir, NOBODY, NOBODY)
+    with pytest.raises(StorageUnavailableError, match=f"chown -R root {data_dir}"):
+        open_json(data_dir)
+    assert list(data_dir.iterdir()) == []

@@ -41,7 +41,12 @@ def test_run_dirs_are_private_and_removed_at_exit(tmp_path: Path, stop: str) -> 
         counters = made["valhalla-ratelimit"] / RATE_LIMIT_DB
         assert stat.S_IMODE(counters.stat().st_mode) == 0o600
         decide = {"engine": "flips", "action": "run"}
-        assert httpx.post(f"{server.url}/core/cone/decide", json=decide).status_code == 200
+        assert (
+            httpx.post(
+                f"{server.url}/core/cone/decide", json=decide, headers=server.headers
+            ).status_code
+            == 200
+        )
     finally:
         if group:
             server.kill(sig)

@@ -82,8 +82,9 @@ def test_a_write_on_one_replica_is_read_by_the_next_get_on_the_other(
     with (
         LiveServer(tmp_path / "a", env=env) as one,
         LiveServer(tmp_path / "b", env=env) as two,
-        httpx.Client(base_url=one.url, timeout=30) as a,
-        httpx.Client(base_url=two.url, timeout=30) as b,
+        # One owner credential for the database, its file in the first's data dir.
+        httpx.Client(base_url=one.url, timeout=30, headers=one.headers) as a,
+        httpx.Client(base_url=two.url, timeout=30, headers=one.headers) as b,
     ):
         toggles = 0
         for n, band in enumerate("ABCDBA"):

@@ -66,6 +66,7 @@ def test_files_are_the_documented_ones(jstore: JsonStore) -> None:
         "thresholds": "thresholds.json",
         "health_mark": "health_mark.json",
         "tokens": "tokens.json",
+        "signin_codes": "signin_codes.json",
         "webhooks": "webhooks.json",
         "webhook_outbox": "webhook_outbox.json",
     }

@@ -128,8 +128,9 @@ def quiet_server(server_pool: ServerPool) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def http(server: LiveServer) -> Iterator[httpx.Client]:
-    """The API, called from the test as another client would."""
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    """The API, called from the test as another client of the owner would
+    (the CLI on the server's machine: the data dir's owner credential)."""
+    with server.client() as client:
         yield client
 
 

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx2 as httpx
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.live.server import LiveServer
@@ -23,9 +22,9 @@ DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 NAMES = ("go-phone.png", "go-desktop.png")
 
 
-def populate(base_url: str) -> None:
+def populate(server: LiveServer) -> None:
     """One ended session in the history, an active one with three steps done."""
-    with httpx.Client(base_url=base_url, timeout=10) as http:
+    with server.client() as http:
 
         def post(path: str, body: dict[str, object]) -> None:
             http.post(path, json=body).raise_for_status()
@@ -44,12 +43,12 @@ def populate(base_url: str) -> None:
         post("/core/go/complete", {"step_id": "confirm_boring_sop", "notes": "SOP v2 signed off"})
 
 
-def _open(browser: Browser, url: str, viewport: ViewportSize, scale: float) -> Page:
+def _open(browser: Browser, server: LiveServer, viewport: ViewportSize, scale: float) -> Page:
     context = browser.new_context(
         viewport=viewport, device_scale_factor=scale, color_scheme="light", locale="en-GB"
     )
     page = context.new_page()
-    page.goto(url)
+    page.goto(server.new_signin_link())
     expect(page.locator("#session-state")).to_contain_text("Active since")
     expect(page.locator("#history-list > li")).to_have_count(1)
     expect(page.locator("#audit-list > li").first).to_be_visible()
@@ -57,16 +56,17 @@ def _open(browser: Browser, url: str, viewport: ViewportSize, scale: float) -> P
     return page
 
 
-def take_screenshots(browser: Browser, url: str, out_dir: Path) -> list[Path]:
-    """Phone (first screen, 2x) and desktop (whole page) PNGs of the page at ``url``."""
+def take_screenshots(browser: Browser, server: LiveServer, out_dir: Path) -> list[Path]:
+    """Phone (first screen, 2x) and desktop (whole page) PNGs of the page,
+    each signed in with a link of its own."""
     out_dir.mkdir(parents=True, exist_ok=True)
     phone_path, desktop_path = (out_dir / name for name in NAMES)
 
-    phone = _open(browser, url, PHONE, 2)
+    phone = _open(browser, server, PHONE, 2)
     phone.screenshot(path=str(phone_path))
     phone.context.close()
 
-    desktop = _open(browser, url, DESKTOP, 1)
+    desktop = _open(browser, server, DESKTOP, 1)
     desktop.screenshot(path=str(desktop_path), full_page=True)
     desktop.context.close()
     return [phone_path, desktop_path]
@@ -78,11 +78,11 @@ def main() -> int:
         print("Chromium is missing: run `make browser` (or `apt-get install chromium`)")
         return 1
     with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "data") as server:
-        populate(server.url)
+        populate(server)
         playwright = sync_playwright().start()
         try:
             browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-            for written in take_screenshots(browser, server.url + "/", DOCS_DIR):
+            for written in take_screenshots(browser, server, DOCS_DIR):
                 print(f"wrote {written} ({written.stat().st_size // 1024} KiB)")
             browser.close()
         finally:

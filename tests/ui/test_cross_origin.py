@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from playwright.sync_api import Browser
 
@@ -100,7 +99,7 @@ def test_a_page_from_another_origin_cannot_act(
     assert ("POST", "/core/go/start_session", 403) in seen, seen
     assert ("POST", "/core/cone/state", 403) in seen, seen
     assert all(status >= 400 for _, path, status in seen if path != "/core/healthz"), seen
-    with httpx.Client(base_url=target.url, timeout=10) as http:
+    with target.client() as http:
         assert http.get("/core/cone/state").json()["band"] == "B"
         assert http.get("/core/audit/events").json()["items"] == []
         assert http.get("/core/go/session").json()["active"] is False
@@ -129,6 +128,9 @@ def test_the_api_docs_render_from_shipped_files_under_the_page_policy(
             "request", lambda r: outside.append(r.url) if not r.url.startswith(target.url) else None
         )
         tab.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        # Signed in on the GO page first: the docs use the credential it keeps.
+        tab.goto(target.new_signin_link())
+        tab.wait_for_selector("#main:not([hidden])", timeout=20_000)
         tab.goto(f"{target.url}/docs")
         tab.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
         assert "Valhalla GO" in tab.inner_text(".swagger-ui .info .title")

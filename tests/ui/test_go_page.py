@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from playwright.sync_api import Browser, FloatRect, Locator, Page, Route, expect
+from playwright.sync_api import Browser, FloatRect, Locator, Page, expect
 
 from tests.live.server import LiveServer
 from tests.ui.conftest import DESKTOP, PHONE
@@ -26,9 +26,11 @@ NO_VALUE = "\u2013"  # the en dash the page shows before data arrives
 STEP_TITLES: list[str] = [str(step["title"]) for step in DEFAULT_PLAYBOOK["steps"]]
 
 
-def open_page(page: Page, server: LiveServer) -> None:
-    """Open the page and wait until the first summary is on it."""
-    page.goto(server.url + "/")
+def open_page(page: Page, server: LiveServer, *, link: bool = True) -> None:
+    """Open the page with a fresh sign-in link, as its owner does (``link``
+    False: with the credential the tab keeps already), and wait until the
+    first summary is on it."""
+    page.goto(server.new_signin_link() if link else server.url + "/")
     expect(page.locator("#band-letter")).not_to_have_text(NO_VALUE)
 
 
@@ -160,22 +162,83 @@ def test_an_end_that_ended_nothing_says_so_and_keeps_the_notes(
     assert last["active"] is False
 
 
-def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
+def test_a_fresh_page_shows_one_calm_signin_screen(page: Page, server: LiveServer) -> None:
+    page.goto(server.url + "/")
+    signin = page.locator("#signin")
+    expect(signin).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(signin).to_contain_text("valhalla token link")
+    expect(page.get_by_label("Or paste an API token")).to_be_visible()
+    # Nothing else: no panels, no red boxes, no server text.
+    expect(page.locator("#main")).to_be_hidden()
+    expect(page.locator(".panel-status:visible")).to_have_count(0)
+    expect(message(page)).to_be_empty()
+    expect(page.locator("#identity")).to_have_text("Not signed in.")
+    expect(signin).not_to_contain_text("Bearer")
+
+
+def test_a_signin_link_signs_the_page_in_once(
+    page: Page, browser: Browser, server: LiveServer
+) -> None:
+    link = server.new_signin_link()
+    code = link.split("#signin=", 1)[1]
+    page.goto(link)
+    expect(page.locator("#identity")).to_have_text(
+        re.compile(r"^Signed in as page-\d{8}-[0-9a-f]{4} \(owner\)\.$")
+    )
+    expect(page.locator("#band-letter")).to_have_text("B")
+    expect(page.locator("#band-panel")).to_be_visible()  # the owner's controls
+    # The code is gone from the address bar (and from this tab's history).
+    assert "signin" not in page.url
+    assert page.url.rstrip("/") == server.url
+    token = page.evaluate("localStorage.getItem('valhalla.go.token')")
+    assert token.startswith("vgo_")
+    page.reload()
+    expect(page.locator("#identity")).to_contain_text("Signed in as page-")
+    expect(page.locator("#band-letter")).to_have_text("B")
+    # The page's credential is a token like any other: listed, named, revocable.
+    with server.client() as http:
+        pages = [t for t in http.get("/core/tokens").json() if t["kind"] == "page"]
+    assert len(pages) == 1
+    # The same link a second time, in another browser, is refused.
+    other = browser.new_context(viewport=DESKTOP).new_page()
+    try:
+        other.goto(link)
+        expect(other.locator("#signin-reason")).to_contain_text("used already")
+        expect(other.locator("#main")).to_be_hidden()
+        assert "signin" not in other.url
+        assert other.evaluate("localStorage.getItem('valhalla.go.token')") is None
+    finally:
+        other.context.close()
+    assert code not in page.url
+
+
+def test_a_revoked_page_credential_returns_to_the_signin_screen(
+    page: Page, server: LiveServer
+) -> None:
+    open_page(page, server)
+    name = page.locator("#identity").inner_text().split()[3]
+    with server.client() as http:
+        assert http.delete(f"/core/tokens/{name}").status_code == 200
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#signin-reason")).to_contain_text("no longer works")
+    expect(page.locator("#main")).to_be_hidden()
+    assert page.evaluate("localStorage.getItem('valhalla.go.token')") is None
+
+
+def test_a_pasted_token_is_used_and_kept(page: Page, server: LiveServer) -> None:
     store = open_json(server.data_dir)
     _, viewer = create_token(
         store=store, name="watcher", scopes=["viewer"], actor="test", clock=utc_now
     )
     _, token = create_token(store=store, name="ops", scopes=["owner"], actor="test", clock=utc_now)
     page.goto(server.url + "/")
-    token_field = page.get_by_label("Your API token")
-    expect(token_field).to_be_visible()
-    expect(token_field).to_be_focused()
-    expect(page.locator("#token-reason")).to_contain_text("missing bearer token")
-    expect(message(page)).to_contain_text("asks for an API token")
-
+    token_field = page.get_by_label("Or paste an API token")
     token_field.fill("vgo_not-the-right-one")
     page.get_by_role("button", name="Use this token").click()
-    expect(page.locator("#token-reason")).to_contain_text("invalid or revoked token")
+    expect(page.locator("#signin-reason")).to_contain_text("did not accept that token")
+    expect(page.locator("#main")).to_be_hidden()
 
     # A viewer token reads, but the page offers it nothing to change.
     token_field.fill(viewer)
@@ -186,7 +249,8 @@ def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
     expect(page.get_by_role("checkbox", name=STEP_TITLES[0], exact=True)).to_be_disabled()
     expect(page.locator("#band-panel")).to_be_hidden()
 
-    page.get_by_role("button", name="API token", exact=True).click()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#signin-reason")).to_contain_text("Signed out")
     token_field.fill(token)
     page.get_by_role("button", name="Use this token").click()
     expect(page.locator("#identity")).to_have_text("Signed in as ops (owner).")
@@ -194,7 +258,6 @@ def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
     expect(page.locator("#band-panel")).to_be_visible()
     expect(token_field).to_be_hidden()
     expect(page.locator("#band-letter")).to_have_text("B")
-    expect(message(page)).to_contain_text("Token accepted")
 
     page.reload()
     expect(page.locator("#identity")).to_have_text("Signed in as ops (owner).")
@@ -205,50 +268,17 @@ def test_token_asked_for_and_kept(page: Page, server: LiveServer) -> None:
     expect(page.locator("#session-state")).to_contain_text("started by ops")
 
 
-def test_a_late_refusal_of_a_replaced_token_leaves_the_form_alone(
-    page: Page, server: LiveServer
-) -> None:
-    # The page's first reads go out without a token. When one of them is
-    # answered only after the operator has tried a token, its "missing bearer
-    # token" must not replace the answer to the token tried (it did on a busy
-    # CI machine).
-    create_token(
-        store=open_json(server.data_dir), name="ops", scopes=["owner"], actor="test", clock=utc_now
-    )
-    held: list[Route] = []
-
-    def hold_tokenless(route: Route) -> None:
-        if "authorization" in route.request.headers:
-            route.continue_()
-        else:
-            held.append(route)
-
-    page.route("**/core/go/summary", hold_tokenless)
-    page.goto(server.url + "/")
-    reason = page.locator("#token-reason")
-    expect(reason).to_contain_text("missing bearer token")
-    page.get_by_label("Your API token").fill("vgo_not-the-right-one")
-    page.get_by_role("button", name="Use this token").click()
-    expect(reason).to_contain_text("invalid or revoked token")
-
-    assert held, "the page's first summary read was not held: the test proves nothing"
-    for route in held:
-        route.continue_()
-    # The late answer arrives and is reported, but the form keeps its reason.
-    expect(message(page)).to_contain_text("Could not refresh")
-    expect(reason).to_contain_text("invalid or revoked token")
-    expect(page.get_by_label("Your API token")).to_be_visible()
-
-
 def test_rate_limit_shows_the_retry_time(page: Page, tmp_path: Path) -> None:
     env = {"VALHALLA_RATE_LIMIT_START_SESSION": "1/hour"}
-    with (
-        LiveServer(tmp_path / "data", env=env) as server,
-        httpx.Client(base_url=server.url, timeout=10) as http,
-    ):
-        assert http.post("/core/go/start_session", json={}).status_code == 200
-        assert http.post("/core/go/end_session", json={}).status_code == 200
+    with LiveServer(tmp_path / "data", env=env) as server:
         open_page(page, server)
+        # Limits are per credential: the hour's start is used up by this page's own.
+        token = page.evaluate("localStorage.getItem('valhalla.go.token')")
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=server.url, timeout=10, headers=auth) as http:
+            assert http.post("/core/go/start_session", json={}).status_code == 200
+            assert http.post("/core/go/end_session", json={}).status_code == 200
+        expect(history_rows(page)).to_have_count(1)
         page.get_by_role("button", name="Start session").click()
         expect(message(page)).to_contain_text("Rate limit reached")
         expect(message(page)).to_contain_text(
@@ -383,7 +413,7 @@ def test_accessibility_basics_and_nothing_from_outside(
     for label in ("Session notes", "Reason for the change"):
         expect(page.get_by_label(label, exact=True)).to_be_visible()
     expect(page.get_by_label("Band", exact=True)).to_be_visible()
-    expect(page.get_by_label("Your API token")).to_be_attached()
+    expect(page.get_by_label("Or paste an API token")).to_be_attached()
     for title in STEP_TITLES:
         expect(page.get_by_role("checkbox", name=title, exact=True)).to_be_attached()
         expect(page.get_by_label(f"Notes for “{title}”", exact=True)).to_be_attached()
@@ -407,8 +437,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_screenshots(browser: Browser, server: LiveServer, tmp_path: Path) -> None:
-    populate(server.url)
-    shots = take_screenshots(browser, server.url + "/", tmp_path / "shots")
+    populate(server)
+    shots = take_screenshots(browser, server, tmp_path / "shots")
     phone, desktop = shots
     assert _png_size(phone) == (PHONE["width"] * 2, PHONE["height"] * 2)
     assert _png_size(desktop)[0] == DESKTOP["width"]

@@ -9,7 +9,6 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -104,7 +103,7 @@ def test_charts_with_text_alternatives_that_follow_new_sessions(
         assert all(url.startswith(server.url) for url in requested)
 
         # A session ended elsewhere shows in the charts without a reload.
-        with httpx.Client(base_url=server.url, timeout=10) as http:
+        with server.client() as http:
             http.post("/core/go/start_session", json={}).raise_for_status()
             http.post("/core/go/end_session", json={}).raise_for_status()
         expect(page.locator("#insights .chart-desc").first).to_contain_text(

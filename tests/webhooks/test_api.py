@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_headers
 from tests.webhooks.receiver import Receiver
 from valhalla_gov.app import create_app
 from valhalla_gov.compose import open_json
@@ -25,8 +25,11 @@ URL = "https://hooks.example.com/services/T000/B000/sekrit-path"
 @pytest.fixture
 def api(data_dir: Path, clock: FakeClock) -> Iterator[TestClient]:
     # No background sender here: these tests look at the routes alone.
+    owner = owner_headers(data_dir)
     app = create_app(Settings(data_dir=data_dir, webhook_worker=False), clock=clock)
-    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as c:
+    with TestClient(
+        app, raise_server_exceptions=False, client=("127.0.0.1", 50000), headers=owner
+    ) as c:
         yield c
 
 

@@ -51,8 +51,9 @@ def wait_until(check: object, timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def set_band(url: str, band: str, reason: str) -> None:
-    resp = httpx.post(f"{url}/core/cone/state", json={"band": band, "reason": reason}, timeout=10)
+def set_band(server: LiveServer, band: str, reason: str) -> None:
+    with server.client() as http:
+        resp = http.post("/core/cone/state", json={"band": band, "reason": reason})
     assert resp.status_code == 200, resp.text
 
 
@@ -64,7 +65,7 @@ def test_kill_9_between_the_write_and_the_delivery(data_dir: Path, clock: FakeCl
     server = LiveServer(data_dir, env=FAST).start()
     try:
         started = time.monotonic()
-        set_band(server.url, "C", "written before the crash")
+        set_band(server, "C", "written before the crash")
         assert time.monotonic() - started < 2  # the write did not wait for the receiver
 
         def attempted() -> bool:
@@ -98,10 +99,10 @@ def test_two_workers_send_each_event_once(data_dir: Path, clock: FakeClock) -> N
         with LiveServer(data_dir, workers=2, env=FAST) as server:
             bands = "CDABCDABCD"
             for n, band in enumerate(bands):
-                set_band(server.url, band, f"write {n}")
+                set_band(server, band, f"write {n}")
             got = rx.wait_for(len(bands))
             time.sleep(1.0)  # time for any duplicate to arrive
-            metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+            metrics = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=10).text
         assert len(rx.received) == len(bands)
     reasons = [r.json["payload"]["reason"] for r in got]
     assert reasons == [f"write {n}" for n in range(len(bands))]  # in log order
@@ -117,38 +118,47 @@ def test_the_cli_over_http(tmp_path: Path, data_dir: Path) -> None:
     # At info level, where httpx would log every request's full URL.
     with Receiver() as rx, LiveServer(data_dir, env=FAST, log_level="info") as server:
         remote = ("--url", server.url)
-        added = cli.run("webhook", "add", rx.url, "--name", "chat", "--format", "slack", *remote)
+        # On the server's machine: the data dir's owner credential, no token.
+        here: dict[str, str | None] = {"VALHALLA_DATA_DIR": str(data_dir)}
+        added = cli.run(
+            "webhook", "add", rx.url, "--name", "chat", "--format", "slack", *remote, env=here
+        )
         assert added.exit_code == 0, added.output
         secret = added.output.rstrip("\n").splitlines()[-1]
         assert secret.startswith("whsec_")
         assert secret.strip() == secret
-        listed = cli.run("webhook", "list", *remote)
+        listed = cli.run("webhook", "list", *remote, env=here)
         assert listed.exit_code == 0, listed.output
         assert "chat" in listed.output
         assert rx.url in listed.output
         assert "slack" in listed.output
         assert secret not in listed.output
-        tested = cli.run("webhook", "test", "chat", *remote)
+        tested = cli.run("webhook", "test", "chat", *remote, env=here)
         assert tested.exit_code == 0, tested.output
         assert "HTTP 200" in tested.output
         test_delivery = next(r for r in rx.received if r.event == "WEBHOOK_TEST")
         assert test_delivery.signed_with(secret)
         assert set(test_delivery.json) == {"text"}
         # The session start reaches the chat as text.
-        resp = httpx.post(f"{server.url}/core/go/start_session", json={"notes": "hi"}, timeout=10)
+        resp = httpx.post(
+            f"{server.url}/core/go/start_session",
+            json={"notes": "hi"},
+            headers=server.headers,
+            timeout=10,
+        )
         assert resp.status_code == 200
         wait_until(lambda: any(r.event == "GO_SESSION_START" for r in rx.received))
         chat = next(r for r in rx.received if r.event == "GO_SESSION_START")
         assert "GO session started by local" in chat.json["text"]
         assert chat.signed_with(secret)
         rx.status = 503
-        failed = cli.run("webhook", "test", "chat", *remote)
+        failed = cli.run("webhook", "test", "chat", *remote, env=here)
         assert failed.exit_code == 1
         assert "HTTP 503" in failed.output
-        removed = cli.run("webhook", "remove", "chat", *remote)
+        removed = cli.run("webhook", "remove", "chat", *remote, env=here)
         assert removed.exit_code == 0, removed.output
-        assert cli.run("webhook", "remove", "chat", *remote).exit_code == 2
-        assert "no webhooks" in cli.run("webhook", "list", *remote).output
+        assert cli.run("webhook", "remove", "chat", *remote, env=here).exit_code == 2
+        assert "no webhooks" in cli.run("webhook", "list", *remote, env=here).output
     log = (data_dir.parent / f"server-{server.port}.log").read_text()
     assert secret not in log
     assert "HTTP Request" not in log  # httpx's per-request line, with the URL
@@ -170,9 +180,11 @@ def test_a_webhook_with_an_unusable_url_jams_nothing(data_dir: Path, clock: Fake
         path.write_text(json.dumps(doc))
         with LiveServer(data_dir, env=FAST) as server:
             for n, band in enumerate("CDA"):
-                set_band(server.url, band, f"write {n}")
+                set_band(server, band, f"write {n}")
             got = rx.wait_for(3)
-            tested = httpx.post(f"{server.url}/core/webhooks/bad/test", timeout=10)
+            tested = httpx.post(
+                f"{server.url}/core/webhooks/bad/test", headers=server.headers, timeout=10
+            )
 
             def bad_failing() -> bool:
                 cursors = outbox(data_dir)["cursors"]
@@ -181,7 +193,9 @@ def test_a_webhook_with_an_unusable_url_jams_nothing(data_dir: Path, clock: Fake
 
             wait_until(bad_failing)
             time.sleep(1.0)  # time for any repeat to arrive
-            listed = httpx.get(f"{server.url}/core/webhooks", timeout=10).json()
+            listed = httpx.get(
+                f"{server.url}/core/webhooks", headers=server.headers, timeout=10
+            ).json()
         assert len(rx.received) == 3  # each once: the broken one did not restart the pass
     assert [r.json["payload"]["reason"] for r in got] == ["write 0", "write 1", "write 2"]
     for r in got:
@@ -220,7 +234,7 @@ def test_an_idle_server_writes_nothing_for_webhooks_json(data_dir: Path, clock: 
             open_json(data_dir), Settings(data_dir=data_dir), clock, rx.url, events=["CONE_SET"]
         )
         with LiveServer(data_dir, env=FAST) as server:
-            set_band(server.url, SAME_BAND, "one event")
+            set_band(server, SAME_BAND, "one event")
             rx.wait_for(1)
 
             def marks() -> dict[str, tuple[int, int, int]]:
@@ -253,7 +267,7 @@ def test_an_idle_server_writes_nothing_for_webhooks_postgres(
             add_hook(store, settings, clock, rx.url, events=["CONE_SET"])
             env = {**FAST, "VALHALLA_DATABASE_URL": pg_url, "VALHALLA_WEBHOOK_KEY": KEY}
             with LiveServer(tmp_path / "data", workers=2, env=env) as server:
-                set_band(server.url, SAME_BAND, "one event")
+                set_band(server, SAME_BAND, "one event")
                 rx.wait_for(1)
 
                 def generation() -> int:

@@ -1,4 +1,4 @@
-"""Auth schemas: scopes, stored token records, the acting identity."""
+"""Auth schemas: scopes, stored token records, sign-in codes, the acting identity."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ Scope = Literal["viewer", "operator", "owner"]
 SCOPE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "owner": 2}
 SCOPES: tuple[Scope, ...] = ("viewer", "operator", "owner")
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 - a name pattern
+# token: made with `valhalla token create` / POST /core/tokens; page: made for
+# the GO page by a sign-in link; owner_credential: the data dir's owner.token.
+TokenKind = Literal["token", "page", "owner_credential"]
+# Identity.via: a bearer token (any kind), or the operator at the data dir
+# (a local command, in process: no HTTP client involved).
+Via = Literal["token", "local"]
 
 
 class TokenRecord(BaseModel):
@@ -21,6 +27,17 @@ class TokenRecord(BaseModel):
     sha256: str
     created_at_utc: str
     last_used_at_utc: str | None = None
+    # Absent in records written before sign-in links and the owner credential.
+    kind: TokenKind = "token"
+
+
+class SigninCode(BaseModel):
+    """A sign-in link's one-time code, stored as its SHA-256 until used or expired."""
+
+    sha256: str
+    created_at_utc: str
+    expires_at_utc: str
+    created_by: str
 
 
 class TokenInfo(BaseModel):
@@ -30,6 +47,11 @@ class TokenInfo(BaseModel):
     scopes: list[Scope] = Field(description="What it may do: viewer, operator, owner.")
     created_at_utc: str = Field(description="When it was created (UTC, Z).")
     last_used_at_utc: str | None = Field(description="When it was last used; null if never.")
+    kind: TokenKind = Field(
+        default="token",
+        description="token: created by an owner; page: made for the GO page by a sign-in "
+        "link; owner_credential: the owner credential kept in the server's data dir.",
+    )
 
 
 class TokenList(RootModel[list[TokenInfo]]):
@@ -60,26 +82,45 @@ class TokenCreated(TokenInfo):
 
     token: str = Field(description="Send it as 'Authorization: Bearer <token>'.")
     ended_protected_mode: bool = Field(
-        description="True for the first token: from now on every client needs a token."
+        default=False,
+        description="Always false: there is no protected mode any more (every client needs "
+        "a credential). Kept for clients written for earlier versions.",
     )
+
+
+class SigninRequest(BaseModel):
+    """The one-time code of a sign-in link (what follows ``#signin=``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "Xy3..."}]})
+
+    code: str = Field(min_length=1, max_length=200, description="The code from the link.")
+
+
+class SigninLink(BaseModel):
+    """A new sign-in link's code: open ``<server>/#signin=<code>`` once, before it expires."""
+
+    code: str = Field(description="The one-time code; shown here once.")
+    expires_at_utc: str = Field(description="When the code stops working (UTC, Z).")
 
 
 class Identity(BaseModel):
     name: str
     scopes: list[Scope]
-    via: Literal["token", "local"]
+    via: Via
 
     def allows(self, needed: Scope) -> bool:
         return max(SCOPE_RANK[s] for s in self.scopes) >= SCOPE_RANK[needed]
 
 
 class WhoAmI(BaseModel):
-    name: str = Field(description="Who the request acts as (a token name, or local).")
+    name: str = Field(description="Who the request acts as: the credential's name.")
     scopes: list[Scope] = Field(description="What it may do: viewer, operator, owner.")
-    via: Literal["token", "local"] = Field(
-        description="token: a bearer token; local: the local owner (a loopback client while no "
-        "token exists)."
+    via: Via = Field(
+        description="token: a bearer credential (a token, a page's sign-in or the owner "
+        "credential); local: a command on the data dir itself."
     )
     protected_mode: bool = Field(
-        description="True while no token exists: loopback clients act as the local owner."
+        default=False,
+        description="Always false: there is no protected mode any more; an address grants "
+        "nothing. Kept for clients written for earlier versions.",
     )

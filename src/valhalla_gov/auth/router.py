@@ -1,4 +1,5 @@
-"""GET /core/whoami, and the owner's token routes under /core/tokens."""
+"""GET /core/whoami, the owner's token routes under /core/tokens, and the
+sign-in links under /core/auth."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from ..context import AppContext, get_ctx
-from .deps import OWNER, OWNER_WRITE, VIEWER
+from .deps import OWNER, OWNER_WRITE, PUBLIC, VIEWER
 from .models import (
     SCOPES,
     TOKEN_NAME_PATTERN,
     Identity,
+    SigninLink,
+    SigninRequest,
     TokenCreate,
     TokenCreated,
     TokenInfo,
     WhoAmI,
 )
-from .service import create_token, list_tokens, protected_mode, revoke_token
+from .service import (
+    create_signin_code,
+    create_token,
+    exchange_signin_code,
+    list_tokens,
+    revoke_token,
+)
 
 router = APIRouter(tags=["auth"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -27,9 +36,9 @@ TokenName = Annotated[
 
 
 @router.get("/whoami", response_model=WhoAmI, summary="Who am I")
-def whoami(identity: Annotated[Identity, Depends(VIEWER)], ctx: Ctx) -> WhoAmI:
-    """Who the server takes you for, and whether it runs in protected mode."""
-    return WhoAmI(**identity.model_dump(), protected_mode=protected_mode(store=ctx.store))
+async def whoami(identity: Annotated[Identity, Depends(VIEWER)]) -> WhoAmI:
+    """Who the server takes you for: the credential's name and scopes."""
+    return WhoAmI(**identity.model_dump())
 
 
 @router.get(
@@ -39,7 +48,8 @@ def whoami(identity: Annotated[Identity, Depends(VIEWER)], ctx: Ctx) -> WhoAmI:
     dependencies=[Depends(OWNER)],
 )
 def get_tokens(ctx: Ctx) -> list[TokenInfo]:
-    """Every token's name, scopes, creation and last use; never the token or its hash."""
+    """Every token's name, kind, scopes, creation and last use (the owner
+    credential and the pages' sign-ins included); never a token or its hash."""
     return list_tokens(store=ctx.store)
 
 
@@ -54,24 +64,54 @@ def post_token(
     body: TokenCreate, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
 ) -> TokenCreated:
     """Create a token (audited `TOKEN_CREATE`). The token is in this answer
-    only: the server keeps its SHA-256. The first token ends protected mode:
-    from then on every client needs one."""
-    was_protected = protected_mode(store=ctx.store)
+    only: the server keeps its SHA-256."""
     scopes = [s for s in SCOPES if s in body.scopes]  # one order, no repeats
     info, token = create_token(
         store=ctx.store, name=body.name, scopes=scopes, actor=who.name, clock=ctx.clock
     )
-    return TokenCreated(**info.model_dump(), token=token, ended_protected_mode=was_protected)
+    return TokenCreated(**info.model_dump(), token=token)
 
 
 @router.delete(
     "/tokens/{name}",
     response_model=TokenInfo,
     summary="Revoke an API token",
-    responses={404: {"description": "No token has that name."}},
+    responses={
+        404: {"description": "No token has that name."},
+        409: {"description": "That is the owner credential: it is rotated, not revoked."},
+    },
 )
 def delete_token(
     name: TokenName, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
 ) -> TokenInfo:
-    """Revoke a token by name (audited `TOKEN_REVOKE`); it stops working at once."""
+    """Revoke a token by name (audited `TOKEN_REVOKE`); it stops working at once,
+    its event streams included."""
     return revoke_token(store=ctx.store, name=name, actor=who.name, clock=ctx.clock)
+
+
+@router.post(
+    "/auth/links",
+    response_model=SigninLink,
+    status_code=201,
+    summary="Make a sign-in link for the GO page",
+)
+def post_link(ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]) -> SigninLink:
+    """A one-time code: open `<server>/#signin=<code>` in a browser within 15
+    minutes and the page signs in as owner. Only the code's SHA-256 is kept."""
+    return create_signin_code(store=ctx.store, actor=who.name, clock=ctx.clock)
+
+
+@router.post(
+    "/auth/signin",
+    response_model=TokenCreated,
+    status_code=201,
+    summary="Sign the page in with a link's code",
+    dependencies=[Depends(PUBLIC)],
+    responses={401: {"description": "The code was used already, expired, or never issued."}},
+)
+def post_signin(body: SigninRequest, ctx: Ctx) -> TokenCreated:
+    """Trade a sign-in link's one-time code for a new owner-scope page token
+    (named `page-YYYYMMDD-xxxx`, listed and revocable like any token;
+    audited `SIGNIN_LINK_USED`). A code works once."""
+    info, token = exchange_signin_code(store=ctx.store, code=body.code, clock=ctx.clock)
+    return TokenCreated(**info.model_dump(), token=token)

@@ -1,42 +1,90 @@
-"""Token rules: create, list, revoke, authenticate.
+"""Token rules: create, list, revoke, authenticate; the owner credential;
+sign-in links.
 
-Tokens are random strings shown once; only their SHA-256 is stored (in the
-``tokens`` document). Lookups compare digests in constant time.
+Authority comes from a credential, never from an address. Tokens are random
+strings shown once; only their SHA-256 is stored (in the ``tokens``
+document), and lookups compare digests in constant time. Three kinds share
+that list:
+
+- **tokens** an owner creates (`valhalla token create`), for phones, people
+  and engines;
+- the **owner credential**, created with the data (`valhalla init` or the
+  first `valhalla serve`) and kept in the data dir's ``owner.token``, readable
+  by the data dir's account only. It acts as ``local``, the name the operator
+  at the data dir has always had in the audit log;
+- **page** tokens, each made for a browser by a one-time sign-in link the
+  server prints (`valhalla token link` prints another).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import secrets
 import threading
 import time
+from datetime import datetime, timedelta
+from enum import Enum
+from pathlib import Path
 
 from ..audit.service import log_event
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
 from ..observability.metrics import BOOKKEEPING_FAILURES
 from ..storage.errors import StorageUnavailableError
 from ..storage.protocol import Store
-from ..timeutil import Clock, iso_z
-from .models import SCOPES, TOKEN_NAME_PATTERN, Identity, Scope, TokenInfo, TokenRecord
-from .store import load_tokens, read_tokens, write_tokens
+from ..timeutil import Clock, iso_z, parse_iso
+from .models import (
+    SCOPES,
+    TOKEN_NAME_PATTERN,
+    Identity,
+    Scope,
+    SigninCode,
+    SigninLink,
+    TokenInfo,
+    TokenRecord,
+)
+from .owner_file import OWNER_FILE, create_owner_token, read_owner_token, replace_owner_token
+from .store import load_codes, load_tokens, read_codes, read_tokens, write_codes, write_tokens
 
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "vgo_"  # noqa: S105 - a public prefix
-LOCAL_ACTOR = "local"  # who acts on a data dir directly, or from loopback in protected mode
+# Who acts on a data dir directly (a local command), and the owner
+# credential's name: the same actor in the audit log either way.
+LOCAL_ACTOR = "local"
+# A local command, in process on the data dir: not a client of anything.
 LOCAL_OWNER = Identity(name=LOCAL_ACTOR, scopes=["owner"], via="local")
 # last_used_at is written at most this often per token and process, so a busy
 # client does not turn every read into a durable write.
 LAST_USED_RESOLUTION_S = 60.0
-CREATE_HINT = "create one on the server with: valhalla token create --name NAME --scopes owner"
+SIGNIN_TTL = timedelta(minutes=15)
+# Unused codes kept at most (the oldest go first): the list stays small
+# however often links are printed.
+MAX_SIGNIN_CODES = 32
+SIGNIN_HINT = (
+    "on the server's machine, `valhalla token link` prints a sign-in link for the page; "
+    "`valhalla token create` makes a token for other clients"
+)
+
+
+class OwnerCredential(Enum):
+    """What :func:`ensure_owner_credential` found or did."""
+
+    CREATED = "created"  # a new credential, file and record
+    REGISTERED = "registered"  # the data dir's file, now known to the store
+    PRESENT = "present"  # file and store agree
+    ELSEWHERE = "elsewhere"  # the store knows one; this data dir has no file
+    MISMATCH = "mismatch"  # this data dir's file is not the store's credential
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def parse_scopes(text: str) -> list[Scope]:
@@ -58,7 +106,12 @@ def create_token(
         raise InvalidInputError(
             f"invalid token name {name!r}: letters, digits, '.', '_' or '-', up to 64"
         )
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    if name == LOCAL_ACTOR:
+        raise ConflictError(
+            f"{LOCAL_ACTOR!r} is the owner credential's name (the operator at the data dir); "
+            "pick another"
+        )
+    token = new_token()
     with store.transaction() as txn:
         tokens = read_tokens(txn)
         if any(t.name == name for t in tokens):
@@ -83,6 +136,7 @@ def _info(record: TokenRecord) -> TokenInfo:
         scopes=record.scopes,
         created_at_utc=record.created_at_utc,
         last_used_at_utc=record.last_used_at_utc,
+        kind=record.kind,
     )
 
 
@@ -97,52 +151,215 @@ def revoke_token(*, store: Store, name: str, actor: str, clock: Clock) -> TokenI
         gone = [t for t in tokens if t.name == name]
         if not gone:
             raise NotFoundError(f"no token named {name!r}")
+        if gone[0].kind == "owner_credential":
+            raise ConflictError(
+                "the owner credential is replaced, not revoked: run `valhalla token "
+                "rotate-owner` on the server's machine"
+            )
         write_tokens(txn, [t for t in tokens if t.name != name])
         log_event(txn, event="TOKEN_REVOKE", payload={"name": name}, actor=actor, clock=clock)
     return _info(gone[0])
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# -- the owner credential ------------------------------------------------------------
 
 
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host in _LOOPBACK_NAMES:  # the usual spellings, without parsing an address
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _owner_record(tokens: list[TokenRecord]) -> TokenRecord | None:
+    return next((t for t in tokens if t.kind == "owner_credential"), None)
+
+
+def ensure_owner_credential(*, store: Store, data_dir: Path, clock: Clock) -> OwnerCredential:
+    """Make sure the owner credential exists (`valhalla init`, `valhalla serve`).
+
+    Minted once: the record is written in the store's transaction (the data
+    dir's lock, or the database's writer lock), the file with ``O_EXCL``, so
+    of several processes starting at once exactly one creates it and the
+    others find it. A data dir's file the store does not know yet (a crash
+    between the two writes, or a new database) is registered as it is.
+    """
+    with store.transaction() as txn:
+        # Read under the lock: a process that created it before us is seen.
+        on_disk = read_owner_token(data_dir)
+        tokens = read_tokens(txn)
+        current = _owner_record(tokens)
+        if current is not None:
+            if on_disk is None:
+                return OwnerCredential.ELSEWHERE
+            same = hmac.compare_digest(current.sha256, hash_token(on_disk))
+            return OwnerCredential.PRESENT if same else OwnerCredential.MISMATCH
+        if any(t.name == LOCAL_ACTOR for t in tokens):
+            raise ConflictError(
+                f"a token named {LOCAL_ACTOR!r} exists, and that is the owner credential's "
+                f"name: revoke it (`valhalla token revoke {LOCAL_ACTOR}`), then start again"
+            )
+        outcome = OwnerCredential.REGISTERED
+        if on_disk is None:
+            fresh = new_token()
+            if create_owner_token(data_dir, fresh):
+                on_disk, outcome = fresh, OwnerCredential.CREATED
+            else:  # another process wrote it just now: that one is the credential
+                on_disk = read_owner_token(data_dir)
+                if on_disk is None:
+                    raise StorageUnavailableError(
+                        data_dir / OWNER_FILE, "appeared and vanished while being created"
+                    )
+        record = TokenRecord(
+            name=LOCAL_ACTOR,
+            scopes=["owner"],
+            sha256=hash_token(on_disk),
+            created_at_utc=iso_z(clock()),
+            kind="owner_credential",
+        )
+        # Not audited: it comes with the data (its creation time is in the
+        # token list); its rotations are.
+        write_tokens(txn, [*tokens, record])
+    return outcome
+
+
+def rotate_owner_credential(*, store: Store, data_dir: Path, actor: str, clock: Clock) -> None:
+    """Replace the owner credential: the old one stops working at once, in
+    every worker and replica; the data dir's file holds the new one."""
+    fresh = new_token()
+    with store.transaction() as txn:
+        tokens = read_tokens(txn)
+        rest = [t for t in tokens if t.kind != "owner_credential"]
+        if any(t.name == LOCAL_ACTOR for t in rest):
+            raise ConflictError(
+                f"a token named {LOCAL_ACTOR!r} exists, and that is the owner credential's "
+                f"name: revoke it (`valhalla token revoke {LOCAL_ACTOR}`) first"
+            )
+        record = TokenRecord(
+            name=LOCAL_ACTOR,
+            scopes=["owner"],
+            sha256=hash_token(fresh),
+            created_at_utc=iso_z(clock()),
+            kind="owner_credential",
+        )
+        write_tokens(txn, [*rest, record])
+        log_event(
+            txn,
+            event="OWNER_CREDENTIAL_ROTATE",
+            payload={"file": OWNER_FILE},
+            actor=actor,
+            clock=clock,
+        )
+        # Last, inside the transaction: if the file cannot be written, the
+        # store keeps the old credential (the one the file still holds).
+        replace_owner_token(data_dir, fresh)
+
+
+# -- sign-in links ---------------------------------------------------------------------
+
+
+def _expired(code: SigninCode, now: datetime) -> bool:
+    return parse_iso(code.expires_at_utc) <= now
+
+
+def create_signin_code(
+    *, store: Store, actor: str, clock: Clock, ttl: timedelta = SIGNIN_TTL
+) -> SigninLink:
+    """A one-time code for a sign-in link (``<server>/#signin=<code>``). Only
+    its SHA-256 is stored, where every worker and replica reads it."""
+    code = secrets.token_urlsafe(32)
+    now = clock()
+    with store.transaction() as txn:
+        live = [c for c in read_codes(txn) if not _expired(c, now)]
+        entry = SigninCode(
+            sha256=hash_token(code),
+            created_at_utc=iso_z(now),
+            expires_at_utc=iso_z(now + ttl),
+            created_by=actor,
+        )
+        write_codes(txn, [*live[-(MAX_SIGNIN_CODES - 1) :], entry])
+    return SigninLink(code=code, expires_at_utc=entry.expires_at_utc)
+
+
+def _bad_code() -> UnauthorizedError:
+    return UnauthorizedError(
+        "this sign-in link is not valid: it was used already, it expired, or it was never "
+        "issued. `valhalla token link` on the server's machine prints a new one",
+        error="invalid_token",
+    )
+
+
+def exchange_signin_code(*, store: Store, code: str, clock: Clock) -> tuple[TokenInfo, str]:
+    """Trade a sign-in code for a new owner-scope page token, once.
+
+    The code is removed in the same transaction that creates the token, so
+    of two exchanges of one code exactly one succeeds. Audited as
+    ``SIGNIN_LINK_USED`` by the new token's name, naming who made the link.
+    """
+    digest = hash_token(code.strip())
+    # A code never issued costs a read, not the writers' lock.
+    if not _known(digest, load_codes(store=store)):
+        raise _bad_code()
+    token = new_token()
+    now = clock()
+    with store.transaction() as txn:
+        codes = read_codes(txn)
+        match = _known(digest, codes)
+        if match is None or _expired(match, now):
+            raise _bad_code()
+        tokens = read_tokens(txn)
+        name = _page_name(tokens, now)
+        record = TokenRecord(
+            name=name,
+            scopes=["owner"],
+            sha256=hash_token(token),
+            created_at_utc=iso_z(now),
+            kind="page",
+        )
+        write_codes(txn, [c for c in codes if c is not match and not _expired(c, now)])
+        write_tokens(txn, [*tokens, record])
+        log_event(
+            txn,
+            event="SIGNIN_LINK_USED",
+            payload={"name": name, "scopes": ["owner"], "link_by": match.created_by},
+            actor=name,
+            clock=clock,
+        )
+    return _info(record), token
+
+
+def _known(digest: str, codes: list[SigninCode]) -> SigninCode | None:
+    match: SigninCode | None = None
+    for code in codes:  # every one compared, in constant time each
+        if hmac.compare_digest(code.sha256, digest):
+            match = code
+    return match
+
+
+def _page_name(tokens: list[TokenRecord], now: datetime) -> str:
+    taken = {t.name for t in tokens}
+    while True:
+        name = f"page-{now:%Y%m%d}-{secrets.token_hex(2)}"
+        if name not in taken:
+            return name
+
+
+# -- authentication ---------------------------------------------------------------------
 
 
 class Authenticator:
-    """Turns a request's Authorization header and client address into an
-    Identity, and remembers when each token was last used."""
+    """Turns a request's Authorization header into an Identity, and
+    remembers when each token was last used. The address a request comes
+    from plays no part."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_touch: dict[str, float] = {}
 
-    def authenticate(
-        self, *, store: Store, clock: Clock, authorization: str | None, client_host: str | None
-    ) -> Identity:
-        tokens = load_tokens(store=store)
+    def authenticate(self, *, store: Store, clock: Clock, authorization: str | None) -> Identity:
         if authorization is None:
-            if not tokens:
-                if is_loopback(client_host):
-                    return LOCAL_OWNER
-                raise UnauthorizedError(
-                    f"this server has no API token yet, so only local clients are served; "
-                    f"{CREATE_HINT}"
-                )
-            raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <token>'")
+            raise UnauthorizedError(
+                f"missing credential: send 'Authorization: Bearer <token>'; {SIGNIN_HINT}"
+            )
         scheme, _, credential = authorization.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise UnauthorizedError("malformed Authorization header: expected 'Bearer <token>'")
         digest = hash_token(credential.strip())
         match: TokenRecord | None = None
-        for record in tokens:  # every record compared, in constant time each
+        for record in load_tokens(store=store):  # every record compared, in constant time each
             if hmac.compare_digest(record.sha256, digest):
                 match = record
         if match is None:
@@ -174,13 +391,8 @@ class Authenticator:
             log.warning("could not record when token %r was last used: %s", name, exc)
             BOOKKEEPING_FAILURES.labels(what="token_last_used").inc()
         except BaseException:
-            # Not attempted (the store wants this run moved off the event
-            # loop, see Store.run_cached) or interrupted: the next call stamps.
+            # Interrupted: the next call stamps.
             with self._lock:
                 if self._last_touch.get(name) == now:
                     self._last_touch[name] = before
             raise
-
-
-def protected_mode(*, store: Store) -> bool:
-    return not load_tokens(store=store)

@@ -34,7 +34,8 @@ GROUPS: dict[str, tuple[str, str, str]] = {
         "token",
         "token_app",
         "API tokens: create, list, revoke (on a data dir, or on a server with --url and an "
-        "owner token).",
+        "owner credential); `valhalla token link` prints a sign-in link for the GO page, "
+        "`valhalla token rotate-owner` replaces the owner credential.",
     ),
     "cone": (
         "cone",

@@ -4,7 +4,9 @@
   data dir (or ``$VALHALLA_DATABASE_URL``), over an in-process transport
   (:mod:`.local`); the operator at the data dir acts as ``local`` (owner);
 * **remote**: a running server (``--url`` or ``$VALHALLA_URL``) over HTTP,
-  with a bearer token (``--token`` or ``$VALHALLA_TOKEN``).
+  with a bearer token (``--token`` or ``$VALHALLA_TOKEN``); without one, on
+  the server's machine, the data dir's owner credential (see
+  :mod:`.credential`).
 
 Either way a command sends the same request and reads the same answer, and
 :func:`.service.failure` is the one place that turns an answer into a message and an
@@ -98,8 +100,9 @@ TokenOption = Annotated[
     typer.Option(
         "--token",
         metavar="TOKEN",
-        help="API token for --url, sent as 'Authorization: Bearer' (default: $VALHALLA_TOKEN; "
-        "prefer the variable: a command line is visible to other users).",
+        help="API token for --url, sent as 'Authorization: Bearer' (default: $VALHALLA_TOKEN, "
+        "else, for a server on this machine, the data dir's owner credential; prefer the "
+        "variable: a command line is visible to other users).",
         show_default=False,
     ),
 ]
@@ -141,17 +144,31 @@ def remote_service(
     *,
     timeout: float = 30.0,
     transport: httpx.BaseTransport | None = None,
+    owner_credential: bool = False,
 ) -> Service:
-    """A server over HTTP. ``transport`` is for tests."""
+    """A server over HTTP. ``owner_credential``: without ``token``, send the
+    data dir's owner credential where :func:`.credential.owner_credential_for`
+    allows it. ``transport`` is for tests."""
     import httpx2 as httpx
 
     from .. import __version__
+    from .credential import is_loopback_url, owner_credential_for
 
     base = check_url(url)
     headers = {"User-Agent": f"valhalla-cli/{__version__}", "Accept": "application/json"}
+    if not token and owner_credential:
+        token = owner_credential_for(base)
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    client = httpx.Client(base_url=base, headers=headers, timeout=timeout, transport=transport)
+    client = httpx.Client(
+        base_url=base,
+        headers=headers,
+        timeout=timeout,
+        transport=transport,
+        # A proxy from the environment never sees a request to this machine
+        # (nor the credential it carries).
+        trust_env=not is_loopback_url(base),
+    )
     return Service(client, where=base, local=False)
 
 
@@ -174,7 +191,8 @@ def open_service(data_dir: Path | None, url: str | None, token: str | None) -> I
 
         service = local_service(data_dir)
     else:
-        service = remote_service(url, token or os.environ.get("VALHALLA_TOKEN") or None)
+        given = token or os.environ.get("VALHALLA_TOKEN") or None
+        service = remote_service(url, given, owner_credential=given is None)
     try:
         yield service
     finally:

@@ -32,11 +32,11 @@ LOCAL_BASE = "http://localhost"  # a Host the security gate always answers
 
 
 class LocalOwner(Authenticator):
-    """Every request is the operator at the data dir: ``local``, owner."""
+    """Every request is the operator at the data dir: ``local``, owner.
+    This app has no network client: only this process, which can read and
+    write the data's files (or the database) already, sends it requests."""
 
-    def authenticate(
-        self, *, store: Store, clock: Clock, authorization: str | None, client_host: str | None
-    ) -> Identity:
+    def authenticate(self, *, store: Store, clock: Clock, authorization: str | None) -> Identity:
         return LOCAL_OWNER
 
 

@@ -1,5 +1,7 @@
 """``valhalla serve`` and ``valhalla init``: the only commands that create a
-data dir, and both say so."""
+data dir, and both say so. Both create the owner credential with it
+(``owner.token`` in the data dir), and ``serve`` prints a sign-in link for
+the page at every start."""
 
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ import typer
 from .client import CliError, fail, plural
 
 if TYPE_CHECKING:
+    from ..auth.service import OwnerCredential
     from ..context import AppContext
     from ..settings import Settings
     from ..storage.protocol import Store
+
+# Where a printed sign-in link points when the server listens on every
+# address: the page opened on this machine.
+LINK_HOST_FOR_WILDCARD = "127.0.0.1"
 
 
 def init(
@@ -29,7 +36,11 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create an empty data dir (a dir that exists already is left as it is)."""
+    """Create an empty data dir and its owner credential (a dir that exists is
+    left as it is; its owner credential is created if it has none)."""
+    from ..compose import open_json
+    from ..errors import DomainError
+    from ..storage.errors import StorageError
     from .local import load_settings
 
     settings = load_settings(data_dir)
@@ -38,14 +49,68 @@ def init(
         fail(
             CliError(
                 "error: VALHALLA_DATABASE_URL is set, so there is no data dir to create; "
-                "`valhalla db upgrade` prepares the database"
+                "`valhalla db upgrade` prepares the database, and the first `valhalla serve` "
+                "creates the owner credential"
             )
         )
-    if path.is_dir():
+    existed = path.is_dir()
+    if not existed:
+        _create(path)
+    try:
+        outcome = _owner_credential(open_json(path), path)
+    except (StorageError, DomainError) as exc:
+        fail(CliError(f"error: {_said(exc)}"))
+    if existed:
         typer.echo(f"data dir {path.resolve()} exists; left as it is")
-        return
-    _create(path)
-    typer.echo(f"created data dir {path.resolve()}")
+    else:
+        typer.echo(f"created data dir {path.resolve()}")
+    note = _credential_note(outcome, path)
+    if note:
+        typer.echo(note)
+
+
+def _said(exc: Exception) -> str:
+    from ..errors import DomainError
+
+    return exc.detail if isinstance(exc, DomainError) else str(exc)
+
+
+def _owner_credential(store: Store, data_dir: Path) -> OwnerCredential:
+    from ..auth.service import ensure_owner_credential
+    from ..storage.json_store import ensure_private_dir
+    from ..timeutil import utc_now
+
+    # On SQL the data dir holds only the credential: it must be as private.
+    ensure_private_dir(data_dir)
+    return ensure_owner_credential(store=store, data_dir=data_dir, clock=utc_now)
+
+
+def _credential_note(outcome: OwnerCredential, data_dir: Path) -> str | None:
+    """One line on the owner credential, when there is something to say."""
+    from ..auth.owner_file import owner_file
+    from ..auth.service import OwnerCredential
+
+    path = owner_file(data_dir.resolve())
+    if outcome is OwnerCredential.CREATED:
+        return (
+            f"created the owner credential {path} (readable by this account only): "
+            "commands with --url on this machine use it; `valhalla serve` prints a sign-in "
+            "link for the page"
+        )
+    if outcome is OwnerCredential.REGISTERED:
+        return f"the owner credential is {path}"
+    if outcome is OwnerCredential.ELSEWHERE:
+        return (
+            f"note: {path} is missing, so commands with --url here need --token; if it was "
+            "deleted, `valhalla token rotate-owner` writes a new one (for a replica on another "
+            "machine, copy the file from the first one)"
+        )
+    if outcome is OwnerCredential.MISMATCH:
+        return (
+            f"note: {path} is not the owner credential the store knows (rotated elsewhere?); "
+            "`valhalla token rotate-owner` writes a new one"
+        )
+    return None
 
 
 def _create(path: Path) -> None:
@@ -81,9 +146,78 @@ def _access(store: Store) -> str:
         tokens = list_tokens(store=store)
     except StorageError as exc:
         return f"tokens unreadable ({exc}); readiness is false"
-    if not tokens:
-        return "protected mode (no token: loopback clients act as the owner)"
-    return f"{plural(len(tokens), 'token')}: every client needs one"
+    others = [t for t in tokens if t.kind != "owner_credential"]
+    return f"every client needs a credential (the owner's and {plural(len(others), 'token')})"
+
+
+def _start_credential(store: Store, data_dir: Path, created: bool) -> tuple[OwnerCredential, bool]:
+    """The owner credential at serve's start (created if missing, a note if
+    something is off), and whether this start is the first since an upgrade:
+    data from before the credential, which ran in protected mode."""
+    from ..auth.service import OwnerCredential
+    from ..errors import DomainError
+    from ..storage.errors import StorageError
+
+    try:
+        had_data = bool(not created and _has_history(store))
+        outcome = _owner_credential(store, data_dir)
+    except (StorageError, DomainError) as exc:
+        fail(CliError(f"cannot start: {_said(exc)}"))
+    note = _credential_note(outcome, data_dir)
+    if note and not (created and outcome is OwnerCredential.CREATED):
+        typer.echo(note, err=True)
+    return outcome, outcome is OwnerCredential.CREATED and had_data
+
+
+def _has_history(store: Store) -> bool:
+    """Whether anything was ever audited (or a token made) in this store."""
+    from ..audit.store import AUDIT_LOG
+    from ..auth.service import list_tokens
+
+    return bool(list_tokens(store=store)) or next(store.scan_log(AUDIT_LOG), None) is not None
+
+
+def _binds_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address: for what serve warns about,
+    never for who may do what."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def signin_link(host: str, port: int, code: str) -> str:
+    """``http://HOST:PORT/#signin=CODE``: the code in the fragment, which a
+    browser never sends to a server (nor to a proxy, nor into a log)."""
+    shown = LINK_HOST_FOR_WILDCARD if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/#signin={code}"
+
+
+def _print_signin(store: Store, host: str, port: int, upgraded: bool) -> None:
+    from ..auth.service import LOCAL_ACTOR, SIGNIN_TTL, create_signin_code
+    from ..timeutil import utc_now
+
+    link = create_signin_code(store=store, actor=LOCAL_ACTOR, clock=utc_now)
+    minutes = int(SIGNIN_TTL.total_seconds() // 60)
+    if upgraded:
+        typer.secho(
+            "valhalla: what changed: an address no longer makes anyone the owner (there is "
+            "no protected mode). The owner credential is now in the data dir: commands with "
+            "--url on this machine use it by themselves, and the page signs in with the "
+            "link below. Tokens you made keep working.",
+            fg="yellow",
+            err=True,
+        )
+    typer.echo(
+        f"valhalla: sign in on the page with {signin_link(host, port, link.code)} "
+        f"(works once, for {minutes} minutes; `valhalla token link` prints another)",
+        err=True,
+    )
 
 
 def start_line(
@@ -118,7 +252,6 @@ def serve(
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the HTTP API, the GO page and /docs."""
-    from ..auth.service import is_loopback, protected_mode
     from ..compose import build_context
     from ..settings import LOG_LEVELS
     from ..storage.errors import StorageError
@@ -149,28 +282,23 @@ def serve(
                 "stop it, or pick another port with --port"
             )
         )
-    created = False
-    if not settings.database_url and not settings.data_dir.is_dir():
+    made = False
+    if not settings.data_dir.is_dir():
+        # On SQL too: the owner credential lives there.
         _create(settings.data_dir)
-        created = True
+        made = True
+    created = made and not settings.database_url  # a JSON data dir made now
     # Open everything once here, so a bad setting is one clear message instead
     # of a traceback from every worker.
     try:
         ctx = build_context(settings)
     except (SchemaOutOfDateError, ConfigFileError, StorageError) as exc:
-        if created:  # a refused start leaves nothing behind (only if still empty)
+        if made:  # a refused start leaves nothing behind (only if still empty)
             with contextlib.suppress(OSError):
                 settings.data_dir.rmdir()
         fail(CliError(f"cannot start: {exc}"))
-    if not is_loopback(host) and protected_mode(store=ctx.store):
-        typer.secho(
-            f"warning: binding to {host} with no API token: only loopback clients are "
-            "served, every other client gets 401. Create one with "
-            "`valhalla token create --name NAME --scopes owner`.",
-            fg="yellow",
-            err=True,
-        )
-    if not is_loopback(host) and not ctx.settings.allowed_hosts:
+    _, upgraded = _start_credential(ctx.store, settings.data_dir, created)
+    if not _binds_loopback(host) and not ctx.settings.allowed_hosts:
         typer.secho(
             f"note: only requests for localhost, 127.0.0.1, ::1"
             f"{'' if host in ('0.0.0.0', '::') else ' and ' + host} are answered (others "
@@ -189,6 +317,10 @@ def serve(
         ),
         err=True,
     )
+    try:
+        _print_signin(ctx.store, host, port, upgraded)
+    except StorageError as exc:
+        typer.secho(f"warning: no sign-in link: {exc}", fg="yellow", err=True)
     _run(ctx, host=host, port=port, workers=workers, log_level=log_level)
 
 

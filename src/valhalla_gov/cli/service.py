@@ -25,7 +25,8 @@ PAGE_MAX = 500  # the largest page the API hands out
 END_HINT = "`valhalla go end` ends it"
 AUTH_HINT = (
     "pass --token TOKEN (or set VALHALLA_TOKEN); create one on the server with "
-    "`valhalla token create --name NAME --scopes operator`"
+    "`valhalla token create --name NAME --scopes operator`. On the server's machine, the "
+    "account that owns its data dir needs none: set VALHALLA_DATA_DIR to that data dir"
 )
 SERVE_HINT = "is `valhalla serve` running?"
 

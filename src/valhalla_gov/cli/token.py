@@ -1,4 +1,5 @@
-"""``valhalla token ...``: API tokens, on a data dir or on a server (owner token)."""
+"""``valhalla token ...``: API tokens, on a data dir or on a server (owner
+credential or token); the owner credential's rotation; sign-in links for the page."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ from .render import valid_text
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 token_app = App(rich_markup_mode=None, no_args_is_help=True)
 SCOPE_NAMES = ("viewer", "operator", "owner")
+# Where a link made on the data dir points: `valhalla serve`'s default address.
+LOCAL_PAGE = "http://127.0.0.1:8000"
+KIND_SHOWN = {
+    "token": "token",
+    "page": "page sign-in",
+    "owner_credential": "owner credential (owner.token)",
+}
 
 
 def _scopes(value: str) -> list[str]:
@@ -71,10 +79,6 @@ def token_create(
         typer.echo(created.model_dump_json(indent=2))
         return
     typer.echo(f"created token {created.name!r} with scopes {', '.join(created.scopes)}.")
-    if created.ended_protected_mode:
-        typer.echo(
-            "Protected mode is over: from now on every client, local ones included, needs a token."
-        )
     typer.echo("Send it as a header, e.g.:")
     typer.echo("  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/core/go/session")
     typer.echo("It is shown only now:")
@@ -98,12 +102,13 @@ def token_list(
         typer.echo(json.dumps([t.model_dump() for t in tokens], indent=2))
         return
     if not tokens:
-        typer.echo("no tokens: loopback clients act as the local owner (protected mode)")
+        typer.echo("no tokens yet (`valhalla init` or `valhalla serve` makes the owner credential)")
         return
-    grid = table("name", "scopes", "created (UTC)", "last used (UTC)")
+    grid = table("name", "kind", "scopes", "created (UTC)", "last used (UTC)")
     for t in tokens:
         grid.add_row(
             cell(t.name),
+            KIND_SHOWN.get(t.kind, t.kind),
             ", ".join(t.scopes),
             short_time(t.created_at_utc),
             short_time(t.last_used_at_utc),
@@ -130,3 +135,83 @@ def token_revoke(
         path = f"/core/tokens/{quote(name, safe='')}"
         service.call(TokenInfo, "DELETE", path, exit_codes={404: REFUSED})
     typer.echo(f"revoked token {name!r}")
+
+
+@token_app.command("rotate-owner")
+def token_rotate_owner(data_dir: DataDirOption = None) -> None:
+    """Replace the owner credential (owner.token in the data dir): the old one
+    stops working at once, everywhere. Run it on the server's machine."""
+    from ..auth.owner_file import owner_file
+    from ..auth.service import LOCAL_ACTOR, rotate_owner_credential
+    from ..compose import open_store
+    from ..errors import DomainError
+    from ..storage.errors import StorageError
+    from ..storage.json_store import ensure_private_dir
+    from ..timeutil import utc_now
+    from .local import check_data_dir, check_dir, load_settings
+
+    with reported():
+        settings = load_settings(data_dir)
+        check_data_dir(settings, flag=data_dir is not None)
+        # On SQL the data dir holds the credential's file: it must exist.
+        check_dir(settings.data_dir, flag=data_dir is not None)
+        try:
+            ensure_private_dir(settings.data_dir)
+            store = open_store(settings)
+        except StorageError as exc:
+            raise CliError(f"error: {exc}") from None
+        except Exception as exc:
+            raise _database_error(settings.database_url or "", exc) from None
+        try:
+            rotate_owner_credential(
+                store=store, data_dir=settings.data_dir, actor=LOCAL_ACTOR, clock=utc_now
+            )
+        except (StorageError, DomainError) as exc:
+            said = exc.detail if isinstance(exc, DomainError) else str(exc)
+            raise CliError(f"refused: {said}") from None
+        finally:
+            close = getattr(store, "close", None)  # the SQL store's pool
+            if callable(close):
+                close()
+    typer.echo(
+        f"rotated the owner credential: {owner_file(settings.data_dir.resolve())} holds the "
+        "new one; the old one no longer works (pages signed in with a link keep working)"
+    )
+
+
+def _database_error(url: str, exc: Exception) -> CliError | Exception:
+    """A database that is down or behind its migrations, as one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..storage.sql_backend import SchemaOutOfDateError, redact
+
+    if not isinstance(exc, SchemaOutOfDateError | SQLAlchemyError):
+        return exc
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CliError(f"error: {redact(url)}: {first}")
+
+
+@token_app.command("link")
+def token_link(
+    data_dir: DataDirOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a sign-in link for the GO page: it works once, for 15 minutes. With
+    --url the link points at that server; otherwise at http://127.0.0.1:8000."""
+    from ..auth.models import SigninLink
+
+    with reported(), open_service(data_dir, url, token) as service:
+        link = service.call(SigninLink, "POST", "/core/auth/links")
+        base = service.where if not service.local else LOCAL_PAGE
+    address = f"{base}/#signin={link.code}"
+    if as_json:
+        typer.echo(json.dumps({"link": address, **link.model_dump()}, indent=2))
+        return
+    typer.echo(f"Open this link in your browser (once, before {link.expires_at_utc}):")
+    if service.local:
+        typer.echo(
+            f"(if the server listens elsewhere, open its address followed by /#signin={link.code})"
+        )
+    typer.echo(address)

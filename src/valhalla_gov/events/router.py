@@ -10,11 +10,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from ..auth.deps import VIEWER
+from ..auth.deps import VIEWER, first_header
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
-from ..errors import DomainError, InvalidInputError, RateLimitedError, ServiceUnavailableError
+from ..errors import (
+    DomainError,
+    InvalidInputError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    storage_unavailable,
+)
 from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
@@ -33,6 +40,10 @@ BATCH = 200
 # browser-specific; this makes it the same everywhere).
 RETRY_MS = 2000
 MAX_EVENT_ID_DIGITS = 18  # stays a 64-bit integer
+# A stream's right to read is checked again this often while it runs (and
+# before a batch goes out once the period has passed), whether events flow
+# or not: a revoked token's stream ends within it.
+RECHECK_SECONDS = 1.0
 
 
 def get_hub(request: Request) -> EventHub:
@@ -92,8 +103,8 @@ async def stream(
     EventSource does on reconnect) to receive every event after it first."""
     hub = get_hub(request)
     after = parse_last_event_id(last_event_id)
-    host = request.client.host if request.client else "?"
-    client = f"token:{who.name}" if who.via == "token" else f"addr:{host}"
+    # Streams are budgeted per identity (a credential's name), never per address.
+    client = f"token:{who.name}"
     if hub.closing:
         raise ServiceUnavailableError("the server is shutting down", headers={"Retry-After": "2"})
     if not hub.acquire(client):
@@ -109,58 +120,100 @@ async def stream(
     except BaseException:
         hub.release(client)
         raise
-    keepalive = ctx.settings.events_keepalive_seconds
+    tail = _Tail(
+        ctx,
+        hub,
+        who,
+        authorization=first_header(request.scope["headers"], b"authorization"),
+        generation=generation,
+        position=position,
+    )
+    return StreamingResponse(
+        tail.events(client),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
-    def still_allowed() -> bool:
-        # A revoked token loses its stream within one keep-alive period.
-        if who.via != "token":
-            return True
+
+class _Tail:
+    """One stream's loop: read the log forward, send, wait for a wake-up;
+    and, on a timer, check that its credential still may read."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        hub: EventHub,
+        who: Identity,
+        *,
+        authorization: str | None,
+        generation: int,
+        position: Position,
+    ) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.who = who
+        self.authorization = authorization
+        self.generation = generation
+        self.position = position
+
+    def still_allowed(self) -> bool:
+        """The stream's credential, checked again as the guard checked it."""
+        ctx = self.ctx
         try:
             again = ctx.authenticator.authenticate(
-                store=ctx.store,
-                clock=ctx.clock,
-                authorization=request.headers.get("authorization"),
-                client_host=host,
+                store=ctx.store, clock=ctx.clock, authorization=self.authorization
             )
         except DomainError:
             return False
-        return again.allows("viewer")
+        return again.name == self.who.name and again.allows("viewer")
 
-    async def events() -> AsyncIterator[str]:
-        nonlocal generation, position
+    async def events(self, client: str) -> AsyncIterator[str]:
+        hub, store = self.hub, self.ctx.store
+        keepalive = self.ctx.settings.events_keepalive_seconds
         try:
             yield f"retry: {RETRY_MS}\n: stream open\n\n"
-            last_sent = time.monotonic()
+            last_sent = last_read = checked = time.monotonic()
+            read = True
             while not hub.closing:
-                records, position = await _read(ctx.store, position)
+                records: list[dict[str, Any]] = []
+                if read:
+                    records, self.position = await _read(store, self.position)
+                    last_read = time.monotonic()
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    # On a timer and before anything more goes out: not only
+                    # at keep-alives, which never come while events flow.
+                    if not await run_in_threadpool(self.still_allowed):
+                        yield 'event: stream-end\ndata: {"reason":"unauthorized"}\n\n'
+                        return
+                    checked = time.monotonic()
                 for record in records:
                     yield sse_event(record)
                 if records:
                     last_sent = time.monotonic()
                 if len(records) == BATCH:
                     continue
-                idle = time.monotonic() - last_sent
+                now = time.monotonic()
+                idle = now - last_sent
                 if idle >= keepalive:
-                    if not await run_store(ctx.store, still_allowed):
-                        yield 'event: stream-end\ndata: {"reason":"unauthorized"}\n\n'
-                        return
                     yield ": keep-alive\n\n"
-                    last_sent = time.monotonic()
-                    continue
-                await hub.wait(generation, keepalive - idle)
-                generation = hub.generation
+                    last_sent, idle = now, 0.0
+                await hub.wait(
+                    self.generation,
+                    min(keepalive - idle, max(0.0, checked + RECHECK_SECONDS - now)),
+                )
+                # The log is read again when it may have grown, and at least
+                # once a keep-alive period whatever the wake-ups said.
+                read = hub.generation != self.generation or (
+                    time.monotonic() - last_read >= keepalive
+                )
+                self.generation = hub.generation
         except StorageError as exc:
             log.error("event stream stopped: %s", exc)
-            detail = json.dumps({"reason": "storage", "detail": str(exc)}, ensure_ascii=True)
+            said = storage_unavailable(exc)["detail"]  # no database URL or SQL to a client
+            detail = json.dumps({"reason": "storage", "detail": said}, ensure_ascii=True)
             yield f"event: stream-error\ndata: {detail}\n\n"
         finally:
             hub.release(client)
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
 async def _read(store: Store, position: Position) -> tuple[list[dict[str, Any]], Position]:

@@ -2,15 +2,24 @@
 
 In order, before any route runs and before a byte of the body is read:
 
+0. a WebSocket is refused (the app has none), and a request repeating a
+   header the checks below read (Host, Origin, Sec-Fetch-Site,
+   Authorization) gets 400: the gate and the route must never read
+   different copies;
 1. the Host header must name this server (DNS rebinding gets 421);
 2. a request a browser marks as coming from another site (``Sec-Fetch-Site``
    ``cross-site``/``same-site``, or a foreign ``Origin``) is refused with 403,
    unless its Origin is one of ``VALHALLA_CORS_ORIGINS``; a top-level
    navigation to a page stays allowed, so links to the page keep working;
-3. a request that may carry a body is authenticated from its headers
-   (401 without reading the body); the identity is handed to the route guard;
+3. a request that may carry a body must carry a valid credential (401
+   without reading the body), except the sign-in exchange, whose body is
+   the credential. This is a limit before work, not the decision: the
+   route's guard authenticates again when the route runs, after the body
+   has arrived (the token may have been revoked meanwhile);
 4. the body is capped (Content-Length checked up front, streamed bytes
    counted) and must arrive within a deadline (413 / 408).
+
+The client's address plays no part: it grants nothing.
 
 Responses gain ``nosniff``, ``Cache-Control: no-store`` where the route set no
 caching rule, the page's CSP on every HTML response, and a ``Location`` never
@@ -27,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.service import Authenticator
-from ..errors import UnauthorizedError
-from ..storage.aio import run_store
+from ..errors import UnauthorizedError, storage_unavailable
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 from ..timeutil import Clock
@@ -53,6 +62,11 @@ BODYLESS_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Pages another site may link to (a top-level navigation only): they hold no
 # data and act on nothing.
 NAVIGABLE_PAGES = {"/", "/ui/index.html", "/docs"}
+# POSTs whose body is the credential (the sign-in exchange): not refused for
+# carrying none. Their body is still capped and timed.
+CREDENTIAL_IN_BODY = {"/core/auth/signin"}
+# Read here and by the routes: a request must not carry two of any.
+SINGLE_HEADERS = frozenset({b"host", b"origin", b"sec-fetch-site", b"authorization"})
 
 
 def host_name(host_header: str) -> str | None:
@@ -102,12 +116,19 @@ class SecurityGate:
         self.body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await _refuse_websocket(receive, send)
             return
-        headers = _headers(scope)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
         send = functools.partial(_harden, send)
-        refusal = await self._refusal(scope, headers)
+        headers, repeated = _headers(scope)
+        refusal = (
+            Refusal(400, f"the request repeats the {repeated} header; send it once")
+            if repeated is not None
+            else await self._refusal(scope, headers)
+        )
         if refusal is None and _may_have_body(scope["method"], headers):
             outcome = await self._read_body(headers, receive)
             if outcome is None:
@@ -133,14 +154,15 @@ class SecurityGate:
         cross_site = self._cross_site(scope, headers, host)
         if cross_site is not None:
             return Refusal(403, cross_site)
-        if scope["method"] in BODYLESS_METHODS:
+        if scope["method"] in BODYLESS_METHODS or scope["path"] in CREDENTIAL_IN_BODY:
             return None
         try:
-            scope.setdefault("state", {})["identity"] = await self._authenticate(scope, headers)
+            await self._authenticate(headers)
         except UnauthorizedError as exc:
             return Refusal(401, exc.detail, exc.headers)
         except StorageError as exc:
-            return Refusal(503, f"storage unavailable: {exc}", extra={"file": exc.path})
+            body = storage_unavailable(exc)
+            return Refusal(503, body.pop("detail"), extra=body)
         return None
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes | Refusal | None:
@@ -200,16 +222,17 @@ class SecurityGate:
             and headers.get("sec-fetch-dest") == "document"
         )
 
-    async def _authenticate(self, scope: Scope, headers: dict[str, str]) -> Any:
-        client = scope.get("client")
-        authenticate = functools.partial(
-            self.authenticator.authenticate,
-            store=self.store,
-            clock=self.clock,
-            authorization=headers.get("authorization"),
-            client_host=client[0] if client else None,
+    async def _authenticate(self, headers: dict[str, str]) -> None:
+        """Refuse (401) a request without a valid credential before reading
+        its body. In a worker thread: the event loop never waits on the store."""
+        await run_in_threadpool(
+            functools.partial(
+                self.authenticator.authenticate,
+                store=self.store,
+                clock=self.clock,
+                authorization=headers.get("authorization"),
+            )
         )
-        return await run_store(self.store, authenticate, scope)
 
 
 @dataclass(frozen=True)
@@ -228,9 +251,17 @@ class _ClientGone(Exception):
     pass
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    # Last one wins for repeated headers; the ones read here are single-valued.
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+def _headers(scope: Scope) -> tuple[dict[str, str], str | None]:
+    """The headers by name, and the name of a single-valued header sent more
+    than once (None when none is)."""
+    headers: dict[str, str] = {}
+    repeated: str | None = None
+    for raw_key, raw_value in scope["headers"]:
+        key = raw_key.decode("latin-1")
+        if key in headers and raw_key in SINGLE_HEADERS:
+            repeated = repeated or key
+        headers[key] = raw_value.decode("latin-1")
+    return headers, repeated
 
 
 def _netloc(origin: str) -> str | None:
@@ -295,6 +326,13 @@ async def _harden(send: Send, message: Message) -> None:
             if parts.netloc:  # never echo a Host back: keep the path only
                 headers["Location"] = parts._replace(scheme="", netloc="").geturl() or "/"
     await send(message)
+
+
+async def _refuse_websocket(receive: Receive, send: Send) -> None:
+    """The app serves no WebSocket: close the handshake (the server answers 403)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _refuse(send: Send, refusal: Refusal) -> None:

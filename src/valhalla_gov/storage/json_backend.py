@@ -338,7 +338,9 @@ class JsonStore:
         # Per thread: concurrent probes (parallel /readyz) must not unlink each other's file.
         probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                probe.unlink()  # a left-over (or planted link) is removed, not followed
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, b"ok\n")
             finally:

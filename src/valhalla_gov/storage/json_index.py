@@ -90,7 +90,8 @@ def append_entries(path: Path, entries: list[tuple[int, int, int]]) -> int | Non
     Never raises: a failure leaves the index behind, which readers repair.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        # Never through a link planted in the data dir.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         log.debug("%s: not updated (%s)", path, exc)
         return None
@@ -338,7 +339,9 @@ class KindIndex:
                     zip(state.starts, state.ends, kinds, strict=True), _HEADER_CRC
                 )
                 tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)  # a left-over (or planted link) is removed, not followed
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with open(fd, "wb") as out:
                     out.write(HEADER + payload)
                 os.replace(tmp, self.path)

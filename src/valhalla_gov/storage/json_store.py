@@ -4,6 +4,11 @@ The rules (see ARCHITECTURE.md): a document write is temp file + fsync +
 ``os.replace`` + fsync of the directory; an append is a single ``write`` of a
 whole line followed by fsync; a file that does not parse raises
 :class:`StorageCorruptError` and is never touched.
+
+No write follows a symbolic link or lands in a file another account owns:
+files are opened ``O_NOFOLLOW`` (and new ones ``O_EXCL``), so a link planted
+in a data dir cannot redirect a write elsewhere, and a data dir must belong
+to the account that runs us (see :func:`ensure_private_dir`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +32,9 @@ _CHUNK = 64 * 1024
 _FIRST_CHUNK = 4 * 1024
 # Walks of a whole log read this much at a time.
 _BULK_BLOCK = 4 * 1024 * 1024
+# Every open that may write: a symbolic link in the data dir is refused
+# (ELOOP), never followed.
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileOps:
@@ -65,7 +74,28 @@ fs = FileOps()
 def _unavailable(path: Path, exc: OSError) -> StorageUnavailableError:
     if exc.errno == errno.ENOSPC:
         return StorageUnavailableError(path, "no space left on device; nothing was written")
+    if exc.errno == errno.ELOOP:
+        return StorageUnavailableError(
+            path,
+            "is a symbolic link, which is never written through (someone may have planted "
+            "it); move it aside",
+        )
     return StorageUnavailableError(path, f"{exc.strerror or exc} (errno {exc.errno})")
+
+
+def _check_ours(path: Path, fd: int) -> os.stat_result:
+    """A file about to be written must be a regular file of this account:
+    one another account owns (hard-linked in, or left by it) is refused."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageUnavailableError(path, "is not a regular file; move it aside")
+    if st.st_uid != os.geteuid():
+        raise StorageUnavailableError(
+            path,
+            f"belongs to uid {st.st_uid}, not to uid {os.geteuid()} that runs this; "
+            f"if it is yours, fix it with: chown {os.geteuid()} {path}",
+        )
+    return st
 
 
 def parse_json_bytes(path: Path, raw: bytes) -> Any:
@@ -135,7 +165,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = _open_new(tmp)
         try:
             _write_all(fd, payload)
             fs.fsync(fd)
@@ -147,6 +177,69 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         with contextlib.suppress(OSError):
             fs.unlink(tmp)
         raise _unavailable(path, exc) from exc
+
+
+def _open_new(tmp: Path) -> int:
+    """A new temp file, ``O_EXCL``: whatever is at its name (a file left by a
+    crash, a planted link) is removed, never written through."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    try:
+        return fs.open(tmp, flags, 0o600)
+    except FileExistsError:
+        fs.unlink(tmp)  # removes a link itself, not what it points at
+        return fs.open(tmp, flags, 0o600)
+
+
+def create_exclusive(path: Path, payload: bytes) -> bool:
+    """Create ``path`` holding ``payload`` if nothing is there yet, durably
+    and all at once; False (and nothing changed) when something already is.
+
+    The bytes are written to a temp file, which is then hard-linked to ``path``:
+    ``link`` fails when ``path`` exists (a file or a link alike), so of two
+    processes creating the same file exactly one wins, and nobody ever sees it
+    half written.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        fd = _open_new(tmp)
+        try:
+            _write_all(fd, payload)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                fs.unlink(tmp)
+        fsync_dir(path.parent)
+        return True
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise _unavailable(path, exc) from exc
+
+
+def read_private(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """A small secret file's bytes and its status, read without following a
+    link (None when it does not exist); the caller decides whose it may be."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageUnavailableError(path, "is not a regular file; move it aside")
+        return os.read(fd, _CHUNK), st
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def remove_file(path: Path) -> None:
@@ -168,11 +261,11 @@ def append_line(path: Path, line: bytes) -> int:
     if not line.endswith(b"\n") or b"\n" in line[:-1]:
         raise ValueError("append_line takes exactly one newline-terminated line")
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
-        start = os.fstat(fd).st_size
+        start = _check_ours(path, fd).st_size
         try:
             written = fs.write(fd, line)
             if written != len(line):
@@ -196,12 +289,12 @@ def append_lines(path: Path, lines: Iterable[bytes], *, chunk: int = 1 << 20) ->
     On failure the file is cut back to its old length. Returns the line count.
     """
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     count = 0
     try:
-        start = os.fstat(fd).st_size
+        start = _check_ours(path, fd).st_size
         buffer = bytearray()
         try:
             for line in lines:
@@ -468,7 +561,7 @@ def write_new_file(path: Path, data: bytes) -> None:
     On failure the partial file is removed and nothing else is touched.
     """
     try:
-        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
     except OSError as exc:
         raise _unavailable(path, exc) from exc
     try:
@@ -487,8 +580,9 @@ def write_new_file(path: Path, data: bytes) -> None:
 def truncate_file(path: Path, size: int) -> None:
     """Cut ``path`` back to ``size`` bytes, durably."""
     try:
-        fd = fs.open(path, os.O_WRONLY)
+        fd = fs.open(path, os.O_WRONLY | _NOFOLLOW)
         try:
+            _check_ours(path, fd)
             fs.ftruncate(fd, size)
             fs.fsync(fd)
         finally:
@@ -520,19 +614,40 @@ def ends_with_newline(path: Path) -> bool:
 
 
 def ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` 0700 (whatever the umask); refuse one that other
-    users can write, since they could replace files or hold the lock."""
+    """Create ``directory`` 0700 (whatever the umask); refuse one that another
+    account owns (it could have planted files or links in it before we came)
+    or that other users can write (they could replace files or hold the lock).
+    Each refusal names the one command that fixes it."""
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        mode = directory.stat().st_mode & 0o777
+        st = directory.stat()
     except OSError as exc:
         raise StorageUnavailableError(directory, f"cannot create data dir: {exc}") from exc
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise StorageUnavailableError(
+            directory,
+            f"the data dir belongs to {_user(st.st_uid)}, not to {_user(me)} who runs this: "
+            f"its files could have been planted by that account. If it is yours, fix it "
+            f"with: chown -R {_user(me)} {directory}",
+        )
+    mode = st.st_mode & 0o777
     if mode & 0o022:
         raise StorageUnavailableError(
             directory,
             f"the data dir is writable by other users (mode {mode:o}), who could change "
             f"the data or hold its lock; fix it with: chmod og-w {directory}",
         )
+
+
+def _user(uid: int) -> str:
+    """A user's name (its number when it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class DataDirLock:
@@ -547,8 +662,14 @@ class DataDirLock:
         self._lock_path = lock_path
         # A lock file left readable by an older version could be opened, and
         # so flock-ed, by other users: only the data's owner may hold it.
-        with contextlib.suppress(FileNotFoundError, PermissionError):
-            os.chmod(lock_path, 0o600)
+        # fchmod on what was opened without following a link: a planted link
+        # must not turn this into a chmod of the file it points at.
+        with contextlib.suppress(OSError):
+            fd = os.open(lock_path, os.O_RDONLY | _NOFOLLOW)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
         self._thread_lock = threading.RLock()
         self._local = threading.local()
 
@@ -564,7 +685,7 @@ class DataDirLock:
                     self._local.depth = depth
                 return
             try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
             except OSError as exc:
                 raise _unavailable(self._lock_path, exc) from exc
             try:

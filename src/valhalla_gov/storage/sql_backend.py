@@ -280,13 +280,11 @@ def upgrade(url: str, migrations: Migrations) -> tuple[str | None, str | None]:
         engine.dispose()
 
 
-def _driver_message(exc: SQLAlchemyError) -> str:
-    """The driver's own first line, without the SQL statement and parameters
-    SQLAlchemy appends (they may echo a client's input)."""
+def _error_kind(exc: SQLAlchemyError) -> str:
+    """The driver's name for what went wrong (``UndefinedTable``), nothing
+    the database or a client wrote."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(cause).strip().splitlines()
-    first = lines[0] if lines else type(cause).__name__
-    return first.split("[SQL:")[0].strip() or type(cause).__name__
+    return type(cause).__name__
 
 
 class SqlStore:
@@ -326,8 +324,12 @@ class SqlStore:
         self.engine.dispose()
 
     def _unavailable(self, exc: SQLAlchemyError) -> StorageUnavailableError:
+        # The driver's message may quote SQL, names or a client's input: it
+        # goes to the log (and stays the error's __cause__), not into a 503.
         log.error("database error on %s: %s", redact(self.url), exc)
-        return StorageUnavailableError(self.where, f"database error: {_driver_message(exc)}")
+        return StorageUnavailableError(
+            self.where, f"database error ({_error_kind(exc)}); the server's log has the details"
+        )
 
     def schema_problem(self) -> str | None:
         head = head_revision(self.migrations)
@@ -432,7 +434,8 @@ class SqlStore:
         except IntegrityError as exc:
             log.error("refused by %s: %s", redact(self.url), exc)
             raise StorageUnavailableError(
-                self.where, f"refused by the database: {_driver_message(exc)}"
+                self.where,
+                f"refused by the database ({_error_kind(exc)}); the server's log has the details",
             ) from exc
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc

@@ -38,7 +38,7 @@ const state = {
   history: { cursors: [null], index: 0, nextCursor: null, loading: false, seq: 0 },
   nextStepId: null,
   refreshSeq: 0,
-  tokenAsked: false, // the token form is open because the server said 401
+  signedIn: false, // the page has a credential the server accepted
   live: null, // the event stream (live.js)
   liveState: "connecting",
   liveRefresh: { timer: null, last: 0, history: false },
@@ -154,7 +154,7 @@ function clearMessage(kind) {
   delete box.dataset.kind;
 }
 
-/** Turn any failure into a sentence on the page (and the token form on 401). */
+/** Turn any failure into a sentence on the page (the sign-in screen on 401). */
 function report(err, context, kind = "error") {
   if (!(err instanceof ApiError)) {
     console.error(err);
@@ -162,10 +162,8 @@ function report(err, context, kind = "error") {
     return;
   }
   if (err.needsToken) {
-    // A refusal of a token the operator has since replaced is old news: the
-    // form keeps the answer to the token it holds now.
-    if (err.sentToken === getToken()) askForToken(err.detail);
-    say(`${context}: the server asks for an API token. Enter it in the token form.`, kind);
+    // A refusal of a credential the page has since replaced is old news.
+    if (err.sentToken === getToken()) credentialRefused(err.sentToken);
     return;
   }
   say(`${context}. ${err.message}`, kind);
@@ -183,27 +181,67 @@ function rateLimitText(err) {
   return `${said.charAt(0).toUpperCase()}${said.slice(1)}.${when}`;
 }
 
-// ------------------------------------------------------------------ token
+// ---------------------------------------------------------------- sign-in
 
-function askForToken(detail) {
-  state.tokenAsked = Boolean(detail);
-  const panel = $("token-panel");
-  const wasHidden = panel.hidden;
-  panel.hidden = false;
-  $("token-reason").textContent = detail
-    ? `The server says: ${detail}`
-    : "A token acts under its own name and scopes.";
-  $("token-forget").hidden = !getToken();
-  $("token-open").hidden = false;
-  $("token-open").setAttribute("aria-expanded", "true");
-  if (wasHidden) $("token-input").focus();
+const SIGNIN_TEXT = {
+  first: "This page shows and changes your governance data, so it needs to know it is you.",
+  refused:
+    "This browser's sign-in no longer works (it was revoked, or the server's data was " +
+    "replaced). Sign in again.",
+  usedLink:
+    "That sign-in link does not work any more: it was used already, or it is older than " +
+    "15 minutes. Print a new one.",
+  badToken: "The server did not accept that token. Check it, or sign in with a link.",
+  signedOut: "Signed out: this browser has forgotten its credential.",
+};
+
+/** The code of a sign-in link (`#signin=CODE`), taken out of the address
+ * bar at once: it stays in no history entry, bookmark or screenshot. */
+function takeSigninCode() {
+  if (!location.hash.startsWith("#signin=")) return "";
+  const code = decodeURIComponent(location.hash.slice("#signin=".length));
+  history.replaceState(null, "", location.pathname + location.search);
+  return code;
 }
 
-function closeTokenPanel() {
-  state.tokenAsked = false;
-  $("token-panel").hidden = true;
-  $("token-open").setAttribute("aria-expanded", "false");
-  $("token-open").hidden = !getToken();
+/** Trade a link's one-time code for this browser's own credential. */
+async function signInWithCode(code) {
+  try {
+    const created = await api("POST", "/core/auth/signin", { code });
+    setToken(created.token);
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      showSignin(SIGNIN_TEXT.usedLink);
+    } else {
+      showSignin(`Could not sign in: ${err.message || err}`);
+    }
+    return false;
+  }
+}
+
+/** The calm screen a page without a credential shows instead of its panels. */
+function showSignin(reason = SIGNIN_TEXT.first) {
+  state.signedIn = false;
+  state.whoami = null;
+  $("signin-reason").textContent = reason;
+  $("signin").hidden = false;
+  $("main").hidden = true;
+  $("sign-out").hidden = true;
+  $("live-status").hidden = true;
+  $("identity").textContent = "Not signed in.";
+  clearMessage();
+  if (state.live) {
+    state.live.stop();
+    state.live = null;
+  }
+}
+
+/** The server refused the credential this page holds: forget it, sign in again. */
+function credentialRefused(sent) {
+  if (!state.signedIn && !sent) return;
+  clearToken();
+  showSignin(SIGNIN_TEXT.refused);
 }
 
 async function onTokenSubmit(event) {
@@ -211,65 +249,53 @@ async function onTokenSubmit(event) {
   const input = $("token-input");
   const token = input.value.trim();
   if (!token) {
-    say("Paste a token first.", "error");
     input.focus();
     return;
   }
   setToken(token);
   input.value = "";
-  if (await loadIdentity()) {
-    closeTokenPanel();
-    say(`Token accepted: signed in as ${state.whoami.name}.`, "ok");
-    if (state.live) state.live.restart();
-    await Promise.all([refresh(), loadHistory(0), loadInsights()]);
+  if (!(await enter())) {
+    clearToken();
+    showSignin(SIGNIN_TEXT.badToken);
+    input.focus();
   }
 }
 
-async function onTokenForget() {
+function onSignOut() {
   clearToken();
-  $("token-forget").hidden = true;
-  say("The stored token is forgotten.", "ok");
-  if (state.live) state.live.restart();
-  if (await loadIdentity()) {
-    closeTokenPanel();
-    await Promise.all([refresh(), loadHistory(0)]);
-  }
+  showSignin(SIGNIN_TEXT.signedOut);
 }
 
-function onTokenOpen() {
-  if ($("token-panel").hidden) askForToken("");
-  else closeTokenPanel();
+/** With a credential in hand: who is it? Then the page itself. */
+async function enter() {
+  let who;
+  try {
+    who = await api("GET", "/core/whoami");
+  } catch (err) {
+    if (err instanceof ApiError && err.needsToken) return false;
+    showSignin(`Cannot reach the server to sign in: ${err.message}`);
+    return false;
+  }
+  state.whoami = who;
+  state.signedIn = true;
+  $("signin").hidden = true;
+  $("main").hidden = false;
+  $("sign-out").hidden = false;
+  $("live-status").hidden = false;
+  renderIdentity();
+  if (state.live) state.live.restart();
+  else startLive();
+  await Promise.all([refresh(), loadHistory(0), loadInsights()]);
+  return true;
 }
 
 // --------------------------------------------------------------- identity
 
-/** Ask the server who we are; true when it answered. */
-async function loadIdentity() {
-  try {
-    state.whoami = await api("GET", "/core/whoami");
-    renderIdentity();
-    return true;
-  } catch (err) {
-    state.whoami = null;
-    renderIdentity();
-    report(err, "Could not tell who you are");
-    return false;
-  }
-}
-
 function renderIdentity() {
   const who = state.whoami;
-  const line = $("identity");
-  if (!who) {
-    line.textContent = "Not signed in.";
-  } else if (who.via === "local") {
-    line.textContent = who.protected_mode
-      ? `Local ${scopesOf(who).join(", ")}: no API token exists yet, so this machine needs none.`
-      : `Local ${scopesOf(who).join(", ")}.`;
-  } else {
-    line.textContent = `Signed in as ${who.name} (${scopesOf(who).join(", ")}).`;
-  }
-  $("token-open").hidden = !getToken() && $("token-panel").hidden;
+  $("identity").textContent = who
+    ? `Signed in as ${who.name} (${scopesOf(who).join(", ")}).`
+    : "Not signed in.";
   $("band-panel").hidden = !scopesOf(who).includes("owner");
   updateControls();
 }
@@ -278,6 +304,7 @@ function renderIdentity() {
 
 /** Reload the summary, the cone and the audit tail (and page 1 of history). */
 async function refresh({ withHistory = false } = {}) {
+  if (!state.signedIn) return;
   const seq = ++state.refreshSeq;
   const jobs = [
     api("GET", "/core/go/summary"),
@@ -319,8 +346,6 @@ async function refresh({ withHistory = false } = {}) {
     report(failed.reason, "Could not refresh", "refresh");
   } else {
     clearMessage("refresh");
-    // The server asked for a token and now answers: the form has done its job.
-    if (state.tokenAsked && state.whoami) closeTokenPanel();
   }
 }
 
@@ -1037,10 +1062,9 @@ async function onBandSubmit(event) {
 
 // ------------------------------------------------------------------- boot
 
-function boot() {
+async function boot() {
   $("token-form").addEventListener("submit", onTokenSubmit);
-  $("token-forget").addEventListener("click", onTokenForget);
-  $("token-open").addEventListener("click", onTokenOpen);
+  $("sign-out").addEventListener("click", onSignOut);
   $("session-form").addEventListener("submit", onSessionSubmit);
   $("band-form").addEventListener("submit", onBandSubmit);
   $("band-select").addEventListener("change", (e) => {
@@ -1056,17 +1080,24 @@ function boot() {
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh({ withHistory: true });
   });
+  // A link opened in a tab that is already open changes only the fragment.
+  window.addEventListener("hashchange", async () => {
+    const code = takeSigninCode();
+    if (code && (await signInWithCode(code))) await enter();
+  });
 
   setInterval(tick, 1000);
   setInterval(() => {
     if (!document.hidden) refresh({ withHistory: true });
   }, REFRESH_MS);
 
-  loadIdentity();
-  refresh();
-  loadHistory(0);
-  loadInsights();
-  startLive();
+  const code = takeSigninCode();
+  if (code && !(await signInWithCode(code))) return;
+  if (!getToken()) {
+    showSignin();
+    return;
+  }
+  if (!(await enter())) credentialRefused(getToken());
 }
 
 boot();

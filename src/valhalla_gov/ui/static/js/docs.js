@@ -1,5 +1,5 @@
-// The API docs: Swagger UI over /openapi.json, which needs the viewer scope
-// once tokens exist. The token the GO page keeps is sent with every request.
+// The API docs: Swagger UI over /openapi.json, which needs the viewer scope.
+// The credential the GO page keeps is sent with every request.
 import { getToken } from "./api.js";
 
 function withToken(request) {
@@ -19,7 +19,7 @@ async function start() {
   const resp = await fetch("/openapi.json", { headers });
   if (resp.status === 401) {
     message.textContent =
-      "The API description needs a token: enter it on the GO page (/), then reload.";
+      "The API description needs you signed in: sign in on the GO page (/), then reload.";
     return;
   }
   if (!resp.ok) {
