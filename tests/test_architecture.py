@@ -128,6 +128,31 @@ def test_nothing_below_the_top_imports_the_top() -> None:
     assert offenders == []
 
 
+# The bottom layer: mechanisms every feature may use, knowing none of them.
+BOTTOM = {"storage", "observability", "context", "feature", "settings", "errors", "timeutil"}
+BOTTOM |= {"textfiles", "constants", "event_names"}
+
+
+def test_the_bottom_layer_imports_no_feature() -> None:
+    features = {feature.name for feature in FEATURES}
+    offenders = [
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        if _part(module) in BOTTOM
+        for target in targets
+        if _part(target) in features
+    ]
+    assert offenders == []
+
+
+def test_every_module_is_placed_in_a_layer() -> None:
+    # A new top-level module must say where it belongs (so the rule above
+    # cannot be dodged by a module nobody listed).
+    features = {feature.name for feature in FEATURES}
+    known = TOP | BOTTOM | features | {"", "security", "ui", "api_docs", "migrations"}
+    assert sorted({_part(m) for m in MODULES} - known) == []
+
+
 def test_storage_imports_no_feature() -> None:
     offenders = [
         f"{module} imports {target}"

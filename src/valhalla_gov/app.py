@@ -93,7 +93,7 @@ def create_app(
     app.add_middleware(
         SecurityGate,
         store=ctx.store,
-        authenticator=ctx.authenticator,
+        authenticator=ctx.get(Authenticator),
         clock=ctx.clock,
         allowed_hosts=allowed_host_names(settings.bind_host, settings.allowed_hosts),
         cors_origins=settings.cors_origins,

@@ -80,24 +80,16 @@ def build_context(
     authenticator: Authenticator | None = None,
     rate_limiter: RateLimiter | None = None,
 ) -> AppContext:
-    """``authenticator`` and ``rate_limiter`` replace the ones the settings
-    make: the CLI's in-process app serves the local owner, without limits."""
+    """``authenticator`` and ``rate_limiter`` replace the ones the auth
+    feature makes (tests hand in their own)."""
     ctx = AppContext(
-        settings=settings,
-        store=open_store(settings),
-        rate_limiter=rate_limiter
-        or RateLimiter(
-            start_session=settings.rate_limit_start_session,
-            writes=settings.rate_limit_writes,
-            redis_url=settings.redis_url,
-            shared_dir=settings.rate_limit_dir,
-            fail_open=settings.rate_limit_fail_open,
-        ),
-        clock=clock,
-        readiness=READINESS,
-        authenticator=authenticator or Authenticator(),
+        settings=settings, store=open_store(settings), clock=clock, readiness=READINESS
     )
     for feature in FEATURES:
         for extension in feature.build(ctx) if feature.build is not None else ():
             ctx.extensions[type(extension)] = extension
+    if authenticator is not None:
+        ctx.extensions[Authenticator] = authenticator
+    if rate_limiter is not None:
+        ctx.extensions[RateLimiter] = rate_limiter
     return ctx

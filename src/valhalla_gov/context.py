@@ -14,8 +14,6 @@ from typing import TypeVar, cast
 
 from fastapi import Request
 
-from .auth.ratelimit import RateLimiter
-from .auth.service import Authenticator
 from .settings import Settings
 from .storage.protocol import Store
 from .timeutil import Clock, utc_now
@@ -27,9 +25,7 @@ T = TypeVar("T")
 class AppContext:
     settings: Settings
     store: Store
-    rate_limiter: RateLimiter
     clock: Clock = utc_now
-    authenticator: Authenticator = field(default_factory=Authenticator)
     # Every feature's readiness checks (see Feature.readiness).
     readiness: Sequence[Callable[[Store], object]] = ()
     # Objects a feature builds for itself, by type (see AppContext.get).

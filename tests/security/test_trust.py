@@ -181,9 +181,15 @@ def test_ten_concurrent_exchanges_of_one_signin_code_one_wins(server: LiveServer
 
 
 def _raw(server: LiveServer, head: bytes) -> str:
+    """The whole answer to ``head`` (sent asking to close, read to the end:
+    one recv may hold only the status line)."""
+    request = head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(head)
-        return sock.recv(65536).decode(errors="replace")
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
 
 
 def test_repeated_headers_and_websockets_are_refused(server: LiveServer) -> None:

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from ..context import AppContext
 from ..errors import DomainError, ForbiddenError
 from .models import Identity, Scope
-from .ratelimit import RULE_START_SESSION, RULE_WRITES
+from .ratelimit import RULE_START_SESSION, RULE_WRITES, RateLimiter
+from .service import Authenticator
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Guard:
         """In a worker thread: who it is (401 raised), may it (403), and the
         rate limit (429 / 503), counted per identity."""
         assert self.scope is not None
-        identity = ctx.authenticator.authenticate(
+        identity = ctx.get(Authenticator).authenticate(
             store=ctx.store, clock=ctx.clock, authorization=authorization
         )
         if not identity.allows(self.scope):
@@ -78,10 +79,10 @@ class Guard:
             if self.rule == RULE_START_SESSION:
                 # Checked now, counted only once a session has started: a
                 # start refused (409, 503) must not use up the hour's starts.
-                headers = ctx.rate_limiter.check(self.rule, key)
-                count = functools.partial(ctx.rate_limiter.record, self.rule, key)
+                headers = ctx.get(RateLimiter).check(self.rule, key)
+                count = functools.partial(ctx.get(RateLimiter).record, self.rule, key)
                 return _Decision(identity, headers=headers, count_start=count)
-            return _Decision(identity, headers=ctx.rate_limiter.hit(self.rule, key))
+            return _Decision(identity, headers=ctx.get(RateLimiter).hit(self.rule, key))
         except DomainError as exc:
             return _Decision(identity, exc)
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..auth.deps import VIEWER, first_header
 from ..auth.models import Identity
+from ..auth.service import Authenticator
 from ..context import AppContext, get_ctx
 from ..errors import (
     DomainError,
@@ -22,7 +23,6 @@ from ..errors import (
     ServiceUnavailableError,
     storage_unavailable,
 )
-from ..storage.aio import run_store
 from ..storage.errors import StorageError
 from ..storage.protocol import Store
 from .hub import EventHub
@@ -116,7 +116,7 @@ async def stream(
     try:
         # Before the response starts, so a corrupt log is a 503 naming it.
         generation = hub.generation
-        position = await run_store(ctx.store, lambda: start_position(ctx.store, after))
+        position = await run_in_threadpool(start_position, ctx.store, after)
     except BaseException:
         hub.release(client)
         raise
@@ -160,7 +160,7 @@ class _Tail:
         """The stream's credential, checked again as the guard checked it."""
         ctx = self.ctx
         try:
-            again = ctx.authenticator.authenticate(
+            again = ctx.get(Authenticator).authenticate(
                 store=ctx.store, clock=ctx.clock, authorization=self.authorization
             )
         except DomainError:
@@ -217,4 +217,4 @@ class _Tail:
 
 
 async def _read(store: Store, position: Position) -> tuple[list[dict[str, Any]], Position]:
-    return await run_store(store, lambda: read_after(store, position, BATCH))
+    return await run_in_threadpool(read_after, store, position, BATCH)
