@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,7 +33,10 @@ GENEROUS_LIMITS = {
 # server binds it), each pytest-xdist worker in its own block of ports.
 _PORT_BLOCK = 1000
 _FIRST_PORT = 20000
-_next_port = itertools.count()
+# Where in its block this process starts: two test runs at once (two
+# checkouts) rarely try the same port, and a server answering on a port is
+# checked to be this run's (LiveServer._answers_as_ours).
+_next_port = itertools.count(random.randrange(_PORT_BLOCK))
 
 
 def free_port() -> int:
@@ -135,6 +139,7 @@ class LiveServer:
                 if (
                     httpx.get(f"{self.url}/core/healthz", timeout=1).status_code == 200
                     and self._workers_started() >= self._workers_to_wait_for()
+                    and self._answers_as_ours()
                 ):
                     return self
             except httpx.TransportError:
@@ -142,6 +147,14 @@ class LiveServer:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log_path.read_text()}")
+
+    def _answers_as_ours(self) -> bool:
+        """The server on the port knows this data dir's owner credential: it
+        is this one, not another test run's that took the port first."""
+        if not (self.data_dir / "owner.token").exists():
+            return True  # a replica whose credential lives in another data dir
+        answer = httpx.get(f"{self.url}/core/whoami", headers=self.headers, timeout=1)
+        return answer.status_code == 200
 
     def _workers_to_wait_for(self) -> int:
         # The first worker to answer says nothing of the others, which on a
