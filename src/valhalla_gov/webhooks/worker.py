@@ -159,9 +159,9 @@ class Dispatcher:
         lease is handed back so another process takes over at once."""
         self._stop.set()
         if self._task is not None:
-            send = self.settings.webhook_connect_timeout + self.settings.webhook_read_timeout
+            deadline = self.settings.webhook_connect_timeout + self.settings.webhook_read_timeout
             try:
-                await asyncio.wait_for(self._task, send + 1)
+                await asyncio.wait_for(self._task, deadline + 1)
             except TimeoutError:
                 log.warning("webhooks: the delivery task did not stop in time; cancelled")
         if self._lease_until is not None:
@@ -197,6 +197,7 @@ class Dispatcher:
         if self._sender is None:
             self._sender = Sender(self.settings, self.clock)
         sent = await asyncio.gather(*(self._send(job, key, self._sender) for job in jobs))
+        # Nothing sent moves no cursor, unless the job only passes records over.
         done = [(job, s) for job, s in zip(jobs, sent, strict=True) if s or not job.events]
         if done:
             await run_in_threadpool(self._record, done)
