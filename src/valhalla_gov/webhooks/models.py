@@ -52,10 +52,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-# A webhook's name as the API takes it, in the body or the path.
-WebhookName = Annotated[str, _in_words("webhook_name", _check_name)]
-
-
 class UnusableUrlError(ValueError):
     """Why a URL cannot be a webhook's, in words for the person who gave it."""
 
@@ -171,7 +167,9 @@ def _unknown_event(name: str) -> str:
     return f"{shown} is not an audited event; the events are {', '.join(AUDITED_EVENTS)}, or all"
 
 
-# What the API takes, checked in this order; each refusal a 422 in words.
+# What the API takes (a name also in the path), checked in this order; each
+# refusal is a 422 in words.
+WebhookName = Annotated[str, _in_words("webhook_name", _check_name)]
 WebhookUrl = Annotated[
     str, Field(min_length=1, max_length=MAX_URL), _in_words("webhook_url", check_url)
 ]

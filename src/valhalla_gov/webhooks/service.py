@@ -40,9 +40,9 @@ def _info(hook: WebhookRecord, outbox: Outbox) -> WebhookInfo:
     delivery = DeliveryInfo(
         pending_attempts=state.attempts, **state.model_dump(exclude={"attempts", "cursor"})
     )
-    return WebhookInfo(
-        **hook.model_dump(exclude={"salt", "key_id", "start_seq"}), delivery=delivery
-    )
+    # Never the salt: with the master key, it makes the secret.
+    listed = hook.model_dump(exclude={"salt", "key_id", "start_seq"})
+    return WebhookInfo(**listed, delivery=delivery)
 
 
 def add_webhook(

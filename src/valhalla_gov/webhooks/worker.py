@@ -319,8 +319,7 @@ class Dispatcher:
             changed = False
             for job, sent in done:
                 state = outbox.cursor(job.hook)
-                moved = (state.last_seq, state.attempts) != (job.state.last_seq, job.state.attempts)
-                if job.hook.id not in live or moved:
+                if job.hook.id not in live or state != job.state:
                     continue  # removed meanwhile, or another sender moved it
                 for event, attempt in sent:
                     state, result = self._apply(txn, state, job.hook, event, attempt, now)
