@@ -257,7 +257,11 @@ class Dispatcher:
         return self._lease_until is not None
 
     def _claim_lease(self) -> datetime | None:
-        """Take or renew the lease: its expiry, or None while another holds it."""
+        """Take or renew the lease: its expiry, or None while another holds it.
+        Looked at first without a transaction: on PostgreSQL every transaction
+        wakes every process, and a sender racing the holder must not."""
+        if _held_by_other(load_outbox(self.store).lease, self.holder, self.clock()):
+            return None
         with self.store.transaction() as txn:
             outbox = load_outbox(txn)
             now = self.clock()
