@@ -23,7 +23,7 @@ from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.protocol import Store
 from valhalla_gov.timeutil import iso_z
-from valhalla_gov.webhooks import payload, service, worker
+from valhalla_gov.webhooks import sender, service, worker
 from valhalla_gov.webhooks import store as hook_store
 from valhalla_gov.webhooks.metrics import WebhookCollector
 from valhalla_gov.webhooks.sender import Sender
@@ -470,7 +470,7 @@ async def test_any_exception_in_one_delivery_is_its_failed_attempt(
     def boom() -> None:
         raise RuntimeError(f"broken while {where}")
 
-    real_headers = payload.headers
+    real_headers = sender.headers
 
     def headers(**kwargs: Any) -> dict[str, str]:
         if kwargs["delivery"].startswith(bad.id) and where == "build":
@@ -487,7 +487,7 @@ async def test_any_exception_in_one_delivery_is_its_failed_attempt(
             boom()
         return status
 
-    monkeypatch.setattr(payload, "headers", headers)
+    monkeypatch.setattr(sender, "headers", headers)
     monkeypatch.setattr(Sender, "_post", post)
     cone(store, clock, "C")
     cone(store, clock, "D")

@@ -8,18 +8,22 @@ from collections.abc import AsyncIterator
 from ..context import AppContext
 from ..feature import Feature
 from .store import SCHEMA, load_outbox, load_webhooks
-from .worker import start_dispatcher
+from .worker import Dispatcher
 
 
 @contextlib.asynccontextmanager
 async def _sending(ctx: AppContext) -> AsyncIterator[None]:
-    # Every worker runs the sender; a lease kept in the store lets one send.
-    dispatcher = start_dispatcher(store=ctx.store, settings=ctx.settings, clock=ctx.clock)
+    # Every worker runs the sender (unless turned off); a lease kept in the
+    # store lets one of them send.
+    if not ctx.settings.webhook_worker:
+        yield
+        return
+    dispatcher = Dispatcher(store=ctx.store, settings=ctx.settings, clock=ctx.clock)
+    dispatcher.start()
     try:
         yield
     finally:
-        if dispatcher is not None:
-            await dispatcher.close()
+        await dispatcher.close()
 
 
 FEATURE = Feature(

@@ -1,9 +1,9 @@
 """The webhook master key, and the per-webhook signing secrets derived from it.
 
 No secret is stored anywhere: a webhook keeps a random salt, and its secret
-is HMAC-SHA256(master key, id + salt). The store (and so ``webhook list``,
-the audit log and ``valhalla data export``) never holds anything a receiver
-could be impersonated with; the master key lives outside the store, in
+is HMAC-SHA256(master key, id + salt). So the store (and ``webhook list``,
+the audit log, ``valhalla data export``) holds nothing a receiver could be
+impersonated with; the master key lives outside it, in
 ``VALHALLA_WEBHOOK_KEY`` or a 0600 key file.
 """
 
@@ -16,55 +16,49 @@ import hmac
 import logging
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ServiceUnavailableError
 from ..settings import Settings
 from ..storage.errors import StorageUnavailableError
 from ..storage.json_store import fsync_dir
+from .models import WebhookRecord
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "webhook.key"
-SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix
 
 
+@dataclass(frozen=True)
 class SigningKey:
-    """The master key. Its ``repr`` and ``str`` never show it."""
+    """The master key; its repr shows where it came from, never the key."""
 
-    def __init__(self, material: bytes, source: str) -> None:
-        self._material = material
-        self.source = source
-        self.key_id = hmac.new(material, b"valhalla-webhook-key-id", hashlib.sha256).hexdigest()[
-            :16
-        ]
+    material: bytes = field(repr=False)
+    source: str
 
-    def __repr__(self) -> str:
-        return f"SigningKey(key_id={self.key_id!r}, source={self.source!r})"
+    @property
+    def key_id(self) -> str:
+        return hmac.new(self.material, b"valhalla-webhook-key-id", hashlib.sha256).hexdigest()[:16]
 
     def secret(self, webhook_id: str, salt: str) -> str:
         message = f"valhalla-webhook-secret\0{webhook_id}\0{salt}".encode()
-        digest = hmac.new(self._material, message, hashlib.sha256).digest()
-        return SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        digest = hmac.new(self.material, message, hashlib.sha256).digest()
+        return "whsec_" + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Valhalla-Signature`` value for ``body`` (deprecated: it signs the
-    body alone, so a captured delivery can be replayed; see :func:`sign_timed`)."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def sign_timed(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-Valhalla-Timed-Signature`` value: ``t=<unix seconds>,v1=<hex>``,
-    the HMAC-SHA256 of ``"<t>.<body>"``. A receiver that checks ``t`` against
-    its own clock refuses a replayed delivery (docs/WEBHOOKS.md)."""
-    signed = str(timestamp).encode("ascii") + b"." + body
-    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def key_path(settings: Settings) -> Path:
-    return settings.webhook_key_file or settings.data_dir / KEY_FILE
+def secret_for(hook: WebhookRecord, key: SigningKey | None) -> str:
+    """The hook's secret, or ServiceUnavailableError when this process's key
+    is not the one it was created with: a replica with another key must not
+    send events receivers would reject (or worse, accept from the wrong key)."""
+    if key is None or key.key_id != hook.key_id:
+        have = "no webhook key" if key is None else f"key {key.key_id}"
+        raise ServiceUnavailableError(
+            f"webhook {hook.name!r} was created with master key {hook.key_id} but this "
+            f"process has {have}: give every process the same VALHALLA_WEBHOOK_KEY "
+            "(or key file), or remove and re-add the webhook"
+        )
+    return key.secret(hook.id, hook.salt)
 
 
 def load_key(settings: Settings, *, create: bool) -> SigningKey | None:
@@ -74,10 +68,9 @@ def load_key(settings: Settings, *, create: bool) -> SigningKey | None:
     signed with one, so there is no webhook to send either.
     """
     if settings.webhook_key is not None:
-        return SigningKey(
-            settings.webhook_key.get_secret_value().strip().encode("utf-8"), "VALHALLA_WEBHOOK_KEY"
-        )
-    path = key_path(settings)
+        configured = settings.webhook_key.get_secret_value().strip().encode("utf-8")
+        return SigningKey(configured, "VALHALLA_WEBHOOK_KEY")
+    path = settings.webhook_key_file or settings.data_dir / KEY_FILE
     material = _read(path)
     if material is None and create:
         if settings.database_url and settings.webhook_key_file is None:

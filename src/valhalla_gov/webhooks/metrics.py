@@ -1,8 +1,5 @@
-"""Webhook metrics: a per-process counter, and gauges read from the store.
-
-The gauges are computed at scrape time from the outbox, so every worker and
-replica reports the same truth (like the other state gauges).
-"""
+"""Webhook metrics: a per-process counter, and gauges read from the store at
+scrape time, so every worker and replica reports the same truth."""
 
 from __future__ import annotations
 
@@ -12,7 +9,10 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..storage.errors import StorageError
 from ..storage.protocol import Store
+from .models import Outbox
+from .store import load_outbox, load_webhooks, newest_seq
 
 DELIVERIES = Counter(
     "valhalla_webhook_deliveries_total",
@@ -26,13 +26,10 @@ class WebhookCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterable[Metric]:
-        from ..storage.errors import StorageError
-        from . import store as hook_store
-
         try:
-            hooks = hook_store.load_webhooks(self._store)
-            cursors = hook_store.load_outbox(self._store).cursors if hooks else {}
-            newest = hook_store.newest_seq(self._store) if hooks else 0
+            hooks = load_webhooks(self._store)
+            outbox = load_outbox(self._store) if hooks else Outbox()
+            newest = newest_seq(self._store) if hooks else 0
         except StorageError:
             return  # valhalla_storage_up says so already
         failing = GaugeMetricFamily(
@@ -51,11 +48,8 @@ class WebhookCollector(Collector):
             labels=["webhook"],
         )
         for hook in hooks:
-            state = cursors.get(hook.id)
-            last = state.last_seq if state else hook.start_seq
-            failing.add_metric([hook.name], 1 if state is not None and state.failing else 0)
-            gave_up.add_metric([hook.name], state.gave_up if state else 0)
-            lag.add_metric([hook.name], max(newest - last, 0))
-        yield failing
-        yield gave_up
-        yield lag
+            state = outbox.cursor(hook)
+            failing.add_metric([hook.name], int(state.failing))
+            gave_up.add_metric([hook.name], state.gave_up)
+            lag.add_metric([hook.name], max(newest - state.last_seq, 0))
+        yield from (failing, gave_up, lag)

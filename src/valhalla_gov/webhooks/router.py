@@ -1,14 +1,14 @@
-"""``/core/webhooks``: list, add, remove, test-send. Owner scope throughout."""
+"""``/core/webhooks``: list, add, remove, test-send. Owner scope throughout:
+the list shows receiver URLs, which for chat webhooks are credentials."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
-from ..auth.deps import OWNER_WRITE, Guard
+from ..auth.deps import OWNER, OWNER_WRITE
 from ..auth.models import Identity
 from ..context import AppContext, get_ctx
 from . import service
@@ -18,19 +18,18 @@ from .models import (
     WebhookCreate,
     WebhookCreated,
     WebhookInfo,
+    WebhookName,
     WebhookRemoved,
-    valid_name,
 )
 from .sender import Sender
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-# Listing shows receiver URLs, which for chat webhooks are credentials.
-OWNER_READ = Guard("owner")
-Name = Annotated[str, Path(description="The webhook's name."), AfterValidator(valid_name)]
+Owner = Annotated[Identity, Depends(OWNER_WRITE)]
+Name = Annotated[WebhookName, Path(description="The webhook's name.")]
 
 
-@router.get("", response_model=list[WebhookInfo], dependencies=[Depends(OWNER_READ)])
+@router.get("", response_model=list[WebhookInfo], dependencies=[Depends(OWNER)])
 def list_webhooks(ctx: Ctx) -> list[WebhookInfo]:
     """Every webhook with its delivery state; never a secret."""
     return service.list_webhooks(store=ctx.store)
@@ -45,9 +44,7 @@ def list_webhooks(ctx: Ctx) -> list[WebhookInfo]:
         503: {"description": "Storage, or the webhook key file, is unusable."},
     },
 )
-def add_webhook(
-    body: WebhookCreate, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
-) -> WebhookCreated:
+def add_webhook(body: WebhookCreate, ctx: Ctx, who: Owner) -> WebhookCreated:
     """Register a webhook (audited WEBHOOK_ADD). The answer carries its
     signing secret, which is never shown again."""
     key = load_key(ctx.settings, create=True)
@@ -63,9 +60,7 @@ def add_webhook(
     response_model=WebhookRemoved,
     responses={404: {"description": "No webhook of that name."}},
 )
-def remove_webhook(
-    name: Name, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
-) -> WebhookRemoved:
+def remove_webhook(name: Name, ctx: Ctx, who: Owner) -> WebhookRemoved:
     """Remove a webhook (audited WEBHOOK_REMOVE); its undelivered events are dropped."""
     service.remove_webhook(store=ctx.store, name=name, actor=who.name, clock=ctx.clock)
     return WebhookRemoved(removed=name)
@@ -81,15 +76,13 @@ def remove_webhook(
         },
     },
 )
-async def test_webhook(
-    name: Name, ctx: Ctx, who: Annotated[Identity, Depends(OWNER_WRITE)]
-) -> TestResult:
+async def test_webhook(name: Name, ctx: Ctx, who: Owner) -> TestResult:
     """Send a WEBHOOK_TEST event now and report the receiver's answer
     (``ok`` false with its status or error when it did not take it, or when
     the stored URL cannot be used)."""
     hook = await run_in_threadpool(service.get_webhook, store=ctx.store, name=name)
     key = await run_in_threadpool(load_key, ctx.settings, create=False)
-    sender = Sender.for_settings(ctx.settings)
+    sender = Sender(ctx.settings, ctx.clock)
     try:
         return await service.send_test(
             hook=hook, key=key, sender=sender, actor=who.name, clock=ctx.clock
