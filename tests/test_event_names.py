@@ -132,7 +132,7 @@ def test_known_and_closest(given: str, known: str | None, closest: str | None) -
 
 
 def test_the_webhook_docs_list_every_event() -> None:
-    text = (ROOT / "docs" / "WEBHOOKS.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "webhooks.md").read_text(encoding="utf-8")
     section = text.split("| event | when |", 1)[1].split("\n\n", 1)[0]
     table = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|$", section, re.M)
     assert dict(table) == dict(AUDITED_EVENTS)

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         "connection is closed.",
     )
 
-    # Webhooks (src/valhalla_gov/webhooks, docs/WEBHOOKS.md). Times are
+    # Webhooks (src/valhalla_gov/webhooks, docs/webhooks.md). Times are
     # settings so that tests (and impatient operators) can shrink them.
     webhook_key: SecretStr | None = Field(
         default=None,

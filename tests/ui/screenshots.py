@@ -1,4 +1,4 @@
-"""Screenshots of the GO page in a realistic state, for docs/GO_PAGE.md.
+"""Screenshots of the GO page in a realistic state, for docs/page.md.
 
 The UI test suite renders them into a temporary directory on every run (so
 this script keeps working); they are written into ``docs/screenshots/`` when

@@ -536,12 +536,12 @@ async def test_deliveries_carry_a_timed_signature_signed_anew_on_each_try(
 
 
 def doc_example(name: str) -> dict[str, Any]:
-    """Run the Python block of docs/WEBHOOKS.md that defines ``name``."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "WEBHOOKS.md").read_text()
+    """Run the Python block of docs/webhooks.md that defines ``name``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
     blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
     (code,) = [b for b in blocks if f"def {name}(" in b]
     namespace: dict[str, Any] = {}
-    exec(compile(code, "docs/WEBHOOKS.md", "exec"), namespace)
+    exec(compile(code, "docs/webhooks.md", "exec"), namespace)
     return namespace
 
 

@@ -75,7 +75,7 @@ def webhook_add(
     typer.echo(f"events: {', '.join(hook.events)}; format: {hook.format}")
     typer.echo(
         "Deliveries carry X-Valhalla-Timed-Signature: t=<unix time>,"
-        'v1=HMAC-SHA256(secret, "<t>.<body>"); check it as docs/WEBHOOKS.md shows. '
+        'v1=HMAC-SHA256(secret, "<t>.<body>"); check it as docs/webhooks.md shows. '
         "The secret is shown only now:"
     )
     typer.echo(created.secret)

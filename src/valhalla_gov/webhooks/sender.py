@@ -138,7 +138,7 @@ def headers(
         # The same on every retry: receivers drop duplicates by it.
         "X-Valhalla-Delivery": delivery,
         # HMAC of "<t>.<body>": a receiver that checks t against its own clock
-        # refuses a replayed delivery (docs/WEBHOOKS.md).
+        # refuses a replayed delivery (docs/webhooks.md).
         "X-Valhalla-Timed-Signature": f"t={timestamp},v1={timed.hexdigest()}",
         # Deprecated, kept while receivers in the field check it: it signs the
         # body alone, so a captured delivery can be replayed.
