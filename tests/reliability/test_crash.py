@@ -57,8 +57,14 @@ def _storm_round(server: LiveServer, ledger: Ledger, rng: random.Random, round_n
         )
         for i in range(THREADS)
     ]
+    acked_before = len(ledger.acks)
     for thread in threads:
         thread.start()
+    # The random delay counts from the first answer of this round, so that on
+    # a loaded machine the kill still lands mid-storm, not before it began.
+    deadline = time.monotonic() + 60
+    while len(ledger.acks) == acked_before and time.monotonic() < deadline:
+        time.sleep(0.01)
     delay = rng.uniform(0.3, 1.8)
     time.sleep(delay)
     server.kill()  # SIGKILL to the whole process group, mid-request
