@@ -86,7 +86,7 @@ lock:
 
 # Mutation check of the durability code: remove each fsync of
 # storage/json_store.py in turn (on a temp copy) and show the power-loss test
-# fails for each. About 10 minutes; figures in docs/data-safety.md.
+# fails for each. About 10 minutes; what each removal breaks: docs/dev/testing.md.
 mutate-fsync: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.reliability.mutate_fsync
 

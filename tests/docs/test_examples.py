@@ -233,6 +233,8 @@ def _runnable(doc: Path) -> bool:
 def test_the_getting_started_docs_have_runnable_examples() -> None:
     # Docs without shell examples are left out below rather than skipped.
     assert _runnable(ROOT / "README.md")
+    assert _runnable(ROOT / "docs" / "getting-started.md")
+    assert _runnable(ROOT / "docs" / "api.md")
     assert _runnable(ROOT / "docs" / "cli.md")
     assert _runnable(ROOT / "docs" / "deploy.md")
     assert _runnable(ROOT / "docs" / "operations.md")
