@@ -242,7 +242,7 @@ def _capped(error: dict[str, Any]) -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` workers: settings come from the environment."""
     settings = Settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     freeze_start_up()
     return app

@@ -62,6 +62,11 @@ def _count(value: Any, one: str) -> str:
     return f"{value} {one}" + ("" if value == 1 else "s")
 
 
+def _number(value: Any) -> Any:
+    """0.0 as 0, 2.5 as 2.5: a bound as a person writes it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _too_short(ctx: Mapping[str, Any]) -> str:
     least = ctx.get("min_length", 1)
     return "must not be empty" if least == 1 else f"must be at least {_count(least, 'character')}"
@@ -79,10 +84,10 @@ _FROM_CTX: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "string_too_long": lambda c: f"must be at most {_count(c.get('max_length'), 'character')}",
     "too_short": lambda c: f"must have at least {_count(c.get('min_length'), 'item')}",
     "too_long": lambda c: f"must have at most {_count(c.get('max_length'), 'item')}",
-    "greater_than_equal": lambda c: f"must be at least {c.get('ge')}",
-    "greater_than": lambda c: f"must be more than {c.get('gt')}",
-    "less_than_equal": lambda c: f"must be at most {c.get('le')}",
-    "less_than": lambda c: f"must be less than {c.get('lt')}",
+    "greater_than_equal": lambda c: f"must be at least {_number(c.get('ge'))}",
+    "greater_than": lambda c: f"must be more than {_number(c.get('gt'))}",
+    "less_than_equal": lambda c: f"must be at most {_number(c.get('le'))}",
+    "less_than": lambda c: f"must be less than {_number(c.get('lt'))}",
     "literal_error": lambda c: f"must be {c.get('expected')}",
     "enum": lambda c: f"must be {c.get('expected')}",
     "json_invalid": _json,
