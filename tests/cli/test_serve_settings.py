@@ -181,6 +181,23 @@ def test_every_command_refuses_a_bad_setting_in_one_line(
     assert list((tmp_path / "data").iterdir()) == []
 
 
+def test_init_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [VALHALLA, "init", str(tmp_path / "new")],
+        env=_clean_env(VALHALLA_LOG_LEVEL="loud"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: bad setting: VALHALLA_LOG_LEVEL: 'loud' is not one of critical, error, "
+        "warning, info, debug, trace (for example VALHALLA_LOG_LEVEL=info)"
+    ]
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
 def test_postgres_urls_are_read_as_the_psycopg_driver(
     monkeypatch: pytest.MonkeyPatch, scheme: str

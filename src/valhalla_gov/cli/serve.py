@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .client import CliError, fail, plural
+from .client import CliError, fail, plural, reported
 from .service import USAGE
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ def init(
     from ..storage.errors import StorageError
     from .local import load_settings
 
-    settings = load_settings(data_dir)
+    with reported():  # a bad setting: one line, exit code 2
+        settings = load_settings(data_dir)
     path = settings.data_dir
     if settings.database_url and data_dir is None:
         fail(
