@@ -207,3 +207,14 @@ def test_postgres_urls_are_read_as_the_psycopg_driver(
     monkeypatch.setenv("VALHALLA_DATABASE_URL", f"{scheme}://u:p%40ss@db.example:5433/v")
     url = load_settings(None).database_url
     assert url == "postgresql+psycopg://u:p%40ss@db.example:5433/v"
+
+
+def test_a_bad_flag_is_named_as_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VALHALLA_DATABASE_URL", raising=False)
+    with pytest.raises(CliError) as refused:
+        load_settings(None, flags={"--database-url": "/srv/v.db"})
+    assert refused.value.code == 2
+    assert refused.value.message == (
+        "error: bad setting: --database-url: '/srv/v.db' is a path, not a database URL "
+        "(for example --database-url sqlite:////srv/v.db)"
+    )
