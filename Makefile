@@ -9,18 +9,16 @@ DATA_DIR ?= ./data
 
 .PHONY: run test test-deep browser nginx lint typecheck pytest lock bench wrk clean mutate-fsync
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-
+# scripts/install.sh builds .venv from a lock file with uv (installed once
+# into .tools/uv, hash-pinned, when it is not on PATH) or, failing that, pip;
+# the same hash-pinned lock files either way, with progress shown.
 # Stamp files make re-runs instant while the lock files are unchanged.
-$(VENV)/.run-installed: requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+$(VENV)/.run-installed: requirements.lock pyproject.toml requirements-uv.lock scripts/install.sh
+	PYTHON=$(PYTHON) scripts/install.sh $(VENV) requirements.lock
 	touch $@
 
-$(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+$(VENV)/.dev-installed: requirements-dev.lock pyproject.toml requirements-uv.lock scripts/install.sh
+	PYTHON=$(PYTHON) scripts/install.sh $(VENV) requirements-dev.lock
 	touch $(VENV)/.run-installed $@
 
 run: $(VENV)/.run-installed
@@ -79,10 +77,13 @@ pytest: $(VENV)/.dev-installed
 test-deep: $(VENV)/.dev-installed browser nginx lint typecheck
 	VALHALLA_TEST_DEEP=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-# Regenerate the pinned lock files (needs `uv` on PATH).
+# Regenerate the pinned lock files (needs `uv` on PATH; .tools/uv/bin/uv after
+# a first `make run` is one). requirements-uv.lock pins the installer itself.
+UV_VERSION ?= 0.13.10
 lock:
 	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements-dev.lock
+	echo "uv==$(UV_VERSION)" | uv pip compile - --universal --python-version 3.11 --generate-hashes -o requirements-uv.lock
 
 # Mutation check of the durability code: remove each fsync of
 # storage/json_store.py in turn (on a temp copy) and show the power-loss test
@@ -91,7 +92,7 @@ mutate-fsync: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.reliability.mutate_fsync
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache
 
 # Benchmarks (docs/dev/performance.md): every guardrail on both backends, at
 # full size (the 1,000,000-entry fixtures are built once and cached in

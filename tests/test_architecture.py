@@ -130,7 +130,7 @@ def test_nothing_below_the_top_imports_the_top() -> None:
 
 # The bottom layer: mechanisms every feature may use, knowing none of them.
 BOTTOM = {"storage", "observability", "context", "feature", "settings", "errors", "timeutil"}
-BOTTOM |= {"textfiles", "constants", "event_names"}
+BOTTOM |= {"textfiles", "constants", "event_names", "plain_errors", "database_url"}
 
 
 def test_the_bottom_layer_imports_no_feature() -> None:

@@ -33,6 +33,7 @@ from .health.store import record_server_error
 from .metrics_endpoint import router as metrics_router
 from .observability import logs
 from .observability.middleware import ObservabilityMiddleware, RouteLabels
+from .plain_errors import plain_message
 from .security.gate import SecurityGate, allowed_host_names
 from .settings import Settings
 from .storage.errors import InvalidCursorError, StorageError, UnstorableValueError
@@ -141,18 +142,24 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        # ASCII-escaped: the echoed input may hold lone surrogates, which are
-        # valid JSON escapes but cannot be encoded as UTF-8.
         # A body that is not text (any content type) is echoed as readable
         # text: decoding it strictly would turn the 422 into a 500. NaN and
         # Infinity (which Python's JSON reader takes) are echoed as strings:
         # JSON has no such numbers.
         errors = jsonable_encoder(
-            exc.errors(), custom_encoder={bytes: _printable, float: _json_float}
+            [_in_words(e) for e in exc.errors()],
+            custom_encoder={bytes: _printable, float: _json_float},
         )
-        body = json.dumps(
-            {"detail": [_capped(e) for e in errors]}, ensure_ascii=True, allow_nan=False
+        # Spelt as every other answer (compact, UTF-8); the echoed input may
+        # hold lone surrogates, which UTF-8 cannot encode: those, and only
+        # those, are written as the JSON escapes they stand for (\udcff).
+        text = json.dumps(
+            {"detail": [_capped(e) for e in errors]},
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
         )
+        body = text.encode("utf-8", errors="backslashreplace")
         return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(UnstorableValueError)
@@ -196,6 +203,17 @@ def _install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
 
 
+def _in_words(error: Any) -> dict[str, Any]:
+    """FastAPI's error item with its ``msg`` in plain words, and without the
+    regular expression a pattern's ``ctx`` would show."""
+    item = dict(error)
+    item["msg"] = plain_message(item)
+    ctx = {k: v for k, v in (item.pop("ctx", None) or {}).items() if k not in ("pattern", "error")}
+    if ctx:
+        item["ctx"] = ctx
+    return item
+
+
 def _printable(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
@@ -224,7 +242,7 @@ def _capped(error: dict[str, Any]) -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` workers: settings come from the environment."""
     settings = Settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     freeze_start_up()
     return app

@@ -24,11 +24,13 @@ def database_url(url: str | None) -> str:
     from .local import load_settings
 
     with reported():
-        resolved = url or load_settings(None).database_url
+        # A URL given as a flag is checked (and read) as the setting is.
+        flags = {"--database-url": url} if url else None
+        resolved = load_settings(None, flags=flags).database_url
     if not resolved:
         typer.secho(
             "no database configured: set VALHALLA_DATABASE_URL "
-            "(postgresql+psycopg://user@host/db or sqlite:///path) or pass --database-url",
+            "(postgresql://user@host/db or sqlite:///path) or pass --database-url",
             fg="red",
             err=True,
         )

@@ -21,11 +21,11 @@ do, so a typo in ``--data-dir`` is an error, never a new empty world.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .service import CliError, DirectReply, Service
+from .service import USAGE, CliError, DirectReply, Service
 
 if TYPE_CHECKING:
     import httpx2 as httpx
@@ -35,22 +35,23 @@ if TYPE_CHECKING:
     from ..storage.protocol import Schema, Store
 
 
-def load_settings(data_dir: Path | None) -> Settings:
+def load_settings(data_dir: Path | None, *, flags: Mapping[str, object] | None = None) -> Settings:
+    """The settings, or a :class:`CliError` (exit code 2) in one line naming
+    the refused setting. ``flags``: values given by command-line flags, by
+    flag name (``{"--log-level": "loud"}``), named as such when refused."""
     from pydantic import ValidationError
 
-    from ..settings import Settings
+    from ..settings import Settings, explain
 
+    given = dict(flags or {})
+    if data_dir is not None:
+        given["--data-dir"] = data_dir
+    by_field = {flag.lstrip("-").replace("-", "_"): value for flag, value in given.items()}
     try:
-        return Settings() if data_dir is None else Settings(data_dir=data_dir)
+        return Settings(**by_field)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            # A check across settings has no one name; pydantic prefixes the
-            # message of a ValueError with "Value error, ".
-            (f"VALHALLA_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        raise CliError(f"error: bad setting: {problems}") from None
+        names = {flag.lstrip("-").replace("-", "_"): flag for flag in given}
+        raise CliError(f"error: bad setting: {explain(exc, flags=names)}", USAGE) from None
 
 
 def missing_data_dir(path: Path, flag: bool) -> CliError:
@@ -92,6 +93,7 @@ SETTING_FIELDS = frozenset(
         "events_max_streams",
         "events_poll_seconds",
         "header_timeout_seconds",
+        "log_format",
         "log_level",
         "max_body_bytes",
         "max_connections",
@@ -263,7 +265,14 @@ def local_service(data_dir: Path | None) -> Service:
         return Service(connect, where=str(path), local=True, direct=DirectReads(path))
     url = plain_database_url(data_dir)
     if url is not None:
+        from ..database_url import BadDatabaseUrl, database_url
         from ..storage.sql_backend import redact
+
+        try:
+            url = database_url(url)
+        except BadDatabaseUrl as exc:
+            said = f"{exc} (for example VALHALLA_DATABASE_URL={exc.example})"
+            raise CliError(f"error: bad setting: VALHALLA_DATABASE_URL: {said}", USAGE) from None
 
         def connect_sql() -> httpx.Client:
             from .inprocess import app_client

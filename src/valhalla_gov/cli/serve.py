@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .client import CliError, fail, plural
+from .client import CliError, fail, plural, reported
+from .service import USAGE
 
 if TYPE_CHECKING:
     from ..auth.service import OwnerCredential
@@ -43,7 +44,8 @@ def init(
     from ..storage.errors import StorageError
     from .local import load_settings
 
-    settings = load_settings(data_dir)
+    with reported():  # a bad setting: one line, exit code 2
+        settings = load_settings(data_dir)
     path = settings.data_dir
     if settings.database_url and data_dir is None:
         fail(
@@ -249,11 +251,18 @@ def serve(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(metavar="N", help="Worker processes.", min=1, max=64)] = 1,
-    log_level: Annotated[str, typer.Option(metavar="LEVEL", help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LEVEL",
+            help="Least important log lines written: critical, error, warning, info, debug or "
+            "trace (default: $VALHALLA_LOG_LEVEL or info).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API, the GO page and /docs."""
     from ..compose import build_context
-    from ..settings import LOG_LEVELS
     from ..storage.errors import StorageError
     from ..storage.sql_backend import SchemaOutOfDateError
     from ..textfiles import ConfigFileError
@@ -265,16 +274,12 @@ def serve(
     # The app answers only to Host names it is configured for; the bound
     # address is one of them.
     os.environ["VALHALLA_BIND_HOST"] = host
+    # Every setting is checked before anything is made (a bad one is one
+    # line naming it, exit code 2).
     try:
-        settings = load_settings(data_dir)
+        settings = load_settings(data_dir, flags={"--log-level": log_level} if log_level else None)
     except CliError as exc:
-        fail(CliError(f"cannot start: {exc.message.removeprefix('error: ')}"))
-    if log_level.lower() not in LOG_LEVELS:
-        fail(
-            CliError(
-                f"cannot start: --log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
-            )
-        )
+        fail(CliError(f"cannot start: {exc.message.removeprefix('error: ')}", exc.code))
     if _port_in_use(host, port):
         fail(
             CliError(
@@ -296,7 +301,8 @@ def serve(
         if made:  # a refused start leaves nothing behind (only if still empty)
             with contextlib.suppress(OSError):
                 settings.data_dir.rmdir()
-        fail(CliError(f"cannot start: {exc}"))
+        # A canon or playbook file that does not load is a bad setting too.
+        fail(CliError(f"cannot start: {exc}", USAGE if isinstance(exc, ConfigFileError) else 1))
     _, upgraded = _start_credential(ctx.store, settings.data_dir, created)
     if not _binds_loopback(host) and not ctx.settings.allowed_hosts:
         typer.secho(
@@ -321,10 +327,10 @@ def serve(
         _print_signin(ctx.store, host, port, upgraded)
     except StorageError as exc:
         typer.secho(f"warning: no sign-in link: {exc}", fg="yellow", err=True)
-    _run(ctx, host=host, port=port, workers=workers, log_level=log_level)
+    _run(ctx, host=host, port=port, workers=workers)
 
 
-def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str) -> None:
+def _run(ctx: AppContext, *, host: str, port: int, workers: int) -> None:
     """uvicorn with the limits of security/server.py, until it stops."""
     import uvicorn
 
@@ -343,7 +349,11 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str)
             run_dirs.append(_run_dir("valhalla-ratelimit-"))
             SharedFileStorage(run_dirs[-1])  # the schema, once, before the workers
             os.environ["VALHALLA_RATE_LIMIT_DIR"] = str(run_dirs[-1])
+        # Workers read their settings from the environment: the level and
+        # the format this process resolved (a worker's stderr is the same).
+        log_level = ctx.settings.log_level
         os.environ["VALHALLA_LOG_LEVEL"] = log_level
+        os.environ["VALHALLA_LOG_FORMAT"] = logs.resolve_format(ctx.settings.log_format)
         from ..security.server import (
             ENV_HEADER_TIMEOUT,
             ENV_PER_CLIENT,
@@ -356,7 +366,7 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int, log_level: str)
         os.environ[ENV_WRITE_TIMEOUT] = str(ctx.settings.write_timeout_seconds)
         os.environ[ENV_PER_CLIENT] = str(ctx.settings.max_connections_per_client)
 
-        logs.configure(log_level)
+        logs.configure(log_level, ctx.settings.log_format)
         trusted = ctx.settings.trusted_proxies
         uvicorn.run(
             "valhalla_gov.app:app_from_env",
