@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from ..auth.deps import VIEWER
 from ..context import AppContext, get_ctx
-from ..timeutil import as_utc
+from ..timeutil import UtcDateTime
 from . import service
 from .models import Bucket, Insights
 
@@ -31,16 +30,16 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 )
 def insights(
     ctx: Ctx,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDateTime | None = None,
+    until: UtcDateTime | None = None,
     bucket: Annotated[Bucket, Query()] = "week",
 ) -> Insights:
     """Ended sessions summed up per bucket, oldest first, on their start time
     (UTC). Without `since`, the last 12 buckets up to `until` (default now)."""
     return service.get_insights(
         store=ctx.store,
-        since=as_utc(since),
-        until=as_utc(until),
+        since=since,
+        until=until,
         bucket=bucket,
         now=ctx.clock(),
     )
