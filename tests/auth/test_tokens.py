@@ -18,6 +18,7 @@ from tests.live.server import VALHALLA
 from valhalla_gov.app import create_app
 from valhalla_gov.auth.service import (
     LAST_USED_RESOLUTION_S,
+    create_signin_code,
     create_token,
     hash_token,
     list_tokens,
@@ -177,6 +178,7 @@ def test_the_owner_credential_is_rotated_not_revoked(data_dir: Path, clock: Fake
         revoke_token(store=store, name="local", actor="t", clock=clock)
     listed = {t.name: t.kind for t in list_tokens(store=store)}
     assert listed == {"local": "owner_credential"}
+    link = create_signin_code(store=store, actor="local", clock=clock)
     rotate_owner_credential(store=store, data_dir=data_dir, actor="local", clock=clock)
     new = owner_headers(data_dir, store)
     assert new != old
@@ -186,7 +188,10 @@ def test_the_owner_credential_is_rotated_not_revoked(data_dir: Path, clock: Fake
         assert client.get("/core/whoami", headers=old).status_code == 401
         assert client.get("/core/whoami", headers=new).json()["name"] == "local"
         events = client.get("/core/audit/events", headers=new).json()["items"]
+        # The link made before the rotation was withdrawn with the old credential.
+        assert client.post("/core/auth/signin", json={"code": link.code}).status_code == 401
     assert [(e["event"], e["actor"]) for e in events] == [("OWNER_CREDENTIAL_ROTATE", "local")]
+    assert events[0]["payload"]["signin_links_withdrawn"] == 1
     assert [t.name for t in list_tokens(store=store)] == ["local"]
 
 

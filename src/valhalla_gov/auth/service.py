@@ -218,7 +218,8 @@ def ensure_owner_credential(*, store: Store, data_dir: Path, clock: Clock) -> Ow
 
 def rotate_owner_credential(*, store: Store, data_dir: Path, actor: str, clock: Clock) -> None:
     """Replace the owner credential: the old one stops working at once, in
-    every worker and replica; the data dir's file holds the new one."""
+    every worker and replica; the data dir's file holds the new one. Unused
+    sign-in links are withdrawn; page tokens stay (revoke them by name)."""
     fresh = new_token()
     with store.transaction() as txn:
         tokens = read_tokens(txn)
@@ -236,10 +237,14 @@ def rotate_owner_credential(*, store: Store, data_dir: Path, actor: str, clock: 
             kind="owner_credential",
         )
         write_tokens(txn, [*rest, record])
+        # A rotation answers a credential that may have leaked: the sign-in
+        # links not used yet (one printed in a journal, say) go with it.
+        withdrawn = len(read_codes(txn))
+        write_codes(txn, [])
         log_event(
             txn,
             event="OWNER_CREDENTIAL_ROTATE",
-            payload={"file": OWNER_FILE},
+            payload={"file": OWNER_FILE, "signin_links_withdrawn": withdrawn},
             actor=actor,
             clock=clock,
         )
