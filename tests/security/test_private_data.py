@@ -224,3 +224,65 @@ def test_a_data_dir_another_account_owns_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailableError, match=f"chown -R root {data_dir}"):
         open_json(data_dir)
     assert list(data_dir.iterdir()) == []
+
+
+def test_a_data_dir_under_a_folder_another_account_owns_is_refused(tmp_path: Path) -> None:
+    # That account could rename our data dir away and put its own in place
+    # (with a token of its choosing), or a link to any folder.
+    need(os.geteuid() == 0, "giving a folder to another account needs root")
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    os.chown(parent, NOBODY, NOBODY)
+    data_dir = parent / "data"
+    data_dir.mkdir(mode=0o700)
+    with pytest.raises(StorageUnavailableError, match=f"{parent}, above the data dir, belongs"):
+        open_json(data_dir)
+    assert list(data_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(0o777, True), (0o1777, False), (0o755, False)])
+def test_a_folder_above_the_data_dir_that_others_can_write_is_refused_unless_sticky(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(mode)
+    data_dir = parent / "data"
+    if refused:
+        with pytest.raises(StorageUnavailableError, match=f"chmod og-w {parent}"):
+            open_json(data_dir)
+    else:
+        open_json(data_dir)  # opens: a sticky or closed folder is no risk
+
+
+def test_a_link_to_a_data_dir_is_checked_where_it_leads(tmp_path: Path) -> None:
+    open_place = tmp_path / "open"
+    open_place.mkdir()
+    open_place.chmod(0o777)
+    (open_place / "data").mkdir(mode=0o700)
+    link = tmp_path / "data"
+    link.symlink_to(open_place / "data")
+    with pytest.raises(StorageUnavailableError, match=f"chmod og-w {open_place}"):
+        open_json(link)
+
+
+def test_a_sqlite_file_another_account_made_is_refused(tmp_path: Path) -> None:
+    need(os.geteuid() == 0, "giving a file to another account needs root")
+    from valhalla_gov.compose import open_sql
+
+    database = tmp_path / "theirs.db"
+    database.touch(mode=0o644)
+    os.chown(database, NOBODY, NOBODY)
+    with pytest.raises(StorageUnavailableError, match="belongs to another account"):
+        open_sql(f"sqlite:///{database}")
+    assert database.stat().st_size == 0
+
+
+def test_a_sqlite_file_in_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    from valhalla_gov.compose import open_sql
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(StorageUnavailableError, match=f"chmod og-w {shared}"):
+        open_sql(f"sqlite:///{shared / 'valhalla.db'}")

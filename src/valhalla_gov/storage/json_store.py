@@ -638,6 +638,38 @@ def ensure_private_dir(directory: Path) -> None:
             f"the data dir is writable by other users (mode {mode:o}), who could change "
             f"the data or hold its lock; fix it with: chmod og-w {directory}",
         )
+    check_ancestors(directory, me)
+
+
+def check_ancestors(directory: Path, me: int) -> None:
+    """Every folder above the data dir or file (as written and as resolved) is ours
+    or root's, and others cannot write it unless it is sticky like /tmp:
+    otherwise another account could rename our data dir away and put its own
+    (with its own tokens) or a link to any folder in its place."""
+    seen: set[Path] = set()
+    for path in (directory.absolute(), directory.resolve()):
+        for parent in path.parents:
+            if parent in seen:
+                continue
+            seen.add(parent)
+            try:
+                st = parent.stat()
+            except OSError as exc:
+                raise StorageUnavailableError(directory, f"cannot check {parent}: {exc}") from exc
+            if st.st_uid not in (me, 0):
+                raise StorageUnavailableError(
+                    directory,
+                    f"{parent}, above the data dir, belongs to {_user(st.st_uid)}, who could "
+                    f"swap the data dir for one of their own; keep the data dir in a folder "
+                    f"owned by {_user(me)} or root",
+                )
+            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                raise StorageUnavailableError(
+                    directory,
+                    f"{parent}, above the data dir, is writable by other users (mode "
+                    f"{st.st_mode & 0o777:o}), who could swap the data dir for one of their "
+                    f"own; fix it with: chmod og-w {parent} (or keep the data dir elsewhere)",
+                )
 
 
 def _user(uid: int) -> str:

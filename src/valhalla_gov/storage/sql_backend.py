@@ -23,6 +23,7 @@ import functools
 import logging
 import operator
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from .errors import StorageCorruptError, StorageUnavailableError
+from .json_store import check_ancestors
 from .protocol import BulkRun, Document, Log, LogEntry, Schema, T
 from .sql_placement import (
     LogRows,
@@ -230,6 +232,20 @@ def _private_sqlite_file(database: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    # A file another account made (with its own tokens in it), or one in a
+    # folder it could swap, is refused like such a data dir.
+    me = os.geteuid()
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise StorageUnavailableError(path, f"cannot check the database file: {exc}") from exc
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != me:
+        raise StorageUnavailableError(
+            path,
+            "the database file is a link or belongs to another account, who could have "
+            f"put its own tokens in it; if it is yours, fix it with: chown {me} {path}",
+        )
+    check_ancestors(path, me)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
