@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -164,6 +165,45 @@ def test_a_step_that_needs_a_better_band_says_so(
     nxt = get_next_step(store=store, playbook=custom, health=publisher.current())
     assert nxt.next_step is None
     assert nxt.message == "The remaining steps need a better band than B."
+
+
+class _BandMovesJustBefore:
+    """A store on which another writer commits a band change just before each
+    write transaction opens: whatever was judged before it is stale."""
+
+    def __init__(self, store: Store, clock: FakeClock, band: Band) -> None:
+        self._store, self._clock, self._band = store, clock, band
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def transaction(self) -> object:
+        _band(self._store, self._clock, self._band)
+        return self._store.transaction()
+
+
+def test_complete_judges_the_step_inside_its_write_transaction(
+    store: Store, clock: FakeClock, playbook: Playbook
+) -> None:
+    # Band B (the boot default) fits intake_ready; the light is judged now ...
+    health = health_now(store)
+    assert health.status != "red"
+    racing = cast(Store, _BandMovesJustBefore(store, clock, "C"))
+    # ... and the band moves to C after that, before complete's transaction.
+    with pytest.raises(ConflictError, match="needs band B or better; the cone is at C"):
+        complete_step(
+            store=racing,
+            health=health,
+            playbook=playbook,
+            step_id="intake_ready",
+            done=True,
+            notes=None,
+            actor="op",
+            clock=clock,
+        )
+    assert query_events(store=store, event="GO_STEP_SET").items == []
+    checklist = get_checklist(store=store, playbook=playbook, health=health_now(store))
+    assert not next(s for s in checklist.steps if s.id == "intake_ready").done
 
 
 def test_notes_are_kept_when_the_request_leaves_them_out(
