@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock, _truncate
 from tests.go.test_legacy_data_dir import LEGACY_FILES
 from tests.live.server import VALHALLA
-from valhalla_gov.audit.service import record_event, verify_chain
+from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.auth.service import create_token, ensure_owner_credential
 from valhalla_gov.compose import SCHEMA, open_json, open_sql
