@@ -47,7 +47,6 @@ class JsonStore:
         json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
-        self._paths: dict[str, Path] = {}
         self._held = threading.local()
         self._indexes: dict[str, json_index.KindIndex] = {}
 
@@ -55,18 +54,10 @@ class JsonStore:
         return f"json:{self.data_dir.resolve()}"
 
     def doc_path(self, doc: Document) -> Path:
-        return self._path(doc.file)
+        return self.data_dir / doc.file
 
     def log_path(self, log: Log) -> Path:
-        return self._path(log.file)
-
-    def _path(self, file: str) -> Path:
-        # One Path object per file: pathlib caches its string and hash on the
-        # object, and building a new one costs more than the read it names.
-        path = self._paths.get(file)
-        if path is None:
-            path = self._paths[file] = self.data_dir / file
-        return path
+        return self.data_dir / log.file
 
     # -- documents -------------------------------------------------------
     def _doc_bytes(self, path: Path) -> bytes | None:
@@ -499,7 +490,7 @@ class _JsonTxn:
     def write_document(self, doc: Document, value: Any) -> None:
         path = self._store.doc_path(doc)
         before = self._known.doc_bytes(path)
-        payload = json_store.encode_document(wrap(doc, value))
+        payload = encoding.document_bytes(wrap(doc, value))
         self._known.docs.pop(path, None)  # unknown if the write fails half-way
         json_store.write_bytes_atomic(path, payload)
         self._known.docs[path] = payload

@@ -153,12 +153,7 @@ def write_json(path: Path, data: Any) -> None:
     On any failure (ENOSPC included) the old file is left as it was and the
     temporary file is removed.
     """
-    write_bytes_atomic(path, encode_document(data))
-
-
-def encode_document(data: Any) -> bytes:
-    """A document's bytes as :func:`write_json` stores them."""
-    return document_bytes(data)
+    write_bytes_atomic(path, document_bytes(data))
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
