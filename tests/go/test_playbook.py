@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from tests.conftest import FakeClock, health_now
+from tests.go.racing import band_moves_just_before
 from valhalla_gov.audit.service import query_events
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Band
@@ -167,28 +167,13 @@ def test_a_step_that_needs_a_better_band_says_so(
     assert nxt.message == "The remaining steps need a better band than B."
 
 
-class _BandMovesJustBefore:
-    """A store on which another writer commits a band change just before each
-    write transaction opens: whatever was judged before it is stale."""
-
-    def __init__(self, store: Store, clock: FakeClock, band: Band) -> None:
-        self._store, self._clock, self._band = store, clock, band
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    def transaction(self) -> object:
-        _band(self._store, self._clock, self._band)
-        return self._store.transaction()
-
-
 def test_complete_judges_the_step_inside_its_write_transaction(
     store: Store, clock: FakeClock, playbook: Playbook
 ) -> None:
     # Band B (the boot default) fits intake_ready; the light is judged now ...
     health = health_now(store)
     assert health.status != "red"
-    racing = cast(Store, _BandMovesJustBefore(store, clock, "C"))
+    racing = band_moves_just_before(store, clock, "C")
     # ... and the band moves to C after that, before complete's transaction.
     with pytest.raises(ConflictError, match="needs band B or better; the cone is at C"):
         complete_step(
