@@ -444,14 +444,10 @@ def log_torn(path: Path, offset: int) -> None:
 
 
 class _Known:
-    """Files as the lock holder last read or wrote them (the lock keeps them so)."""
+    """Documents as the lock holder last read or wrote them (the lock keeps them so)."""
 
     def __init__(self) -> None:
         self.docs: dict[Path, bytes | None] = {}  # a document's bytes (None: absent)
-        # A log's last record as its JSON line (None: the log is empty): each
-        # caller gets its own parse, which costs less than a deep copy.
-        self.tails: dict[Path, bytes | None] = {}
-        self.terminated: set[Path] = set()  # logs known to end with a newline
 
     def doc_bytes(self, path: Path) -> bytes | None:
         if path not in self.docs:
@@ -460,17 +456,15 @@ class _Known:
 
     def forget(self) -> None:
         self.docs.clear()
-        self.tails.clear()
-        self.terminated.clear()
 
 
 class _JsonTxn:
     """Operations under the data-dir lock; each write is durable on return,
     and remembered so that :meth:`rollback` can take it back.
 
-    Each file is read at most once per lock hold: a document's bytes and a
-    log's last record are kept from the first read (or this holder's own
-    write) on, since no other writer can change them meanwhile.
+    Each document is read at most once per lock hold: its bytes are kept
+    from the first read (or this holder's own write) on, since no other
+    writer can change them meanwhile; they are also what a rollback restores.
     """
 
     def __init__(self, store: JsonStore, known: _Known) -> None:
@@ -500,11 +494,8 @@ class _JsonTxn:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         line = encoding.canonical_bytes(record) + b"\n"
-        self._forget_log(path)
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
-        self._known.tails[path] = line
-        self._known.terminated.add(path)
         if log.kind_field is not None:
             kind = json_index.kind_hash(record.get(log.kind_field))
             self._index(path, [(start, start + len(line), kind)])
@@ -512,7 +503,6 @@ class _JsonTxn:
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
-        self._forget_log(path)
         start = json_store.file_size(path)
         field = log.kind_field
         entries: list[tuple[int, int, int]] = []
@@ -541,10 +531,6 @@ class _JsonTxn:
         if before is not None:
             self._index_undo.append((sidecar, before))
 
-    def _forget_log(self, path: Path) -> None:
-        self._known.tails.pop(path, None)
-        self._known.terminated.discard(path)
-
     def rollback(self) -> None:
         """Undo this transaction's writes, newest first (log cuts free space
         before documents are restored). A crash mid-rollback is covered by
@@ -566,14 +552,7 @@ class _JsonTxn:
         self._index_undo.clear()
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        path = self._store.log_path(log)
-        tails = self._known.tails
-        if path in tails:
-            line = tails[path]
-            return None if line is None else self._store._parse_line(path, 0, line)
-        record = next((e.record for e in self._store.scan_log(log)), None)
-        tails[path] = None if record is None else encoding.canonical_bytes(record)
-        return record
+        return next((e.record for e in self._store.scan_log(log)), None)
 
     def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
         path = self._store.log_path(log)
@@ -593,7 +572,6 @@ class _JsonTxn:
             offset += len(line) + 1
         if not dropped:
             return 0
-        self._forget_log(path)
         json_store.write_bytes_atomic(path, bytes(kept))
         self._undo.append((path, before))
         if log.kind_field is not None:
@@ -610,10 +588,7 @@ class _JsonTxn:
         Appending after it would glue two records into one corrupt line; the
         torn bytes are kept (never dropped in silence) next to the log.
         """
-        if path in self._known.terminated:
-            return
         if json_store.ends_with_newline(path):
-            self._known.terminated.add(path)
             return
         size = json_store.file_size(path)
         tail = json_store.last_line(path)
