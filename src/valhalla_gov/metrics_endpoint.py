@@ -18,6 +18,7 @@ from .auth.deps import VIEWER
 from .cone.canon import BANDS
 from .context import AppContext, get_ctx
 from .go.session_reads import get_session
+from .health.models import STATUSES
 from .health.publisher import HealthPublisher
 from .observability.metrics import INSTRUMENTS
 from .storage.errors import StorageError
@@ -56,7 +57,7 @@ class StateCollector(Collector):
         status = GaugeMetricFamily(
             "valhalla_health_status", "1 for the current health status.", labels=["status"]
         )
-        for status_name in ("green", "yellow", "red"):
+        for status_name in STATUSES:
             status.add_metric([status_name], 1 if health.status == status_name else 0)
         yield status
 

@@ -22,16 +22,21 @@ from typing import Any, cast
 
 from .audit.models import AuditVerifyResult
 from .audit.service import verify_chain
+from .auth.owner_file import OWNER_FILE
 from .compose import FEATURES, open_json
 from .errors import ConflictError
 from .storage import json_store
 from .storage.protocol import Document, Snapshot, Store
 
 # Files of a data dir that belong to the data but are not in the store: the
-# secrets it was made with. A backup copies them (0600); without them a
-# restored data dir could not check what they signed. One name per line.
+# secrets it was made with. A backup of a data dir copies them (0600);
+# without them a restored data dir could not check what they signed, nor
+# its owner sign in. Import and export copy the store only: the owner
+# credential stays with its data dir (the store keeps its digest, never the
+# credential). One name per line.
 DATA_DIR_SECRETS: tuple[str, ...] = (
     "webhook.key",  # the webhook master key (webhooks/keys.py)
+    OWNER_FILE,  # the owner credential (auth/owner_file.py)
 )
 
 

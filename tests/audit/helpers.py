@@ -11,16 +11,26 @@ from typing import Any
 import sqlalchemy
 
 from tests.conftest import STORE_URL_FILE, FakeClock
-from valhalla_gov.audit.service import GENESIS, chain_hash, record_event
+from valhalla_gov.audit.models import AuditEvent
+from valhalla_gov.audit.service import GENESIS, chain_hash, log_event
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.storage.encoding import canonical_json
 from valhalla_gov.storage.protocol import Store
+from valhalla_gov.timeutil import Clock
 
 LEGACY_LINES = [
     b'{"ts_utc": "2025-12-01T10:00:00.000000Z", "event": "cone_set", "payload": {"band": "B"}}',
     b'{"ts_utc": "2025-12-01T10:05:00.123456", "event": "go_start", "payload": {"notes": null}}',
     b'{"ts_utc": "2025-12-01T10:09:00.000000Z", "event": "go_end", "payload": {"notes": "ok"}}',
 ]
+
+
+def record_event(
+    *, store: Store, event: str, payload: dict[str, Any], actor: str, clock: Clock
+) -> AuditEvent:
+    """One audited event in a transaction of its own."""
+    with store.transaction() as txn:
+        return log_event(txn, event=event, payload=payload, actor=actor, clock=clock)
 
 
 def record_events(store: Store, clock: FakeClock, count: int, *, actor: str = "op") -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.helpers import LEGACY_LINES, edit_line, record_events, write_lines
+from tests.audit.helpers import LEGACY_LINES, edit_line, record_event, record_events, write_lines
 from tests.conftest import FakeClock, _truncate, owner_headers
 from valhalla_gov.app import create_app
-from valhalla_gov.audit.service import record_event
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json, open_sql
 from valhalla_gov.settings import Settings

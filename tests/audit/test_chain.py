@@ -15,6 +15,7 @@ from tests.audit.helpers import (
     LEGACY_LINES,
     edit_line,
     lines,
+    record_event,
     record_events,
     scan_records,
     synthetic_chain,
@@ -23,13 +24,7 @@ from tests.audit.helpers import (
 )
 from tests.conftest import FakeClock
 from valhalla_gov.audit.models import AuditEvent
-from valhalla_gov.audit.service import (
-    GENESIS,
-    chain_hash,
-    log_event,
-    record_event,
-    verify_chain,
-)
+from valhalla_gov.audit.service import GENESIS, chain_hash, log_event, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.cone.store import CONE_STATE
 from valhalla_gov.storage.encoding import canonical_json

@@ -21,15 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.audit.helpers import store_lines, synthetic_chain
+from tests.audit.helpers import record_event, store_lines, synthetic_chain
 from tests.conftest import FakeClock
-from valhalla_gov.audit.service import (
-    GENESIS,
-    ChainWatcher,
-    chain_hash,
-    record_event,
-    verify_chain,
-)
+from valhalla_gov.audit.service import GENESIS, ChainWatcher, chain_hash, verify_chain
 from valhalla_gov.cli import app as cli_app
 from valhalla_gov.storage.encoding import canonical_bytes
 from valhalla_gov.storage.protocol import Store

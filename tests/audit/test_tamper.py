@@ -22,7 +22,7 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.audit.helpers import record_events, scan_records
+from tests.audit.helpers import record_event, record_events, scan_records
 from tests.conftest import STORE_URL_FILE, FakeClock, make_store, owner_headers
 from valhalla_gov.app import create_app
 from valhalla_gov.audit.service import (
@@ -30,7 +30,6 @@ from valhalla_gov.audit.service import (
     chain_head,
     parse_anchor,
     query_events,
-    record_event,
     verify_chain,
 )
 from valhalla_gov.cli import app as cli_app

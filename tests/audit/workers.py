@@ -5,8 +5,8 @@ from __future__ import annotations
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from tests.audit.helpers import record_event
 from tests.storage.workers import open_store
-from valhalla_gov.audit.service import record_event
 from valhalla_gov.timeutil import utc_now
 
 

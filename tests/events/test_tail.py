@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock
-from valhalla_gov.audit.service import record_event
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.errors import InvalidInputError
 from valhalla_gov.events.router import parse_last_event_id, sse_event

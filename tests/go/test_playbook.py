@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FakeClock, health_now
+from tests.go.racing import band_moves_just_before
 from valhalla_gov.audit.service import query_events
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.canon import Band
@@ -164,6 +165,30 @@ def test_a_step_that_needs_a_better_band_says_so(
     nxt = get_next_step(store=store, playbook=custom, health=publisher.current())
     assert nxt.next_step is None
     assert nxt.message == "The remaining steps need a better band than B."
+
+
+def test_complete_judges_the_step_inside_its_write_transaction(
+    store: Store, clock: FakeClock, playbook: Playbook
+) -> None:
+    # Band B (the boot default) fits intake_ready; the light is judged now ...
+    health = health_now(store)
+    assert health.status != "red"
+    racing = band_moves_just_before(store, clock, "C")
+    # ... and the band moves to C after that, before complete's transaction.
+    with pytest.raises(ConflictError, match="needs band B or better; the cone is at C"):
+        complete_step(
+            store=racing,
+            health=health,
+            playbook=playbook,
+            step_id="intake_ready",
+            done=True,
+            notes=None,
+            actor="op",
+            clock=clock,
+        )
+    assert query_events(store=store, event="GO_STEP_SET").items == []
+    checklist = get_checklist(store=store, playbook=playbook, health=health_now(store))
+    assert not next(s for s in checklist.steps if s.id == "intake_ready").done
 
 
 def test_notes_are_kept_when_the_request_leaves_them_out(

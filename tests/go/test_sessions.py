@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import FakeClock, health_now
+from tests.go.racing import band_moves_just_before
 from valhalla_gov.audit.service import query_events, verify_chain
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.errors import ConflictError, NotFoundError
@@ -81,6 +82,20 @@ def test_start_captures_snapshot_of_cone_and_health(
     starts = query_events(store=store, event="GO_SESSION_START").items
     assert [e.payload["session_id"] for e in starts] == [session.id]
     assert starts[0].actor == "alice"
+
+
+def test_the_snapshot_reads_the_cone_inside_the_start_transaction(
+    store: Store, clock: FakeClock, publisher: HealthPublisher
+) -> None:
+    set_cone_state(store=store, band="A", reason="kpis green", metrics=None, actor="o", clock=clock)
+    health = publisher.current()  # judged at band A: green
+    assert health.status == "green"
+    racing = band_moves_just_before(store, clock, "D")
+    session = start_session(store=racing, clock=clock, actor="alice", notes=None, health=health)
+    assert session.snapshot is not None
+    assert session.snapshot["cone"]["band"] == "D"
+    assert session.snapshot["status"]["status"] == "red"  # a band-D snapshot is never green
+    assert (session.cone_band, session.status) == ("D", "red")
 
 
 def test_second_start_is_refused_and_leaves_the_active_session_untouched(

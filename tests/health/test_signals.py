@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock, unwritable
-from valhalla_gov.audit.service import ChainWatcher, record_event
+from valhalla_gov.audit.service import ChainWatcher
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import READINESS, open_json
 from valhalla_gov.cone.canon import Action, Band, load_canon

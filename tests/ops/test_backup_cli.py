@@ -11,9 +11,11 @@ from typer.testing import CliRunner, Result
 
 from tests.cli.conftest import CLEAN_ENV
 from valhalla_gov.audit.service import verify_chain
+from valhalla_gov.auth.service import OwnerCredential, ensure_owner_credential
 from valhalla_gov.cli import app
 from valhalla_gov.compose import open_json, open_sql, upgrade_database
 from valhalla_gov.storage.protocol import Store
+from valhalla_gov.timeutil import utc_now
 from valhalla_gov.transfer import DATA_DIR_SECRETS
 
 
@@ -98,6 +100,25 @@ def test_the_data_dirs_secret_files_come_along_private(source: Path, tmp_path: P
     env: dict[str, str | None] = {"VALHALLA_WEBHOOK_KEY_FILE": str(elsewhere)}
     assert run("--data-dir", str(source), "--to", str(other), env=env).exit_code == 0
     assert (other / "webhook.key").read_bytes() == b"f" * 64
+
+
+def test_the_owner_credential_comes_along_so_the_restored_owner_signs_in(
+    source: Path, tmp_path: Path
+) -> None:
+    assert "owner.token" in DATA_DIR_SECRETS
+    store = open_json(source, create=False)
+    made = ensure_owner_credential(store=store, data_dir=source, clock=utc_now)
+    assert made is OwnerCredential.CREATED
+    target = tmp_path / "backup"
+    result = run("--data-dir", str(source), "--to", str(target))
+    assert result.exit_code == 0, result.output
+    assert "secret files: owner.token" in result.stdout
+    assert (target / "owner.token").read_bytes() == (source / "owner.token").read_bytes()
+    assert (target / "owner.token").stat().st_mode & 0o777 == 0o600
+    # The restored dir's file is the credential its store knows.
+    restored = open_json(target, create=False)
+    again = ensure_owner_credential(store=restored, data_dir=target, clock=utc_now)
+    assert again is OwnerCredential.PRESENT
 
 
 def test_a_sqlite_database_is_backed_up_from_one_read_transaction(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from valhalla_gov.audit.service import chain_hash, record_event, verify_chain
+from tests.audit.helpers import record_event
+from valhalla_gov.audit.service import chain_hash, verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.go.session_store import HISTORY

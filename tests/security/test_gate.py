@@ -7,10 +7,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -464,6 +466,25 @@ def test_no_redirect_echoes_the_host(strict: TestClient) -> None:
         response = strict.get(path, follow_redirects=False, headers={"Host": "localhost"})
         assert response.status_code == 404 or "location" not in response.headers, path
         assert "localhost" not in response.headers.get("location", "")
+
+
+def test_a_redirect_the_app_makes_keeps_its_path_and_loses_its_host(strict: TestClient) -> None:
+    # The app itself makes no redirect today; one added later must not echo
+    # a host (the Host header, say) back.
+    app = cast(FastAPI, strict.app)
+
+    @app.get("/elsewhere", include_in_schema=False)
+    def elsewhere() -> RedirectResponse:
+        return RedirectResponse("http://localhost:8000/ui/?x=1")
+
+    @app.get("/home", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("https://localhost")
+
+    response = strict.get("/elsewhere", follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == "/ui/?x=1"
+    assert strict.get("/home", follow_redirects=False).headers["location"] == "/"
 
 
 def test_docs_come_from_shipped_files_and_the_schema_needs_a_viewer(

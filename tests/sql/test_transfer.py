@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock, _truncate
 from tests.go.test_legacy_data_dir import LEGACY_FILES
 from tests.live.server import VALHALLA
-from valhalla_gov.audit.service import record_event, verify_chain
+from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
-from valhalla_gov.auth.service import create_token
+from valhalla_gov.auth.service import create_token, ensure_owner_credential
 from valhalla_gov.compose import SCHEMA, open_json, open_sql
 from valhalla_gov.compose import upgrade_database as upgrade
 from valhalla_gov.errors import ConflictError
@@ -126,7 +127,9 @@ def test_an_ended_session_missing_from_history_is_archived_by_the_copy(
 
 
 def test_the_cli_moves_a_data_dir_in_and_out(tmp_path: Path, clock: FakeClock) -> None:
-    _busy_data_dir(tmp_path / "source", clock)
+    source = _busy_data_dir(tmp_path / "source", clock)
+    ensure_owner_credential(store=source, data_dir=tmp_path / "source", clock=clock)
+    owner = (tmp_path / "source" / "owner.token").read_text().strip()
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
 
@@ -149,5 +152,11 @@ def test_the_cli_moves_a_data_dir_in_and_out(tmp_path: Path, clock: FakeClock) -
     exported = cli("export", "--to", str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stderr
     assert _lines(tmp_path / "out" / "audit.log") == _lines(tmp_path / "source" / "audit.log")
+    # The owner credential stays with its data dir: neither the database nor
+    # the export holds it (only its digest travels, in the token list).
+    assert not (tmp_path / "out" / "owner.token").exists()
+    exported_files = b"".join(p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file())
+    assert owner.encode() not in exported_files
+    assert owner.encode() not in (tmp_path / "db.sqlite").read_bytes()
     missing = cli("import", "--from", str(tmp_path / "nope"))
     assert missing.returncode == 2

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock
 from tests.storage.helpers import fill_up
-from valhalla_gov.audit.service import record_event, verify_chain
+from valhalla_gov.audit.service import verify_chain
 from valhalla_gov.audit.store import AUDIT_LOG
 from valhalla_gov.compose import open_json
 from valhalla_gov.cone.store import CONE_STATE

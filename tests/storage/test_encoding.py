@@ -160,36 +160,3 @@ def test_what_the_standard_library_refuses_stays_refused() -> None:
         {1: "a", "x": {2: 3}}
     )
     assert encoding.canonical_bytes({"t": (1, None)}) == b'{"t":[1,null]}'
-
-
-def _containers(value: Any) -> list[Any]:
-    """Every dict and list in ``value``, outermost first."""
-    found: list[Any] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict | list):
-            found.append(item)
-            stack.extend(item.values() if isinstance(item, dict) else item)
-    return found
-
-
-@settings(max_examples=sized(50, 500), deadline=None)
-@given(_values)
-def test_copy_parsed_is_equal_and_shares_no_container(value: Any) -> None:
-    copied = encoding.copy_parsed(value)
-    assert copied == value
-    assert type(copied) is type(value)
-    originals = {id(item) for item in _containers(value)}
-    assert not originals & {id(item) for item in _containers(copied)}
-
-
-def test_copy_parsed_copies_other_containers_as_deepcopy_does() -> None:
-    inner = [1, 2]
-    value: dict[str, Any] = {"t": (inner, "x"), "s": {3}, "n": [None, True, 2.5, 2**80, "é"]}
-    copied = encoding.copy_parsed(value)
-    assert copied == value
-    assert copied["t"][0] is not inner
-    assert copied["s"] is not value["s"]
-    copied["n"].append("more")
-    assert value["n"] == [None, True, 2.5, 2**80, "é"]

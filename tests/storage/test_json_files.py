@@ -272,12 +272,10 @@ def test_write_new_file_never_overwrites(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_the_one_read_path_and_the_streaming_path_agree(
-    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Small rests are read in one pread and split; large ones stream through
-    # a buffered file. Same lines, offsets and torn-tail report either way,
-    # with bytes such as "\r" that a naive line split would cut at.
+def test_forward_scans_from_any_start_match_the_reference(tmp_path: Path, seed: int) -> None:
+    # Lines, offsets, the torn-tail report and the boundary check, from every
+    # kind of start, against the slow way; with bytes such as "\r" that a
+    # naive line split would cut at.
     rng = random.Random(seed)
     parts = [
         rng.choice(
@@ -288,23 +286,26 @@ def test_the_one_read_path_and_the_streaming_path_agree(
     if seed % 2:
         parts.append(rng.choice([b'{"torn', b"  ", b"\r"]))
     path = tmp_path / "x.log"
-    path.write_bytes(b"".join(parts))
-    size = path.stat().st_size
+    data = b"".join(parts)
+    path.write_bytes(data)
+    size = len(data)
     starts = sorted({0, size, *(rng.randint(0, size) for _ in range(5))})
     starts += [o + 1 for o, _ in iter_lines_forward(path)][:3]  # just past a line's first byte
+    starts.append(size + 3)  # past the end: no boundary
 
-    def scan(start: int) -> tuple[list[tuple[int, bytes]], list[int], object]:
+    for start in starts:
+        rest = [(start + o, line) for o, line in reference_lines(data[start:])]
+        after_last_newline = data[start:][data[start:].rfind(b"\n") + 1 :]
+        torn_at = rest[-1][0] if after_last_newline.strip() else None
+        assert list(iter_lines_forward(path, start)) == rest
         torn: list[int] = []
         lines = list(iter_lines_forward(path, start, on_unterminated=torn.append))
-        try:
-            checked: object = list(iter_lines_forward(path, start, line_start=True))
-        except json_store.NotALineStart:
-            checked = "not a line start"
-        # The boundary check made with the lines' read is is_line_start's answer.
-        assert (checked != "not a line start") == json_store.is_line_start(path, start)
-        return lines + list(iter_lines_forward(path, start)), torn, checked
-
-    starts.append(size + 3)  # past the end: no boundary
-    small = [scan(start) for start in starts]
-    monkeypatch.setattr(json_store, "_SMALL_TAIL", -1)  # every read streams
-    assert [scan(start) for start in starts] == small
+        assert lines == (rest[:-1] if torn_at is not None else rest)
+        assert torn == ([] if torn_at is None else [torn_at])
+        boundary = start == 0 or data[start - 1 : start] == b"\n"
+        assert boundary == json_store.is_line_start(path, start)
+        if boundary:
+            assert list(iter_lines_forward(path, start, line_start=True)) == rest
+        else:
+            with pytest.raises(json_store.NotALineStart):
+                list(iter_lines_forward(path, start, line_start=True))

@@ -15,10 +15,11 @@ import anyio
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.audit.helpers import record_event
 from tests.conftest import FakeClock, make_store
 from tests.webhooks.conftest import add_hook, fast_settings
 from tests.webhooks.receiver import Receiver
-from valhalla_gov.audit.service import query_events, record_event, verify_chain
+from valhalla_gov.audit.service import query_events, verify_chain
 from valhalla_gov.cone.service import set_cone_state
 from valhalla_gov.settings import Settings
 from valhalla_gov.storage.protocol import Store

@@ -81,13 +81,6 @@ def log_event(
     return AuditEvent.model_validate(record)
 
 
-def record_event(
-    *, store: Store, event: str, payload: dict[str, Any], actor: str, clock: Clock
-) -> AuditEvent:
-    with store.transaction() as txn:
-        return log_event(txn, event=event, payload=payload, actor=actor, clock=clock)
-
-
 def _event_time(record: dict[str, Any]) -> datetime | None:
     raw = record.get("ts_utc")
     if not isinstance(raw, str):

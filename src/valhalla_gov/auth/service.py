@@ -36,7 +36,6 @@ from ..storage.errors import StorageUnavailableError
 from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
 from .models import (
-    SCOPES,
     TOKEN_NAME_PATTERN,
     Identity,
     Scope,
@@ -85,17 +84,6 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def parse_scopes(text: str) -> list[Scope]:
-    """``"viewer,operator"`` → ``["viewer", "operator"]``; unknown names refused."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in SCOPES]
-    if not names or unknown:
-        raise InvalidInputError(
-            f"unknown scopes {unknown or [text]}; choose from {', '.join(SCOPES)}"
-        )
-    return [s for s in SCOPES if s in names]
 
 
 def create_token(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["green", "yellow", "red"]
-STATUS_RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
+STATUSES: tuple[Status, ...] = get_args(Status)  # best to worst
+STATUS_RANK: dict[str, int] = {status: rank for rank, status in enumerate(STATUSES)}
 
 
 class Thresholds(BaseModel):

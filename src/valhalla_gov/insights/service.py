@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..cone.canon import BANDS
 from ..errors import InvalidInputError
-from ..go.session_store import scan_history
+from ..go.session_store import HISTORY, scan_history
+from ..health.models import STATUSES
 from ..storage.errors import StorageCorruptError
 from ..storage.protocol import Store
 from ..timeutil import iso_z, parse_iso
@@ -26,9 +28,6 @@ MAX_BUCKETS = 400
 # A report reads at most this many sessions (decades of real use); a wider
 # range is refused rather than left to tie up a worker.
 MAX_SESSIONS = 100_000
-BANDS = ("A", "B", "C", "D")
-STATUSES = ("green", "yellow", "red")
-HISTORY_FILE = "go_session_history.jsonl"
 
 
 def bucket_start(moment: datetime, bucket: Bucket) -> datetime:
@@ -99,7 +98,7 @@ def _facts(record: dict[str, Any], cursor: str) -> _Facts | None:
         status = record.get("status") or ((snapshot or {}).get("status") or {}).get("status")
     except (ValueError, TypeError, AttributeError) as exc:
         raise StorageCorruptError(
-            HISTORY_FILE, f"the session at {cursor} is unreadable: {exc}"
+            HISTORY.file, f"the session at {cursor} is unreadable: {exc}"
         ) from exc
     return _Facts(
         started=started,

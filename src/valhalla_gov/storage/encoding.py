@@ -20,10 +20,9 @@ before either encoder runs.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import orjson
 
@@ -118,27 +117,6 @@ def document_bytes(value: Any) -> bytes:
     if out is None:
         return _stdlib(value, indent=2) + b"\n"
     return out
-
-
-def copy_parsed(value: _V) -> _V:
-    """A deep copy of a parsed JSON value (dicts, lists and immutable
-    scalars), about three times faster than ``copy.deepcopy``, which keeps a
-    memo for shared and cyclic objects that parsed JSON never holds. Any
-    other container is copied by ``copy.deepcopy``."""
-    kind = type(value)
-    if kind is dict:
-        return cast(
-            _V, {key: copy_parsed(item) for key, item in cast(dict[Any, Any], value).items()}
-        )
-    if kind is list:
-        return cast(_V, [copy_parsed(item) for item in cast(list[Any], value)])
-    if kind in _IMMUTABLE:
-        return value
-    return copy.deepcopy(value)
-
-
-_V = TypeVar("_V")
-_IMMUTABLE = frozenset([str, int, float, bool, type(None)])
 
 
 def loads(raw: bytes | str) -> Any:

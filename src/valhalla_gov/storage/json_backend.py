@@ -47,7 +47,6 @@ class JsonStore:
         json_store.ensure_private_dir(self.data_dir)
         self._lock = json_store.DataDirLock(self.data_dir / LOCK_FILE)
         self._parsed: dict[tuple[str, object], tuple[bytes | None, Any]] = {}
-        self._paths: dict[str, Path] = {}
         self._held = threading.local()
         self._indexes: dict[str, json_index.KindIndex] = {}
 
@@ -55,18 +54,10 @@ class JsonStore:
         return f"json:{self.data_dir.resolve()}"
 
     def doc_path(self, doc: Document) -> Path:
-        return self._path(doc.file)
+        return self.data_dir / doc.file
 
     def log_path(self, log: Log) -> Path:
-        return self._path(log.file)
-
-    def _path(self, file: str) -> Path:
-        # One Path object per file: pathlib caches its string and hash on the
-        # object, and building a new one costs more than the read it names.
-        path = self._paths.get(file)
-        if path is None:
-            path = self._paths[file] = self.data_dir / file
-        return path
+        return self.data_dir / log.file
 
     # -- documents -------------------------------------------------------
     def _doc_bytes(self, path: Path) -> bytes | None:
@@ -453,14 +444,10 @@ def log_torn(path: Path, offset: int) -> None:
 
 
 class _Known:
-    """Files as the lock holder last read or wrote them (the lock keeps them so)."""
+    """Documents as the lock holder last read or wrote them (the lock keeps them so)."""
 
     def __init__(self) -> None:
         self.docs: dict[Path, bytes | None] = {}  # a document's bytes (None: absent)
-        # A log's last record as its JSON line (None: the log is empty): each
-        # caller gets its own parse, which costs less than a deep copy.
-        self.tails: dict[Path, bytes | None] = {}
-        self.terminated: set[Path] = set()  # logs known to end with a newline
 
     def doc_bytes(self, path: Path) -> bytes | None:
         if path not in self.docs:
@@ -469,17 +456,15 @@ class _Known:
 
     def forget(self) -> None:
         self.docs.clear()
-        self.tails.clear()
-        self.terminated.clear()
 
 
 class _JsonTxn:
     """Operations under the data-dir lock; each write is durable on return,
     and remembered so that :meth:`rollback` can take it back.
 
-    Each file is read at most once per lock hold: a document's bytes and a
-    log's last record are kept from the first read (or this holder's own
-    write) on, since no other writer can change them meanwhile.
+    Each document is read at most once per lock hold: its bytes are kept
+    from the first read (or this holder's own write) on, since no other
+    writer can change them meanwhile; they are also what a rollback restores.
     """
 
     def __init__(self, store: JsonStore, known: _Known) -> None:
@@ -499,7 +484,7 @@ class _JsonTxn:
     def write_document(self, doc: Document, value: Any) -> None:
         path = self._store.doc_path(doc)
         before = self._known.doc_bytes(path)
-        payload = json_store.encode_document(wrap(doc, value))
+        payload = encoding.document_bytes(wrap(doc, value))
         self._known.docs.pop(path, None)  # unknown if the write fails half-way
         json_store.write_bytes_atomic(path, payload)
         self._known.docs[path] = payload
@@ -509,11 +494,8 @@ class _JsonTxn:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
         line = encoding.canonical_bytes(record) + b"\n"
-        self._forget_log(path)
         start = json_store.append_line(path, line)
         self._undo.append((path, start))
-        self._known.tails[path] = line
-        self._known.terminated.add(path)
         if log.kind_field is not None:
             kind = json_index.kind_hash(record.get(log.kind_field))
             self._index(path, [(start, start + len(line), kind)])
@@ -521,7 +503,6 @@ class _JsonTxn:
     def append_many(self, log: Log, records: Iterable[dict[str, Any]]) -> int:
         path = self._store.log_path(log)
         self._set_aside_torn_tail(path)
-        self._forget_log(path)
         start = json_store.file_size(path)
         field = log.kind_field
         entries: list[tuple[int, int, int]] = []
@@ -550,10 +531,6 @@ class _JsonTxn:
         if before is not None:
             self._index_undo.append((sidecar, before))
 
-    def _forget_log(self, path: Path) -> None:
-        self._known.tails.pop(path, None)
-        self._known.terminated.discard(path)
-
     def rollback(self) -> None:
         """Undo this transaction's writes, newest first (log cuts free space
         before documents are restored). A crash mid-rollback is covered by
@@ -575,14 +552,7 @@ class _JsonTxn:
         self._index_undo.clear()
 
     def last_log_record(self, log: Log) -> dict[str, Any] | None:
-        path = self._store.log_path(log)
-        tails = self._known.tails
-        if path in tails:
-            line = tails[path]
-            return None if line is None else self._store._parse_line(path, 0, line)
-        record = next((e.record for e in self._store.scan_log(log)), None)
-        tails[path] = None if record is None else encoding.canonical_bytes(record)
-        return record
+        return next((e.record for e in self._store.scan_log(log)), None)
 
     def rewrite_log(self, log: Log, keep: Callable[[dict[str, Any]], bool]) -> int:
         path = self._store.log_path(log)
@@ -602,7 +572,6 @@ class _JsonTxn:
             offset += len(line) + 1
         if not dropped:
             return 0
-        self._forget_log(path)
         json_store.write_bytes_atomic(path, bytes(kept))
         self._undo.append((path, before))
         if log.kind_field is not None:
@@ -619,10 +588,7 @@ class _JsonTxn:
         Appending after it would glue two records into one corrupt line; the
         torn bytes are kept (never dropped in silence) next to the log.
         """
-        if path in self._known.terminated:
-            return
         if json_store.ends_with_newline(path):
-            self._known.terminated.add(path)
             return
         size = json_store.file_size(path)
         tail = json_store.last_line(path)

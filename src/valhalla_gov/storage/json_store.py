@@ -153,12 +153,7 @@ def write_json(path: Path, data: Any) -> None:
     On any failure (ENOSPC included) the old file is left as it was and the
     temporary file is removed.
     """
-    write_bytes_atomic(path, encode_document(data))
-
-
-def encode_document(data: Any) -> bytes:
-    """A document's bytes as :func:`write_json` stores them."""
-    return document_bytes(data)
+    write_bytes_atomic(path, document_bytes(data))
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -401,87 +396,34 @@ def iter_lines_forward(
     """Yield ``(offset, line)`` from ``start`` to the end of the file; with
     ``on_unterminated``, a last line read without its newline is left out
     and reported instead (decided on the bytes read). With ``line_start``,
-    ``start`` must be 0 or just past a newline (checked with the same read,
+    ``start`` must be 0 or just past a newline (checked with the same open,
     as :func:`is_line_start` would): NotALineStart otherwise."""
     check = line_start and start > 0
-    tail = _small_tail(path, start, check)
-    if tail is not None:
-        # The usual case (a watcher or a live reader catching up): the rest
-        # of the file in one read, no buffered file object.
-        yield from _lines_of(tail, start, on_unterminated)
-        return
     fh = _open_log(path)
     if fh is None:
         if check:
             raise NotALineStart
         return
     with fh:
-        if check:
-            fh.seek(start - 1)
-            if fh.read(1) != b"\n":
-                raise NotALineStart
-        fh.seek(start)
-        offset = start
-        for raw in fh:
-            line = raw.rstrip(b"\n")
-            if on_unterminated is not None and not raw.endswith(b"\n"):
+        try:
+            if check:
+                fh.seek(start - 1)
+                if fh.read(1) != b"\n":
+                    raise NotALineStart
+            fh.seek(start)
+            offset = start
+            # Split on b"\n" only (binary lines), never on b"\r".
+            for raw in fh:
+                line = raw.rstrip(b"\n")
+                if on_unterminated is not None and not raw.endswith(b"\n"):
+                    if line.strip():
+                        on_unterminated(offset)
+                    return
                 if line.strip():
-                    on_unterminated(offset)
-                return
-            if line.strip():
-                yield offset, line
-            offset += len(raw)
-
-
-# Forward reads of at most this many bytes are made with one read.
-_SMALL_TAIL = 64 * 1024
-
-
-def _small_tail(path: Path, start: int, line_start: bool) -> bytes | None:
-    """The file's bytes from ``start`` if there are at most _SMALL_TAIL of
-    them (b"" for a missing file); None when there are more. With
-    ``line_start``, the byte before ``start`` is read too and must be a
-    newline (NotALineStart otherwise)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        if line_start:
-            raise NotALineStart from None
-        return b""
-    except OSError as exc:
-        raise _unavailable(path, exc) from exc
-    try:
-        size = os.fstat(fd).st_size
-        if size - start > _SMALL_TAIL:
-            return None
-        if line_start:
-            data = os.pread(fd, max(0, size - start + 1), start - 1)
-            if data[:1] != b"\n":
-                raise NotALineStart
-            return data[1:]
-        return os.pread(fd, max(0, size - start), start) if size > start else b""
-    except OSError as exc:
-        raise _unavailable(path, exc) from exc
-    finally:
-        os.close(fd)
-
-
-def _lines_of(
-    data: bytes, start: int, on_unterminated: Callable[[int], None] | None
-) -> Iterator[tuple[int, bytes]]:
-    # Split on b"\n" only, as iterating the file does (not on b"\r").
-    lines = data.split(b"\n")
-    rest = lines.pop()  # after the last newline: b"" when the data ends with one
-    offset = start
-    for line in lines:
-        if line.strip():
-            yield offset, line
-        offset += len(line) + 1
-    if rest.strip():
-        if on_unterminated is not None:
-            on_unterminated(offset)
-        else:
-            yield offset, rest
+                    yield offset, line
+                offset += len(raw)
+        except OSError as exc:
+            raise _unavailable(path, exc) from exc
 
 
 def iter_line_blocks(
@@ -490,14 +432,13 @@ def iter_line_blocks(
     *,
     on_unterminated: Callable[[int], None],
     block: int | None = None,
-    end: int | None = None,
 ) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield ``(offset, lines)``: the file's whole lines from ``start`` on (up
-    to byte ``end``, a line start, when given), in blocks of about ``block``
-    bytes, each list starting at ``offset``. The lines lack their newline and
-    may be blank. A last line read without its newline is left out and
-    reported by offset, as in :func:`iter_lines_forward`. One ``split`` per
-    block instead of a Python step per line: for walks of a whole log."""
+    """Yield ``(offset, lines)``: the file's whole lines from ``start`` on, in
+    blocks of about ``block`` bytes, each list starting at ``offset``. The
+    lines lack their newline and may be blank. A last line read without its
+    newline is left out and reported by offset, as in
+    :func:`iter_lines_forward`. One ``split`` per block instead of a Python
+    step per line: for walks of a whole log."""
     fh = _open_log(path)
     if fh is None:
         return
@@ -507,10 +448,6 @@ def iter_line_blocks(
         offset = start
         tail = b""
         while True:
-            if end is not None:
-                size = min(size, end - offset - len(tail))
-                if size <= 0:
-                    break
             try:
                 data = fh.read(size)
             except OSError as exc:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import islice, repeat
 from pathlib import Path
@@ -496,43 +497,10 @@ class SqlStore:
         kind: str | None = None,
         take: int | None = None,
     ) -> Iterator[LogEntry]:
-        placement = log_placement(log)
-        bound = None if before is None else placement.parse_cursor(before)
-        first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
-        return self._keyset(placement, log, kind, bound, newest_first=True, first=first)
+        return _scan(self._reader, log, before, kind, take, newest_first=True)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
-        placement = log_placement(log)
-        bound = None if after is None else placement.parse_cursor(after)
-        return self._keyset(placement, log, None, bound, newest_first=False)
-
-    def _keyset(
-        self,
-        placement: SqlLog,
-        log: Log,
-        kind: str | None,
-        bound: Any | None,
-        *,
-        newest_first: bool,
-        first: int = _FIRST_BATCH,
-    ) -> Iterator[LogEntry]:
-        """Keyset pages over the placement's key in growing batches. ``bound``
-        is a cursor boundary: rows below it newest first, rows at or above it
-        oldest first."""
-        batch = first
-        while True:
-            page = _page(placement, log, kind, bound is not None, newest_first, batch)
-            with self._reader() as conn:
-                rows = conn.execute(page, {"bound": bound}).all()
-            for row in rows:
-                row_key = row[0]
-                # Backward: the boundary before the row is its key; forward: after it.
-                cursor = row_key if newest_first else placement.after(row_key)
-                yield LogEntry(str(cursor), placement.record(log.name, row))
-            if len(rows) < batch:
-                return
-            bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
-            batch = min(batch * 4, _MAX_BATCH)
+        return _scan(self._reader, log, after, None, None, newest_first=False)
 
     def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         placement = log_placement(log)
@@ -616,41 +584,47 @@ class SqlSnapshot:
         kind: str | None = None,
         take: int | None = None,
     ) -> Iterator[LogEntry]:
-        placement = log_placement(log)
-        bound = None if before is None else placement.parse_cursor(before)
-        first = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
-        return self._pages(placement, log, kind, bound, newest_first=True, batch=first)
+        return _scan(self._held, log, before, kind, take, newest_first=True)
 
     def scan_log_forward(self, log: Log, *, after: str | None = None) -> Iterator[LogEntry]:
-        placement = log_placement(log)
-        bound = None if after is None else placement.parse_cursor(after)
-        return self._pages(placement, log, None, bound, newest_first=False, batch=_MAX_BATCH)
+        return _scan(self._held, log, after, None, None, newest_first=False)
 
-    def _pages(
-        self,
-        placement: SqlLog,
-        log: Log,
-        kind: str | None,
-        bound: Any | None,
-        *,
-        newest_first: bool,
-        batch: int,
-    ) -> Iterator[LogEntry]:
-        while True:
-            page = _page(placement, log, kind, bound is not None, newest_first, batch)
-            rows = self._conn.execute(page, {"bound": bound}).all()
-            for row in rows:
-                cursor = row[0] if newest_first else placement.after(row[0])
-                yield LogEntry(str(cursor), placement.record(log.name, row))
-            if len(rows) < batch:
-                return
-            bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
-            batch = min(batch * 4, _MAX_BATCH)
+    def _held(self) -> AbstractContextManager[Connection]:
+        return contextlib.nullcontext(self._conn)
 
     def scan_log_bulk(self, log: Log) -> Iterator[BulkRun]:
         placement = log_placement(log)
         for rows in _key_pages(self._conn, placement, _BULK_BATCH):
             yield from _bulk_records(placement, log.name, rows)
+
+
+def _scan(
+    connect: Callable[[], AbstractContextManager[Connection]],
+    log: Log,
+    cursor: str | None,
+    kind: str | None,
+    take: int | None,
+    *,
+    newest_first: bool,
+) -> Iterator[LogEntry]:
+    """Keyset pages over the placement's key in growing batches, each read on
+    a connection from ``connect``. ``cursor`` is a boundary: rows below it
+    newest first, rows at or above it oldest first."""
+    placement = log_placement(log)
+    bound = None if cursor is None else placement.parse_cursor(cursor)
+    batch = _FIRST_BATCH if take is None else max(1, min(take, _MAX_BATCH))
+    while True:
+        page = _page(placement, log, kind, bound is not None, newest_first, batch)
+        with connect() as conn:
+            rows = conn.execute(page, {"bound": bound}).all()
+        for row in rows:
+            # Backward: the boundary before the row is its key; forward: after it.
+            after = row[0] if newest_first else placement.after(row[0])
+            yield LogEntry(str(after), placement.record(log.name, row))
+        if len(rows) < batch:
+            return
+        bound = rows[-1][0] if newest_first else placement.after(rows[-1][0])
+        batch = min(batch * 4, _MAX_BATCH)
 
 
 def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[Any]]:
@@ -659,7 +633,7 @@ def _key_pages(conn: Connection, placement: SqlLog, size: int) -> Iterator[list[
     key = placement.key
     bound: Any | None = None
     while True:
-        query = _between(placement, placement.query(None), bound, None)
+        query = _from(placement, bound)
         compiled = query.order_by(key.asc()).limit(size).compile(dialect=conn.dialect)
         params: Any = compiled.params
         if compiled.positional and compiled.positiontup is not None:
@@ -684,15 +658,10 @@ def _last_row(placement: SqlLog, where: str, conn: Connection) -> tuple[Any, dic
     return None if row is None else (row[0], placement.record(where, row))
 
 
-def _between(
-    placement: SqlLog, query: Select[Any], start: Any | None, stop: Any | None
-) -> Select[Any]:
-    """``query`` limited to keys from ``start`` to before ``stop`` (either open)."""
-    if start is not None:
-        query = query.where(placement.key >= start)
-    if stop is not None:
-        query = query.where(placement.key < stop)
-    return query
+def _from(placement: SqlLog, start: Any | None) -> Select[Any]:
+    """The placement's rows with keys from ``start`` on (all of them for None)."""
+    query = placement.query(None)
+    return query if start is None else query.where(placement.key >= start)
 
 
 def _prefetched(pages: Iterator[list[Any]]) -> Iterator[list[Any]]:
@@ -796,7 +765,7 @@ class _SqlTxn:
         dropped: list[Any] = []
         bound: Any | None = None
         while True:
-            page = _between(placement, placement.query(None), bound, None)
+            page = _from(placement, bound)
             rows = self.conn.execute(page.order_by(key.asc()).limit(_MAX_BATCH)).all()
             dropped += [row[0] for row in rows if not keep(placement.record(log.name, row))]
             if len(rows) < _MAX_BATCH:

@@ -10,7 +10,6 @@ impersonated with; the master key lives outside it, in
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -22,7 +21,7 @@ from pathlib import Path
 from ..errors import ServiceUnavailableError
 from ..settings import Settings
 from ..storage.errors import StorageUnavailableError
-from ..storage.json_store import fsync_dir
+from ..storage.json_store import create_exclusive
 from .models import WebhookRecord
 
 log = logging.getLogger(__name__)
@@ -104,33 +103,20 @@ def _read(path: Path) -> bytes | None:
 
 
 def _create(path: Path) -> bytes:
-    """Write a new random key to a temp file, then ``link`` it into place:
-    the key file appears whole or not at all, and when two processes race
-    the loser reads the winner's key."""
+    """A new random key file, there whole or not at all (see
+    :func:`json_store.create_exclusive`); when two processes race, the loser
+    reads the winner's key."""
     material = secrets.token_hex(32).encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, material + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            existing = _read(path)
-            if existing is not None:
-                return existing
-            raise  # pragma: no cover - created and removed between two calls
-        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageUnavailableError(
             path, f"cannot create the webhook key: {exc.strerror or exc}"
         ) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    if not create_exclusive(path, material + b"\n"):
+        existing = _read(path)
+        if existing is None:
+            raise StorageUnavailableError(path, "appeared and vanished while being created")
+        return existing
     log.info("created the webhook master key at %s", path)
     return material
