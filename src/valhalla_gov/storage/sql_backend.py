@@ -25,7 +25,6 @@ import operator
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -77,8 +76,6 @@ _BULK_BATCH = 20_000
 # PostgreSQL NOTIFY channel for "a log gained records"; the payload is the
 # schema, so databases shared by several schemas wake only their own readers.
 LOG_CHANNEL = "valhalla_log_append"
-# ``probe(write=False)`` re-reads the schema revision at most this often.
-SCHEMA_RECHECK_S = 5.0
 # A write transaction's first statement: it takes the writer lock (the
 # generation row's lock, held to commit: writers on every replica queue on
 # it), bumps the generation and, on PostgreSQL, queues the wake-up that
@@ -327,7 +324,6 @@ class SqlStore:
         )
         self._local = threading.local()
         self._cache = _ReadCache()
-        self._schema_ok_at: float | None = None  # monotonic time of the last good check
         if check_schema:
             problem = self.schema_problem()
             if problem is not None:
@@ -533,22 +529,13 @@ class SqlStore:
             return str(conn.execute(query).scalar())
 
     def probe(self, *, write: bool = True) -> list[str]:
-        # Nothing is written either way. ``write=False`` (frequent background
-        # checks) re-reads the schema revision at most every few seconds (it
-        # changes only by `valhalla db upgrade`).
-        fresh = self._schema_ok_at is not None and (
-            time.monotonic() - self._schema_ok_at < SCHEMA_RECHECK_S
-        )
-        if write or not fresh:
-            try:
-                problem = self.schema_problem()
-            except StorageUnavailableError as exc:
-                self._schema_ok_at = None
-                return [str(exc)]
-            if problem is not None:
-                self._schema_ok_at = None
-                return [f"{self.where}: {problem}"]
-            self._schema_ok_at = time.monotonic()
+        # Nothing is written either way (``write`` matters to the JSON backend).
+        try:
+            problem = self.schema_problem()
+        except StorageUnavailableError as exc:
+            return [str(exc)]
+        if problem is not None:
+            return [f"{self.where}: {problem}"]
         problems: list[str] = []
         try:
             for doc in self.schema.documents:
