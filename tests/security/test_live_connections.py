@@ -350,8 +350,11 @@ IDLE_FLOOD = 600
 
 @pytest.fixture(scope="module")
 def few_fds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
-    """A server started with a low fd limit (a child inherits its parent's)."""
-    server, token = _owner_server(tmp_path_factory, "few-fds", {})
+    """A server started with a low fd limit (a child inherits its parent's),
+    trusting a proxy on loopback as deploy/valhalla.env does: any local
+    account connecting to the port directly counts as that proxy."""
+    env = {"VALHALLA_TRUSTED_PROXIES": "127.0.0.1"}
+    server, token = _owner_server(tmp_path_factory, "few-fds", env)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))
     try:
