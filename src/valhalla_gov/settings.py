@@ -168,9 +168,22 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         le=100_000,
-        description="Open connections per client address, per worker (all of loopback is one "
-        "client, an IPv6 /64 one; proxies in VALHALLA_TRUSTED_PROXIES are not limited); more "
-        "are answered 503 and closed at once.",
+        description="Requests in progress per client address, per worker (all of loopback is "
+        "one client, an IPv6 /64 one, a trusted proxy four); idle connections do not count.",
+    )
+    max_open_connections: int = Field(
+        default=4096,
+        ge=16,
+        le=1_000_000,
+        description="Open connections per worker (fewer if the fd limit is low: it stays 256 "
+        "under it); past it the oldest idle or stalled connection is closed.",
+    )
+    stall_grace_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How long a connection may send a request, or leave an answer untaken, "
+        "before it may be closed to make room for another when the limits are reached.",
     )
     write_timeout_seconds: float = Field(
         default=30.0,

@@ -228,6 +228,21 @@ def test_a_slow_body_is_408(limited: LiveServer) -> None:
         assert _status_line(sock) == "HTTP/1.1 408 Request Timeout"
 
 
+def test_a_slow_unauthenticated_body_is_408_and_closed(limited: LiveServer) -> None:
+    """The sign-in's body is its credential: read without one, but timed too,
+    and the connection is closed after the 408 (not kept for another try)."""
+    with _connect(limited) as sock:
+        sock.sendall(
+            b"POST /core/auth/signin HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data[:200]
+        assert b"connection: close" in data.lower()
+
+
 def _send_body(sock: socket.socket, size: int, chunked: bool) -> None:
     block = b"x" * (256 * 1024)
     sent = 0

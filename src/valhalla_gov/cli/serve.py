@@ -356,15 +356,20 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int) -> None:
         os.environ["VALHALLA_LOG_FORMAT"] = logs.resolve_format(ctx.settings.log_format)
         from ..security.server import (
             ENV_HEADER_TIMEOUT,
+            ENV_MAX_OPEN,
             ENV_PER_CLIENT,
+            ENV_STALL_GRACE,
             ENV_WRITE_TIMEOUT,
             KEEP_ALIVE_SECONDS,
+            LISTEN_BACKLOG,
             BoundedHttpToolsProtocol,
         )
 
         os.environ[ENV_HEADER_TIMEOUT] = str(ctx.settings.header_timeout_seconds)
         os.environ[ENV_WRITE_TIMEOUT] = str(ctx.settings.write_timeout_seconds)
         os.environ[ENV_PER_CLIENT] = str(ctx.settings.max_connections_per_client)
+        os.environ[ENV_MAX_OPEN] = str(ctx.settings.max_open_connections)
+        os.environ[ENV_STALL_GRACE] = str(ctx.settings.stall_grace_seconds)
 
         logs.configure(log_level, ctx.settings.log_format)
         trusted = ctx.settings.trusted_proxies
@@ -384,6 +389,9 @@ def _run(ctx: AppContext, *, host: str, port: int, workers: int) -> None:
             http=BoundedHttpToolsProtocol,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             limit_concurrency=ctx.settings.max_connections,
+            # asyncio accepts this many at once before any is counted: the
+            # open cap leaves room for one such burst under the fd limit.
+            backlog=LISTEN_BACKLOG,
             # No WebSocket route: an Upgrade header is an ordinary request.
             ws="none",
             # X-Forwarded-* only from the proxies the operator lists (uvicorn

@@ -10,13 +10,22 @@ than h11) with these limits added, each because uvicorn lacks it:
   so a client sending a header byte at a time would hold a connection
   forever: a connection whose next head is not complete within the header
   timeout of its start (or of its last response) is closed.
-- **Connections per client.** uvicorn's ``limit_concurrency`` counts every
-  open connection, so a few hundred idle sockets refused everyone (503).
-  Here each client address (all of loopback one client, an IPv6 /64 one
-  client; a trusted proxy none) may hold at most its share of open
-  connections, the rest are refused at once; and only connections busy with a request count towards
-  ``limit_concurrency`` (503 past it), so connections that never finish a
-  head hold nobody's slot.
+- **Connections per client, and in all.** uvicorn's ``limit_concurrency``
+  counts every open connection, so a few hundred idle sockets refused
+  everyone (503). Here only requests in progress count: each client (all of
+  loopback one client, an IPv6 /64 one, a trusted proxy four shares) may
+  have at most its share of them, and the worker at most
+  ``limit_concurrency``. Open connections are capped too, below the
+  process's file-descriptor limit (:func:`open_cap`), so sockets cannot
+  take the fds the data and the database need.
+- **Eviction, not refusal.** A connection that holds a place without the
+  server working for it is *stalled*: idle (no byte of a next head), or,
+  for longer than the stall grace, sending its head or its body, or not
+  taking its answer. When a limit is reached, the oldest stalled connection
+  that frees the place is closed (a 408 if it was sending a request) and
+  the newcomer is served; 503 only when every place is held by a request
+  the server is working on. So idle and unfinished connections, however
+  many and from whichever local account, never deny service.
 - **Slow readers.** uvicorn stops *writing* while the transport's buffer is
   over its high-water mark, but goes on reading and answering pipelined
   requests. Here reading stops too, the next pipelined request waits for the
@@ -34,6 +43,7 @@ import functools
 import ipaddress
 import logging
 import os
+import resource
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +56,13 @@ from uvicorn.server import ServerState
 MAX_HEADER_BYTES = 32 * 1024
 KEEP_ALIVE_SECONDS = 5
 LOOPBACK = "loopback"
+# A trusted proxy speaks for many clients: this many clients' shares.
+PROXY_SHARES = 4
+# asyncio accepts up to the listen backlog's count of connections in one go,
+# before any is seen here: the fds kept free below the limit cover one such
+# burst and the files, database and webhook connections besides.
+LISTEN_BACKLOG = 128
+FD_HEADROOM = 128 + LISTEN_BACKLOG
 _END_OF_HEAD = b"\r\n\r\n"
 # A chunked body's end is known only to the parser: such a body is fed in
 # slices this small, so what follows its end in the same slice (the start of
@@ -62,23 +79,39 @@ class ConnectionLimits:
     header_timeout_seconds: float = 10.0
     write_timeout_seconds: float = 30.0
     per_client: int = 64
+    max_open: int = 4096
+    stall_grace_seconds: float = 2.0
 
     @classmethod
     def from_env(cls) -> ConnectionLimits:
         """The settings ``valhalla serve`` exported (worker processes build
-        their protocols from the environment)."""
+        their protocols from the environment); the open cap as
+        :func:`open_cap` makes it for this process's fd limit."""
         default = cls()
         env = os.environ.get
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return cls(
             header_timeout_seconds=float(env(ENV_HEADER_TIMEOUT) or default.header_timeout_seconds),
             write_timeout_seconds=float(env(ENV_WRITE_TIMEOUT) or default.write_timeout_seconds),
             per_client=int(env(ENV_PER_CLIENT) or default.per_client),
+            max_open=open_cap(int(env(ENV_MAX_OPEN) or default.max_open), soft),
+            stall_grace_seconds=float(env(ENV_STALL_GRACE) or default.stall_grace_seconds),
         )
 
 
 ENV_HEADER_TIMEOUT = "VALHALLA_HEADER_TIMEOUT_SECONDS"
 ENV_WRITE_TIMEOUT = "VALHALLA_WRITE_TIMEOUT_SECONDS"
 ENV_PER_CLIENT = "VALHALLA_MAX_CONNECTIONS_PER_CLIENT"
+ENV_MAX_OPEN = "VALHALLA_MAX_OPEN_CONNECTIONS"
+ENV_STALL_GRACE = "VALHALLA_STALL_GRACE_SECONDS"
+
+
+def open_cap(configured: int, fd_soft_limit: int) -> int:
+    """Open connections one process keeps: the configured number, but never
+    so many that they and one accept burst reach the fd limit."""
+    if fd_soft_limit == resource.RLIM_INFINITY or fd_soft_limit < 0:
+        return configured
+    return max(1, min(configured, fd_soft_limit - FD_HEADROOM))
 
 
 @functools.cache
@@ -106,7 +139,7 @@ def client_key(host: str) -> str:
 @functools.cache
 def _trusted(allow: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
     """The proxies ``valhalla serve`` trusts (uvicorn's ``forwarded_allow_ips``);
-    None for ``*``. They speak for many clients: no per-client share."""
+    None for ``*``. They speak for many clients: :data:`PROXY_SHARES` shares."""
     networks = []
     for entry in (part.strip() for part in allow.split(",")):
         if entry == "*":
@@ -119,12 +152,13 @@ def _trusted(allow: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
 
 
 class _Clients:
-    """One server process's open connections per client, and how many
-    connections are busy with a request."""
+    """One server process's open connections (oldest first), its requests in
+    progress (oldest first), and those per client."""
 
     def __init__(self) -> None:
-        self.open: collections.Counter[str] = collections.Counter()
-        self.busy = 0
+        self.open: dict[BoundedHttpToolsProtocol, None] = {}
+        self.busy: dict[BoundedHttpToolsProtocol, None] = {}
+        self.busy_per_client: collections.Counter[str] = collections.Counter()
 
 
 _CLIENTS: weakref.WeakKeyDictionary[ServerState, _Clients] = weakref.WeakKeyDictionary()
@@ -191,6 +225,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         allow = config.forwarded_allow_ips
         self._trusted = _trusted(allow if isinstance(allow, str) else ",".join(allow))
         self._client_key: str | None = None
+        self._share = self._limits.per_client
+        # When this connection's current head, body or pending output began
+        # (None: none is arriving or waiting), for stalled().
+        self._head_since: float | None = None
+        self._body_since: float | None = None
+        self._output_since: float | None = None
         self._refused = False  # nothing more is read: a refusal is out or due
         self._refuse_when_done: tuple[int, str] | None = None
         self._busy = False
@@ -207,57 +247,132 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._messages = 0  # requests parsed whole on this connection
         self._body_seen = 0  # body bytes the parser has handed over
 
-    # -- connections per client -------------------------------------------------
+    # -- connections per client, and in all ----------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _OutputAwareFlow(transport)
-        key = self._share()
-        if key is not None:
-            self._client_key = key
-            self._clients.open[key] += 1
-            if self._clients.open[key] > self._limits.per_client:
-                self._answer_and_close(503, "too many connections from this address")
-                return
+        self._client_key, self._share = self._whose()
+        self._clients.open[self] = None
+        if len(self._clients.open) > self._limits.max_open and not self._evict_one(
+            self._clients.open
+        ):
+            self._answer_and_close(503, "the server is at its connection limit")
+            return
         self._arm_header_deadline()
 
-    def _share(self) -> str | None:
-        """Whose share this connection uses; None: no share (a Unix socket,
-        a trusted proxy speaking for many clients)."""
-        if self.client is None or self._trusted is None:
-            return None
+    def _whose(self) -> tuple[str | None, int]:
+        """Whose share this connection's requests use, and its size; None: no
+        client's (a Unix socket)."""
+        if self.client is None:
+            return None, 0
         host = self.client[0]
-        if self._trusted:
-            with contextlib.suppress(ValueError):
-                address = ipaddress.ip_address(host.partition("%")[0])
-                if any(address in network for network in self._trusted):
-                    return None
-        return client_key(host)
+        key, share = client_key(host), self._limits.per_client
+        if self._trusted is None:
+            return key, PROXY_SHARES * share
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(host.partition("%")[0])
+            if any(address in network for network in self._trusted):
+                return key, PROXY_SHARES * share
+        return key, share
+
+    def stalled(self, now: float) -> bool:
+        """Whether this connection holds its place without the server working
+        for it: idle, or past the grace sending a request or not taking an
+        answer. Such a connection is the first to go when places run out."""
+        grace = self._limits.stall_grace_seconds
+        if self._output_since is not None:
+            return now - self._output_since >= grace
+        if self._busy:
+            return self._body_since is not None and now - self._body_since >= grace
+        return self._head_since is None or now - self._head_since >= grace
+
+    def _evict_one(
+        self, among: dict[BoundedHttpToolsProtocol, None], key: str | None = None
+    ) -> bool:
+        """Close the oldest stalled connection of ``among`` (of client ``key``
+        if given), other than this one; False when none is stalled."""
+        now = self.loop.time()
+        for other in among:
+            if (
+                other is not self
+                and (key is None or other._client_key == key)
+                and not other.transport.is_closing()
+                and other.stalled(now)
+            ):
+                other._evict()
+                return True
+        return False
+
+    def _evict(self) -> None:
+        """Make room: off the books at once (its close takes a loop turn),
+        then closed; a request still arriving is told why."""
+        answering = self.cycle is not None and self.cycle.response_started
+        arriving = self._busy or self._head_since is not None
+        self._forget()
+        if self._output_since is not None or answering:
+            self.transport.abort()  # close() would wait for output that is not taken
+        elif arriving:
+            self._answer_and_close(408, "the request did not arrive in time")
+        else:
+            self.transport.close()
+
+    def _forget(self) -> None:
+        self._clients.open.pop(self, None)
+        self._set_busy(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._header_deadline, self._write_deadline):
             if timer is not None:
                 timer.cancel()
-        if self._client_key is not None:
-            self._clients.open[self._client_key] -= 1
-            if self._clients.open[self._client_key] <= 0:
-                del self._clients.open[self._client_key]
-            self._client_key = None
-        self._set_busy(False)
+        self._forget()
         super().connection_lost(exc)
 
     def _set_busy(self, busy: bool) -> None:
-        if busy != self._busy:
-            self._busy = busy
-            self._clients.busy += 1 if busy else -1
+        if busy == self._busy:
+            return
+        self._busy = busy
+        if busy:
+            self._clients.busy[self] = None
+            if self._client_key is not None:
+                self._clients.busy_per_client[self._client_key] += 1
+            return
+        self._clients.busy.pop(self, None)
+        if self._client_key is not None:
+            self._clients.busy_per_client[self._client_key] -= 1
+            if self._clients.busy_per_client[self._client_key] <= 0:
+                del self._clients.busy_per_client[self._client_key]
+
+    def _refusal(self) -> str | None:
+        """Why a new request cannot start here (None: it can), once stalled
+        connections holding the places it needs have been closed."""
+        clients, key = self._clients, self._client_key
+        if (
+            key is not None
+            and clients.busy_per_client[key] >= self._share
+            and not self._evict_one(clients.busy, key)
+        ):
+            return "too many requests in progress from this address"
+        if (
+            self._max_busy is not None
+            and len(clients.busy) >= self._max_busy
+            and not self._evict_one(clients.busy)
+        ):
+            return "the server is busy"
+        return None
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_since = None
         self._body_left = self._content_length()
-        if not self._busy:
-            if self._max_busy is not None and self._clients.busy >= self._max_busy:
-                self.limit_concurrency = 0  # uvicorn answers 503 and closes
-            else:
-                self._set_busy(True)
+        if self._body_left != 0:
+            self._body_since = self.loop.time()
+        refusal = None if self._busy else self._refusal()
+        if refusal is not None:
+            where = self.client[0] if self.client else "?"
+            log.info("refused a request from %s: %s", where, refusal)
+            self.limit_concurrency = 0  # uvicorn answers 503 and closes
+        else:
+            self._set_busy(True)
         try:
             super().on_headers_complete()
         finally:
@@ -287,6 +402,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- slow readers -------------------------------------------------------------
     def pause_writing(self) -> None:
         super().pause_writing()
+        if self._output_since is None:
+            self._output_since = self.loop.time()
         if self._write_deadline is None:
             self._write_deadline = self.loop.call_later(
                 self._limits.write_timeout_seconds, self._output_stuck
@@ -294,6 +411,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self._output_since = None
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
@@ -343,6 +461,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         pos, size = 0, len(data)
         while pos < size:
             if self._in_head:
+                if self._head_since is None:
+                    self._head_since = self.loop.time()
                 end = self._end_of_head(data, pos)
                 stop = size if end < 0 else end
                 self._head_bytes += stop - pos
@@ -407,6 +527,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # What arrives next is the next request's head (keep-alive, pipelining).
         self._in_head, self._head_bytes, self._head_tail = True, 0, b""
         self._body_left = 0
+        self._body_since = None
         self._messages += 1
 
     def _refuse_head(self) -> None:
@@ -422,7 +543,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, status: int, message: str) -> None:
         self._refused = True
-        reason = {431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}[status]
+        reason = {
+            408: b"Request Timeout",
+            431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable",
+        }[status]
         body = message.encode("ascii")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
