@@ -582,7 +582,7 @@ def check_ancestors(directory: Path, me: int) -> None:
     """Every folder above the data dir or file (as written and as resolved) is ours
     or root's, and others cannot write it unless it is sticky like /tmp:
     otherwise another account could rename our data dir away and put its own
-    (with its own tokens) or a link to any folder in its place."""
+    (with credentials of its choosing) or a link to any folder in its place."""
     seen: set[Path] = set()
     for path in (directory.absolute(), directory.resolve()):
         for parent in path.parents:

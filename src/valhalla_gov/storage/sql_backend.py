@@ -230,7 +230,7 @@ def _private_sqlite_file(database: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    # A file another account made (with its own tokens in it), or one in a
+    # A file another account made (with credentials of its choosing), or one in a
     # folder it could swap, is refused like such a data dir.
     me = os.geteuid()
     try:
@@ -240,8 +240,8 @@ def _private_sqlite_file(database: str) -> None:
     if not stat.S_ISREG(st.st_mode) or st.st_uid != me:
         raise StorageUnavailableError(
             path,
-            "the database file is a link or belongs to another account, who could have "
-            f"put its own tokens in it; if it is yours, fix it with: chown {me} {path}",
+            "the database file is a link or belongs to another account, who could have put "
+            f"credentials of its choosing in it; if it is yours, fix it with: chown {me} {path}",
         )
     check_ancestors(path, me)
 
