@@ -20,7 +20,9 @@ from playwright.sync_api import Page, expect
 
 from tests.live.server import LiveServer
 from tests.ui.test_go_page import open_page
-from valhalla_gov.auth.service import hash_token
+from valhalla_gov.auth.service import hash_token, revoke_token
+from valhalla_gov.compose import open_json
+from valhalla_gov.timeutil import utc_now
 
 pytestmark = pytest.mark.live
 
@@ -172,3 +174,49 @@ def test_the_proof_without_webcrypto_is_the_servers(page: Page, quiet_server: Li
         expected = hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()
         assert fallback == expected, token
         assert webcrypto == expected, token
+
+
+def test_a_page_revoked_while_the_server_was_down_returns_to_the_signin_screen(
+    page: Page, server: LiveServer
+) -> None:
+    """After a restart the hello comes first; a revoked token's hello is
+    refused (401), and the page asks for a sign-in instead of waiting."""
+    open_page(page, server)
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    name = page.evaluate("localStorage.getItem('valhalla.go.token-name')")
+    assert name
+    assert name.startswith("page-")
+    server.stop()
+    revoke_token(store=open_json(server.data_dir), name=name, actor="test", clock=utc_now)
+    server.start()
+    expect(page.locator("#signin")).to_be_visible(timeout=60000)
+    expect(page.locator("#signin-reason")).to_contain_text("no longer works")
+    assert page.evaluate(f"localStorage.getItem({TOKEN_KEY!r})") is None
+
+
+def test_the_docs_page_sends_the_credential_only_after_a_right_proof(
+    page: Page, server: LiveServer
+) -> None:
+    """The API docs page uses the GO page's credential: it too proves the
+    server first. A wrong proof (here, answered by the browser's router in
+    the server's place) and the credential stays home."""
+    open_page(page, server)
+    carried: list[str] = []
+    page.on(
+        "request",
+        lambda r: carried.append(r.url) if "authorization" in r.all_headers() else None,
+    )
+    page.route(
+        "**/core/auth/hello",
+        lambda route: route.fulfill(status=200, json={"proof": "0" * 64}),
+    )
+    page.goto(f"{server.url}/docs")
+    # Whichever comes: the page's message, or the API description loaded.
+    page.wait_for_selector("#docs-message:not(:empty), .swagger-ui .info .title")
+    assert carried == []
+    expect(page.locator("#docs-message")).to_contain_text("Can't reach the server you signed in to")
+    # The real server's proof: the API description loads with the credential.
+    page.unroute("**/core/auth/hello")
+    page.reload()
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert any(url.endswith("/openapi.json") for url in carried), carried
