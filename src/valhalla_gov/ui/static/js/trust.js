@@ -143,6 +143,7 @@ async function check() {
     return true;
   }
   if (outcome === "refused") {
+    retryMs = 0; // a new sign-in starts afresh
     emit("refused");
     return false;
   }
