@@ -28,6 +28,8 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/core/auth/links"): "owner",
     # Its body is the credential: a sign-in link's one-time code.
     ("POST", "/core/auth/signin"): None,
+    # The page's check of the server, made before it sends its credential.
+    ("POST", "/core/auth/hello"): None,
     ("GET", "/core/cone/state"): "viewer",
     ("POST", "/core/cone/state"): "owner",
     ("GET", "/core/cone/decide"): "viewer",
@@ -68,6 +70,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/core/go/end_session"): {"json": {}},
     ("POST", "/core/webhooks"): {"json": {"url": "http://127.0.0.1:9/hook"}},
     ("POST", "/core/tokens"): {"json": {"name": "matrix", "scopes": ["viewer"]}},
+    ("POST", "/core/auth/hello"): {"json": {"name": "viewer-bot", "nonce": "ab" * 32}},
 }
 RANK = {"viewer": 0, "operator": 1, "owner": 2}
 

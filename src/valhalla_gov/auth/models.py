@@ -96,6 +96,34 @@ class SigninRequest(BaseModel):
     code: str = Field(min_length=1, max_length=200, description="The code from the link.")
 
 
+# What the page sends as a hello's nonce: 32 random bytes, in lower-case hex.
+HELLO_NONCE_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class HelloRequest(BaseModel):
+    """The page asks the server to prove it holds its token's hash."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "page-20260101-ab12", "nonce": "00" * 32}]},
+    )
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="The name of the page's token.")
+    nonce: str = Field(
+        pattern=HELLO_NONCE_PATTERN,
+        description="32 fresh random bytes in lower-case hex (64 characters).",
+    )
+
+
+class HelloProof(BaseModel):
+    """The server's proof that it is the one that issued the token."""
+
+    proof: str = Field(
+        description="Hex HMAC-SHA256 of the nonce (its ASCII text), keyed with the 32 bytes "
+        "of the token's SHA-256, which only the issuing server keeps."
+    )
+
+
 class SigninLink(BaseModel):
     """A new sign-in link's code: open ``<server>/#signin=<code>`` once, before it expires."""
 

@@ -12,6 +12,8 @@ from .deps import OWNER, OWNER_WRITE, PUBLIC, VIEWER
 from .models import (
     SCOPES,
     TOKEN_NAME_PATTERN,
+    HelloProof,
+    HelloRequest,
     Identity,
     SigninLink,
     SigninRequest,
@@ -25,6 +27,7 @@ from .service import (
     create_token,
     exchange_signin_code,
     list_tokens,
+    prove_server,
     revoke_token,
 )
 
@@ -115,3 +118,18 @@ def post_signin(body: SigninRequest, ctx: Ctx) -> TokenCreated:
     audited `SIGNIN_LINK_USED`). A code works once."""
     info, token = exchange_signin_code(store=ctx.store, code=body.code, clock=ctx.clock)
     return TokenCreated(**info.model_dump(), token=token)
+
+
+@router.post(
+    "/auth/hello",
+    response_model=HelloProof,
+    summary="Prove the server to the page",
+    dependencies=[Depends(PUBLIC)],
+    responses={401: {"description": "No token has that name (revoked, or never issued)."}},
+)
+def post_hello(body: HelloRequest, ctx: Ctx) -> HelloProof:
+    """The GO page sends this, without its credential, before it sends the
+    credential again after any failure: the answer proves the server keeps
+    the token's hash, which a program that took the port while the server
+    was down does not. Read only, not audited."""
+    return HelloProof(proof=prove_server(store=ctx.store, name=body.name, nonce=body.nonce))

@@ -330,6 +330,30 @@ def _page_name(tokens: list[TokenRecord], now: datetime) -> str:
             return name
 
 
+# -- the page's hello: the server proves itself -------------------------------------
+
+# Answers for names the store does not know are computed too, under this key
+# that nothing else uses, so a known and an unknown name cost the same work.
+_DECOY_KEY = secrets.token_bytes(32)
+
+
+def prove_server(*, store: Store, name: str, nonce: str) -> str:
+    """HMAC-SHA256(key = the stored SHA-256 of token ``name``, msg = ``nonce``), hex.
+
+    The page knows its token, so it can compute the same; whoever listens on
+    the server's port without being the server knows neither the token nor
+    its hash. Read only: nothing is written or audited. An unknown or revoked
+    name is refused (401): names are not secrets (the page and the token
+    list show them), and the page needs to tell "revoked" from "impostor".
+    """
+    record = next((t for t in load_tokens(store=store) if t.name == name), None)
+    key = bytes.fromhex(record.sha256) if record is not None else _DECOY_KEY
+    proof = hmac.new(key, nonce.encode("ascii"), hashlib.sha256).hexdigest()
+    if record is None:
+        raise UnauthorizedError(f"no token named {name!r}: revoked, or never issued")
+    return proof
+
+
 # -- authentication ---------------------------------------------------------------------
 
 

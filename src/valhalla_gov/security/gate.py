@@ -13,9 +13,10 @@ In order, before any route runs and before a byte of the body is read:
    navigation to a page stays allowed, so links to the page keep working;
 3. a request that may carry a body must carry a valid credential (401
    without reading the body), except the sign-in exchange, whose body is
-   the credential. This is a limit before work, not the decision: the
-   route's guard authenticates again when the route runs, after the body
-   has arrived (the token may have been revoked meanwhile);
+   the credential, and the page's hello, which proves the server. This is
+   a limit before work, not the decision: the route's guard authenticates
+   again when the route runs, after the body has arrived (the token may
+   have been revoked meanwhile);
 4. the body is capped (Content-Length checked up front, streamed bytes
    counted) and must arrive within a deadline (413 / 408).
 
@@ -62,9 +63,11 @@ BODYLESS_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Pages another site may link to (a top-level navigation only): they hold no
 # data and act on nothing.
 NAVIGABLE_PAGES = {"/", "/ui/index.html", "/docs"}
-# POSTs whose body is the credential (the sign-in exchange): not refused for
-# carrying none. Their body is still capped and timed.
-CREDENTIAL_IN_BODY = {"/core/auth/signin"}
+# POSTs that carry no bearer by design, not refused for carrying none: the
+# sign-in exchange (its body is the credential) and the page's check of the
+# server (it must not send its credential before the server proves itself).
+# Their bodies are still capped and timed.
+CREDENTIAL_IN_BODY = {"/core/auth/signin", "/core/auth/hello"}
 # Read here and by the routes: a request must not carry two of any.
 SINGLE_HEADERS = frozenset({b"host", b"origin", b"sec-fetch-site", b"authorization"})
 

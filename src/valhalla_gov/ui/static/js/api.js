@@ -1,36 +1,9 @@
 // Talking to the Valhalla GO API: fetch, the stored token, readable errors.
 
-const TOKEN_KEY = "valhalla.go.token";
+import { authFetch, distrust, getToken, TrustError } from "./trust.js";
 
-// localStorage throws in some private modes; the page must still work there
-// (the token then lasts for this page view only).
-let memoryToken = "";
-
-export function getToken() {
-  try {
-    return localStorage.getItem(TOKEN_KEY) || "";
-  } catch {
-    return memoryToken;
-  }
-}
-
-export function setToken(token) {
-  memoryToken = token;
-  try {
-    localStorage.setItem(TOKEN_KEY, token);
-  } catch {
-    /* kept in memory only */
-  }
-}
-
-export function clearToken() {
-  memoryToken = "";
-  try {
-    localStorage.removeItem(TOKEN_KEY);
-  } catch {
-    /* nothing stored */
-  }
-}
+// The credential and the door it goes out through live in trust.js.
+export { clearToken, getToken, getTokenName, setToken, setTokenName } from "./trust.js";
 
 // The elapsed timer counts from the server's start time. When the browser's
 // clock is far off the server's, follow the server (its Date header has a
@@ -128,38 +101,50 @@ function readableError(status, detail) {
  * @param {string} method
  * @param {string} path
  * @param {object} [body] sent as JSON
+ * @param {{auth?: boolean}} [options] as apiResponse's
  */
-export async function api(method, path, body) {
-  return (await apiResponse(method, path, body)).data;
+export async function api(method, path, body, options) {
+  return (await apiResponse(method, path, body, options)).data;
 }
+
+export const UNVERIFIED_TEXT =
+  "Can't reach the server you signed in to. The page checks again by itself, and sends " +
+  "your sign-in nowhere else meanwhile.";
 
 /**
  * As api(), with the answer's headers too: `{ data, headers }`.
  * @param {string} method
  * @param {string} path
  * @param {object} [body] sent as JSON
+ * @param {{auth?: boolean}} [options] auth false: send no credential (the sign-in)
  */
-export async function apiResponse(method, path, body) {
+export async function apiResponse(method, path, body, { auth = true } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const token = auth ? getToken() : "";
+  const send = auth ? authFetch : (where, init) => fetch(where, init);
 
   let response;
+  let text;
   try {
-    response = await fetch(path, {
+    response = await send(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
-  } catch {
-    const text = "Cannot reach the server. Check the connection; the page keeps retrying.";
-    throw new ApiError(0, text, { sentToken: token });
+    text = await response.text();
+  } catch (err) {
+    if (err instanceof TrustError) {
+      if (err.refused) throw new ApiError(401, readableError(401, ""), { sentToken: token });
+      throw new ApiError(0, UNVERIFIED_TEXT, { sentToken: token });
+    }
+    distrust(); // cut before or during the answer
+    const said = "Cannot reach the server. Check the connection; the page keeps retrying.";
+    throw new ApiError(0, said, { sentToken: token });
   }
   observeServerDate(response.headers.get("Date"));
 
-  const text = await response.text();
   let data = null;
   if (text) {
     try {
@@ -168,6 +153,9 @@ export async function apiResponse(method, path, body) {
       data = null; // a proxy's HTML error page, for instance
     }
   }
+  // Not what this server answers (an error page, a body that is not JSON):
+  // whatever answered must prove itself before the credential goes again.
+  if (response.status >= 500 || (text && data === null)) distrust();
   if (response.ok) return { data, headers: response.headers };
 
   const detail = detailText(data && typeof data === "object" ? data.detail : "");

@@ -10,7 +10,10 @@ import {
   getToken,
   serverNow,
   setToken,
+  setTokenName,
+  UNVERIFIED_TEXT,
 } from "./api.js";
+import { onTrust } from "./trust.js";
 import {
   BAND_MEANING,
   STATUS_LABEL,
@@ -207,8 +210,9 @@ function takeSigninCode() {
 /** Trade a link's one-time code for this browser's own credential. */
 async function signInWithCode(code) {
   try {
-    const created = await api("POST", "/core/auth/signin", { code });
-    setToken(created.token);
+    // No credential goes with it: the code is the credential here.
+    const created = await api("POST", "/core/auth/signin", { code }, { auth: false });
+    setToken(created.token, created.name);
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
@@ -276,6 +280,8 @@ async function enter() {
     showSignin(`Cannot reach the server to sign in: ${err.message}`);
     return false;
   }
+  // The hello names the token; a typed one learns its name here.
+  if (who && typeof who.name === "string") setTokenName(who.name);
   state.whoami = who;
   state.signedIn = true;
   $("signin").hidden = true;
@@ -681,6 +687,7 @@ const LIVE_TEXT = {
   connecting: "Live updates: connecting…",
   live: "Live: changes from any screen show here at once.",
   lost: "Live updates lost: reconnecting…",
+  unverified: "Live updates paused: can't reach the server you signed in to; checking again.",
   unauthorized: "Live updates need a valid API token.",
   limited: "Live updates paused: too many pages open for this token; retrying.",
 };
@@ -689,7 +696,7 @@ const LIVE_TEXT = {
 const LIVE_REFRESH_MS = 300;
 
 function startLive() {
-  state.live = subscribe({ token: getToken, onEvent: onLiveEvent, onState: renderLive });
+  state.live = subscribe({ onEvent: onLiveEvent, onState: renderLive });
 }
 
 function renderLive(liveState) {
@@ -1060,9 +1067,33 @@ async function onBandSubmit(event) {
   });
 }
 
+// ------------------------------------------------------------------ trust
+
+/** What trust.js says of the server at this address (see its header). */
+function onTrustChange(trust) {
+  if (trust === "unreachable") {
+    say(UNVERIFIED_TEXT, "unverified");
+  } else if (trust === "trusted") {
+    clearMessage("unverified");
+    if (!state.signedIn) {
+      if (getToken()) enter();
+      return;
+    }
+    if (state.live) state.live.restart();
+    refresh({ withHistory: true });
+    loadInsights();
+  } else if (trust === "refused") {
+    // The server here does not know this browser's sign-in (revoked, or not
+    // our server): as a 401 from any call, forget it.
+    clearMessage("unverified");
+    credentialRefused(getToken());
+  }
+}
+
 // ------------------------------------------------------------------- boot
 
 async function boot() {
+  onTrust(onTrustChange);
   $("token-form").addEventListener("submit", onTokenSubmit);
   $("sign-out").addEventListener("click", onSignOut);
   $("session-form").addEventListener("submit", onSessionSubmit);

@@ -3,6 +3,11 @@
 // API token must not go into a URL (logs, history); fetch can send it.
 // The stream is parsed as the SSE spec says (id / event / data / retry
 // fields, a blank line ends an event), and resumed with Last-Event-ID.
+// It carries the credential, so it goes through trust.js like every call;
+// its end is the first sign that the server went away, so any end or
+// failure marks the server unverified.
+
+import { authFetch, distrust, TrustError } from "./trust.js";
 
 const STREAM_PATH = "/core/events/stream";
 // The server sends a comment at least every 15 s: silence for longer than
@@ -13,13 +18,12 @@ const MAX_BACKOFF_MS = 30000;
 /**
  * Open the stream and keep it open.
  * @param {{
- *   token: () => string,
  *   onEvent: (event: {id: string, type: string, data: any}) => void,
- *   onState: (state: "connecting"|"live"|"lost"|"unauthorized"|"limited", detail?: string) => void,
+ *   onState: (state: "connecting"|"live"|"lost"|"unverified"|"unauthorized"|"limited", detail?: string) => void,
  * }} handlers
  * @returns {{restart: () => void, stop: () => void}}
  */
-export function subscribe({ token, onEvent, onState }) {
+export function subscribe({ onEvent, onState }) {
   let lastId = "";
   let retryMs = 2000;
   let failures = 0;
@@ -45,22 +49,31 @@ export function subscribe({ token, onEvent, onState }) {
     const mine = ++generation;
     controller = new AbortController();
     const headers = { Accept: "text/event-stream" };
-    const current = token();
-    if (current) headers.Authorization = `Bearer ${current}`;
     if (lastId) headers["Last-Event-ID"] = lastId;
     onState("connecting");
     let response;
     try {
-      response = await fetch(STREAM_PATH, {
+      response = await authFetch(STREAM_PATH, {
         headers,
         cache: "no-store",
         signal: controller.signal,
       });
-    } catch {
-      if (mine === generation) lost();
+    } catch (err) {
+      if (mine !== generation) return;
+      if (err instanceof TrustError) {
+        // Nothing was sent. trust.js retries the hello; the app restarts
+        // this stream when the server has proven itself.
+        onState(err.refused ? "unauthorized" : "unverified");
+        schedule(backoff());
+      } else {
+        lost();
+      }
       return;
     }
     if (mine !== generation) return;
+    // Not an open stream: without one, nothing tells that the server went
+    // away before the next call, so the next call proves it first.
+    if (response.status !== 200) distrust();
     if (response.status === 401 || response.status === 403) {
       onState("unauthorized");
       schedule(MAX_BACKOFF_MS); // or sooner: restart() when the token changes
@@ -87,6 +100,7 @@ export function subscribe({ token, onEvent, onState }) {
   }
 
   function lost() {
+    distrust();
     onState("lost");
     schedule(backoff());
   }
