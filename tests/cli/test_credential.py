@@ -151,18 +151,27 @@ def test_the_credential_never_goes_through_a_proxy_from_the_environment(
     try:
         with LiveServer(tmp_path / "data") as server:
             proxies = dict.fromkeys(("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"), via)
-            status = valhalla(
-                tmp_path,
-                "go",
-                "status",
-                "--json",
-                "--url",
-                server.url,
-                **proxies,
-                VALHALLA_TOKEN=token,
-            )
-            assert status.returncode == 0, status.stderr
-            assert json.loads(status.stdout)["active"] is False
+            port = server.url.rsplit(":", 1)[1]
+            # Every spelling of this machine (the probe found 127.1, 0 and the
+            # IPv4-mapped form going through the proxy).
+            for host in ("127.0.0.1", "127.1", "0", "[::ffff:127.0.0.1]", "0x7f000001"):
+                status = valhalla(
+                    tmp_path,
+                    "go",
+                    "status",
+                    "--json",
+                    "--url",
+                    f"http://{host}:{port}",
+                    **proxies,
+                    VALHALLA_TOKEN=token,
+                )
+                if host == "127.0.0.1":
+                    assert status.returncode == 0, status.stderr
+                    assert json.loads(status.stdout)["active"] is False
+                else:
+                    # Straight to the server, which refuses a Host it was not
+                    # told of (a proxy would have answered 502).
+                    assert "does not answer to the Host" in status.stderr, (host, status.stderr)
     finally:
         stop.set()
         acceptor.join(5)

@@ -29,13 +29,27 @@ def data_dir() -> Path:
 
 
 def is_loopback_url(url: str) -> bool:
+    """The URL's host reaches this machine's loopback, however it is spelt:
+    ``localhost``, ``127.1``, ``0``, ``[::ffff:127.0.0.1]``, or a name that
+    resolves there. Such a request never goes through a proxy from the
+    environment, whatever credential it carries."""
     host = urlsplit(url).hostname or ""
+    if not host:
+        return False
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return False
+    return bool(infos) and all(_this_machine(info[4][0]) for info in infos)
+
+
+def _this_machine(text: str) -> bool:
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
 
 
 def owner_credential_for(url: str, directory: Path | None = None) -> str | None:
