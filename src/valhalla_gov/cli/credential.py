@@ -42,7 +42,7 @@ def is_loopback_url(url: str) -> bool:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
-    return bool(infos) and all(_this_machine(info[4][0]) for info in infos)
+    return bool(infos) and all(_this_machine(str(info[4][0])) for info in infos)
 
 
 def _this_machine(text: str) -> bool:
