@@ -283,6 +283,7 @@ HEAVY = [
     "pydantic_settings",
     "limits",
     "sqlalchemy",
+    "rich",
     "valhalla_gov.app",
     "valhalla_gov.compose",
 ]

@@ -20,16 +20,22 @@ from .client import (
     reported,
 )
 from .helpstyle import App
-from .render import cell, print_json, short_time, show, table, valid_text
+from .render import Column, WideOption, cell, print_json, short_time, show, table, valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 audit_app = App(rich_markup_mode=None, no_args_is_help=True)
 PAYLOAD_WIDTH = 120
 
 
-def _payload(payload: object) -> str:
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return text if len(text) <= PAYLOAD_WIDTH else text[: PAYLOAD_WIDTH - 3] + "..."
+def _payload(payload: object, *, whole: bool = False) -> str:
+    # Spaced separators: a table wraps the payload between its items, never
+    # inside a value's word.
+    text = json.dumps(payload, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+    if whole or len(text) <= PAYLOAD_WIDTH:
+        return text
+    # Cut between words, as the table wraps it (--wide shows it whole).
+    cut = text.rfind(" ", 0, PAYLOAD_WIDTH - 4)
+    return text[: cut if cut > 0 else PAYLOAD_WIDTH - 4] + " ..."
 
 
 @audit_app.command("tail")
@@ -51,6 +57,7 @@ def audit_tail(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """The newest N events, oldest of them first (as `tail` prints a file)."""
     from ..audit.models import AuditEvent, AuditPage
@@ -67,17 +74,17 @@ def audit_tail(
     if not events:
         typer.echo("no audit events" + (f" of type {event}" if event else ""))
         return
-    grid = table("seq", "time (UTC)", "event", "actor")
-    grid.add_column("payload", overflow="fold")
+    grid = table(Column("seq", right=True), "time (UTC)", "event", "actor")
+    grid.add_column(Column("payload", wrap=True))
     for e in events:
         grid.add_row(
             "-" if e.seq is None else str(e.seq),
-            short_time(e.ts_utc),
+            short_time(e.ts_utc, zone=False),
             e.event,
             cell(e.actor),
-            cell(_payload(e.payload)),
+            cell(_payload(e.payload, whole=wide)),
         )
-    show(grid)
+    show(grid, wide=wide)
 
 
 @audit_app.command("verify")

@@ -20,7 +20,7 @@ from .client import (
     reported,
 )
 from .helpstyle import App
-from .render import valid_text
+from .render import WideOption, valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 token_app = App(rich_markup_mode=None, no_args_is_help=True)
@@ -91,10 +91,11 @@ def token_list(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """List tokens (names, scopes, created, last used; never the tokens)."""
     from ..auth.models import TokenList
-    from .render import cell, short_time, show, table
+    from .render import Column, cell, short_time, show, table
 
     with reported(), open_service(data_dir, url, token) as service:
         tokens = service.get(TokenList, "/core/tokens").root
@@ -104,16 +105,22 @@ def token_list(
     if not tokens:
         typer.echo("no tokens yet (`valhalla init` or `valhalla serve` makes the owner credential)")
         return
-    grid = table("name", "kind", "scopes", "created (UTC)", "last used (UTC)")
+    grid = table(
+        "name",
+        Column("kind", wrap=True),
+        Column("scopes", wrap=True),
+        "created (UTC)",
+        "last used (UTC)",
+    )
     for t in tokens:
         grid.add_row(
             cell(t.name),
             KIND_SHOWN.get(t.kind, t.kind),
             ", ".join(t.scopes),
-            short_time(t.created_at_utc),
-            short_time(t.last_used_at_utc),
+            short_time(t.created_at_utc, zone=False),
+            short_time(t.last_used_at_utc, zone=False),
         )
-    show(grid)
+    show(grid, wide=wide)
 
 
 @token_app.command("revoke")
