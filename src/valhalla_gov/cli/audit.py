@@ -10,6 +10,8 @@ import typer
 
 from .client import (
     PAGE_MAX,
+    USAGE,
+    CliError,
     DataDirOption,
     JsonOption,
     TokenOption,
@@ -87,6 +89,25 @@ def audit_tail(
     show(grid, wide=wide)
 
 
+# audit.service.ANCHOR_PATTERN, written out (a test keeps the two equal).
+ANCHOR = r"^[1-9][0-9]{0,17}:[0-9a-f]{64}$"
+
+
+def _anchor(value: str | None) -> str | None:
+    import re
+
+    if value is None:
+        return None
+    text = value.strip()
+    if not re.fullmatch(ANCHOR, text):
+        raise CliError(
+            f"error: --anchor {value!r} is not a chain head: pass it as `valhalla audit head` "
+            "printed it, the event's number, a colon and its 64-character hash (e.g. 42:9f86d0...)",
+            USAGE,
+        )
+    return text
+
+
 @audit_app.command("verify")
 def audit_verify(
     anchor: Annotated[
@@ -107,6 +128,8 @@ def audit_verify(
     or (with --anchor) cut from the tail."""
     from ..audit.models import AuditVerifyResult
 
+    with reported():
+        anchor = _anchor(anchor)
     with reported(), open_service(data_dir, url, token) as service:
         result = service.get(AuditVerifyResult, "/core/audit/verify", anchor=anchor)
     if as_json:

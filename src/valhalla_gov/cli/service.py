@@ -231,7 +231,9 @@ def _detail(payload: Any) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = ".".join(str(p) for p in item.get("loc", []) if p not in ("body", "query"))
-                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+                # pydantic prefixes a validator's own words with "Value error, ".
+                msg = str(item.get("msg")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {msg}" if loc else msg)
         if parts:
             return "; ".join(parts)
     return json.dumps(payload) if payload is not None else "no details"

@@ -34,15 +34,35 @@ KIND_SHOWN = {
 }
 
 
+# auth.models.TOKEN_NAME_PATTERN, written out so that a bad name is refused
+# before pydantic loads (a test keeps the two equal).
+TOKEN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 - a name pattern
+TOKEN_NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"  # noqa: S105 - words
+
+
 def _scopes(value: str) -> list[str]:
-    names = [part.strip() for part in value.split(",") if part.strip()]
+    """The scopes in any case, or a usage error in words."""
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
     unknown = [n for n in names if n not in SCOPE_NAMES]
     if not names or unknown:
+        shown = ", ".join(repr(n) for n in unknown) or repr(value)
         raise CliError(
-            f"refused: unknown scopes {unknown or [value]}; choose from {', '.join(SCOPE_NAMES)}",
+            f"error: --scopes {shown} {'is not a scope' if len(unknown) < 2 else 'are not scopes'}"
+            "; choose viewer, operator or owner (several with commas, e.g. viewer,operator)",
             USAGE,
         )
     return names
+
+
+def _token_name(name: str, *, flag: str = "--name") -> str:
+    import re
+
+    if not re.fullmatch(TOKEN_NAME, name):
+        raise CliError(
+            f"error: {flag} {name!r} is not a token name: use {TOKEN_NAME_RULE} (e.g. phone)",
+            USAGE,
+        )
+    return name
 
 
 @token_app.command("create")
@@ -72,8 +92,9 @@ def token_create(
     """Create a token. It is printed once, alone on the last line; only its hash is kept."""
     from ..auth.models import TokenCreated
 
+    with reported():
+        body = {"name": _token_name(name), "scopes": _scopes(scopes)}
     with reported(), open_service(data_dir, url, token) as service:
-        body = {"name": name, "scopes": _scopes(scopes)}
         created = service.post(TokenCreated, "/core/tokens", body)
     if as_json:
         typer.echo(created.model_dump_json(indent=2))
@@ -137,6 +158,8 @@ def token_revoke(
 
     from ..auth.models import TokenInfo
 
+    with reported():
+        _token_name(name, flag="NAME")
     with reported(), open_service(data_dir, url, token) as service:
         # An unknown name is refused (exit 1), as a conflict would be.
         path = f"/core/tokens/{quote(name, safe='')}"
