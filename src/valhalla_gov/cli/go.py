@@ -37,6 +37,7 @@ from .render import (
     print_json,
     short_time,
     show,
+    spoken_duration,
     table,
     valid_text,
 )
@@ -162,7 +163,24 @@ def go_end(
             # Nothing was ended: the answer is the last session, unchanged.
             lost = "; your notes were not saved" if notes else ""
             raise CliError(f"refused: no active session{lost} ({_last(session)})", REFUSED)
-    _print_session(session, as_json)
+    if as_json:
+        print_json(session)
+        return
+    _print_ended(session)
+
+
+def _print_ended(session: GoSession) -> None:
+    """What ``go end`` did, in words distinct from every refusal."""
+    typer.echo(
+        f"ended session {session.id} after {spoken_duration(session.duration_seconds)}"
+        f" (started {short_time(session.started_at_utc)}, band "
+        f"{_change(session.cone_band, end_band(session))}, health "
+        f"{_change(session.status, end_status(session))})"
+    )
+    if session.notes:
+        typer.echo("notes: " + session.notes.replace("\n", "\n       "))
+    if session.steps_completed:
+        typer.echo(f"steps completed: {', '.join(session.steps_completed)}")
 
 
 def _last(session: GoSession) -> str:

@@ -285,3 +285,17 @@ def human_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def spoken_duration(seconds: float | None) -> str:
+    """``37 s``, ``5 min 02 s``, ``1 h 02 min``: a duration in a sentence."""
+    if seconds is None:
+        return "an unknown time"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
