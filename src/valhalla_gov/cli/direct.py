@@ -60,19 +60,37 @@ class LocalConfig:
     playbook_file: Path | None = None
 
 
+def full_schema() -> Schema:
+    """Every feature's documents and logs (compose.SCHEMA, without importing
+    the composition root and, through it, FastAPI); a test keeps the two equal."""
+    from ..audit.store import SCHEMA as AUDIT
+    from ..auth.store import SCHEMA as AUTH
+    from ..cone.store import SCHEMA as CONE
+    from ..go.session_store import SCHEMA as SESSIONS
+    from ..go.store import SCHEMA as GO
+    from ..health.store import SCHEMA as HEALTH
+    from ..webhooks.store import SCHEMA as WEBHOOKS
+
+    return GO + SESSIONS + HEALTH + CONE + AUDIT + AUTH + WEBHOOKS
+
+
 @dataclass
 class Core:
     """The store and what the routes read from the app's context, made on
-    first use: a command opens only what its one call needs."""
+    first use: a command opens only what its one call needs. ``open_store``
+    opens the data dir or database with the declarations it is given."""
 
     config: LocalConfig
-    open_store: Callable[[], Store]
+    open_store: Callable[[Schema], Store]
+    # The declarations the store is opened with (see ROUTES): every
+    # feature's unless the one request sent needs fewer.
+    schema: Callable[[], Schema] = field(default=full_schema)
     _store: Store | None = field(default=None, init=False)
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = self.open_store()
+            self._store = self.open_store(self.schema())
         return self._store
 
     def close(self) -> None:
@@ -100,18 +118,37 @@ class Core:
         return load_canon(self.config.canon_file)
 
 
-def full_schema() -> Schema:
-    """Every feature's documents and logs (compose.SCHEMA, without importing
-    the composition root and, through it, FastAPI); a test keeps the two equal."""
-    from ..audit.store import SCHEMA as AUDIT
-    from ..auth.store import SCHEMA as AUTH
-    from ..cone.store import SCHEMA as CONE
-    from ..go.session_store import SCHEMA as SESSIONS
-    from ..go.store import SCHEMA as GO
-    from ..health.store import SCHEMA as HEALTH
-    from ..webhooks.store import SCHEMA as WEBHOOKS
+def _sessions_schema() -> Schema:
+    from ..go.session_store import SCHEMA
 
-    return GO + SESSIONS + HEALTH + CONE + AUDIT + AUTH + WEBHOOKS
+    return SCHEMA
+
+
+def _cone_schema() -> Schema:
+    from ..audit.store import SCHEMA as AUDIT
+    from ..cone.store import SCHEMA
+
+    return SCHEMA + AUDIT
+
+
+def _audit_schema() -> Schema:
+    from ..audit.store import SCHEMA
+
+    return SCHEMA
+
+
+def _auth_schema() -> Schema:
+    from ..audit.store import SCHEMA as AUDIT
+    from ..auth.store import SCHEMA
+
+    return SCHEMA + AUDIT
+
+
+def _webhooks_schema() -> Schema:
+    from ..audit.store import SCHEMA as AUDIT
+    from ..webhooks.store import SCHEMA
+
+    return SCHEMA + AUDIT
 
 
 Params = Mapping[str, Any]
@@ -358,43 +395,47 @@ def _webhook_remove(core: Core, params: Params, body: Body, rest: str) -> BaseMo
     return WebhookRemoved(removed=rest)
 
 
-# (method, path) -> handler; a path ending in "/" takes one more segment (a
-# name, URL-quoted by the command), handed to the handler as ``rest``.
-ROUTES: dict[tuple[str, str], Handler] = {
-    ("GET", "/core/go/session"): _session,
-    ("POST", "/core/go/start_session"): _start,
-    ("POST", "/core/go/end_session"): _end,
-    ("GET", "/core/go/sessions"): _sessions,
-    ("GET", "/core/go/checklist"): _checklist,
-    ("GET", "/core/go/next_step"): _next,
-    ("POST", "/core/go/complete"): _complete,
-    ("GET", "/core/go/insights"): _insights,
-    ("GET", "/core/cone/state"): _cone,
-    ("POST", "/core/cone/state"): _cone_set,
-    ("POST", "/core/cone/decide"): _decide,
-    ("GET", "/core/audit/events"): _events,
-    ("GET", "/core/audit/verify"): _verify,
-    ("GET", "/core/audit/head"): _head,
-    ("GET", "/core/tokens"): _tokens,
-    ("POST", "/core/tokens"): _token_create,
-    ("DELETE", "/core/tokens/"): _token_revoke,
-    ("POST", "/core/auth/links"): _link,
-    ("GET", "/core/webhooks"): _webhooks,
-    ("DELETE", "/core/webhooks/"): _webhook_remove,
+# (method, path) -> handler and the declarations the store needs for it:
+# every feature's for a route that judges health (its storage check probes
+# them all, as the app's does), the feature's own for the others (importing
+# every feature's models costs more than the rest of such a command). A path
+# ending in "/" takes one more segment (a name, URL-quoted by the command),
+# handed to the handler as ``rest``.
+ROUTES: dict[tuple[str, str], tuple[Handler, Callable[[], Schema]]] = {
+    ("GET", "/core/go/session"): (_session, _sessions_schema),
+    ("POST", "/core/go/start_session"): (_start, full_schema),
+    ("POST", "/core/go/end_session"): (_end, full_schema),
+    ("GET", "/core/go/sessions"): (_sessions, _sessions_schema),
+    ("GET", "/core/go/checklist"): (_checklist, full_schema),
+    ("GET", "/core/go/next_step"): (_next, full_schema),
+    ("POST", "/core/go/complete"): (_complete, full_schema),
+    ("GET", "/core/go/insights"): (_insights, _sessions_schema),
+    ("GET", "/core/cone/state"): (_cone, _cone_schema),
+    ("POST", "/core/cone/state"): (_cone_set, _cone_schema),
+    ("POST", "/core/cone/decide"): (_decide, _cone_schema),
+    ("GET", "/core/audit/events"): (_events, _audit_schema),
+    ("GET", "/core/audit/verify"): (_verify, _audit_schema),
+    ("GET", "/core/audit/head"): (_head, _audit_schema),
+    ("GET", "/core/tokens"): (_tokens, _auth_schema),
+    ("POST", "/core/tokens"): (_token_create, _auth_schema),
+    ("DELETE", "/core/tokens/"): (_token_revoke, _auth_schema),
+    ("POST", "/core/auth/links"): (_link, _auth_schema),
+    ("GET", "/core/webhooks"): (_webhooks, _webhooks_schema),
+    ("DELETE", "/core/webhooks/"): (_webhook_remove, _webhooks_schema),
 }
 
 
-def find(method: str, path: str) -> tuple[Handler, str] | None:
-    handler = ROUTES.get((method, path))
-    if handler is not None:
-        return handler, ""
+def find(method: str, path: str) -> tuple[Handler, Callable[[], Schema], str] | None:
+    found = ROUTES.get((method, path))
+    if found is not None:
+        return (*found, "")
     prefix, sep, name = path.rpartition("/")
-    handler = ROUTES.get((method, prefix + sep))
-    if handler is None or not name:
+    found = ROUTES.get((method, prefix + sep))
+    if found is None or not name:
         return None
     from urllib.parse import unquote
 
-    return handler, unquote(name)
+    return (*found, unquote(name))
 
 
 def answer(core: Core, method: str, path: str, params: Params, body: Body) -> DirectReply | None:
@@ -403,7 +444,14 @@ def answer(core: Core, method: str, path: str, params: Params, body: Body) -> Di
     found = find(method, path)
     if found is None:
         return None
-    handler, rest = found
+    handler, schema, rest = found
+    if core._store is None:
+        core.schema = schema
+    elif schema is not core.schema and core.schema is not full_schema:
+        # A command sends one request, or the pages of one list; another
+        # request's needs are met by every declaration.
+        core.close()
+        core._store, core.schema = None, full_schema
     try:
         result = handler(core, params, body, rest)
     except Exception as exc:

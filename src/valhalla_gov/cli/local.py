@@ -172,11 +172,11 @@ def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
         raise CliError(f"error: {redact(url)}: {first}") from None
 
 
-def store_opener(config: LocalConfig) -> Callable[[], Store]:
+def store_opener(config: LocalConfig) -> Callable[[Schema], Store]:
     """Opens the data dir (never creating it) or the database (its schema
-    checked, as the app checks it at start-up)."""
+    checked, as the app checks it at start-up: against every declaration)."""
 
-    def open_store() -> Store:
+    def open_store(schema: Schema) -> Store:
         from .direct import full_schema
 
         if config.database_url:
@@ -185,7 +185,7 @@ def store_opener(config: LocalConfig) -> Callable[[], Store]:
         from ..storage.json_backend import JsonStore
 
         try:
-            return JsonStore(config.data_dir, full_schema(), create=False)
+            return JsonStore(config.data_dir, schema, create=False)
         except StorageError as exc:
             raise CliError(f"error: {exc}") from None
 
