@@ -284,6 +284,7 @@ HEAVY = [
     "limits",
     "sqlalchemy",
     "rich",
+    "yaml",  # only for a YAML canon or playbook file
     "valhalla_gov.app",
     "valhalla_gov.compose",
 ]

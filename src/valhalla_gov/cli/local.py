@@ -71,8 +71,8 @@ def check_dir(path: Path, *, flag: bool) -> None:
         raise CliError(f"error: the data dir {path.resolve()} is not a directory")
 
 
-# The fields of Settings, named here so that deciding on direct reads imports
-# no pydantic-settings (tests/cli/test_direct.py keeps the two equal).
+# The fields of Settings, named here so that reading the local settings
+# imports no pydantic-settings (tests/cli/test_direct.py keeps the two equal).
 SETTING_FIELDS = frozenset(
     [
         "allowed_hosts",
