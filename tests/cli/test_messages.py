@@ -33,7 +33,10 @@ def test_bad_anchor_token_name_scope_and_url_are_refused_in_words(cli: Cli) -> N
     said = _refused(cli, "token", "revoke", "bad name!")
     assert "NAME 'bad name!' is not a token name" in said
     said = _refused(cli, "token", "create", "--name", "phone", "--scopes", "admin")
-    assert "'admin' is not a scope; choose viewer, operator or owner" in said
+    assert said == (
+        "error: unknown scopes in --scopes 'admin': choose viewer, operator or owner "
+        "(several with commas, e.g. viewer,operator)"
+    )
     said = _refused(cli, "webhook", "add", "ftp://x")
     assert said == "error: url: the URL must start with http:// or https://"
 

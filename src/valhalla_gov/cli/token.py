@@ -45,10 +45,9 @@ def _scopes(value: str) -> list[str]:
     names = [part.strip().lower() for part in value.split(",") if part.strip()]
     unknown = [n for n in names if n not in SCOPE_NAMES]
     if not names or unknown:
-        shown = ", ".join(repr(n) for n in unknown) or repr(value)
         raise CliError(
-            f"error: --scopes {shown} {'is not a scope' if len(unknown) < 2 else 'are not scopes'}"
-            "; choose viewer, operator or owner (several with commas, e.g. viewer,operator)",
+            f"error: unknown scopes in --scopes {value!r}: choose viewer, operator or owner "
+            "(several with commas, e.g. viewer,operator)",
             USAGE,
         )
     return names
