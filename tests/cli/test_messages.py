@@ -34,7 +34,7 @@ def test_bad_anchor_token_name_scope_and_url_are_refused_in_words(cli: Cli) -> N
     assert "NAME 'bad name!' is not a token name" in said
     said = _refused(cli, "token", "create", "--name", "phone", "--scopes", "admin")
     assert said == (
-        "error: unknown scopes in --scopes 'admin': choose viewer, operator or owner "
+        "error: unknown scopes in --scopes 'admin': choose from viewer, operator, owner "
         "(several with commas, e.g. viewer,operator)"
     )
     said = _refused(cli, "webhook", "add", "ftp://x")

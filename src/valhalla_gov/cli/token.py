@@ -46,7 +46,7 @@ def _scopes(value: str) -> list[str]:
     unknown = [n for n in names if n not in SCOPE_NAMES]
     if not names or unknown:
         raise CliError(
-            f"error: unknown scopes in --scopes {value!r}: choose viewer, operator or owner "
+            f"error: unknown scopes in --scopes {value!r}: choose from viewer, operator, owner "
             "(several with commas, e.g. viewer,operator)",
             USAGE,
         )
