@@ -71,12 +71,14 @@ def test_webhook_list_shows_whole_urls(cli: Cli, width: int) -> None:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_audit_tail_wraps_between_words(cli: Cli, width: int) -> None:
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
-    cli.local("go", "start", "--notes", " ".join(words))
+    started = cli.local("go", "start", "--notes", " ".join(words), "--json")
+    session_id = json.loads(started.stdout)["id"]
     out = _at(cli, width, "audit", "tail")
     _fits(out, width)
     shown = re.findall(r"[a-z]+", out)
     for word in words:
         assert word in shown  # never cut across two lines
+    assert session_id in out  # an id in the payload stays whole too
 
 
 def test_wide_is_one_line_a_row_and_json_is_the_api(cli: Cli) -> None:
