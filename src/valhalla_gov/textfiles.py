@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
@@ -22,11 +21,18 @@ def load_structured_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if path.suffix.lower() not in {".yaml", ".yml"}:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigFileError(f"{path}: does not parse ({exc})") from exc
+    # Imported for a YAML file only: every CLI command judging health loads
+    # the default canon and playbook, and none of them needs a YAML parser.
+    import yaml
+
     try:
-        if path.suffix.lower() in {".yaml", ".yml"}:
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: does not parse ({exc})") from exc
 
 

@@ -89,7 +89,7 @@ def test_audit_tail_is_chronological_and_filters(cli: Cli) -> None:
     table = cli.local("audit", "tail", "--lines", "2")
     assert table.exit_code == 0
     assert "GO_SESSION_START" in table.stdout
-    assert '"to":"D"' in table.stdout
+    assert '"to": "D"' in table.stdout
     assert '"to":"C"' not in table.stdout
     assert cli.local("audit", "tail", "-n", "0").exit_code == 2
 

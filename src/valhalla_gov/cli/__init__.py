@@ -9,6 +9,7 @@ runs, so ``--help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Annotated
 
 import typer
@@ -63,6 +64,11 @@ GROUPS: dict[str, tuple[str, str, str]] = {
 
 def load_group(name: str) -> Command:
     """Import one command group and build its click group (with its help)."""
+    # pydantic looks for plugins among every installed package's entry
+    # points the first time it builds a model; no command uses one, and the
+    # search costs a command a good part of its time. `serve` (not a group)
+    # keeps them. A value set by the user wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
     module, attr, help_text = GROUPS[name]
     sub: typer.Typer = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     group = typer.main.get_group(sub)

@@ -10,6 +10,8 @@ import typer
 
 from .client import (
     PAGE_MAX,
+    USAGE,
+    CliError,
     DataDirOption,
     JsonOption,
     TokenOption,
@@ -20,16 +22,22 @@ from .client import (
     reported,
 )
 from .helpstyle import App
-from .render import cell, print_json, short_time, show, table, valid_text
+from .render import Column, WideOption, cell, print_json, short_time, show, table, valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 audit_app = App(rich_markup_mode=None, no_args_is_help=True)
 PAYLOAD_WIDTH = 120
 
 
-def _payload(payload: object) -> str:
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return text if len(text) <= PAYLOAD_WIDTH else text[: PAYLOAD_WIDTH - 3] + "..."
+def _payload(payload: object, *, whole: bool = False) -> str:
+    # Spaced separators: a table wraps the payload between its items, never
+    # inside a value's word.
+    text = json.dumps(payload, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+    if whole or len(text) <= PAYLOAD_WIDTH:
+        return text
+    # Cut between words, as the table wraps it (--wide shows it whole).
+    cut = text.rfind(" ", 0, PAYLOAD_WIDTH - 4)
+    return text[: cut if cut > 0 else PAYLOAD_WIDTH - 4] + " ..."
 
 
 @audit_app.command("tail")
@@ -51,6 +59,7 @@ def audit_tail(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """The newest N events, oldest of them first (as `tail` prints a file)."""
     from ..audit.models import AuditEvent, AuditPage
@@ -67,17 +76,36 @@ def audit_tail(
     if not events:
         typer.echo("no audit events" + (f" of type {event}" if event else ""))
         return
-    grid = table("seq", "time (UTC)", "event", "actor")
-    grid.add_column("payload", overflow="fold")
+    grid = table(Column("seq", right=True), "time (UTC)", "event", "actor")
+    grid.add_column(Column("payload", wrap=True))
     for e in events:
         grid.add_row(
             "-" if e.seq is None else str(e.seq),
-            short_time(e.ts_utc),
+            short_time(e.ts_utc, zone=False),
             e.event,
             cell(e.actor),
-            cell(_payload(e.payload)),
+            cell(_payload(e.payload, whole=wide)),
         )
-    show(grid)
+    show(grid, wide=wide)
+
+
+# audit.service.ANCHOR_PATTERN, written out (a test keeps the two equal).
+ANCHOR = r"^[1-9][0-9]{0,17}:[0-9a-f]{64}$"
+
+
+def _anchor(value: str | None) -> str | None:
+    import re
+
+    if value is None:
+        return None
+    text = value.strip()
+    if not re.fullmatch(ANCHOR, text):
+        raise CliError(
+            f"error: --anchor {value!r} is not a chain head: pass it as `valhalla audit head` "
+            "printed it, the event's number, a colon and its 64-character hash (e.g. 42:9f86d0...)",
+            USAGE,
+        )
+    return text
 
 
 @audit_app.command("verify")
@@ -100,6 +128,8 @@ def audit_verify(
     or (with --anchor) cut from the tail."""
     from ..audit.models import AuditVerifyResult
 
+    with reported():
+        anchor = _anchor(anchor)
     with reported(), open_service(data_dir, url, token) as service:
         result = service.get(AuditVerifyResult, "/core/audit/verify", anchor=anchor)
     if as_json:

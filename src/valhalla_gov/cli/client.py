@@ -1,8 +1,9 @@
 """The one way a command reaches Valhalla GO: its HTTP API.
 
-* **local** (the default): the same FastAPI app, in this process, on the local
-  data dir (or ``$VALHALLA_DATABASE_URL``), over an in-process transport
-  (:mod:`.local`); the operator at the data dir acts as ``local`` (owner);
+* **local** (the default): the request is answered in this process by the
+  feature service its route calls (:mod:`.direct`), on the local data dir (or
+  ``$VALHALLA_DATABASE_URL``); the operator at the data dir acts as ``local``
+  (owner);
 * **remote**: a running server (``--url`` or ``$VALHALLA_URL``) over HTTP,
   with a bearer token (``--token`` or ``$VALHALLA_TOKEN``); without one, on
   the server's machine, the data dir's owner credential (see

@@ -26,8 +26,10 @@ from .client import (
 )
 from .helpstyle import App
 from .render import (
+    Column,
     SinceOption,
     UntilOption,
+    WideOption,
     cell,
     check_range,
     human_duration,
@@ -35,6 +37,7 @@ from .render import (
     print_json,
     short_time,
     show,
+    spoken_duration,
     table,
     valid_text,
 )
@@ -160,7 +163,24 @@ def go_end(
             # Nothing was ended: the answer is the last session, unchanged.
             lost = "; your notes were not saved" if notes else ""
             raise CliError(f"refused: no active session{lost} ({_last(session)})", REFUSED)
-    _print_session(session, as_json)
+    if as_json:
+        print_json(session)
+        return
+    _print_ended(session)
+
+
+def _print_ended(session: GoSession) -> None:
+    """What ``go end`` did, in words distinct from every refusal."""
+    typer.echo(
+        f"ended session {session.id} after {spoken_duration(session.duration_seconds)}"
+        f" (started {short_time(session.started_at_utc)}, band "
+        f"{_change(session.cone_band, end_band(session))}, health "
+        f"{_change(session.status, end_status(session))})"
+    )
+    if session.notes:
+        typer.echo("notes: " + session.notes.replace("\n", "\n       "))
+    if session.steps_completed:
+        typer.echo(f"steps completed: {', '.join(session.steps_completed)}")
 
 
 def _last(session: GoSession) -> str:
@@ -178,6 +198,7 @@ def go_history(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Ended sessions, newest first (the active one is `go status`)."""
     check_range(since, until)
@@ -197,19 +218,28 @@ def go_history(
     if not sessions:
         typer.echo("no ended sessions" + (" in that time range" if since or until else ""))
         return
-    grid = table("started (UTC)", "duration", "band", "health", "steps", "by", "notes", "id")
+    grid = table(
+        "started (UTC)",
+        Column("duration", right=True),
+        # "B yellow", or "B -> C yellow -> red" when they moved during the
+        # session: one column, so that 80 columns hold the time and the id.
+        Column("band, health", wrap=True, floor=1),
+        Column("steps", right=True, optional=True),
+        Column("by", optional=True),
+        Column("notes", wrap=True, floor=8),
+        "id",
+    )
     for s in sessions:
         grid.add_row(
-            short_time(s.started_at_utc),
+            short_time(s.started_at_utc, zone=False),
             human_duration(s.duration_seconds),
-            _change(s.cone_band, end_band(s)),
-            _change(s.status, end_status(s)),
+            f"{_change(s.cone_band, end_band(s))} {_change(s.status, end_status(s))}",
             str(len(s.steps_completed)),
             cell(s.started_by),
             cell(s.notes),
             cell(s.id),
         )
-    show(grid)
+    show(grid, wide=wide)
     if more:
         typer.echo(f"(showing the newest {limit}; raise --limit or narrow --since/--until)")
 
@@ -236,14 +266,14 @@ def _state(step: ChecklistStep) -> str:
     return "ready"
 
 
-def _print_checklist(checklist: Checklist) -> None:
+def _print_checklist(checklist: Checklist, *, wide: bool = False) -> None:
     grid = table(
-        "#",
+        Column("#", right=True),
         "step",
-        "title",
+        Column("title", wrap=True),
         "bands",
-        "state",
-        "notes",
+        Column("state", wrap=True),
+        Column("notes", wrap=True),
         title=f"band {checklist.cone_band}, health {checklist.status}: "
         f"{checklist.done_count}/{checklist.total} done",
     )
@@ -256,7 +286,7 @@ def _print_checklist(checklist: Checklist) -> None:
             _state(step),
             cell(step.notes),
         )
-    show(grid)
+    show(grid, wide=wide)
     for reason in checklist.blocked_reasons:
         typer.echo(f"note: {reason}")
 
@@ -265,7 +295,11 @@ def _print_next(nxt: NextStep) -> None:
     step = nxt.next_step
     if step is not None:
         grid = table(
-            "step", "title", "why", "bands", title=f"band {nxt.cone_band}, health {nxt.status}"
+            "step",
+            Column("title", wrap=True),
+            Column("why", wrap=True),
+            "bands",
+            title=f"band {nxt.cone_band}, health {nxt.status}",
         )
         grid.add_row(step.id, cell(step.title), cell(step.why), bands_of(step.band_min))
         show(grid)
@@ -298,6 +332,7 @@ def go_checklist(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Every playbook step with its state (done, ready, blocked, needs a better band)."""
     from ..go.models import Checklist
@@ -307,7 +342,7 @@ def go_checklist(
     if as_json:
         print_json(checklist)
     else:
-        _print_checklist(checklist)
+        _print_checklist(checklist, wide=wide)
 
 
 @go_app.command("complete")

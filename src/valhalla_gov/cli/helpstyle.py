@@ -21,7 +21,9 @@ from typing import Any
 
 import typer
 from typer._click import Context, HelpFormatter
+from typer._click.core import Command as ClickCommand
 from typer._click.core import Parameter
+from typer._click.exceptions import UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
@@ -55,9 +57,50 @@ def _unset_flags_false(params: list[Parameter]) -> list[Parameter]:
     return params
 
 
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) from ``a`` to ``b``."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def close_names(typo: str, names: list[str]) -> list[str]:
+    """The names ``typo`` was probably meant as, closest first: one edit
+    away (two for a longer name), or what difflib finds alike."""
+    from difflib import get_close_matches
+
+    word = typo.lower()
+    scored = {n: _distance(word, n) for n in names}
+    near = [n for n in names if scored[n] <= (1 if len(n) < 6 else 2)]
+    alike = get_close_matches(word, names, n=3)
+    found = sorted(set(near) | set(alike), key=lambda n: (scored[n], names.index(n)))
+    return found[:3]
+
+
 class Group(TyperGroup):
     def get_params(self, ctx: Context) -> list[Parameter]:
         return _unset_flags_false(super().get_params(ctx))
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, ClickCommand | None, list[str]]:
+        """An unknown command is refused with the ones it was likely meant as
+        (``valhalla og status``: did you mean `go`?)."""
+        try:
+            return self._click_resolve_command(ctx, args)
+        except UsageError as exc:
+            matches = close_names(args[0], self.list_commands(ctx)) if args else []
+            if matches:
+                said = " or ".join(f"`{m}`" for m in matches)
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {said}?"
+            raise
 
 
 class Command(TyperCommand):
@@ -97,6 +140,8 @@ class App(typer.Typer):
     """A Typer that is a :class:`Group` of :class:`Command` unless told otherwise."""
 
     def __init__(self, *, cls: type[TyperGroup] | None = None, **kwargs: Any) -> None:
+        # -h as well as --help, in every command (sub-contexts inherit it).
+        kwargs.setdefault("context_settings", {"help_option_names": ["--help", "-h"]})
         super().__init__(cls=cls or Group, **kwargs)
 
     def command(

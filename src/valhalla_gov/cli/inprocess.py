@@ -1,6 +1,6 @@
-"""The server's own app in this process, for local commands (see
-:mod:`.local`): built on the settings, driven over an in-process transport,
-as the local owner without rate limits.
+"""The server's own app in this process, for the few local requests
+:mod:`.direct` does not answer (see :mod:`.local`): built on the settings,
+driven over an in-process transport, as the local owner without rate limits.
 
 Imports FastAPI and the whole app: only a command that needs the app loads
 this module.

@@ -10,8 +10,10 @@ import typer
 
 from .client import DataDirOption, TokenOption, UrlOption, open_service, reported
 from .render import (
+    Column,
     SinceOption,
     UntilOption,
+    WideOption,
     cell,
     check_range,
     human_duration,
@@ -75,6 +77,7 @@ def sessions_report(
         False
     ),
     as_json: Annotated[bool, typer.Option("--json", help="The API's JSON.")] = False,
+    wide: WideOption = False,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -97,12 +100,12 @@ def sessions_report(
         return
     out = table(
         bucket.capitalize(),
-        "Sessions",
-        "Total",
-        "Median",
-        "Steps",
-        "Band at start",
-        "Health at start",
+        Column("Sessions", right=True),
+        Column("Total", right=True),
+        Column("Median", right=True),
+        Column("Steps", right=True),
+        Column("Band at start", wrap=True),
+        Column("Health at start", wrap=True),
         title=f"GO sessions per {bucket}",
     )
     for item in report.items:
@@ -115,4 +118,4 @@ def sessions_report(
             cell(_counts(item.bands, BANDS)),
             cell(_counts(item.statuses, STATUSES)),
         )
-    show(out)
+    show(out, wide=wide)

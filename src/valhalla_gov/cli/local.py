@@ -1,18 +1,13 @@
 """Local mode: a command on the data dir (or the configured database), in
 this process.
 
-A local command builds the server's own app on the settings and sends it
-real HTTP requests over an in-process transport (:mod:`.inprocess`), so it
-runs the very routes, validation, error mapping and audit a server runs,
-under the same store and locks. The operator at the data dir is the owner,
-as ``local``: no token and no rate limit (those protect a server from its
-clients; whoever can run this can already write the files).
-
-One narrow exception, :data:`DIRECT_READS`: a GET that a command answers
-from the feature's own read function, the one the route calls, without
-building the app (importing FastAPI alone takes longer than a
-``valhalla go status`` should). Its errors become the same answer the app
-would send, so :func:`.service.failure` still maps every error.
+A local command calls the feature service the API route calls, on the same
+store and locks as a server (:mod:`.direct`): the same rules, audit and
+refusals, without importing FastAPI or building the app. The operator at the
+data dir is the owner, as ``local``: no token and no rate limit (those
+protect a server from its clients; whoever can run this can already write
+the files). The few requests :mod:`.direct` does not answer go to the
+server's own app, built in this process (:mod:`.inprocess`).
 
 Nothing here creates a data dir: only ``valhalla init`` and ``valhalla serve``
 do, so a typo in ``--data-dir`` is an error, never a new empty world.
@@ -23,13 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .direct import Core, LocalConfig, answer
 from .service import USAGE, CliError, DirectReply, Service
 
 if TYPE_CHECKING:
     import httpx2 as httpx
-    from pydantic import BaseModel
 
     from ..settings import Settings
     from ..storage.protocol import Schema, Store
@@ -77,8 +72,8 @@ def check_dir(path: Path, *, flag: bool) -> None:
         raise CliError(f"error: the data dir {path.resolve()} is not a directory")
 
 
-# The fields of Settings, named here so that deciding on direct reads imports
-# no pydantic-settings (tests/cli/test_direct_reads.py keeps the two equal).
+# The fields of Settings, named here so that reading the local settings
+# imports no pydantic-settings (tests/cli/test_direct.py keeps the two equal).
 SETTING_FIELDS = frozenset(
     [
         "allowed_hosts",
@@ -123,24 +118,39 @@ SETTING_FIELDS = frozenset(
 )
 
 
-def plain_data_dir(data_dir: Path | None) -> Path | None:
-    """The data dir when the environment sets no setting but the data dir:
-    then every other setting is its default (no database, canon or playbook
-    file; all valid), and building :class:`Settings` would say nothing more
-    (pydantic-settings' imports alone cost ~0.15 s). None when any other
-    setting is set: the settings decide."""
-    env_dir: str | None = None
+# The settings a local command reads (the rest are the server's: its
+# address, limits, timeouts, webhook sender). When the environment sets no
+# other, they are read here, without pydantic-settings (whose import alone
+# costs about what a whole command should).
+LOCAL_FIELDS = frozenset(["data_dir", "canon_file", "playbook_file", "log_level", "log_format"])
+# settings.LOG_LEVELS, written out for the same reason (a test keeps them equal).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def plain_config(data_dir: Path | None) -> LocalConfig | None:
+    """The local settings when the environment sets none but those of
+    :data:`LOCAL_FIELDS` (in any case, an empty value being unset, as
+    pydantic-settings reads them), each valid; None otherwise, and the
+    settings decide (and report what is wrong)."""
+    found: dict[str, str] = {}
     for name, value in os.environ.items():
         key = name.lower()  # pydantic-settings matches names in any case
-        if not key.startswith("valhalla_") or key[9:] not in SETTING_FIELDS:
+        if not key.startswith("valhalla_") or key[9:] not in SETTING_FIELDS or not value:
             continue
-        if key == "valhalla_data_dir" and name == "VALHALLA_DATA_DIR" and value:
-            env_dir = value
-            continue
+        if key[9:] not in LOCAL_FIELDS:
+            return None
+        found[key[9:]] = value
+    level = found.get("log_level")
+    if level is not None and level.strip().lower() not in LOG_LEVELS:
         return None
-    if data_dir is not None:
-        return data_dir
-    return Path(env_dir) if env_dir is not None else Path("data")
+    if found.get("log_format", "auto") not in ("auto", "text", "json"):
+        return None  # the settings say what is wrong with it
+    canon, playbook = found.get("canon_file"), found.get("playbook_file")
+    return LocalConfig(
+        data_dir=data_dir if data_dir is not None else Path(found.get("data_dir", "data")),
+        canon_file=Path(canon) if canon else None,
+        playbook_file=Path(playbook) if playbook else None,
+    )
 
 
 def describe(settings: Settings) -> str:
@@ -150,73 +160,6 @@ def describe(settings: Settings) -> str:
 
         return redact(settings.database_url)
     return str(settings.data_dir)
-
-
-def _go_session(store: Store) -> BaseModel:
-    from ..go.session_reads import get_session
-
-    return get_session(store=store)
-
-
-def _audit_verify(store: Store) -> BaseModel:
-    from ..audit.service import verify_chain
-
-    # A walk of the whole log: building the app would cost about as much as
-    # hashing 500,000 lines.
-    return verify_chain(store=store)
-
-
-# GET path (without a query) -> the read its route serves, given the store.
-# Only reads that need nothing from the app's start-up belong here.
-DIRECT_READS: dict[str, Callable[[Store], BaseModel]] = {
-    "/core/go/session": _go_session,
-    "/core/audit/verify": _audit_verify,
-}
-# The ones also answered directly on a database (given by its URL alone).
-SQL_DIRECT_READS = frozenset(["/core/audit/verify"])
-
-
-class DirectReads:
-    """Answers the paths of :data:`DIRECT_READS` on a JSON data dir (or those
-    of :data:`SQL_DIRECT_READS` on a database); every other request goes to
-    the app."""
-
-    def __init__(self, data_dir: Path | None = None, *, database_url: str | None = None) -> None:
-        self.data_dir = data_dir
-        self.database_url = database_url
-        self._store: Store | None = None
-
-    def __call__(self, path: str) -> DirectReply | None:
-        from ..errors import storage_unavailable
-        from ..storage.errors import StorageError
-
-        read = DIRECT_READS.get(path)
-        if read is None or (self.database_url is not None and path not in SQL_DIRECT_READS):
-            return None
-        try:
-            model = read(self._open())
-        except StorageError as exc:
-            return DirectReply(503, storage_unavailable(exc))
-        return DirectReply(200, model.model_dump(mode="json"))
-
-    def _open(self) -> Store:
-        if self._store is None:
-            self._store = self.open_store(check=True)
-        return self._store
-
-    def open_store(self, *, check: bool = False) -> Store:
-        """A store on the data dir or database (``check``: its schema too, as
-        the app checks it at start-up)."""
-        from ..audit.store import SCHEMA as AUDIT
-
-        if self.database_url is not None:
-            return _open_sql(self.database_url, AUDIT, check=check)
-        from ..go.session_store import SCHEMA as SESSIONS
-        from ..storage.json_backend import JsonStore
-
-        assert self.data_dir is not None
-        # The documents and logs these reads touch; a read needs no more.
-        return JsonStore(self.data_dir, SESSIONS + AUDIT, create=False)
 
 
 def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
@@ -235,56 +178,54 @@ def _open_sql(url: str, schema: Schema, *, check: bool) -> Store:
         raise CliError(f"error: {redact(url)}: {first}") from None
 
 
-def plain_database_url(data_dir: Path | None) -> str | None:
-    """The database URL when the environment sets it and no other setting
-    (and no --data-dir is given): every other setting is then its default,
-    as :func:`plain_data_dir` says for a data dir. None otherwise."""
-    if data_dir is not None:
-        return None
-    url: str | None = None
-    for name, value in os.environ.items():
-        key = name.lower()
-        if not key.startswith("valhalla_") or key[9:] not in SETTING_FIELDS:
-            continue
-        if name == "VALHALLA_DATABASE_URL" and value:
-            url = value
-            continue
-        return None
-    return url
+def store_opener(config: LocalConfig) -> Callable[[Schema], Store]:
+    """Opens the data dir (never creating it) or the database (its schema
+    checked, as the app checks it at start-up: against every declaration)."""
+
+    def open_store(schema: Schema) -> Store:
+        from .direct import full_schema
+
+        if config.database_url:
+            return _open_sql(config.database_url, full_schema(), check=True)
+        from ..storage.errors import StorageError
+        from ..storage.json_backend import JsonStore
+
+        try:
+            return JsonStore(config.data_dir, schema, create=False)
+        except StorageError as exc:
+            raise CliError(f"error: {exc}") from None
+
+    return open_store
 
 
 def local_service(data_dir: Path | None) -> Service:
     flag = data_dir is not None
-    path = plain_data_dir(data_dir)
-    if path is not None:
-        check_dir(path, flag=flag)
+    config = plain_config(data_dir)
+    settings: Settings | None = None
+    if config is None:
+        settings = load_settings(data_dir)
+        check_data_dir(settings, flag=flag)
+        config = LocalConfig(
+            data_dir=settings.data_dir,
+            database_url=settings.database_url,
+            canon_file=settings.canon_file,
+            playbook_file=settings.playbook_file,
+        )
+        where = describe(settings)
+    else:
+        check_dir(config.data_dir, flag=flag)
+        where = str(config.data_dir)
+    core = Core(config, store_opener(config))
 
-        def connect() -> httpx.Client:
-            from .inprocess import app_client
+    def direct(
+        method: str, path: str, params: dict[str, Any], body: dict[str, Any] | None
+    ) -> DirectReply | None:
+        return answer(core, method, path, params, body)
 
-            return app_client(load_settings(data_dir))
+    def connect() -> httpx.Client:
+        # Only for what the app alone answers (see direct.py).
+        from .inprocess import app_client
 
-        return Service(connect, where=str(path), local=True, direct=DirectReads(path))
-    url = plain_database_url(data_dir)
-    if url is not None:
-        from ..database_url import BadDatabaseUrl, database_url
-        from ..storage.sql_backend import redact
+        return app_client(settings or load_settings(data_dir))
 
-        try:
-            url = database_url(url)
-        except BadDatabaseUrl as exc:
-            said = f"{exc} (for example VALHALLA_DATABASE_URL={exc.example})"
-            raise CliError(f"error: bad setting: VALHALLA_DATABASE_URL: {said}", USAGE) from None
-
-        def connect_sql() -> httpx.Client:
-            from .inprocess import app_client
-
-            return app_client(load_settings(data_dir))
-
-        direct = DirectReads(database_url=url)
-        return Service(connect_sql, where=redact(url), local=True, direct=direct)
-    settings = load_settings(data_dir)
-    check_data_dir(settings, flag=flag)
-    from .inprocess import app_client
-
-    return Service(lambda: app_client(settings), where=describe(settings), local=True)
+    return Service(connect, where=where, local=True, direct=direct, on_close=core.close)

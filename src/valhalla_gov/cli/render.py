@@ -1,9 +1,10 @@
-"""Output helpers shared by the command groups: JSON for scripts, rich tables
-and plain lines for people, and the ``--since``/``--until`` time options."""
+"""Output helpers shared by the command groups: JSON for scripts, tables and
+plain lines for people, and the ``--since``/``--until`` time options."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,10 +12,8 @@ import typer
 
 from .terminal import safe_json
 
-if TYPE_CHECKING:  # rich and pydantic load when a command prints, not for --help
+if TYPE_CHECKING:  # pydantic loads when a command prints, not for --help
     from pydantic import BaseModel
-    from rich.table import Table
-    from rich.text import Text
 
 
 def valid_text(value: str | None) -> str | None:
@@ -104,29 +103,166 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def show(table: Table) -> None:
-    from rich.console import Console
+@dataclass(frozen=True)
+class Column:
+    """A column of a :class:`Table`. ``wrap``: its text wraps at spaces to
+    fit the terminal (titles, notes, reasons); a column that does not wrap
+    (ids, times, URLs, names: what one reads whole or types back) is never
+    cut nor wrapped, however narrow the terminal."""
 
-    Console(highlight=False).print(table)
+    header: str
+    wrap: bool = False
+    right: bool = False  # numbers line up on the right
+    # A wrapping column narrows to its longest word, and to no less than this.
+    floor: int = 12
+    # Left out when the table cannot fit otherwise (--wide and --json show it).
+    optional: bool = False
 
 
-def table(*columns: str, title: str | None = None) -> Table:
-    from rich.table import Table
+GAP = "  "
+# A word longer than this may be split to fit; shorter ones never are.
+MAX_WORD = 40
 
-    return Table(*columns, title=title, title_justify="left")
+
+class Table:
+    """Plain text columns, sized to the terminal: optional columns are left
+    out while the rest cannot fit, then the columns that wrap give up width
+    until the table fits (never below their longest word, up to
+    :data:`MAX_WORD`); the others keep theirs. Wider than the terminal only
+    when the columns that may not wrap alone are."""
+
+    def __init__(self, *columns: str | Column, title: str | None = None) -> None:
+        self.columns = [c if isinstance(c, Column) else Column(c) for c in columns]
+        self.title = title
+        self.rows: list[list[str]] = []
+
+    def add_column(self, column: str | Column) -> None:
+        self.columns.append(column if isinstance(column, Column) else Column(column))
+
+    def add_row(self, *cells: object) -> None:
+        self.rows.append(["-" if c is None or c == "" else str(c) for c in cells])
+
+    def lines(self, width: int | None = None, *, wide: bool = False) -> list[str]:
+        """The table as lines: fitted to ``width`` (default: the terminal's),
+        or with ``wide`` one line a row, nothing wrapped."""
+        rows = [[" ".join(c.split("\n")) for c in row] for row in self.rows] if wide else self.rows
+        shown = list(range(len(self.columns)))
+        natural = [
+            max([len(col.header), *(len(line) for row in rows for line in row[i].split("\n"))])
+            for i, col in enumerate(self.columns)
+        ]
+        widths = list(natural)
+        limit = width if width is not None else terminal_width()
+        if not wide:
+            floors = self._floors(rows, natural)
+            optional = [i for i, col in enumerate(self.columns) if col.optional]
+            while optional and sum(floors[i] + len(GAP) for i in shown) - len(GAP) > limit:
+                shown.remove(optional.pop())
+            room = limit - len(GAP) * (len(shown) - 1)
+            kept = _fit([widths[i] for i in shown], [floors[i] for i in shown], room)
+            widths = [0] * len(widths)
+            for i, w in zip(shown, kept, strict=True):
+                widths[i] = w
+        out = []
+        if self.title:
+            out.extend([self.title] if wide else _wrap(self.title, limit))
+        columns = [(self.columns[i], widths[i]) for i in shown]
+        headers = [_wrap(c.header, w) if c.wrap and not wide else [c.header] for c, w in columns]
+        out.extend(self._line(columns, headers))
+        out.append(GAP.join("-" * w for _, w in columns))
+        for row in rows:
+            cells = [
+                _wrap(row[i], widths[i])
+                if self.columns[i].wrap and not wide
+                else row[i].split("\n")
+                for i in shown
+            ]
+            out.extend(self._line(columns, cells))
+        return out
+
+    def _floors(self, rows: list[list[str]], natural: list[int]) -> list[int]:
+        floors = []
+        for i, col in enumerate(self.columns):
+            if not col.wrap:
+                floors.append(natural[i])
+                continue
+            words = [len(w) for row in rows for w in row[i].split()] + [
+                len(w) for w in col.header.split()
+            ]
+            longest = min(max(words, default=1), MAX_WORD)
+            floors.append(min(natural[i], max(longest, col.floor)))
+        return floors
+
+    @staticmethod
+    def _line(columns: list[tuple[Column, int]], cells: list[list[str]]) -> list[str]:
+        height = max(len(c) for c in cells)
+        lines = []
+        for n in range(height):
+            parts = []
+            for (col, w), cell_lines in zip(columns, cells, strict=True):
+                text = cell_lines[n] if n < len(cell_lines) else ""
+                parts.append(text.rjust(w) if col.right else text.ljust(w))
+            lines.append(GAP.join(parts).rstrip())
+        return lines
 
 
-def cell(value: object) -> Text:
-    """User text shown literally: brackets in notes are not rich markup."""
-    from rich.text import Text
+def _fit(widths: list[int], floors: list[int], room: int) -> list[int]:
+    """``widths`` with the widest column above its floor narrowed, one
+    character at a time, until they fit in ``room`` or all are at their floor."""
+    widths = list(widths)
+    excess = sum(widths) - room
+    while excess > 0:
+        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
 
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Wrapped at spaces (a word longer than the width is split), keeping
+    the text's own line breaks."""
+    import textwrap
+
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines.extend(textwrap.wrap(paragraph, max(width, 1), break_on_hyphens=False) or [""])
+    return lines
+
+
+def terminal_width() -> int:
+    """$COLUMNS, else the terminal's width, else 80."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def show(table: Table, *, wide: bool = False) -> None:
+    typer.echo("\n".join(table.lines(wide=wide)))
+
+
+def table(*columns: str | Column, title: str | None = None) -> Table:
+    return Table(*columns, title=title)
+
+
+def cell(value: object) -> str:
+    """User text as it is, ``-`` for nothing."""
     if value is None or value == "":
-        return Text("-")
-    return Text(str(value))
+        return "-"
+    return str(value)
 
 
-def short_time(iso: str | None) -> str:
-    """``2026-01-31T09:00:00.123456Z`` → ``2026-01-31 09:00:00Z``."""
+WideOption = Annotated[
+    bool,
+    typer.Option("--wide", help="One line a row, nothing wrapped (for grep and wide screens)."),
+]
+
+
+def short_time(iso: str | None, *, zone: bool = True) -> str:
+    """``2026-01-31T09:00:00.123456Z`` → ``2026-01-31 09:00:00Z`` (without
+    the ``Z`` under a heading that says UTC)."""
     if not iso:
         return "-"
     from ..timeutil import parse_iso
@@ -135,7 +271,7 @@ def short_time(iso: str | None) -> str:
         moment = parse_iso(iso)
     except ValueError:
         return iso
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ" if zone else "%Y-%m-%d %H:%M:%S")
 
 
 def human_duration(seconds: float | None) -> str:
@@ -149,3 +285,17 @@ def human_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def spoken_duration(seconds: float | None) -> str:
+    """``37 s``, ``5 min 02 s``, ``1 h 02 min``: a duration in a sentence."""
+    if seconds is None:
+        return "an unknown time"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

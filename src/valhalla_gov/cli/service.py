@@ -64,13 +64,24 @@ class DirectReply:
     status_code: int
     payload: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    # A success's answer as the route's response model, before it would be
+    # serialised: a command reading that model takes it as it is.
+    model: BaseModel | None = None
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.status_code < 300
 
     def json(self) -> Any:
+        if self.payload is None and self.model is not None:
+            return self.model.model_dump(mode="json")
         return self.payload
+
+
+# A command's request answered without the app (see :mod:`.direct`): method,
+# path, query (values as the command gave them) and body; None when only
+# the app can answer it.
+Direct = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], DirectReply | None]
 
 
 class Service:
@@ -84,9 +95,11 @@ class Service:
         *,
         where: str,
         local: bool,
-        direct: Callable[[str], DirectReply | None] | None = None,
+        direct: Direct | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_close = on_close
         self.where = where  # the URL, or the data dir / database, for messages
         self.local = local
         self.direct = direct
@@ -109,14 +122,14 @@ class Service:
     ) -> Reply:
         """Send one request; a failure becomes a :class:`CliError`.
         ``exit_codes`` overrides the exit code for some statuses."""
-        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
-        direct = self.direct
+        given = {k: v for k, v in (params or {}).items() if v is not None}
         resp: Reply | None = None
-        if direct is not None and method == "GET" and not query and body is None:
-            resp = direct(path)
+        if self.direct is not None:
+            resp = self.direct(method, path, given, body)
         if resp is None:
+            query = {k: _query_value(v) for k, v in given.items()}
             resp = self._send(method, path, query, body)
-        if not resp.is_success or _json(resp) is None:
+        if not resp.is_success or (_model(resp) is None and _json(resp) is None):
             message, code = failure(self, resp, conflict_hint)
             raise CliError(message, (exit_codes or {}).get(resp.status_code, code))
         return resp
@@ -155,6 +168,9 @@ class Service:
             conflict_hint=conflict_hint,
             exit_codes=exit_codes,
         )
+        found = _model(resp)
+        if isinstance(found, model):
+            return found
         return self.parse(model, _json(resp))
 
     def get(self, model: type[M], path: str, **params: Any) -> M:
@@ -179,6 +195,8 @@ class Service:
     def close(self) -> None:
         if not callable(self._client):
             self._client.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _query_value(value: Any) -> Any:
@@ -187,6 +205,10 @@ def _query_value(value: Any) -> Any:
 
         return iso_z(value)
     return value
+
+
+def _model(resp: Reply) -> BaseModel | None:
+    return resp.model if isinstance(resp, DirectReply) else None
 
 
 def _json(resp: Reply) -> Any:
@@ -209,7 +231,9 @@ def _detail(payload: Any) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = ".".join(str(p) for p in item.get("loc", []) if p not in ("body", "query"))
-                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+                # pydantic prefixes a validator's own words with "Value error, ".
+                msg = str(item.get("msg")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {msg}" if loc else msg)
         if parts:
             return "; ".join(parts)
     return json.dumps(payload) if payload is not None else "no details"

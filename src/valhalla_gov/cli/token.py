@@ -20,7 +20,7 @@ from .client import (
     reported,
 )
 from .helpstyle import App
-from .render import valid_text
+from .render import WideOption, valid_text
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 token_app = App(rich_markup_mode=None, no_args_is_help=True)
@@ -34,15 +34,34 @@ KIND_SHOWN = {
 }
 
 
+# auth.models.TOKEN_NAME_PATTERN, written out so that a bad name is refused
+# before pydantic loads (a test keeps the two equal).
+TOKEN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 - a name pattern
+TOKEN_NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"  # noqa: S105 - words
+
+
 def _scopes(value: str) -> list[str]:
-    names = [part.strip() for part in value.split(",") if part.strip()]
+    """The scopes in any case, or a usage error in words."""
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
     unknown = [n for n in names if n not in SCOPE_NAMES]
     if not names or unknown:
         raise CliError(
-            f"refused: unknown scopes {unknown or [value]}; choose from {', '.join(SCOPE_NAMES)}",
+            f"error: unknown scopes in --scopes {value!r}: choose from viewer, operator, owner "
+            "(several with commas, e.g. viewer,operator)",
             USAGE,
         )
     return names
+
+
+def _token_name(name: str, *, flag: str = "--name") -> str:
+    import re
+
+    if not re.fullmatch(TOKEN_NAME, name):
+        raise CliError(
+            f"error: {flag} {name!r} is not a token name: use {TOKEN_NAME_RULE} (e.g. phone)",
+            USAGE,
+        )
+    return name
 
 
 @token_app.command("create")
@@ -72,8 +91,9 @@ def token_create(
     """Create a token. It is printed once, alone on the last line; only its hash is kept."""
     from ..auth.models import TokenCreated
 
+    with reported():
+        body = {"name": _token_name(name), "scopes": _scopes(scopes)}
     with reported(), open_service(data_dir, url, token) as service:
-        body = {"name": name, "scopes": _scopes(scopes)}
         created = service.post(TokenCreated, "/core/tokens", body)
     if as_json:
         typer.echo(created.model_dump_json(indent=2))
@@ -91,10 +111,11 @@ def token_list(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """List tokens (names, scopes, created, last used; never the tokens)."""
     from ..auth.models import TokenList
-    from .render import cell, short_time, show, table
+    from .render import Column, cell, short_time, show, table
 
     with reported(), open_service(data_dir, url, token) as service:
         tokens = service.get(TokenList, "/core/tokens").root
@@ -104,16 +125,22 @@ def token_list(
     if not tokens:
         typer.echo("no tokens yet (`valhalla init` or `valhalla serve` makes the owner credential)")
         return
-    grid = table("name", "kind", "scopes", "created (UTC)", "last used (UTC)")
+    grid = table(
+        "name",
+        Column("kind", wrap=True),
+        Column("scopes", wrap=True),
+        "created (UTC)",
+        "last used (UTC)",
+    )
     for t in tokens:
         grid.add_row(
             cell(t.name),
             KIND_SHOWN.get(t.kind, t.kind),
             ", ".join(t.scopes),
-            short_time(t.created_at_utc),
-            short_time(t.last_used_at_utc),
+            short_time(t.created_at_utc, zone=False),
+            short_time(t.last_used_at_utc, zone=False),
         )
-    show(grid)
+    show(grid, wide=wide)
 
 
 @token_app.command("revoke")
@@ -130,6 +157,8 @@ def token_revoke(
 
     from ..auth.models import TokenInfo
 
+    with reported():
+        _token_name(name, flag="NAME")
     with reported(), open_service(data_dir, url, token) as service:
         # An unknown name is refused (exit 1), as a conflict would be.
         path = f"/core/tokens/{quote(name, safe='')}"

@@ -20,7 +20,7 @@ from .client import (
     reported,
 )
 from .helpstyle import App
-from .render import cell, print_json, short_time, show, table
+from .render import Column, WideOption, cell, print_json, short_time, show, table
 
 # Its help is in cli/__init__.py (GROUPS), shown without importing this module.
 webhook_app = App(rich_markup_mode=None, no_args_is_help=True)
@@ -87,6 +87,7 @@ def webhook_list(
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Webhooks with their last delivery and failures (never the secrets)."""
     from ..webhooks.models import WebhookList
@@ -99,7 +100,15 @@ def webhook_list(
     if not hooks:
         typer.echo("no webhooks; add one with `valhalla webhook add URL`")
         return
-    out = table("name", "url", "events", "format", "created", "last delivery", "failures")
+    out = table(
+        "name",
+        "url",
+        Column("events", wrap=True, optional=True),
+        Column("format", optional=True),
+        Column("created (UTC)", optional=True),
+        Column("last delivery", wrap=True),
+        Column("failures", wrap=True),
+    )
     for hook in hooks:
         d = hook.delivery
         last = "-"
@@ -117,11 +126,11 @@ def webhook_list(
             cell(hook.url),
             cell(", ".join(hook.events)),
             cell(hook.format),
-            cell(short_time(hook.created_at_utc)),
+            cell(short_time(hook.created_at_utc, zone=False)),
             cell(f"{last}; {d.delivered} delivered"),
             cell("; ".join(failures) or "none"),
         )
-    show(out)
+    show(out, wide=wide)
 
 
 @webhook_app.command("remove")

@@ -17,12 +17,15 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ServiceUnavailableError
-from ..settings import Settings
 from ..storage.errors import StorageUnavailableError
 from ..storage.json_store import create_exclusive
 from .models import WebhookRecord
+
+if TYPE_CHECKING:  # the CLI lists webhooks without loading pydantic-settings
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

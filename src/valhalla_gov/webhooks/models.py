@@ -162,9 +162,11 @@ def _unknown_event(name: str) -> str:
     shown = "".join(c if c.isprintable() else "?" for c in name)
     shown = shown if len(shown) <= 64 else shown[:61] + "..."
     guess = closest_event(name)
-    if guess is not None:
-        return f"{shown} is not an audited event; did you mean {guess}?"
-    return f"{shown} is not an audited event; the events are {', '.join(AUDITED_EVENTS)}, or all"
+    meant = f" (did you mean {guess}?)" if guess is not None else ""
+    return (
+        f"{shown} is not an audited event{meant}; the events are "
+        f"{', '.join(AUDITED_EVENTS)}, or all"
+    )
 
 
 # What the API takes (a name also in the path), checked in this order; each

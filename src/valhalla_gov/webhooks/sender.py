@@ -19,15 +19,17 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..cone.canon import BAND_MEANING
 from ..errors import ServiceUnavailableError
-from ..settings import Settings
 from ..timeutil import Clock
 from .keys import SigningKey, secret_for
 from .models import Format, UnusableUrlError, WebhookRecord, check_url, redact_url
+
+if TYPE_CHECKING:  # the CLI lists webhooks without loading pydantic-settings
+    from ..settings import Settings
 
 MAX_ERROR = 300
 MAX_TEXT = 3000  # chat services cut long messages; ours stay well inside
