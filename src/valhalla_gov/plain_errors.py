@@ -24,6 +24,7 @@ PATTERN_WORDS: dict[str, str] = {
         "colon and 64 hex digits"
     ),
     r"^[a-z0-9_]+$": "must be lower-case letters, digits and underscores only (such as check_caps)",
+    r"^[0-9a-f]{64}$": "must be 64 lower-case hex digits (32 random bytes)",
 }
 
 UNKNOWN_PATTERN = "holds characters that are not allowed here"

@@ -474,8 +474,11 @@ def _refusal(exc: Exception) -> DirectReply | None:
     if isinstance(exc, Refused):
         return exc.reply
     if isinstance(exc, ValidationError):  # the route's request model refused the body
+        from ..plain_errors import plain_message
+
         detail = [
-            {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()
+            {"type": e["type"], "loc": ["body", *e["loc"]], "msg": plain_message(e)}
+            for e in exc.errors()
         ]
         return DirectReply(422, {"detail": detail})
     if isinstance(exc, DomainError):
