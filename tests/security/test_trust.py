@@ -119,7 +119,7 @@ def test_a_reverse_proxy_on_this_machine_makes_nobody_local(server: LiveServer) 
             pass
 
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    threading.Thread(target=proxy.serve_forever, args=(0.02,), daemon=True).start()
     via = f"http://127.0.0.1:{proxy.server_address[1]}"
     try:
         assert httpx.get(f"{via}/core/whoami", timeout=10).status_code == 401

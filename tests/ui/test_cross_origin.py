@@ -66,7 +66,7 @@ def _serve_attack(root: Path, host: str, target_url: str) -> tuple[ThreadingHTTP
     (root / "attack.html").write_text(ATTACK.format(target=target_url))
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
     httpd = ThreadingHTTPServer((host, 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
     return httpd, f"http://{'localhost' if host == '127.0.0.1' else host}:{httpd.server_port}"
 
 
