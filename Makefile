@@ -24,7 +24,10 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml requirements-uv.loc
 run: $(VENV)/.run-installed
 	$(BIN)/valhalla serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(VENV)/.dev-installed browser nginx lint typecheck pytest
+# The type check runs beside the suite: the tests wait on servers, browsers
+# and disks more than they compute, so mypy takes CPU that would sit idle.
+test: $(VENV)/.dev-installed browser nginx lint
+	$(MAKE) --no-print-directory -j2 typecheck pytest
 
 # The GO page tests drive Debian's chromium (Playwright with executable_path).
 # Installed when missing and we can (root + apt-get); otherwise a message, and
