@@ -29,7 +29,7 @@ pytestmark = pytest.mark.live
 TOKEN_KEY = "valhalla.go.token"
 # How many requests the squatter waits for: enough that the page has gone
 # through its reconnects and hello retries more than once.
-REQUESTS_TO_SEE = 4
+REQUESTS_TO_SEE = 3
 
 
 class Squatter:
