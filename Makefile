@@ -69,9 +69,10 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-# Two workers: most of the suite waits on subprocesses, sockets and fsync.
+# Three workers on two CPUs: most of the suite waits on subprocesses, sockets
+# and fsync, and two workers left a quarter of the CPU idle.
 # A test file stays on one worker (module-scoped servers start once).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 3 --dist loadfile
 pytest: $(VENV)/.dev-installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -137,7 +137,7 @@ def test_kill_minus_nine_during_a_write_storm(tmp_path: Path, record_figures: Re
     _storm(
         name="crash_json",
         data_dir=data_dir,
-        rounds=sized(3, 10),
+        rounds=sized(2, 10),
         open_store=lambda: open_json(data_dir),
         atomic=False,
         env=None,

@@ -39,7 +39,7 @@ def test_a_bounded_soak_has_no_errors(
     record_figures: Record,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seconds = float(os.environ.get("VALHALLA_SOAK_SECONDS", sized(10, 60)))
+    seconds = float(os.environ.get("VALHALLA_SOAK_SECONDS", sized(5, 60)))
     seed = seed_for("soak")
     data_dir = tmp_path / "data"
     out = figures_path.parent / "soak-report.json"
