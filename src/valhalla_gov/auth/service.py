@@ -31,7 +31,6 @@ from pathlib import Path
 
 from ..audit.service import log_event
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnauthorizedError
-from ..observability.metrics import BOOKKEEPING_FAILURES
 from ..storage.errors import StorageUnavailableError
 from ..storage.protocol import Store
 from ..timeutil import Clock, iso_z, parse_iso
@@ -406,6 +405,9 @@ class Authenticator:
             # data dir must not fail a read. The stamp waits for the next
             # resolution interval; the failure is logged and counted.
             log.warning("could not record when token %r was last used: %s", name, exc)
+            # Imported here: prometheus_client is a fifth of a local command's start-up.
+            from ..observability.metrics import BOOKKEEPING_FAILURES
+
             BOOKKEEPING_FAILURES.labels(what="token_last_used").inc()
         except BaseException:
             # Interrupted: the next call stamps.
