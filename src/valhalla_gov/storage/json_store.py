@@ -160,18 +160,23 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = _open_new(tmp)
-        try:
-            _write_all(fd, payload)
-            fs.fsync(fd)
-        finally:
-            fs.close(fd)
+        _write_temp(tmp, payload)
         fs.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             fs.unlink(tmp)
         raise _unavailable(path, exc) from exc
+
+
+def _write_temp(tmp: Path, payload: bytes) -> None:
+    """``payload`` in a new private temp file, fsynced (not yet in place)."""
+    fd = _open_new(tmp)
+    try:
+        _write_all(fd, payload)
+        fs.fsync(fd)
+    finally:
+        fs.close(fd)
 
 
 def _open_new(tmp: Path) -> int:
@@ -196,12 +201,7 @@ def create_exclusive(path: Path, payload: bytes) -> bool:
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
     try:
-        fd = _open_new(tmp)
-        try:
-            _write_all(fd, payload)
-            fs.fsync(fd)
-        finally:
-            fs.close(fd)
+        _write_temp(tmp, payload)
         try:
             os.link(tmp, path)
         except FileExistsError:
