@@ -27,11 +27,19 @@ def iso_z(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    """Parse an ISO-8601 time; a value without a zone is taken as UTC."""
+    """Parse an ISO-8601 time; a value without a zone is taken as UTC. One
+    that leaves the calendar once converted (0001-01-01T00:00:00+23:59) is a
+    ValueError like any unreadable time, not an OverflowError."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(OUT_OF_RANGE) from None
+
+
+OUT_OF_RANGE = "the time is out of range once converted to UTC"
 
 
 def _encode(value: int, length: int) -> str:
@@ -74,7 +82,7 @@ def _to_utc(value: datetime) -> datetime:
     try:
         converted = as_utc(value)
     except OverflowError:
-        raise ValueError("the time is out of range once converted to UTC") from None
+        raise ValueError(OUT_OF_RANGE) from None
     assert converted is not None
     return converted
 

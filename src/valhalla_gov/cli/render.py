@@ -43,11 +43,13 @@ def note_text(value: str | None) -> str | None:
 def parse_time(text: str) -> datetime:
     """ISO-8601, with or without ``Z`` or an offset (no zone means UTC); a
     date alone is midnight UTC at its start."""
-    from ..timeutil import parse_iso
+    from ..timeutil import OUT_OF_RANGE, parse_iso
 
     try:
         return parse_iso(text.strip())
-    except ValueError:
+    except ValueError as exc:
+        if str(exc) == OUT_OF_RANGE:
+            raise typer.BadParameter(f"{text!r}: {OUT_OF_RANGE}") from None
         raise typer.BadParameter(
             f"{text!r} is not an ISO-8601 time; use e.g. 2026-01-31, 2026-01-31T09:00:00Z "
             "or 2026-01-31T10:00:00+01:00"
