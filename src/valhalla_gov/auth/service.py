@@ -190,17 +190,22 @@ def ensure_owner_credential(*, store: Store, data_dir: Path, clock: Clock) -> Ow
                     raise StorageUnavailableError(
                         data_dir / OWNER_FILE, "appeared and vanished while being created"
                     )
-        record = TokenRecord(
-            name=LOCAL_ACTOR,
-            scopes=["owner"],
-            sha256=hash_token(on_disk),
-            created_at_utc=iso_z(clock()),
-            kind="owner_credential",
-        )
+        record = _owner_credential(on_disk, clock)
         # Not audited: it comes with the data (its creation time is in the
         # token list); its rotations are.
         write_tokens(txn, [*tokens, record])
     return outcome
+
+
+def _owner_credential(token: str, clock: Clock) -> TokenRecord:
+    """The record that makes ``token`` the owner credential (named ``local``)."""
+    return TokenRecord(
+        name=LOCAL_ACTOR,
+        scopes=["owner"],
+        sha256=hash_token(token),
+        created_at_utc=iso_z(clock()),
+        kind="owner_credential",
+    )
 
 
 def rotate_owner_credential(*, store: Store, data_dir: Path, actor: str, clock: Clock) -> None:
@@ -216,14 +221,7 @@ def rotate_owner_credential(*, store: Store, data_dir: Path, actor: str, clock: 
                 f"a token named {LOCAL_ACTOR!r} exists, and that is the owner credential's "
                 f"name: revoke it (`valhalla token revoke {LOCAL_ACTOR}`) first"
             )
-        record = TokenRecord(
-            name=LOCAL_ACTOR,
-            scopes=["owner"],
-            sha256=hash_token(fresh),
-            created_at_utc=iso_z(clock()),
-            kind="owner_credential",
-        )
-        write_tokens(txn, [*rest, record])
+        write_tokens(txn, [*rest, _owner_credential(fresh, clock)])
         # A rotation answers a credential that may have leaked: the sign-in
         # links not used yet (one printed in a journal, say) go with it.
         withdrawn = len(read_codes(txn))
